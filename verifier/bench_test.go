@@ -1,0 +1,117 @@
+package verifier
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+)
+
+// benchBody builds a realistic document.processed envelope of exactly size
+// bytes: extractedData with invoice fields and line items (small objects)
+// plus the OCR text of the document (one line per item, with escaped
+// newlines), compact as senders emit it.
+func benchBody(size int) []byte {
+	descs := []string{"Office chair, ergonomic, black", "A4 copy paper 80gsm (box of 5 reams)",
+		"Toner cartridge HP 26A", "USB-C docking station", "Whiteboard markers, assorted", "Desk lamp LED 12W",
+		"Ethernet cable Cat6 3m", "Filing cabinet 3-drawer"}
+	var items, ocr strings.Builder
+	ocr.WriteString(`ACME SUPPLIES CO.\nTAX INVOICE\nInvoice No: INV-2026-0331\nDate: 2026-03-31\nDue: 2026-04-30\n\nDescription                          Qty   Unit price      Amount\n`)
+	head := `{"eventType":"document.processed","eventId":"evt_1743418800000_inv9x2","timestamp":"2026-03-31T12:00:00.000Z",` +
+		`"organizationId":"org_abc123","projectId":"proj_xyz789","payload":{"id":"doc_march_inv","fileName":"invoice_march.pdf",` +
+		`"status":"completed","extractedData":{"invoiceNumber":"INV-2026-0331","vendor":"Acme Supplies Co.","vendorTaxId":"0105556123456",` +
+		`"totalAmount":15420.00,"currency":"THB","dueDate":"2026-04-30","lineItems":[`
+	mid := `]},"ocrText":"`
+	tail := `","confidence":0.97,"processingTime":3241,"processedAt":"2026-03-31T12:00:00.000Z"}}`
+	for n := 0; ; n++ {
+		d := descs[n%len(descs)]
+		qty := n%7 + 1
+		unit := float64(n%50*37+120) + 0.5
+		item := fmt.Sprintf(`{"lineNo":%d,"description":%q,"quantity":%d,"unitPrice":%.2f,"amount":%.2f,"confidence":0.9%d}`,
+			n+1, d, qty, unit, unit*float64(qty), n%10)
+		line := fmt.Sprintf(`%-36s %3d %12.2f %11.2f\n`, d, qty, unit, unit*float64(qty))
+		if len(head)+items.Len()+1+len(item)+len(mid)+ocr.Len()+len(line)+len(tail) > size {
+			break
+		}
+		if n > 0 {
+			items.WriteByte(',')
+		}
+		items.WriteString(item)
+		ocr.WriteString(line)
+	}
+	body := head + items.String() + mid + ocr.String()
+	body += strings.Repeat(" ", size-len(body)-len(tail)) + tail // pad the OCR text
+	if len(body) != size {
+		panic("benchBody: size")
+	}
+	return []byte(body)
+}
+
+func TestBenchBody(t *testing.T) {
+	for _, size := range []int{1 << 10, 64 << 10} {
+		body := benchBody(size)
+		env, err := ParseEnvelope(body)
+		if err != nil || len(body) != size {
+			t.Fatalf("%d: %v", size, err)
+		}
+		if size == 64<<10 && strings.Count(string(env.Payload), `"description"`) < 300 {
+			t.Fatal("too few line items")
+		}
+	}
+}
+
+var benchSizes = []struct {
+	name string
+	size int
+}{{"1KiB", 1 << 10}, {"64KiB", 64 << 10}}
+
+func BenchmarkVerify(b *testing.B) {
+	for _, bs := range benchSizes {
+		b.Run(bs.name, func(b *testing.B) {
+			body := benchBody(bs.size)
+			v := mustNew(b, Config{Secrets: [][]byte{testSecret}, Tolerance: 5 * time.Minute, Now: fixedClock(baseTime)})
+			h := headers(Sign(testSecret, body), "document.processed")
+			b.ReportAllocs()
+			b.SetBytes(int64(len(body)))
+			for b.Loop() {
+				if _, err := v.Verify(h, body); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkHMAC is the baseline for BenchmarkVerify: a plain HMAC-SHA256 of
+// the same body.
+func BenchmarkHMAC(b *testing.B) {
+	for _, bs := range benchSizes {
+		b.Run(bs.name, func(b *testing.B) {
+			body := benchBody(bs.size)
+			b.ReportAllocs()
+			b.SetBytes(int64(len(body)))
+			for b.Loop() {
+				m := hmac.New(sha256.New, testSecret)
+				m.Write(body)
+				m.Sum(nil)
+			}
+		})
+	}
+}
+
+func BenchmarkCheckJSON(b *testing.B) {
+	for _, bs := range benchSizes {
+		b.Run(bs.name, func(b *testing.B) {
+			body := benchBody(bs.size)
+			b.ReportAllocs()
+			b.SetBytes(int64(len(body)))
+			for b.Loop() {
+				if err := CheckJSON(body); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

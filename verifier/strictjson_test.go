@@ -1,0 +1,313 @@
+package verifier
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"testing"
+	"unicode/utf8"
+)
+
+func TestCheckJSON(t *testing.T) {
+	manyKeys := func(n int, extra string) string {
+		var b strings.Builder
+		b.WriteByte('{')
+		for i := range n {
+			fmt.Fprintf(&b, `"k%03d":%d,`, i, i)
+		}
+		b.WriteString(extra)
+		b.WriteString(`"end":true}`)
+		return b.String()
+	}
+	tests := []struct {
+		in string
+		r  reason // rOK = valid
+	}{
+		{`{}`, rOK},
+		{`[]`, rOK},
+		{`0`, rOK},
+		{`-0.5e+10`, rOK},
+		{`1E-2`, rOK},
+		{`"x"`, rOK},
+		{`true`, rOK},
+		{`false`, rOK},
+		{`null`, rOK},
+		{" \t\r\n{ \"a\" : [ 1 , { } , [ ] ] } \n", rOK},
+		{`{"a":1,"b":{"a":2},"c":[{"a":3},{"a":4}]}`, rOK},
+		{`{"":1,"\u0000":2," ":3}`, rOK},
+		{`{"a":1,"A":2}`, rOK},
+		{`{"é":1,"\u00e9":2}`, rDuplicate},
+		{`{"e\u0301":1,"é":2}`, rOK}, // no Unicode normalization
+		{`{"\ud83d\ude00":1,"😀":2}`, rDuplicate},
+		{`{"\/":1,"/":2}`, rDuplicate},
+		{`{"\"":1,"\u0022":2}`, rDuplicate},
+		{`{"a":1,"a":1}`, rDuplicate},
+		{`{"a":{"b":{"c":1,"c":2}}}`, rDuplicate},
+		{`[{"a":1,"b":2,"a":3}]`, rDuplicate},
+		{`{"a":1,"b":{"a":1},"a":2}`, rDuplicate},
+		{`{"a":{"x":1},"b":{"x":1}}`, rOK},
+		{manyKeys(16, ""), rOK},
+		{manyKeys(200, ""), rOK},
+		{manyKeys(200, `"k007":1,`), rDuplicate},
+		{manyKeys(200, `"k\u0030\u00307":1,`), rDuplicate},
+		{manyKeys(15, `"k000":1,`), rDuplicate},
+		{manyKeys(16, `"k000":1,`), rDuplicate},
+		{manyKeys(17, `"k016":1,`), rDuplicate},
+		{`{"big":` + manyKeys(40, "") + `,"big":1}`, rDuplicate},
+		{`{"a":` + manyKeys(40, "") + `,"b":` + manyKeys(40, "") + `}`, rOK},
+		{``, rEOF},
+		{` `, rEOF},
+		{`{`, rEOF},
+		{`{"a"`, rEOF},
+		{`{"a":`, rEOF},
+		{`{"a":1`, rEOF},
+		{`[1,`, rEOF},
+		{`"abc`, rEOF},
+		{`"abc\`, rEOF},
+		{`{,}`, rChar},
+		{`{"a":1,}`, rChar},
+		{`[1,]`, rChar},
+		{`[,1]`, rChar},
+		{`{"a" 1}`, rChar},
+		{`{1:1}`, rChar},
+		{`{'a':1}`, rChar},
+		{`[1 2]`, rChar},
+		{`}`, rChar},
+		{`]`, rChar},
+		{`{} {}`, rTrailing},
+		{`1 2`, rTrailing},
+		{`{}x`, rTrailing},
+		{"{}\x00", rTrailing},
+		{"\xef\xbb\xbf{}", rChar},
+		{`01`, rTrailing},
+		{`-`, rNumber},
+		{`-a`, rNumber},
+		{`1.`, rNumber},
+		{`1.e5`, rNumber},
+		{`1e`, rNumber},
+		{`1e+`, rNumber},
+		{`.5`, rChar},
+		{`+1`, rChar},
+		{`0x10`, rTrailing},
+		{`tru`, rLiteral},
+		{`nulL`, rLiteral},
+		{`True`, rChar},
+		{`"\x"`, rEscape},
+		{`"\u12"`, rEscape},
+		{`"\u12G4"`, rEscape},
+		{`"\ud800"`, rSurrogate},
+		{`"\ud800\"`, rSurrogate},
+		{`"\ud800\ud800"`, rSurrogate},
+		{`"\ud800\u0041"`, rSurrogate},
+		{`"\ud800\uZZZZ"`, rEscape},
+		{`"\udfff"`, rSurrogate},
+		{`"\uDBFF\uDFFF"`, rOK},
+		{`"\uD800\uDC00"`, rOK},
+		{`"\uFFFF\u0000\uFFFD"`, rOK},
+		{"\"\x00\"", rControl},
+		{"\"\x1f\"", rControl},
+		{"\"\n\"", rControl},
+		{"\"\x7f\"", rOK},
+		{"\"\xff\"", rUTF8},
+		{"\"\xc0\x80\"", rUTF8},
+		{"\"\xed\xa0\x80\"", rUTF8},
+		{"\"\xf4\x90\x80\x80\"", rUTF8},
+		{"\"\xe0\xb8\"", rUTF8},
+		{"\"abcdefghijklmnop\xe0\xb8\"", rUTF8},
+		{"\"\xf0\x9f\x98\x80\xe0\xb8\x81abcdefgh\"", rOK},
+		{`"` + strings.Repeat("abcdefgh", 100) + `\n` + strings.Repeat("é", 100) + `"`, rOK},
+		{nest(64), rOK},
+		{nest(65), rDepth},
+		{strings.Repeat(`{"a":`, 64) + "1" + strings.Repeat("}", 64), rOK},
+		{strings.Repeat(`{"a":`, 65) + "1" + strings.Repeat("}", 65), rDepth},
+		{strings.Repeat("[", 100000), rDepth},
+	}
+	for _, tt := range tests {
+		name := tt.in
+		if len(name) > 40 {
+			name = name[:40]
+		}
+		t.Run(fmt.Sprintf("%q", name), func(t *testing.T) {
+			err := CheckJSON([]byte(tt.in))
+			if tt.r == rOK {
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !json.Valid([]byte(tt.in)) {
+					t.Fatal("encoding/json disagrees")
+				}
+				return
+			}
+			wantKind(t, err, EnvelopeInvalid, 400)
+			if !strings.Contains(err.Error(), reasonText[tt.r]) {
+				t.Fatalf("err = %v, want reason %q", err, reasonText[tt.r])
+			}
+			var e *Error
+			if errors.As(err, &e); e.Offset < 0 || e.Offset > len(tt.in) {
+				t.Fatalf("offset %d", e.Offset)
+			}
+			// The differential oracle agrees too.
+			if refStrict([]byte(tt.in)) && tt.r != rSurrogate {
+				t.Fatal("reference validator accepts")
+			}
+		})
+	}
+}
+
+func TestUnescape(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{``, ``},
+		{`abc`, `abc`},
+		{`\"\\\/\b\f\n\r\t`, "\"\\/\b\f\n\r\t"},
+		{`evt\u005f1`, `evt_1`},
+		{`\u00e9\u0e01\ud83d\ude00`, "é\u0e01😀"},
+		{`a\u0000b`, "a\x00b"},
+	}
+	for _, tt := range tests {
+		if got := string(appendUnescaped(nil, []byte(tt.in))); got != tt.want {
+			t.Errorf("appendUnescaped(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+		for limit := 0; limit <= len(tt.want)+1; limit++ {
+			got, ok := appendUnescapedLimit([]byte("pre"), []byte(tt.in), limit)
+			if ok != (len(tt.want) <= limit) || (ok && string(got) != "pre"+tt.want) {
+				t.Errorf("appendUnescapedLimit(%q, %d) = %q, %v", tt.in, limit, got, ok)
+			}
+		}
+	}
+}
+
+// refStrict is a slow reference for CheckJSON built from encoding/json:
+// json.Valid, utf8.Valid, then a token walk for depth and duplicate keys.
+// It cannot see lone surrogate escapes (encoding/json turns them into
+// U+FFFD), so it accepts those.
+func refStrict(data []byte) bool {
+	if !json.Valid(data) || !utf8.Valid(data) {
+		return false
+	}
+	type frame struct {
+		obj     bool
+		wantKey bool
+		keys    map[string]bool
+	}
+	var stack []*frame
+	onValue := func() {
+		if n := len(stack); n > 0 && stack[n-1].obj {
+			stack[n-1].wantKey = true
+		}
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber() // 1e999 is valid JSON but not a float64
+	for {
+		tok, err := dec.Token()
+		if err == io.EOF {
+			return true
+		}
+		if err != nil {
+			return false
+		}
+		switch t := tok.(type) {
+		case json.Delim:
+			if t == '{' || t == '[' {
+				stack = append(stack, &frame{obj: t == '{', wantKey: true, keys: map[string]bool{}})
+				if len(stack) > MaxDepth {
+					return false
+				}
+				continue
+			}
+			stack = stack[:len(stack)-1]
+			onValue()
+		case string:
+			if n := len(stack); n > 0 && stack[n-1].obj && stack[n-1].wantKey {
+				top := stack[n-1]
+				if top.keys[t] {
+					return false
+				}
+				top.keys[t] = true
+				top.wantKey = false
+				continue
+			}
+			onValue()
+		default:
+			onValue()
+		}
+	}
+}
+
+func FuzzParseEnvelope(f *testing.F) {
+	vec := loadVectors(f)
+	f.Add(vec.body)
+	for _, s := range []string{
+		envelope(), envelope("payload", "-"), envelope("eventId", `"evt\u005f1"`),
+		envelope("event\\u0049d", `"x"`), envelope("payload", `{"a":1,"a":2}`),
+		envelope("payload", nest(63)), envelope("payload", nest(64)),
+		envelope("timestamp", `"2026-03-31T17:30:00+05:30"`), envelope("timestamp", `"2026-03-31t12:00:00Z"`),
+		envelope("payload", `"\ud83d\ude00\ud800"`), envelope("payload", "\"\xed\xa0\x80\""),
+		envelope("organizationId", `1`), envelope("EVENTID", `"x"`),
+		`{}`, `[]`, `""`, `{"a":{"b":[1,2,{"c":null}]}}`, `{"a":1}{}`, "{\"a\":\"\x01\"}",
+		`{"k0":0,"k1":1,"k2":2,"k3":3,"k4":4,"k5":5,"k6":6,"k7":7,"k8":8,"k9":9,"ka":10,"kb":11,"kc":12,"kd":13,"ke":14,"kf":15,"kg":16,"k\u0030":17}`,
+		`-0.0e-0`, `[1e999,-1E+2,0.25]`, ` {"\u00e9":1,"é":2} `,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Add(benchBody(2 << 10))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		orig := bytes.Clone(data)
+		cerr := CheckJSON(data)
+		env, perr := ParseEnvelope(data)
+		if !bytes.Equal(orig, data) {
+			t.Fatal("input modified")
+		}
+		ref := refStrict(data)
+		if cerr == nil {
+			if !json.Valid(data) {
+				t.Fatal("CheckJSON accepts what json.Valid rejects")
+			}
+			if !ref {
+				t.Fatal("CheckJSON accepts what the reference strict validator rejects")
+			}
+		} else {
+			if KindOf(cerr) != EnvelopeInvalid {
+				t.Fatalf("CheckJSON error kind %v", KindOf(cerr))
+			}
+			if ref && !strings.Contains(cerr.Error(), reasonText[rSurrogate]) {
+				t.Fatalf("CheckJSON rejects what the reference accepts: %v", cerr)
+			}
+		}
+		if perr != nil {
+			if KindOf(perr) != EnvelopeInvalid || env != nil {
+				t.Fatalf("ParseEnvelope: %v, %v", env, perr)
+			}
+			return
+		}
+		if cerr != nil {
+			t.Fatal("ParseEnvelope accepts what CheckJSON rejects")
+		}
+		// Compare with encoding/json reading exact member names.
+		var m map[string]json.RawMessage
+		if err := json.Unmarshal(data, &m); err != nil {
+			t.Fatalf("encoding/json: %v", err)
+		}
+		str := func(name string) string {
+			var s string
+			if raw, ok := m[name]; ok {
+				if err := json.Unmarshal(raw, &s); err != nil {
+					t.Fatalf("%s: %v", name, err)
+				}
+			}
+			return s
+		}
+		if env.ID != str("eventId") || env.Type != str("eventType") || env.OrganizationID != str("organizationId") ||
+			env.ProjectID != str("projectId") || str("timestamp") == "" {
+			t.Fatalf("envelope %+v differs from encoding/json %v", env, m)
+		}
+		if !ValidEventID(env.ID) || !ValidEventType(env.Type) || len(env.OrganizationID) > MaxTenantIDLen {
+			t.Fatalf("invalid fields accepted: %+v", env)
+		}
+		if raw, ok := m["payload"]; ok != (env.Payload != nil) || !bytes.Equal(raw, env.Payload) {
+			t.Fatalf("payload %q vs %q", env.Payload, raw)
+		}
+	})
+}
