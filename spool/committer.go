@@ -1,0 +1,245 @@
+package spool
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"go.uber.org/zap"
+)
+
+// op is one unit of work for the committer. Every write to the database after
+// Open goes through an op, so one goroutine owns the write path and concurrent
+// callers share each fsync.
+type op interface {
+	// stage adds the op's writes to the batch's transaction. An error it
+	// returns fails the whole batch; a refusal of the op alone (full, lease
+	// lost) is recorded in the op, which then must not have staged anything.
+	stage(b *batch) error
+	// size estimates the bytes the op adds to the transaction.
+	size() int
+	// finish reports the batch's commit error, or nil once it is durable.
+	finish(err error)
+}
+
+// Batch bounds: Badger refuses a transaction over 15% of the memtable size.
+const maxBatchOps = 512
+
+func (s *Spool) batchBudget() int { return int(s.opts.MemTableSize * 15 / 100 / 2) }
+
+// batch is one transaction of the committer.
+type batch struct {
+	s       *Spool
+	txn     *badger.Txn
+	nowMs   int64
+	effects []effect
+	routes  map[string]uint32 // routes created in this batch
+	rewind  map[uint32][]byte // earliest q/ key written per route
+	items   int64             // messages added in this batch
+	bytes   int64
+	free    int64 // free disk bytes, -1 until read
+}
+
+type effect struct {
+	id       uint64
+	from, to *state
+	apply    func(*catalog) // for changes other than an item's state
+}
+
+// change records an item's change of state for the catalog.
+func (b *batch) change(id uint64, from, to *state) {
+	if from == nil && to != nil {
+		b.items++
+		b.bytes += to.Size
+	} else if from != nil && to == nil {
+		b.items--
+		b.bytes -= from.Size
+	}
+	b.effects = append(b.effects, effect{id: id, from: from, to: to})
+}
+
+// queued notes a q/ key written, so the dispatcher can rewind to it.
+func (b *batch) queued(k []byte) {
+	rid, _, _, _ := parseQueueKey(k)
+	if cur, ok := b.rewind[rid]; !ok || bytes.Compare(k, cur) < 0 {
+		b.rewind[rid] = k
+	}
+}
+
+// routeID returns the id of a route, creating it in this batch if new.
+func (b *batch) routeID(name string) (uint32, error) {
+	b.s.mu.Lock()
+	rid, ok := b.s.cat.ridByName[name]
+	next := b.s.cat.nextRid
+	b.s.mu.Unlock()
+	if ok {
+		return rid, nil
+	}
+	if rid, ok := b.routes[name]; ok {
+		return rid, nil
+	}
+	rid = next + uint32(len(b.routes))
+	if err := b.txn.Set(routeKey(name), binary.BigEndian.AppendUint32(nil, rid)); err != nil {
+		return 0, err
+	}
+	b.routes[name] = rid
+	b.effects = append(b.effects, effect{apply: func(c *catalog) { c.addRoute(name, rid) }})
+	return rid, nil
+}
+
+// admit checks the bounds for adding n messages of size bytes.
+func (b *batch) admit(n, size int64) error {
+	o := &b.s.opts
+	b.s.mu.Lock()
+	items, stored := b.s.cat.items+b.items, b.s.cat.bytes+b.bytes
+	b.s.mu.Unlock()
+	switch {
+	case items+n > o.MaxItems:
+		return &FullError{Limit: "max_items"}
+	case stored+size > o.MaxBytes:
+		return &FullError{Limit: "max_bytes"}
+	}
+	if b.free < 0 {
+		if free, ok := freeDisk(o.Dir); ok {
+			b.free = free
+		} else {
+			b.free = 1 << 62
+		}
+	}
+	// Keep the floor even if every byte of this batch lands on disk twice
+	// (write-ahead log and table).
+	if b.free-2*(max(b.bytes, 0)+size) < o.MinFreeDisk {
+		return &FullError{Limit: "min_free_disk"}
+	}
+	return nil
+}
+
+func (s *Spool) commitLoop() {
+	defer s.loops.Done()
+	defer close(s.committerDone)
+	budget := s.batchBudget()
+	var pending op
+	for {
+		first := pending
+		pending = nil
+		if first == nil {
+			select {
+			case first = <-s.ops:
+			case <-s.commitStop:
+				s.drain()
+				return
+			}
+		}
+		ops, size := []op{first}, first.size()
+	fill:
+		for len(ops) < maxBatchOps && size < budget {
+			select {
+			case o := <-s.ops:
+				if size+o.size() > budget {
+					pending = o
+					break fill
+				}
+				ops, size = append(ops, o), size+o.size()
+			default:
+				break fill
+			}
+		}
+		s.commit(ops)
+	}
+}
+
+// drain commits whatever is still queued when the spool closes.
+func (s *Spool) drain() {
+	for {
+		var ops []op
+		for len(ops) < maxBatchOps {
+			select {
+			case o := <-s.ops:
+				ops = append(ops, o)
+				continue
+			default:
+			}
+			break
+		}
+		if len(ops) == 0 {
+			return
+		}
+		s.commit(ops)
+	}
+}
+
+// commit writes ops in one transaction and reports the result to each.
+func (s *Spool) commit(ops []op) {
+	err := s.commitOnce(ops)
+	if errors.Is(err, badger.ErrTxnTooBig) && len(ops) > 1 {
+		half := len(ops) / 2
+		s.commit(ops[:half])
+		s.commit(ops[half:])
+		return
+	}
+	if errors.Is(err, badger.ErrTxnTooBig) {
+		err = ErrTooLarge
+	}
+	if err != nil {
+		s.log.Error("spool commit failed", zap.Int("ops", len(ops)), zap.Error(err))
+	}
+	for _, o := range ops {
+		o.finish(err)
+	}
+}
+
+func (s *Spool) commitOnce(ops []op) error {
+	txn := s.db.NewTransaction(true)
+	defer txn.Discard()
+	b := &batch{
+		s:      s,
+		txn:    txn,
+		nowMs:  time.Now().UnixMilli(),
+		routes: map[string]uint32{},
+		rewind: map[uint32][]byte{},
+		free:   -1,
+	}
+	for _, o := range ops {
+		if err := o.stage(b); err != nil {
+			return err
+		}
+	}
+	if err := txn.Commit(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	for _, e := range b.effects {
+		if e.apply != nil {
+			e.apply(&s.cat)
+		} else {
+			s.cat.apply(e.id, e.from, e.to)
+		}
+	}
+	s.mu.Unlock()
+	if len(b.rewind) > 0 {
+		s.rewindMu.Lock()
+		for rid, k := range b.rewind {
+			if cur, ok := s.rewind[rid]; !ok || bytes.Compare(k, cur) < 0 {
+				s.rewind[rid] = k
+			}
+		}
+		s.rewindMu.Unlock()
+		s.nudge()
+	}
+	return nil
+}
+
+// getState reads the state under key k; found is false if k is gone.
+func getState(txn *badger.Txn, k []byte) (st state, found bool, err error) {
+	item, err := txn.Get(k)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return state{}, false, nil
+	}
+	if err != nil {
+		return state{}, false, err
+	}
+	err = item.Value(func(v []byte) (err error) { st, err = decodeState(v); return err })
+	return st, err == nil, err
+}

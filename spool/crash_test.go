@@ -1,0 +1,216 @@
+package spool
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// The crash tests run this test binary again as a child process (selected by
+// crashChildEnv) and kill it with SIGKILL.
+const crashChildEnv = "HOOKGATE_SPOOL_CRASH_CHILD"
+
+func TestMain(m *testing.M) {
+	if mode := os.Getenv(crashChildEnv); mode != "" {
+		os.Exit(crashChild(mode, os.Getenv("HOOKGATE_SPOOL_DIR"), os.Getenv("HOOKGATE_SPOOL_TAG")))
+	}
+	os.Exit(m.Run())
+}
+
+// crashChild is the child's main. It prints progress lines on stdout, one
+// write per line, so that the parent sees exactly what was acknowledged.
+func crashChild(mode, dir, tag string) int {
+	s, err := Open(Options{Dir: dir, MemTableSize: 16 << 20, MinFreeDisk: 1 << 20, LeaseMargin: time.Hour, Logger: zap.NewNop()})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "open:", err)
+		return 2
+	}
+	say := func(format string, a ...any) { os.Stdout.WriteString(fmt.Sprintf(format, a...) + "\n") }
+	switch mode {
+	case "enqueue":
+		body := strings.Repeat("x", 1024)
+		var wg sync.WaitGroup
+		for g := range 16 {
+			wg.Go(func() {
+				for n := 0; ; n++ {
+					id := fmt.Sprintf("%s-%d-%d", tag, g, n)
+					r, err := s.Enqueue(context.Background(), entry("crash", id, body))
+					if err != nil || r.Status != Accepted {
+						say("error %s %v %v", id, r.Status, err)
+						return
+					}
+					say("acked %s", id)
+				}
+			})
+		}
+		wg.Wait()
+	case "poison":
+		s.RegisterRoute("poison", Route{Policy: fastPolicy(2), Deliverer: DelivererFunc(func(context.Context, *Delivery) Outcome {
+			say("delivering")
+			syscall.Kill(os.Getpid(), syscall.SIGKILL)
+			select {}
+		})})
+		if _, err := s.Enqueue(context.Background(), entry("poison", "evt_poison", "crashes the receiver")); err != nil {
+			say("error %v", err)
+		}
+		select {}
+	case "hang":
+		s.RegisterRoute("hang", Route{Timeout: time.Hour, Deliverer: DelivererFunc(func(ctx context.Context, d *Delivery) Outcome {
+			say("delivering %s", d.EventID)
+			select {}
+		})})
+		if _, err := s.Enqueue(context.Background(), entry("hang", "evt_hang", "x")); err != nil {
+			say("error %v", err)
+		}
+		select {}
+	}
+	return 3
+}
+
+// child runs the test binary in a crash mode and returns its command and a
+// channel of its output lines (closed at EOF).
+func child(t *testing.T, mode, dir, tag string) (*exec.Cmd, <-chan string) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), crashChildEnv+"="+mode, "HOOKGATE_SPOOL_DIR="+dir, "HOOKGATE_SPOOL_TAG="+tag)
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	lines := make(chan string, 1<<16)
+	go func() {
+		defer close(lines)
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+	}()
+	return cmd, lines
+}
+
+func waitLine(t *testing.T, lines <-chan string, prefix string) {
+	t.Helper()
+	timeout := time.After(10 * time.Second)
+	for {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				t.Fatalf("child exited before printing %q", prefix)
+			}
+			if strings.HasPrefix(l, "error") {
+				t.Fatalf("child: %s", l)
+			}
+			if strings.HasPrefix(l, prefix) {
+				return
+			}
+		case <-timeout:
+			t.Fatalf("child did not print %q", prefix)
+		}
+	}
+}
+
+// TestCrashKeepsEveryAcknowledgedItem kills an enqueueing process at random
+// moments; every id it was told is durable must be there after reopening.
+func TestCrashKeepsEveryAcknowledgedItem(t *testing.T) {
+	dir := t.TempDir()
+	total := 0
+	for cycle := range 10 {
+		cmd, lines := child(t, "enqueue", dir, fmt.Sprintf("c%d", cycle))
+		waitLine(t, lines, "acked")
+		time.Sleep(time.Duration(100+rand.IntN(900)) * time.Millisecond)
+		cmd.Process.Signal(syscall.SIGKILL)
+		var acked []string
+		for l := range lines {
+			if id, ok := strings.CutPrefix(l, "acked "); ok {
+				acked = append(acked, id)
+			} else {
+				t.Fatalf("cycle %d: child said %q", cycle, l)
+			}
+		}
+		cmd.Wait()
+		if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || ws.Signal() != syscall.SIGKILL {
+			t.Fatalf("cycle %d: child ended with %v, not by SIGKILL", cycle, cmd.ProcessState)
+		}
+
+		s, err := Open(Options{Dir: dir, MinFreeDisk: 1 << 20, Logger: zap.NewNop()})
+		if err != nil {
+			t.Fatalf("cycle %d: reopen: %v", cycle, err)
+		}
+		missing := 0
+		for _, id := range acked {
+			if st, err := s.Lookup("crash", id); err != nil || st.State != StatePending {
+				missing++
+				if missing <= 5 {
+					t.Errorf("cycle %d: acknowledged %s is %v (%v)", cycle, id, st.State, err)
+				}
+			}
+		}
+		items, _ := s.Usage()
+		total += len(acked)
+		if missing > 0 || items < int64(total) {
+			t.Fatalf("cycle %d: %d of %d acknowledged items missing; %d stored, %d acknowledged in all", cycle, missing, len(acked), items, total)
+		}
+		t.Logf("cycle %d: %d acknowledged, all present; %d stored", cycle, len(acked), items)
+		s.Close()
+	}
+}
+
+// TestCrashingPayloadRunsOutOfAttempts: a delivery that kills the process
+// still counts, so the item ends as a dead letter instead of a crash loop.
+func TestCrashingPayloadRunsOutOfAttempts(t *testing.T) {
+	dir := t.TempDir()
+	for run := range 2 {
+		cmd, lines := child(t, "poison", dir, "")
+		waitLine(t, lines, "delivering")
+		cmd.Wait()
+		if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || ws.Signal() != syscall.SIGKILL {
+			t.Fatalf("run %d: child ended with %v", run, cmd.ProcessState)
+		}
+	}
+	s := openTest(t, Options{Dir: dir})
+	rec := newRecorder(nil)
+	s.RegisterRoute("poison", Route{Deliverer: rec, Policy: fastPolicy(2)})
+	var dead []DeadLetter
+	eventually(t, 5*time.Second, "the poison item to become a dead letter", func() bool {
+		dead, _, _ = s.ListDead(DeadFilter{}, 0, 10)
+		return len(dead) == 1
+	})
+	if dead[0].Reason != ReasonMaxAttempts || dead[0].Attempts != 2 {
+		t.Fatalf("dead letter %+v, want max_attempts after 2 attempts", dead[0])
+	}
+	if n := len(rec.snapshot()); n != 0 {
+		t.Fatalf("a third attempt was made (%d)", n)
+	}
+}
+
+// TestRestartRedeliversLeasedItemsAtOnce: the lease of a killed process is an
+// hour long, yet its item is delivered right after the restart.
+func TestRestartRedeliversLeasedItemsAtOnce(t *testing.T) {
+	dir := t.TempDir()
+	cmd, lines := child(t, "hang", dir, "")
+	waitLine(t, lines, "delivering evt_hang")
+	cmd.Process.Signal(syscall.SIGKILL)
+	cmd.Wait()
+
+	s := openTest(t, Options{Dir: dir, LeaseMargin: time.Hour})
+	rec := newRecorder(nil)
+	s.RegisterRoute("hang", Route{Deliverer: rec, Timeout: time.Hour})
+	a := rec.next(t, 3*time.Second)
+	if a.EventID != "evt_hang" || a.Attempt != 2 {
+		t.Fatalf("redelivered %s attempt %d, want evt_hang attempt 2", a.EventID, a.Attempt)
+	}
+}

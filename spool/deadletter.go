@@ -1,0 +1,164 @@
+package spool
+
+import (
+	"context"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// DeadLetter is an item that will not be delivered unless replayed.
+type DeadLetter struct {
+	ID         uint64
+	Route      string
+	EventID    string
+	Reason     string // ReasonMaxAttempts, ReasonMaxAge, ReasonRejected, ReasonRouteRemoved, or a deliverer's
+	LastStatus int    // the last attempt's response status, 0 if none
+	LastError  string
+	Attempts   int
+	Size       int64
+	ReceivedAt time.Time
+	DeadAt     time.Time
+}
+
+// DeadFilter selects dead letters; empty fields match everything.
+type DeadFilter struct {
+	Route  string
+	Reason string
+}
+
+func (f DeadFilter) match(route string, st *state) bool {
+	return (f.Route == "" || f.Route == route) && (f.Reason == "" || f.Reason == st.Reason)
+}
+
+// ListDead returns up to limit dead letters matching f with ids above after,
+// oldest first, and the cursor for the next page (0 at the end).
+func (s *Spool) ListDead(f DeadFilter, after uint64, limit int) ([]DeadLetter, uint64, error) {
+	limit = min(max(limit, 1), 1000)
+	var out []DeadLetter
+	var next uint64
+	err := s.scanDead(f, after, func(txn *badger.Txn, id uint64, st *state) (bool, error) {
+		if len(out) == limit {
+			next = out[len(out)-1].ID
+			return false, nil
+		}
+		dl := DeadLetter{
+			ID: id, Route: s.routeName(st.Route), Reason: st.Reason, LastStatus: st.LastStatus, LastError: st.LastError,
+			Attempts: st.Attempt, Size: st.Size, ReceivedAt: time.UnixMilli(st.ReceivedMs), DeadAt: time.UnixMilli(st.DeadMs),
+		}
+		if item, err := txn.Get(msgKey(id)); err == nil {
+			err = item.Value(func(v []byte) error {
+				m, err := decodeMessage(v)
+				if err == nil {
+					dl.EventID = m.EventID
+				}
+				return nil
+			})
+			if err != nil {
+				return false, err
+			}
+		}
+		out = append(out, dl)
+		return true, nil
+	})
+	return out, next, err
+}
+
+// scanDead calls fn for each dead letter matching f with an id above after,
+// in id order, until fn returns false.
+func (s *Spool) scanDead(f DeadFilter, after uint64, fn func(*badger.Txn, uint64, *state) (bool, error)) error {
+	return s.db.View(func(txn *badger.Txn) error {
+		prefix := []byte{prefixDead, '/'}
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: false})
+		defer it.Close()
+		for it.Seek(deadKey(after + 1)); it.ValidForPrefix(prefix); it.Next() {
+			id, ok := parseIDKey(it.Item().Key())
+			if !ok {
+				continue
+			}
+			var st state
+			if err := it.Item().Value(func(v []byte) (err error) { st, err = decodeState(v); return err }); err != nil {
+				continue // corrupt: leave it for an operator's delete
+			}
+			if !f.match(s.routeName(st.Route), &st) {
+				continue
+			}
+			more, err := fn(txn, id, &st)
+			if err != nil || !more {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// Replay puts dead letters back in their route's queue with a fresh attempt
+// budget and returns how many it found.
+func (s *Spool) Replay(ctx context.Context, ids ...uint64) (int, error) {
+	return s.deadOp(ctx, ids, false)
+}
+
+// DeleteDead deletes dead letters and returns how many it found.
+func (s *Spool) DeleteDead(ctx context.Context, ids ...uint64) (int, error) {
+	return s.deadOp(ctx, ids, true)
+}
+
+// ReplayMatching replays every dead letter matching f (all of them for an
+// empty filter) and returns how many it replayed.
+func (s *Spool) ReplayMatching(ctx context.Context, f DeadFilter) (int, error) {
+	return s.eachDeadChunk(ctx, f, func(*state) bool { return true }, false)
+}
+
+// PurgeDead deletes dead letters that died before t and returns how many.
+func (s *Spool) PurgeDead(ctx context.Context, t time.Time) (int, error) {
+	ms := t.UnixMilli()
+	return s.eachDeadChunk(ctx, DeadFilter{}, func(st *state) bool { return st.DeadMs < ms }, true)
+}
+
+// eachDeadChunk replays or deletes the matching dead letters 256 at a time.
+func (s *Spool) eachDeadChunk(ctx context.Context, f DeadFilter, pick func(*state) bool, del bool) (int, error) {
+	const chunk = 256
+	total := 0
+	var after uint64
+	for {
+		var ids []uint64
+		err := s.scanDead(f, after, func(_ *badger.Txn, id uint64, st *state) (bool, error) {
+			after = id
+			if pick(st) {
+				ids = append(ids, id)
+			}
+			return len(ids) < chunk, nil
+		})
+		if err != nil {
+			return total, err
+		}
+		if len(ids) == 0 {
+			return total, nil
+		}
+		n, err := s.deadOp(ctx, ids, del)
+		total += n
+		if err != nil {
+			return total, err
+		}
+	}
+}
+
+func (s *Spool) deadOp(ctx context.Context, ids []uint64, del bool) (int, error) {
+	if len(ids) == 0 {
+		return 0, nil
+	}
+	o := &deadOp{ids: ids, delete: del, done: make(chan struct{})}
+	if err := s.submit(ctx, o, o.done); err != nil {
+		return 0, err
+	}
+	if o.err != nil {
+		return 0, o.err
+	}
+	return o.n, nil
+}
+
+func (s *Spool) routeName(rid uint32) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cat.names[rid]
+}

@@ -1,0 +1,382 @@
+package spool
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"go.uber.org/zap"
+)
+
+// cursorReset is how often the dispatcher rescans each route from its start,
+// a safety net for writes it was not told about.
+const cursorReset = time.Minute
+
+// maxIdle is the longest the dispatcher sleeps without being woken.
+const maxIdle = 30 * time.Second
+
+// dispatchLoop finds due items and leases them to workers. It keeps a cursor
+// per route, so a poll seeks past the keys it already handled instead of
+// rescanning their tombstones, and it sleeps until the next due time or a
+// nudge (enqueue, retry, a free worker, a route change) instead of polling.
+func (s *Spool) dispatchLoop() {
+	defer close(s.dispatcherDone)
+	d := &dispatcher{s: s, cursors: map[uint32][]byte{}, running: map[uint32]int{}, missing: map[uint32]int64{}}
+	resetAt := time.Now().Add(cursorReset)
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for {
+		if time.Now().After(resetAt) {
+			clear(d.cursors)
+			resetAt = time.Now().Add(cursorReset)
+		}
+		s.passes.Add(1)
+		next, err := d.pass()
+		if err != nil {
+			if errors.Is(err, ErrClosed) {
+				return
+			}
+			s.log.Error("dispatch failed", zap.Error(err))
+			next = time.Now().Add(time.Second)
+		}
+		wait := maxIdle
+		if !next.IsZero() {
+			wait = min(max(time.Until(next), 0), maxIdle)
+		}
+		timer.Reset(wait)
+		select {
+		case <-s.stopping:
+			return
+		case <-s.wake:
+		case <-timer.C:
+		}
+	}
+}
+
+// dispatcher is the dispatch loop's state; running is shared with workers.
+type dispatcher struct {
+	s       *Spool
+	cursors map[uint32][]byte // per route: where the next scan starts
+	running map[uint32]int    // deliveries in flight per route, under s.runMu
+	total   int               // under s.runMu
+	missing map[uint32]int64  // when a route with items was first seen unregistered (ms)
+}
+
+// candidate is a due item found by a scan.
+type candidate struct {
+	key   []byte
+	st    state
+	name  string
+	route Route
+	known bool
+}
+
+// pass leases what is due and returns when the next item falls due (zero if
+// unknown: the dispatcher then waits to be nudged).
+func (d *dispatcher) pass() (time.Time, error) {
+	s := d.s
+	now := time.Now()
+	nowMs := now.UnixMilli()
+
+	s.rewindMu.Lock()
+	for rid, k := range s.rewind {
+		if cur, ok := d.cursors[rid]; ok && bytes.Compare(k, cur) < 0 {
+			d.cursors[rid] = k
+		}
+	}
+	clear(s.rewind)
+	s.rewindMu.Unlock()
+
+	type routeRef struct {
+		rid  uint32
+		name string
+	}
+	var refs []routeRef
+	s.mu.Lock()
+	for rid, name := range s.cat.names {
+		if !s.cat.paused[rid] {
+			refs = append(refs, routeRef{rid, name})
+		}
+	}
+	s.mu.Unlock()
+
+	var nextMs int64
+	later := func(ms int64) {
+		if ms != 0 && (nextMs == 0 || ms < nextMs) {
+			nextMs = ms
+		}
+	}
+	var found []candidate
+	err := s.db.View(func(txn *badger.Txn) error {
+		for _, ref := range refs {
+			route, known := s.route(ref.name)
+			limit := 256 // items of a removed route become dead letters
+			if known {
+				delete(d.missing, ref.rid)
+				s.runMu.Lock()
+				limit = min(route.Concurrency-d.running[ref.rid], s.opts.Workers-d.total-len(found))
+				s.runMu.Unlock()
+			} else {
+				// A reload may be registering it: wait out the grace period
+				// before its items become dead letters.
+				since, ok := d.missing[ref.rid]
+				if !ok {
+					since = nowMs
+					d.missing[ref.rid] = since
+				}
+				if end := since + s.opts.RouteGrace.Milliseconds(); nowMs < end {
+					later(end)
+					continue
+				}
+			}
+			if limit <= 0 {
+				continue
+			}
+			due, next, err := d.scan(txn, ref.rid, nowMs, limit)
+			if err != nil {
+				return err
+			}
+			later(next)
+			for _, c := range due {
+				c.name, c.route, c.known = ref.name, route, known
+				found = append(found, c)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return time.Time{}, err
+	}
+	leaseEnd, err := d.start(found, nowMs)
+	if err != nil {
+		return time.Time{}, err
+	}
+	later(leaseEnd) // a lease that ends unreported makes its item due
+	if nextMs == 0 {
+		return time.Time{}, nil
+	}
+	return time.UnixMilli(nextMs), nil
+}
+
+// lookAhead bounds how many deleted keys past now a scan walks to find when
+// the next live item falls due.
+const lookAhead = 1024
+
+// scan returns up to limit due items of a route from its cursor on, and when
+// the next item falls due (0 if unknown).
+//
+// It iterates with AllVersions so that it sees deleted keys instead of
+// letting Badger skip them: the queue is full of them (every claim, retry and
+// ack deletes a key), and a plain iterator would walk all of them on every
+// pass in search of the next live key. This way the walk stops at the first
+// key past now, and the cursor moves over each deleted key once.
+func (d *dispatcher) scan(txn *badger.Txn, rid uint32, nowMs int64, limit int) ([]candidate, int64, error) {
+	prefix := queuePrefix(rid)
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, AllVersions: true})
+	defer it.Close()
+	start := d.cursors[rid]
+	if start == nil {
+		start = prefix
+	}
+	// Once the scan passes every due key, the cursor moves to now. Writes
+	// that land behind it rewind it (see batch.queued).
+	caughtUp := func() {
+		if now := queueKey(rid, nowMs+1, 0); bytes.Compare(now, d.cursors[rid]) > 0 {
+			d.cursors[rid] = now
+		}
+	}
+	var out []candidate
+	var last []byte
+	ahead := 0
+	for it.Seek(start); it.ValidForPrefix(prefix); it.Next() {
+		item := it.Item()
+		k := item.Key()
+		if bytes.Equal(k, last) {
+			continue // an older version of the key just seen
+		}
+		last = append(last[:0], k...)
+		_, due, _, ok := parseQueueKey(k)
+		if !ok {
+			continue
+		}
+		if due > nowMs {
+			caughtUp()
+			if !item.IsDeletedOrExpired() {
+				return out, due, nil
+			}
+			if ahead++; ahead == lookAhead {
+				return out, due, nil // wake then and look further
+			}
+			continue
+		}
+		if item.IsDeletedOrExpired() {
+			d.cursors[rid] = item.KeyCopy(nil)
+			continue
+		}
+		if len(out) == limit {
+			return out, 0, nil
+		}
+		k = item.KeyCopy(nil)
+		d.cursors[rid] = k
+		var st state
+		if err := item.Value(func(v []byte) (err error) { st, err = decodeState(v); return err }); err != nil {
+			if errors.Is(err, errCorrupt) {
+				d.s.log.Error("skipping a corrupt queue entry", zap.Binary("key", k))
+				continue
+			}
+			return nil, 0, err
+		}
+		out = append(out, candidate{key: k, st: st})
+	}
+	caughtUp()
+	return out, 0, nil
+}
+
+// start decides for each due item: lease it to a worker, wait for its route,
+// or make it a dead letter. It returns when the earliest new lease ends.
+func (d *dispatcher) start(found []candidate, nowMs int64) (leaseEnd int64, err error) {
+	s := d.s
+	var claims []*claim
+	var leased []candidate
+	for _, c := range found {
+		st := c.st
+		switch {
+		case !c.known:
+			s.send(&finishOp{key: c.key, to: toDead, reason: ReasonRouteRemoved, lastErr: "route " + c.name + " is not configured"})
+		case st.Attempt >= c.route.Policy.MaxAttempts:
+			// Its last attempt never reported back: the process died or the lease expired.
+			s.send(&finishOp{key: c.key, to: toDead, reason: ReasonMaxAttempts})
+		case c.route.Policy.MaxAge > 0 && time.Duration(nowMs-st.ReceivedMs)*time.Millisecond > c.route.Policy.MaxAge:
+			s.send(&finishOp{key: c.key, to: toDead, reason: ReasonMaxAge})
+		default:
+			lease := c.route.Timeout + s.opts.LeaseMargin
+			claims = append(claims, &claim{key: c.key, leaseMs: lease.Milliseconds()})
+			leased = append(leased, c)
+		}
+	}
+	if len(claims) == 0 {
+		return 0, nil
+	}
+	o := &claimOp{claims: claims, done: make(chan struct{})}
+	if err := s.submit(context.Background(), o, o.done); err != nil {
+		return 0, err
+	}
+	if o.err != nil {
+		return 0, o.err
+	}
+	for i, cl := range claims {
+		if !cl.granted {
+			continue
+		}
+		if _, end, _, _ := parseQueueKey(cl.leased); leaseEnd == 0 || end < leaseEnd {
+			leaseEnd = end
+		}
+		c := leased[i]
+		rid := cl.st.Route
+		s.runMu.Lock()
+		d.running[rid]++
+		d.total++
+		s.runMu.Unlock()
+		s.workers.Add(1)
+		go func() {
+			defer func() {
+				s.runMu.Lock()
+				d.running[rid]--
+				d.total--
+				s.runMu.Unlock()
+				s.workers.Done()
+				s.nudge()
+			}()
+			s.deliver(cl.leased, cl.st, c.route)
+		}()
+	}
+	return leaseEnd, nil
+}
+
+// send queues a fire-and-forget op. Losing one on shutdown is safe: the item
+// keeps its lease or schedule and is handled again later.
+func (s *Spool) send(o op) {
+	select {
+	case s.ops <- o:
+	case <-s.committerDone:
+	}
+}
+
+// deliver makes one attempt for a leased item and records its outcome.
+func (s *Spool) deliver(key []byte, st state, route Route) {
+	_, _, id, _ := parseQueueKey(key)
+	msg, err := s.message(id)
+	if err != nil {
+		s.log.Error("cannot read a leased item's message", zap.Uint64("id", id), zap.Error(err))
+		s.send(&finishOp{key: key, to: toDead, reason: "corrupt", lastErr: err.Error()})
+		return
+	}
+	d := &Delivery{
+		ID:         id,
+		Route:      msg.Route,
+		EventID:    msg.EventID,
+		Header:     msg.Header,
+		Body:       msg.Body,
+		ReceivedAt: time.UnixMilli(msg.ReceivedMs),
+		Attempt:    st.Attempt,
+	}
+	ctx, cancel := context.WithTimeout(s.workCtx, route.Timeout)
+	start := time.Now()
+	out := route.Deliverer.Deliver(ctx, d)
+	took := time.Since(start)
+	cancel()
+
+	fields := []zap.Field{
+		zap.String("route", d.Route),
+		zap.String("event_id", d.EventID),
+		zap.Uint64("id", id),
+		zap.Int("attempt", d.Attempt),
+		zap.Int("status", out.StatusCode),
+		zap.Duration("duration", took),
+	}
+	if out.Err != nil {
+		fields = append(fields, zap.String("error", out.Err.Error()))
+	}
+	if !out.Succeeded() && s.workCtx.Err() != nil {
+		s.log.Info("delivery interrupted by shutdown; released", fields...)
+		s.send(&finishOp{key: key, to: toRelease})
+		return
+	}
+	v := route.Policy.decide(out, d.Attempt, time.Since(d.ReceivedAt))
+	o := &finishOp{key: key, status: out.StatusCode}
+	if out.Err != nil {
+		o.lastErr = out.Err.Error()
+	}
+	switch {
+	case v.ack:
+		o.to = toDelivered
+		s.log.Debug("delivered", fields...)
+	case v.reason != "":
+		o.to, o.reason = toDead, v.reason
+		s.log.Warn("delivery failed; kept as a dead letter", append(fields, zap.String("reason", v.reason))...)
+	default:
+		o.to, o.delay = toRetry, v.delay
+		s.log.Info("delivery failed; will retry", append(fields, zap.Duration("retry_in", v.delay))...)
+	}
+	s.send(o)
+}
+
+// message reads an item's message.
+func (s *Spool) message(id uint64) (*message, error) {
+	var m *message
+	err := s.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(msgKey(id))
+		if err != nil {
+			return err
+		}
+		v, err := item.ValueCopy(nil)
+		if err != nil {
+			return err
+		}
+		m, err = decodeMessage(v)
+		return err
+	})
+	return m, err
+}

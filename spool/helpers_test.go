@@ -1,0 +1,140 @@
+package spool
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
+)
+
+// openTest opens a spool in a fresh temp dir and closes it at the end.
+func openTest(t testing.TB, opts Options) *Spool {
+	t.Helper()
+	if opts.Dir == "" {
+		opts.Dir = t.TempDir()
+	}
+	if opts.Logger == nil {
+		opts.Logger = zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel))
+	}
+	if opts.MemTableSize == 0 {
+		opts.MemTableSize = 16 << 20
+	}
+	if opts.MinFreeDisk == 0 {
+		opts.MinFreeDisk = 1 << 20
+	}
+	s, err := Open(opts)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func entry(route, id string, body string) Entry {
+	return Entry{Route: route, EventID: id, Body: []byte(body), Header: http.Header{"X-Webhook-Event": {"test.event"}}}
+}
+
+func mustEnqueue(t testing.TB, s *Spool, e Entry) Result {
+	t.Helper()
+	r, err := s.Enqueue(context.Background(), e)
+	if err != nil {
+		t.Fatalf("Enqueue(%s/%s): %v", e.Route, e.EventID, err)
+	}
+	return r
+}
+
+// recorder is a Deliverer that records attempts and answers from a script.
+type recorder struct {
+	mu       sync.Mutex
+	attempts []attemptRecord
+	answer   func(d *Delivery) Outcome // nil: 200
+	notify   chan attemptRecord
+}
+
+type attemptRecord struct {
+	EventID string
+	Attempt int
+	At      time.Time
+	Body    string
+	Header  http.Header
+}
+
+func newRecorder(answer func(d *Delivery) Outcome) *recorder {
+	return &recorder{answer: answer, notify: make(chan attemptRecord, 100000)}
+}
+
+func (r *recorder) Deliver(ctx context.Context, d *Delivery) Outcome {
+	rec := attemptRecord{EventID: d.EventID, Attempt: d.Attempt, At: time.Now(), Body: string(d.Body), Header: d.Header}
+	r.mu.Lock()
+	r.attempts = append(r.attempts, rec)
+	r.mu.Unlock()
+	r.notify <- rec
+	if r.answer == nil {
+		return Outcome{StatusCode: 200}
+	}
+	return r.answer(d)
+}
+
+func (r *recorder) snapshot() []attemptRecord {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]attemptRecord(nil), r.attempts...)
+}
+
+// next waits for the next attempt.
+func (r *recorder) next(t testing.TB, within time.Duration) attemptRecord {
+	t.Helper()
+	select {
+	case a := <-r.notify:
+		return a
+	case <-time.After(within):
+		t.Fatalf("no delivery attempt within %v", within)
+		return attemptRecord{}
+	}
+}
+
+// none asserts that no attempt arrives within d.
+func (r *recorder) none(t testing.TB, d time.Duration) {
+	t.Helper()
+	select {
+	case a := <-r.notify:
+		t.Fatalf("unexpected attempt %+v", a)
+	case <-time.After(d):
+	}
+}
+
+// eventually polls cond until it holds or fails the test after within.
+func eventually(t testing.TB, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", within, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func routeStats(s *Spool, route string) RouteStats {
+	for _, rs := range s.Stats() {
+		if rs.Route == route {
+			return rs
+		}
+	}
+	return RouteStats{}
+}
+
+func statsString(rs RouteStats) string {
+	return fmt.Sprintf("queued=%d inflight=%d scheduled=%d dead=%d bytes=%d paused=%v",
+		rs.Queued, rs.InFlight, rs.Scheduled, rs.Dead, rs.Bytes, rs.Paused)
+}
+
+// fastPolicy retries quickly so tests run in milliseconds.
+func fastPolicy(attempts int) Policy {
+	return Policy{MaxAttempts: attempts, BackoffMin: 10 * time.Millisecond, BackoffMax: 40 * time.Millisecond}
+}

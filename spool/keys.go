@@ -1,0 +1,96 @@
+package spool
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"time"
+)
+
+// Key schema. All integers are big-endian so that byte order is numeric order.
+//
+//	v/schema                       format version
+//	s/item                         Badger sequence for item ids
+//	r/<route name>                 route id (uint32)
+//	p/<rid:4>                      present while the route is paused
+//	m/<id:8>                       the immutable message: route, event id, headers, body
+//	q/<rid:4><due ms:8><id:8>      one time-ordered index per route: queued, leased and scheduled items
+//	z/<id:8>                       dead letter state (its m/ record is kept until purged or replayed)
+//	d/<sha256(route 0 eventId)[:16]> dedupe record: id and body hash, expires with the dedupe window
+const (
+	prefixRoute   = 'r'
+	prefixPaused  = 'p'
+	prefixMessage = 'm'
+	prefixQueue   = 'q'
+	prefixDead    = 'z'
+	prefixDedupe  = 'd'
+)
+
+var (
+	keySchema = []byte("v/schema")
+	keySeq    = []byte("s/item")
+)
+
+const (
+	queueKeyLen = 2 + 4 + 8 + 8
+	msgKeyLen   = 2 + 8
+)
+
+func routeKey(name string) []byte { return append([]byte{prefixRoute, '/'}, name...) }
+
+func pausedKey(rid uint32) []byte {
+	return binary.BigEndian.AppendUint32([]byte{prefixPaused, '/'}, rid)
+}
+
+func msgKey(id uint64) []byte {
+	return binary.BigEndian.AppendUint64([]byte{prefixMessage, '/'}, id)
+}
+
+func deadKey(id uint64) []byte {
+	return binary.BigEndian.AppendUint64([]byte{prefixDead, '/'}, id)
+}
+
+// queuePrefix is the start of one route's queue index.
+func queuePrefix(rid uint32) []byte {
+	return binary.BigEndian.AppendUint32([]byte{prefixQueue, '/'}, rid)
+}
+
+func queueKey(rid uint32, dueMs int64, id uint64) []byte {
+	k := make([]byte, 0, queueKeyLen)
+	k = append(k, prefixQueue, '/')
+	k = binary.BigEndian.AppendUint32(k, rid)
+	k = binary.BigEndian.AppendUint64(k, uint64(max(dueMs, 0)))
+	return binary.BigEndian.AppendUint64(k, id)
+}
+
+// parseQueueKey splits a q/ key; ok is false for anything else.
+func parseQueueKey(k []byte) (rid uint32, dueMs int64, id uint64, ok bool) {
+	if len(k) != queueKeyLen || k[0] != prefixQueue || k[1] != '/' {
+		return 0, 0, 0, false
+	}
+	return binary.BigEndian.Uint32(k[2:]), int64(binary.BigEndian.Uint64(k[6:])), binary.BigEndian.Uint64(k[14:]), true
+}
+
+func parseIDKey(k []byte) (uint64, bool) {
+	if len(k) != msgKeyLen {
+		return 0, false
+	}
+	return binary.BigEndian.Uint64(k[2:]), true
+}
+
+// dedupeKey scopes an event id to its route. Hashing bounds the key length
+// and keeps route names with separators from colliding.
+func dedupeKey(route, eventID string) []byte {
+	h := sha256.New()
+	h.Write([]byte(route))
+	h.Write([]byte{0})
+	h.Write([]byte(eventID))
+	return h.Sum([]byte{prefixDedupe, '/'})[:2+16]
+}
+
+func beUint32(b []byte) uint32 { return binary.BigEndian.Uint32(b) }
+
+func nowMs() int64 { return time.Now().UnixMilli() }
+
+func beUint64(b []byte) uint64 { return binary.BigEndian.Uint64(b) }
+
+func appendUint64(b []byte, v uint64) []byte { return binary.BigEndian.AppendUint64(b, v) }

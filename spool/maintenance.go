@@ -1,0 +1,57 @@
+package spool
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"go.uber.org/zap"
+)
+
+// Maintenance intervals.
+const (
+	purgeInterval = time.Minute
+	gcInterval    = 5 * time.Minute
+)
+
+// maintenanceLoop purges expired dead letters and reclaims value log space.
+func (s *Spool) maintenanceLoop() {
+	defer s.loops.Done()
+	purge := time.NewTicker(purgeInterval)
+	defer purge.Stop()
+	gc := time.NewTicker(gcInterval)
+	defer gc.Stop()
+	for {
+		select {
+		case <-s.stopping:
+			return
+		case <-purge.C:
+			n, err := s.PurgeDead(context.Background(), time.Now().Add(-s.opts.DeadRetention))
+			if err != nil && !errors.Is(err, ErrClosed) {
+				s.log.Error("purging dead letters failed", zap.Error(err))
+			} else if n > 0 {
+				s.log.Info("purged dead letters past retention", zap.Int("count", n), zap.Duration("retention", s.opts.DeadRetention))
+			}
+		case <-gc.C:
+			s.valueLogGC()
+		}
+	}
+}
+
+// valueLogGC rewrites value log files until Badger finds none worth it.
+func (s *Spool) valueLogGC() {
+	for range 16 {
+		select {
+		case <-s.stopping:
+			return
+		default:
+		}
+		if err := s.db.RunValueLogGC(0.5); err != nil {
+			if !errors.Is(err, badger.ErrNoRewrite) && !errors.Is(err, badger.ErrRejected) {
+				s.log.Warn("value log GC failed", zap.Error(err))
+			}
+			return
+		}
+	}
+}

@@ -1,0 +1,341 @@
+package spool
+
+import (
+	"bytes"
+	"errors"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"go.uber.org/zap"
+)
+
+// preparedEntry is an Entry encoded outside the committer.
+type preparedEntry struct {
+	route    string
+	dedupe   []byte
+	hash     [32]byte
+	msg      []byte
+	received int64
+	window   time.Duration
+}
+
+// enqueueOp stores entries with their dedupe records.
+type enqueueOp struct {
+	entries []preparedEntry
+	results []Result
+	err     error
+	done    chan struct{}
+}
+
+func (o *enqueueOp) size() int {
+	n := 0
+	for _, e := range o.entries {
+		n += len(e.msg) + 160
+	}
+	return n
+}
+
+func (o *enqueueOp) finish(err error) {
+	if err != nil {
+		o.err, o.results = err, nil
+	}
+	close(o.done)
+}
+
+func (o *enqueueOp) stage(b *batch) error {
+	// Dedupe first: a duplicate is answered even when the spool is full.
+	o.results = make([]Result, len(o.entries))
+	repeats := map[int]int{} // entry index -> index of its first occurrence in the op
+	var n, size int64
+	for i, e := range o.entries {
+		res, first, err := o.lookup(b.txn, i)
+		if err != nil {
+			return err
+		}
+		if first >= 0 {
+			repeats[i] = first
+		}
+		o.results[i] = res
+		if res.Status == Accepted {
+			n, size = n+1, size+int64(len(e.msg))
+		}
+	}
+	if err := b.admit(n, size); err != nil {
+		o.err, o.results = err, nil
+		return nil
+	}
+	for i, e := range o.entries {
+		if o.results[i].Status != Accepted {
+			continue
+		}
+		rid, err := b.routeID(e.route)
+		if err != nil {
+			return err
+		}
+		id, err := b.s.seq.Next()
+		if err != nil {
+			return err
+		}
+		id++ // ids start at 1
+		st := &state{Route: rid, ReceivedMs: e.received, Size: int64(len(e.msg))}
+		rec := append(appendUint64(nil, id), e.hash[:]...)
+		qk := queueKey(rid, b.nowMs, id)
+		if err := b.txn.SetEntry(badger.NewEntry(e.dedupe, rec).WithTTL(e.window)); err != nil {
+			return err
+		}
+		if err := b.txn.Set(msgKey(id), e.msg); err != nil {
+			return err
+		}
+		if err := b.txn.Set(qk, st.encode()); err != nil {
+			return err
+		}
+		b.change(id, nil, st)
+		b.queued(qk)
+		o.results[i].ID = id
+	}
+	for i, first := range repeats {
+		o.results[i].ID = o.results[first].ID
+	}
+	return nil
+}
+
+// lookup dedupes entry i against the database (including writes staged by
+// earlier ops of the batch) and against the op's earlier entries; first is
+// the index of an earlier entry it repeats, or -1.
+func (o *enqueueOp) lookup(txn *badger.Txn, i int) (res Result, first int, err error) {
+	e := &o.entries[i]
+	for j := range i {
+		if bytes.Equal(o.entries[j].dedupe, e.dedupe) && o.results[j].Status == Accepted {
+			if o.entries[j].hash != e.hash {
+				return Result{Status: Conflict}, j, nil
+			}
+			return Result{Status: Duplicate}, j, nil
+		}
+	}
+	item, err := txn.Get(e.dedupe)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return Result{Status: Accepted}, -1, nil
+	}
+	if err != nil {
+		return Result{}, -1, err
+	}
+	rec, err := item.ValueCopy(nil)
+	if err != nil {
+		return Result{}, -1, err
+	}
+	res = Result{Status: Conflict}
+	if len(rec) == 8+32 {
+		res.ID = beUint64(rec)
+		if bytes.Equal(rec[8:], e.hash[:]) {
+			res.Status = Duplicate
+		}
+	}
+	return res, -1, nil
+}
+
+// claim is one due item the dispatcher wants to lease.
+type claim struct {
+	key     []byte // its q/ key when scanned
+	leaseMs int64
+	// set when granted:
+	granted bool
+	leased  []byte
+	st      state
+}
+
+// claimOp leases items: their attempt count is incremented and made durable
+// before any attempt starts.
+type claimOp struct {
+	claims []*claim
+	err    error
+	done   chan struct{}
+}
+
+func (o *claimOp) size() int { return len(o.claims) * 128 }
+
+func (o *claimOp) finish(err error) {
+	if err != nil {
+		o.err = err
+		for _, c := range o.claims {
+			c.granted = false
+		}
+	}
+	close(o.done)
+}
+
+func (o *claimOp) stage(b *batch) error {
+	for _, c := range o.claims {
+		st, found, err := getState(b.txn, c.key)
+		if err != nil || !found {
+			if err != nil && !errors.Is(err, errCorrupt) {
+				return err
+			}
+			continue
+		}
+		rid, _, id, _ := parseQueueKey(c.key)
+		from := st
+		st.Attempt++
+		st.Flags |= flagLeased
+		nk := queueKey(rid, b.nowMs+c.leaseMs, id)
+		if err := b.txn.Delete(c.key); err != nil {
+			return err
+		}
+		if err := b.txn.Set(nk, st.encode()); err != nil {
+			return err
+		}
+		b.change(id, &from, &st)
+		c.granted, c.leased, c.st = true, nk, st
+	}
+	return nil
+}
+
+// transition says what a finishOp does with an item.
+type transition int
+
+const (
+	toDelivered transition = iota // delete the item
+	toRetry                       // schedule the next attempt
+	toRelease                     // give back an attempt cut short by shutdown
+	toDead                        // make it a dead letter
+)
+
+// finishOp moves one item from the exact q/ key it was seen under. If that key
+// is gone (its lease expired and it was claimed again, or it was already
+// handled), the op does nothing.
+type finishOp struct {
+	key     []byte
+	to      transition
+	delay   time.Duration
+	status  int
+	lastErr string
+	reason  string
+}
+
+func (o *finishOp) size() int { return 256 + len(o.lastErr) }
+
+func (o *finishOp) finish(error) {}
+
+func (o *finishOp) stage(b *batch) error {
+	st, found, err := getState(b.txn, o.key)
+	if err != nil {
+		return err
+	}
+	if !found {
+		b.s.log.Debug("ignoring the outcome of an attempt whose lease was lost", zap.Binary("key", o.key))
+		return nil
+	}
+	rid, _, id, _ := parseQueueKey(o.key)
+	from := st
+	if err := b.txn.Delete(o.key); err != nil {
+		return err
+	}
+	if o.to == toDelivered {
+		b.change(id, &from, nil)
+		return b.txn.Delete(msgKey(id))
+	}
+	st.Flags &^= flagLeased
+	if o.status != 0 || o.lastErr != "" {
+		st.LastStatus, st.LastError = o.status, o.lastErr
+	}
+	switch o.to {
+	case toDead:
+		st.DeadMs, st.Reason = b.nowMs, o.reason
+		if err := b.txn.Set(deadKey(id), st.encode()); err != nil {
+			return err
+		}
+		b.change(id, &from, &st)
+		return nil
+	case toRelease:
+		st.Attempt = max(st.Attempt-1, 0)
+	}
+	nk := queueKey(rid, b.nowMs+o.delay.Milliseconds(), id)
+	if err := b.txn.Set(nk, st.encode()); err != nil {
+		return err
+	}
+	b.change(id, &from, &st)
+	b.queued(nk)
+	return nil
+}
+
+// deadOp replays or deletes dead letters by id.
+type deadOp struct {
+	ids    []uint64
+	delete bool // delete instead of replay
+	n      int  // how many were found
+	err    error
+	done   chan struct{}
+}
+
+func (o *deadOp) size() int        { return len(o.ids) * 128 }
+func (o *deadOp) finish(err error) { o.err = err; close(o.done) }
+
+func (o *deadOp) stage(b *batch) error {
+	for _, id := range o.ids {
+		dk := deadKey(id)
+		st, found, err := getState(b.txn, dk)
+		if err != nil {
+			return err
+		}
+		if !found {
+			continue
+		}
+		from := st
+		if err := b.txn.Delete(dk); err != nil {
+			return err
+		}
+		o.n++
+		if o.delete {
+			if err := b.txn.Delete(msgKey(id)); err != nil {
+				return err
+			}
+			b.change(id, &from, nil)
+			continue
+		}
+		st = state{Route: st.Route, ReceivedMs: st.ReceivedMs, Size: st.Size, LastStatus: st.LastStatus, LastError: st.LastError}
+		qk := queueKey(st.Route, b.nowMs, id)
+		if err := b.txn.Set(qk, st.encode()); err != nil {
+			return err
+		}
+		b.change(id, &from, &st)
+		b.queued(qk)
+	}
+	return nil
+}
+
+// pauseOp pauses or resumes a route's deliveries.
+type pauseOp struct {
+	route  string
+	paused bool
+	err    error
+	done   chan struct{}
+}
+
+func (o *pauseOp) size() int        { return 64 + len(o.route) }
+func (o *pauseOp) finish(err error) { o.err = err; close(o.done) }
+
+func (o *pauseOp) stage(b *batch) error {
+	rid, err := b.routeID(o.route)
+	if err != nil {
+		return err
+	}
+	if o.paused {
+		err = b.txn.Set(pausedKey(rid), nil)
+	} else {
+		err = b.txn.Delete(pausedKey(rid))
+		// Everything of the route that came due meanwhile is behind the
+		// dispatcher's cursor for it.
+		b.rewind[rid] = queuePrefix(rid)
+	}
+	if err != nil {
+		return err
+	}
+	paused := o.paused
+	b.effects = append(b.effects, effect{apply: func(c *catalog) {
+		if paused {
+			c.paused[rid] = true
+		} else {
+			delete(c.paused, rid)
+		}
+	}})
+	return nil
+}

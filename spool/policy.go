@@ -1,0 +1,177 @@
+package spool
+
+import (
+	"context"
+	"math/rand/v2"
+	"net/http"
+	"time"
+)
+
+// Default retry settings, used for zero fields of a Policy.
+const (
+	DefaultMaxAttempts = 10
+	DefaultMaxAge      = 24 * time.Hour
+	DefaultBackoffMin  = time.Second
+	DefaultBackoffMax  = 10 * time.Minute
+)
+
+// Dead-letter reasons set by the spool.
+const (
+	ReasonMaxAttempts  = "max_attempts"  // the last allowed attempt failed
+	ReasonMaxAge       = "max_age"       // the item is older than the route's max age
+	ReasonRejected     = "rejected"      // an outcome the policy does not retry
+	ReasonRouteRemoved = "route_removed" // the route left the configuration and did not come back in time
+)
+
+// Outcome is the result of one delivery attempt.
+type Outcome struct {
+	StatusCode int           // the response status, 0 when there was no response
+	Err        error         // a transport error or timeout; nil when a response arrived
+	RetryAfter time.Duration // the response's Retry-After, 0 when absent
+	// DeadReason, when set on a failed outcome, sends the item to the dead
+	// letters at once with this reason, whatever the policy says.
+	DeadReason string
+}
+
+// Succeeded reports whether the attempt delivered the item (a 2xx response).
+func (o Outcome) Succeeded() bool {
+	return o.Err == nil && o.StatusCode >= 200 && o.StatusCode < 300
+}
+
+// DefaultRetryable retries transport errors, timeouts, 408, 425, 429 and 5xx.
+func DefaultRetryable(o Outcome) bool {
+	if o.Err != nil {
+		return true
+	}
+	switch o.StatusCode {
+	case http.StatusRequestTimeout, http.StatusTooEarly, http.StatusTooManyRequests:
+		return true
+	}
+	return o.StatusCode >= 500
+}
+
+// Policy says how often and how long a route's items are retried.
+type Policy struct {
+	MaxAttempts int           // total attempts, first included
+	MaxAge      time.Duration // age after which a failing item is dead; negative: no limit
+	BackoffMin  time.Duration // the first retry's delay and the floor for Retry-After
+	BackoffMax  time.Duration // the ceiling of every delay
+	// Retryable decides which failed outcomes are retried; nil means DefaultRetryable.
+	Retryable func(Outcome) bool
+}
+
+func (p Policy) withDefaults() Policy {
+	if p.MaxAttempts <= 0 {
+		p.MaxAttempts = DefaultMaxAttempts
+	}
+	if p.MaxAge == 0 {
+		p.MaxAge = DefaultMaxAge
+	}
+	if p.BackoffMin <= 0 {
+		p.BackoffMin = DefaultBackoffMin
+	}
+	if p.BackoffMax <= 0 {
+		p.BackoffMax = max(DefaultBackoffMax, p.BackoffMin)
+	}
+	if p.BackoffMax < p.BackoffMin {
+		p.BackoffMax = p.BackoffMin
+	}
+	if p.Retryable == nil {
+		p.Retryable = DefaultRetryable
+	}
+	return p
+}
+
+// Delay returns the wait before the attempt after attempt number attempt
+// (1-based) failed: exponential growth from BackoffMin with full jitter,
+// capped at BackoffMax. A Retry-After is honoured within the same bounds.
+func (p Policy) Delay(attempt int, retryAfter time.Duration) time.Duration {
+	p = p.withDefaults()
+	if retryAfter > 0 {
+		return min(max(retryAfter, p.BackoffMin), p.BackoffMax)
+	}
+	ceiling := p.BackoffMin
+	for i := 1; i < attempt && ceiling < p.BackoffMax; i++ {
+		ceiling *= 2
+	}
+	ceiling = min(ceiling, p.BackoffMax)
+	if ceiling <= p.BackoffMin {
+		return p.BackoffMin
+	}
+	return p.BackoffMin + rand.N(ceiling-p.BackoffMin+1)
+}
+
+// verdict is what happens to an item after an attempt.
+type verdict struct {
+	ack    bool
+	delay  time.Duration // retry after this long, when reason is empty and ack is false
+	reason string        // dead letter reason
+}
+
+// decide applies the policy to an attempt's outcome.
+func (p Policy) decide(o Outcome, attempt int, age time.Duration) verdict {
+	p = p.withDefaults()
+	switch {
+	case o.Succeeded():
+		return verdict{ack: true}
+	case o.DeadReason != "":
+		return verdict{reason: o.DeadReason}
+	case !p.Retryable(o):
+		return verdict{reason: ReasonRejected}
+	case attempt >= p.MaxAttempts:
+		return verdict{reason: ReasonMaxAttempts}
+	}
+	delay := p.Delay(attempt, o.RetryAfter)
+	if p.MaxAge > 0 && age+delay > p.MaxAge {
+		return verdict{reason: ReasonMaxAge}
+	}
+	return verdict{delay: delay}
+}
+
+// Deliverer makes one delivery attempt. It must honour ctx, which carries the
+// route's timeout and is cancelled when the spool closes.
+type Deliverer interface {
+	Deliver(ctx context.Context, d *Delivery) Outcome
+}
+
+// DelivererFunc adapts a function to a Deliverer.
+type DelivererFunc func(ctx context.Context, d *Delivery) Outcome
+
+// Deliver calls f.
+func (f DelivererFunc) Deliver(ctx context.Context, d *Delivery) Outcome { return f(ctx, d) }
+
+// Delivery is one attempt at delivering an item.
+type Delivery struct {
+	ID         uint64
+	Route      string
+	EventID    string
+	Header     http.Header
+	Body       []byte
+	ReceivedAt time.Time
+	Attempt    int // 1-based, persisted before the attempt starts
+}
+
+// Route is a route's delivery settings, looked up when each attempt starts.
+type Route struct {
+	Deliverer   Deliverer
+	Policy      Policy
+	Concurrency int           // deliveries in flight at most; default 8
+	Timeout     time.Duration // per attempt; default 30s
+}
+
+// Route defaults.
+const (
+	DefaultConcurrency = 8
+	DefaultTimeout     = 30 * time.Second
+)
+
+func (r Route) withDefaults() Route {
+	if r.Concurrency <= 0 {
+		r.Concurrency = DefaultConcurrency
+	}
+	if r.Timeout <= 0 {
+		r.Timeout = DefaultTimeout
+	}
+	r.Policy = r.Policy.withDefaults()
+	return r
+}

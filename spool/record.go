@@ -1,0 +1,213 @@
+package spool
+
+import (
+	"encoding/binary"
+	"errors"
+	"net/http"
+)
+
+// errCorrupt reports a record that cannot be decoded.
+var errCorrupt = errors.New("spool: corrupt record")
+
+const recordVersion = 1
+
+// message is the immutable part of an item, stored once under m/<id>.
+type message struct {
+	Route      string
+	EventID    string
+	ReceivedMs int64
+	Header     http.Header
+	Body       []byte
+}
+
+func (m *message) encode() []byte {
+	n := 32 + len(m.Route) + len(m.EventID) + len(m.Body)
+	for k, vs := range m.Header {
+		n += len(k) + 8
+		for _, v := range vs {
+			n += len(v) + 4
+		}
+	}
+	b := make([]byte, 0, n)
+	b = append(b, recordVersion)
+	b = appendString(b, m.Route)
+	b = appendString(b, m.EventID)
+	b = binary.AppendVarint(b, m.ReceivedMs)
+	b = binary.AppendUvarint(b, uint64(len(m.Header)))
+	for k, vs := range m.Header {
+		b = appendString(b, k)
+		b = binary.AppendUvarint(b, uint64(len(vs)))
+		for _, v := range vs {
+			b = appendString(b, v)
+		}
+	}
+	return append(b, m.Body...)
+}
+
+func decodeMessage(b []byte) (*message, error) {
+	r := reader{b: b}
+	if r.byte() != recordVersion {
+		return nil, errCorrupt
+	}
+	m := &message{Route: r.string(), EventID: r.string(), ReceivedMs: r.varint()}
+	if n := r.uvarint(); n > 0 && r.err == nil {
+		if n > uint64(len(b)) {
+			return nil, errCorrupt
+		}
+		m.Header = make(http.Header, n)
+		for i := uint64(0); i < n && r.err == nil; i++ {
+			k := r.string()
+			nv := r.uvarint()
+			if nv > uint64(len(b)) {
+				return nil, errCorrupt
+			}
+			vs := make([]string, 0, nv)
+			for j := uint64(0); j < nv && r.err == nil; j++ {
+				vs = append(vs, r.string())
+			}
+			m.Header[k] = vs
+		}
+	}
+	if r.err != nil {
+		return nil, r.err
+	}
+	m.Body = r.b
+	return m, nil
+}
+
+// state flags.
+const (
+	flagLeased = 1 << iota // in flight: the key's due time is the lease's end
+)
+
+// state is the small mutable part of an item: the value of its q/ key while
+// pending and of its z/ key once dead.
+type state struct {
+	Flags      uint8
+	Route      uint32
+	Attempt    int
+	ReceivedMs int64
+	Size       int64 // message bytes, for accounting
+	LastStatus int
+	LastError  string
+	DeadMs     int64
+	Reason     string
+}
+
+func (s *state) leased() bool { return s.Flags&flagLeased != 0 }
+
+// class is the item's state for the statistics.
+func (s *state) class() class {
+	switch {
+	case s.DeadMs != 0:
+		return classDead
+	case s.leased():
+		return classInFlight
+	case s.Attempt > 0:
+		return classScheduled
+	default:
+		return classQueued
+	}
+}
+
+const maxErrorLen = 256
+
+func (s *state) encode() []byte {
+	b := make([]byte, 0, 48+len(s.LastError)+len(s.Reason))
+	b = append(b, recordVersion, s.Flags)
+	b = binary.BigEndian.AppendUint32(b, s.Route)
+	b = binary.AppendUvarint(b, uint64(s.Attempt))
+	b = binary.AppendVarint(b, s.ReceivedMs)
+	b = binary.AppendVarint(b, s.Size)
+	b = binary.AppendUvarint(b, uint64(s.LastStatus))
+	b = appendString(b, truncate(s.LastError, maxErrorLen))
+	b = binary.AppendVarint(b, s.DeadMs)
+	return appendString(b, s.Reason)
+}
+
+func decodeState(b []byte) (state, error) {
+	r := reader{b: b}
+	if r.byte() != recordVersion {
+		return state{}, errCorrupt
+	}
+	s := state{Flags: r.byte(), Route: r.uint32()}
+	s.Attempt = int(r.uvarint())
+	s.ReceivedMs = r.varint()
+	s.Size = r.varint()
+	s.LastStatus = int(r.uvarint())
+	s.LastError = r.string()
+	s.DeadMs = r.varint()
+	s.Reason = r.string()
+	return s, r.err
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}
+
+func appendString(b []byte, s string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(s)))
+	return append(b, s...)
+}
+
+// reader decodes a record; the first error sticks and later reads return zero values.
+type reader struct {
+	b   []byte
+	err error
+}
+
+func (r *reader) fail() { r.err, r.b = errCorrupt, nil }
+
+func (r *reader) byte() byte {
+	if len(r.b) < 1 {
+		r.fail()
+		return 0
+	}
+	c := r.b[0]
+	r.b = r.b[1:]
+	return c
+}
+
+func (r *reader) uint32() uint32 {
+	if len(r.b) < 4 {
+		r.fail()
+		return 0
+	}
+	v := binary.BigEndian.Uint32(r.b)
+	r.b = r.b[4:]
+	return v
+}
+
+func (r *reader) uvarint() uint64 {
+	v, n := binary.Uvarint(r.b)
+	if n <= 0 {
+		r.fail()
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *reader) varint() int64 {
+	v, n := binary.Varint(r.b)
+	if n <= 0 {
+		r.fail()
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *reader) string() string {
+	n := r.uvarint()
+	if n > uint64(len(r.b)) {
+		r.fail()
+		return ""
+	}
+	s := string(r.b[:n])
+	r.b = r.b[n:]
+	return s
+}

@@ -1,0 +1,433 @@
+// Package spool is Hookgate's durable delivery queue on Badger.
+//
+// Enqueue stores an item together with its dedupe record in one fsynced
+// transaction; concurrent enqueues share commits through a single committer
+// goroutine. A dispatcher leases due items to a bounded worker pool that hands
+// them to each route's Deliverer, retries failures with backoff and keeps what
+// cannot be delivered as dead letters until they are replayed or purged.
+//
+// The package has no Caddy dependency; the Caddy glue shares one Spool per
+// directory across config reloads and registers its routes with RegisterRoute.
+package spool
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"net/http"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/options"
+	"go.uber.org/zap"
+)
+
+// Errors returned by the spool.
+var (
+	// ErrFull is matched (errors.Is) by every *FullError.
+	ErrFull = errors.New("spool: full")
+	// ErrClosed is returned once Close has begun.
+	ErrClosed = errors.New("spool: closed")
+	// ErrInUse is returned by Open for a directory this process already has open.
+	ErrInUse = errors.New("spool: directory already open in this process")
+	// ErrNotFound is returned for an unknown event, dead letter or route.
+	ErrNotFound = errors.New("spool: not found")
+	// ErrTooLarge is returned for an enqueue that cannot fit in one transaction.
+	ErrTooLarge = errors.New("spool: entry too large")
+)
+
+// FullError says which bound refused an enqueue.
+type FullError struct {
+	Limit string // "max_items", "max_bytes" or "min_free_disk"
+}
+
+func (e *FullError) Error() string        { return "spool: full (" + e.Limit + ")" }
+func (e *FullError) Is(target error) bool { return target == ErrFull }
+
+// Options configure a Spool. Zero values take the defaults below.
+type Options struct {
+	Dir           string
+	Logger        *zap.Logger
+	MaxItems      int64         // stored items, dead letters included; default 1,000,000
+	MaxBytes      int64         // stored message bytes; default 1 GiB
+	MinFreeDisk   int64         // free bytes to keep on the file system; default 512 MiB
+	Workers       int           // deliveries in flight over all routes; default 64
+	LeaseMargin   time.Duration // a lease lasts the route's timeout plus this; default 30s
+	RouteGrace    time.Duration // how long items wait for a missing route; default 10m
+	DeadRetention time.Duration // dead letters older than this are purged; default 7 days
+	CloseTimeout  time.Duration // how long Close waits for deliveries in flight; default 10s
+	MemTableSize  int64         // Badger memtable size; default 32 MiB
+}
+
+func (o Options) withDefaults() Options {
+	def := func(v *int64, d int64) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	defDur := func(v *time.Duration, d time.Duration) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	def(&o.MaxItems, 1_000_000)
+	def(&o.MaxBytes, 1<<30)
+	def(&o.MinFreeDisk, 512<<20)
+	def(&o.MemTableSize, 32<<20)
+	if o.Workers <= 0 {
+		o.Workers = 64
+	}
+	defDur(&o.LeaseMargin, 30*time.Second)
+	defDur(&o.RouteGrace, 10*time.Minute)
+	defDur(&o.DeadRetention, 7*24*time.Hour)
+	defDur(&o.CloseTimeout, 10*time.Second)
+	if o.Logger == nil {
+		o.Logger = zap.NewNop()
+	}
+	return o
+}
+
+// Spool is a durable delivery queue in one directory. Its methods are safe for
+// concurrent use.
+type Spool struct {
+	opts Options
+	log  *zap.Logger
+	db   *badger.DB
+	seq  *badger.Sequence
+
+	ops           chan op
+	commitStop    chan struct{}
+	committerDone chan struct{}
+
+	wake           chan struct{} // nudges the dispatcher; capacity 1
+	stopping       chan struct{} // closed when Close begins
+	dispatcherDone chan struct{}
+	loops          sync.WaitGroup // committer and maintenance
+	runMu          sync.Mutex     // guards the dispatcher's in-flight counts
+	passes         atomic.Int64   // dispatch passes made, for tests of idleness
+
+	workCtx    context.Context // cancelled when Close gives up waiting
+	cancelWork context.CancelFunc
+	workers    sync.WaitGroup
+
+	routesMu sync.RWMutex
+	routes   map[string]*registration
+
+	mu  sync.Mutex // guards cat
+	cat catalog
+
+	rewindMu sync.Mutex
+	rewind   map[uint32][]byte // earliest q/ key written behind the dispatcher, per route
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+type registration struct{ route Route }
+
+var (
+	openMu   sync.Mutex
+	openDirs = map[string]bool{}
+)
+
+// Open opens or creates the spool in opts.Dir and starts its committer,
+// dispatcher and maintenance loops. Items leased by a previous process are due
+// at once. A directory can be open once per process: share the handle.
+func Open(opts Options) (*Spool, error) {
+	opts = opts.withDefaults()
+	if opts.Dir == "" {
+		return nil, errors.New("spool: no directory")
+	}
+	dir, err := filepath.Abs(opts.Dir)
+	if err != nil {
+		return nil, err
+	}
+	if real, err := filepath.EvalSymlinks(dir); err == nil {
+		dir = real
+	}
+	opts.Dir = dir
+
+	openMu.Lock()
+	if openDirs[dir] {
+		openMu.Unlock()
+		return nil, fmt.Errorf("%w: %s", ErrInUse, dir)
+	}
+	openDirs[dir] = true
+	openMu.Unlock()
+
+	s, err := open(opts)
+	if err != nil {
+		openMu.Lock()
+		delete(openDirs, dir)
+		openMu.Unlock()
+		return nil, err
+	}
+	return s, nil
+}
+
+func open(opts Options) (*Spool, error) {
+	log := opts.Logger.Named("spool")
+	bopts := badgerOptions(opts.Dir, opts.MemTableSize, log)
+	// Badger writes a new write-ahead log through mmap when it opens, and
+	// dies of SIGBUS if the disk fills under it. Refuse to open without room
+	// for it; above this, a spool that stopped accepting at min_free_disk can
+	// still start and drain.
+	if free, ok := freeDisk(opts.Dir); ok && free < openFloor(opts) {
+		return nil, fmt.Errorf("spool: %d bytes free in %s, need %d to open", free, opts.Dir, openFloor(opts))
+	}
+	db, err := badger.Open(bopts)
+	if err != nil {
+		return nil, fmt.Errorf("spool: open %s: %w", opts.Dir, err)
+	}
+	s := &Spool{
+		opts:           opts,
+		log:            log,
+		db:             db,
+		ops:            make(chan op, 4096),
+		commitStop:     make(chan struct{}),
+		committerDone:  make(chan struct{}),
+		wake:           make(chan struct{}, 1),
+		stopping:       make(chan struct{}),
+		dispatcherDone: make(chan struct{}),
+		routes:         map[string]*registration{},
+		rewind:         map[uint32][]byte{},
+	}
+	s.workCtx, s.cancelWork = context.WithCancel(context.Background())
+	if err := s.load(); err != nil {
+		db.Close()
+		return nil, err
+	}
+	if s.seq, err = db.GetSequence(keySeq, 1000); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("spool: sequence: %w", err)
+	}
+	s.loops.Add(2)
+	go s.commitLoop()
+	go s.dispatchLoop()
+	go s.maintenanceLoop()
+	return s, nil
+}
+
+// badgerOptions tunes Badger for a durable queue on a small machine: fsync on
+// every commit (throughput comes from the committer's batching), messages
+// under 64 KiB inline in the LSM tree, small value log files that GC can
+// reclaim, no compression and no block cache.
+func badgerOptions(dir string, memTableSize int64, log *zap.Logger) badger.Options {
+	return badger.DefaultOptions(dir).
+		WithSyncWrites(true).
+		WithLogger(badgerLogger{log.Named("badger").Sugar()}).
+		WithValueThreshold(64 << 10).
+		WithValueLogFileSize(64 << 20).
+		WithMemTableSize(memTableSize).
+		WithNumMemtables(3).
+		WithNumCompactors(2).
+		WithCompression(options.None).
+		WithBlockCacheSize(0).
+		WithIndexCacheSize(0).
+		WithDetectConflicts(true).
+		WithNumVersionsToKeep(1)
+}
+
+// openFloor is the free space Open requires.
+func openFloor(o Options) int64 { return min(3*o.MemTableSize, o.MinFreeDisk) }
+
+// Close stops dispatching, waits up to CloseTimeout for deliveries in flight,
+// then cancels the rest (their leases are released so they are due at the next
+// start), commits what is pending and closes the database. It is safe to call
+// more than once; later calls return the first result.
+func (s *Spool) Close() error {
+	s.closeOnce.Do(func() {
+		close(s.stopping)
+		<-s.dispatcherDone
+		done := make(chan struct{})
+		go func() { s.workers.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(s.opts.CloseTimeout):
+			s.log.Warn("deliveries still in flight at close; cancelling them", zap.Duration("waited", s.opts.CloseTimeout))
+			s.cancelWork()
+			select {
+			case <-done:
+			case <-time.After(5 * time.Second):
+				s.log.Error("deliveries ignored cancellation; their leases will expire")
+			}
+		}
+		s.cancelWork()
+		close(s.commitStop)
+		s.loops.Wait()
+		if err := s.seq.Release(); err != nil {
+			s.closeErr = err
+		}
+		if err := s.db.Close(); err != nil && s.closeErr == nil {
+			s.closeErr = err
+		}
+		openMu.Lock()
+		delete(openDirs, s.opts.Dir)
+		openMu.Unlock()
+	})
+	return s.closeErr
+}
+
+// Dir is the spool's absolute directory.
+func (s *Spool) Dir() string { return s.opts.Dir }
+
+// RegisterRoute sets the delivery settings for a route name. Items are
+// delivered only while their route is registered. The returned function
+// removes this registration, unless a later RegisterRoute of the same name
+// replaced it: a reloaded configuration registers its routes before the old
+// one unregisters its own.
+func (s *Spool) RegisterRoute(name string, r Route) (unregister func()) {
+	reg := &registration{route: r.withDefaults()}
+	s.routesMu.Lock()
+	s.routes[name] = reg
+	s.routesMu.Unlock()
+	s.nudge()
+	return func() {
+		s.routesMu.Lock()
+		if s.routes[name] == reg {
+			delete(s.routes, name)
+		}
+		s.routesMu.Unlock()
+	}
+}
+
+func (s *Spool) route(name string) (Route, bool) {
+	s.routesMu.RLock()
+	reg, ok := s.routes[name]
+	s.routesMu.RUnlock()
+	if !ok {
+		return Route{}, false
+	}
+	return reg.route, true
+}
+
+// nudge wakes the dispatcher without blocking.
+func (s *Spool) nudge() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Entry is an item to enqueue.
+type Entry struct {
+	Route        string
+	EventID      string
+	Header       http.Header // the headers to deliver with the body
+	Body         []byte
+	ReceivedAt   time.Time     // zero: now
+	DedupeWindow time.Duration // how long the event id is remembered; default 72h
+}
+
+// DefaultDedupeWindow is used for entries without a DedupeWindow.
+const DefaultDedupeWindow = 72 * time.Hour
+
+// Status is the outcome of an enqueue.
+type Status int
+
+// Enqueue outcomes.
+const (
+	Accepted  Status = iota + 1 // stored as a new item
+	Duplicate                   // the route already has this event id with the same body
+	Conflict                    // the route already has this event id with a different body
+)
+
+func (s Status) String() string {
+	switch s {
+	case Accepted:
+		return "accepted"
+	case Duplicate:
+		return "duplicate"
+	case Conflict:
+		return "conflict"
+	}
+	return "unknown"
+}
+
+// Result is the outcome of one entry's enqueue.
+type Result struct {
+	Status Status
+	ID     uint64 // the new item, or the one already stored for the event id
+}
+
+// Enqueue stores e and its dedupe record durably (fsync) before it returns.
+// Concurrent calls share commits. It fails with a *FullError (ErrFull) when a
+// bound is reached, ErrClosed after Close, or ctx's error; after a ctx error
+// the entry may still have been stored, and the sender's retry is then
+// answered as a duplicate.
+func (s *Spool) Enqueue(ctx context.Context, e Entry) (Result, error) {
+	res, err := s.EnqueueAll(ctx, []Entry{e})
+	if err != nil {
+		return Result{}, err
+	}
+	return res[0], nil
+}
+
+// EnqueueAll stores several entries in one transaction: all or none are
+// written, and each is deduplicated on its own route and event id.
+func (s *Spool) EnqueueAll(ctx context.Context, entries []Entry) ([]Result, error) {
+	o := &enqueueOp{entries: make([]preparedEntry, len(entries)), done: make(chan struct{})}
+	now := time.Now()
+	for i, e := range entries {
+		if e.Route == "" || e.EventID == "" {
+			return nil, errors.New("spool: entry needs a route and an event id")
+		}
+		received := e.ReceivedAt
+		if received.IsZero() {
+			received = now
+		}
+		window := e.DedupeWindow
+		if window <= 0 {
+			window = DefaultDedupeWindow
+		}
+		msg := message{Route: e.Route, EventID: e.EventID, ReceivedMs: received.UnixMilli(), Header: e.Header, Body: e.Body}
+		o.entries[i] = preparedEntry{
+			route:    e.Route,
+			dedupe:   dedupeKey(e.Route, e.EventID),
+			hash:     sha256.Sum256(e.Body),
+			msg:      msg.encode(),
+			received: msg.ReceivedMs,
+			window:   window,
+		}
+	}
+	if err := s.submit(ctx, o, o.done); err != nil {
+		return nil, err
+	}
+	return o.results, o.err
+}
+
+// submit hands an op to the committer and waits for its commit.
+func (s *Spool) submit(ctx context.Context, o op, done chan struct{}) error {
+	select {
+	case s.ops <- o:
+	case <-s.committerDone:
+		return ErrClosed
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-s.committerDone:
+		select {
+		case <-done:
+			return nil
+		default:
+			return ErrClosed
+		}
+	}
+}
+
+// badgerLogger routes Badger's log lines to zap; its info lines are debug here.
+type badgerLogger struct{ l *zap.SugaredLogger }
+
+func (b badgerLogger) Errorf(f string, a ...any)   { b.l.Errorf(f, a...) }
+func (b badgerLogger) Warningf(f string, a ...any) { b.l.Warnf(f, a...) }
+func (b badgerLogger) Infof(f string, a ...any)    { b.l.Debugf(f, a...) }
+func (b badgerLogger) Debugf(f string, a ...any)   { b.l.Debugf(f, a...) }

@@ -1,0 +1,726 @@
+package spool
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+)
+
+func TestEnqueueDedupe(t *testing.T) {
+	s := openTest(t, Options{})
+	first := mustEnqueue(t, s, entry("a", "evt_1", `{"x":1}`))
+	if first.Status != Accepted || first.ID == 0 {
+		t.Fatalf("first enqueue = %+v, want accepted with an id", first)
+	}
+	tests := []struct {
+		name string
+		e    Entry
+		want Status
+		same bool // the id is the first item's
+	}{
+		{"same route, id and body", entry("a", "evt_1", `{"x":1}`), Duplicate, true},
+		{"same route and id, other body", entry("a", "evt_1", `{"x":2}`), Conflict, true},
+		{"other route, same id", entry("b", "evt_1", `{"x":1}`), Accepted, false},
+		{"same route, other id", entry("a", "evt_2", `{"x":1}`), Accepted, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := mustEnqueue(t, s, tt.e)
+			if r.Status != tt.want {
+				t.Fatalf("status = %v, want %v", r.Status, tt.want)
+			}
+			if (r.ID == first.ID) != tt.same {
+				t.Fatalf("id = %d, first = %d, same want %v", r.ID, first.ID, tt.same)
+			}
+		})
+	}
+	if items, _ := s.Usage(); items != 3 {
+		t.Fatalf("stored items = %d, want 3", items)
+	}
+}
+
+func TestEnqueueAllInOneTransaction(t *testing.T) {
+	s := openTest(t, Options{})
+	mustEnqueue(t, s, entry("b", "evt_1", "old"))
+	res, err := s.EnqueueAll(context.Background(), []Entry{
+		entry("a", "evt_1", "x"), entry("b", "evt_1", "old"), entry("c", "evt_1", "x"), entry("a", "evt_1", "x"),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Status{Accepted, Duplicate, Accepted, Duplicate}
+	for i, r := range res {
+		if r.Status != want[i] {
+			t.Errorf("entry %d: %v, want %v", i, r.Status, want[i])
+		}
+	}
+	if res[3].ID != res[0].ID {
+		t.Errorf("a repeated entry got id %d, want its first occurrence's %d", res[3].ID, res[0].ID)
+	}
+}
+
+func TestConcurrentEnqueueOfOneEvent(t *testing.T) {
+	s := openTest(t, Options{})
+	const n = 100
+	var wg sync.WaitGroup
+	results := make([]Result, n)
+	errs := make([]error, n)
+	start := make(chan struct{})
+	for i := range n {
+		wg.Go(func() {
+			<-start
+			results[i], errs[i] = s.Enqueue(context.Background(), entry("r", "evt_race", "same body"))
+		})
+	}
+	close(start)
+	wg.Wait()
+	accepted, dup := 0, 0
+	var id uint64
+	for i := range n {
+		if errs[i] != nil {
+			t.Fatalf("enqueue %d: %v", i, errs[i])
+		}
+		switch results[i].Status {
+		case Accepted:
+			accepted++
+			id = results[i].ID
+		case Duplicate:
+			dup++
+		}
+	}
+	if accepted != 1 || dup != n-1 {
+		t.Fatalf("accepted=%d duplicate=%d, want 1 and %d", accepted, dup, n-1)
+	}
+	for i := range n {
+		if results[i].ID != id {
+			t.Fatalf("result %d names item %d, want %d", i, results[i].ID, id)
+		}
+	}
+	if rs := routeStats(s, "r"); rs.Queued != 1 {
+		t.Fatalf("queued = %d, want 1", rs.Queued)
+	}
+}
+
+func TestDedupeWindowExpires(t *testing.T) {
+	s := openTest(t, Options{})
+	e := entry("r", "evt_ttl", "body")
+	e.DedupeWindow = time.Second
+	mustEnqueue(t, s, e)
+	if r := mustEnqueue(t, s, e); r.Status != Duplicate {
+		t.Fatalf("inside the window: %v, want duplicate", r.Status)
+	}
+	// Badger's TTL has one-second resolution.
+	eventually(t, 5*time.Second, "the dedupe record to expire", func() bool {
+		r, err := s.Enqueue(context.Background(), e)
+		return err == nil && r.Status == Accepted
+	})
+}
+
+func TestDeliveryHappyPath(t *testing.T) {
+	s := openTest(t, Options{})
+	rec := newRecorder(nil)
+	s.RegisterRoute("r", Route{Deliverer: rec})
+	const n = 50
+	for i := range n {
+		mustEnqueue(t, s, entry("r", fmt.Sprintf("evt_%d", i), fmt.Sprintf(`{"n":%d}`, i)))
+	}
+	seen := map[string]int{}
+	for range n {
+		a := rec.next(t, 5*time.Second)
+		seen[a.EventID]++
+		if a.Attempt != 1 {
+			t.Errorf("%s: attempt %d, want 1", a.EventID, a.Attempt)
+		}
+		if a.Header.Get("X-Webhook-Event") != "test.event" {
+			t.Errorf("%s: headers not kept: %v", a.EventID, a.Header)
+		}
+	}
+	rec.none(t, 100*time.Millisecond)
+	if len(seen) != n {
+		t.Fatalf("delivered %d distinct events, want %d", len(seen), n)
+	}
+	eventually(t, 2*time.Second, "the route to drain", func() bool {
+		rs := routeStats(s, "r")
+		return rs.Queued+rs.InFlight+rs.Scheduled == 0 && rs.Bytes == 0
+	})
+	st, err := s.Lookup("r", "evt_7")
+	if err != nil || st.State != StateDelivered {
+		t.Fatalf("Lookup = %+v, %v; want delivered", st, err)
+	}
+	if items, bytes := s.Usage(); items != 0 || bytes != 0 {
+		t.Fatalf("usage after delivery = %d items, %d bytes; want 0", items, bytes)
+	}
+}
+
+func TestPerRouteConcurrencyCap(t *testing.T) {
+	s := openTest(t, Options{})
+	var mu sync.Mutex
+	inFlight, peak := 0, 0
+	release := make(chan struct{})
+	slow := DelivererFunc(func(ctx context.Context, d *Delivery) Outcome {
+		mu.Lock()
+		inFlight++
+		peak = max(peak, inFlight)
+		mu.Unlock()
+		<-release
+		mu.Lock()
+		inFlight--
+		mu.Unlock()
+		return Outcome{StatusCode: 204}
+	})
+	fast := newRecorder(nil)
+	s.RegisterRoute("slow", Route{Deliverer: slow, Concurrency: 2})
+	s.RegisterRoute("fast", Route{Deliverer: fast})
+	for i := range 10 {
+		mustEnqueue(t, s, entry("slow", fmt.Sprintf("s%d", i), "x"))
+	}
+	eventually(t, 2*time.Second, "two slow deliveries", func() bool { mu.Lock(); defer mu.Unlock(); return inFlight == 2 })
+	// The slow route is at its cap; another route still flows.
+	for i := range 5 {
+		mustEnqueue(t, s, entry("fast", fmt.Sprintf("f%d", i), "x"))
+	}
+	for range 5 {
+		fast.next(t, 2*time.Second)
+	}
+	if rs := routeStats(s, "slow"); rs.InFlight != 2 || rs.Queued != 8 {
+		t.Fatalf("slow route: %s; want 2 in flight, 8 queued", statsString(rs))
+	}
+	close(release)
+	eventually(t, 5*time.Second, "the slow route to drain", func() bool {
+		rs := routeStats(s, "slow")
+		return rs.Queued+rs.InFlight == 0
+	})
+	if peak != 2 {
+		t.Fatalf("peak concurrency %d, want 2", peak)
+	}
+}
+
+func TestRetryThenSuccess(t *testing.T) {
+	s := openTest(t, Options{})
+	rec := newRecorder(func(d *Delivery) Outcome {
+		if d.Attempt < 3 {
+			return Outcome{StatusCode: 503}
+		}
+		return Outcome{StatusCode: 200}
+	})
+	p := Policy{MaxAttempts: 5, BackoffMin: 50 * time.Millisecond, BackoffMax: time.Second}
+	s.RegisterRoute("r", Route{Deliverer: rec, Policy: p})
+	mustEnqueue(t, s, entry("r", "evt_retry", "x"))
+	a1, a2, a3 := rec.next(t, 2*time.Second), rec.next(t, 2*time.Second), rec.next(t, 2*time.Second)
+	rec.none(t, 200*time.Millisecond)
+	if a1.Attempt != 1 || a2.Attempt != 2 || a3.Attempt != 3 {
+		t.Fatalf("attempt numbers %d %d %d, want 1 2 3", a1.Attempt, a2.Attempt, a3.Attempt)
+	}
+	if gap := a2.At.Sub(a1.At); gap < p.BackoffMin {
+		t.Fatalf("first retry after %v, want at least %v", gap, p.BackoffMin)
+	}
+	eventually(t, time.Second, "delivered", func() bool {
+		st, _ := s.Lookup("r", "evt_retry")
+		return st.State == StateDelivered
+	})
+}
+
+func TestRetryAfterHonoured(t *testing.T) {
+	s := openTest(t, Options{})
+	rec := newRecorder(func(d *Delivery) Outcome {
+		if d.Attempt == 1 {
+			return Outcome{StatusCode: 429, RetryAfter: 400 * time.Millisecond}
+		}
+		return Outcome{StatusCode: 200}
+	})
+	s.RegisterRoute("r", Route{Deliverer: rec, Policy: Policy{BackoffMin: 10 * time.Millisecond, BackoffMax: 5 * time.Second}})
+	mustEnqueue(t, s, entry("r", "evt_ra", "x"))
+	a1, a2 := rec.next(t, 2*time.Second), rec.next(t, 3*time.Second)
+	if gap := a2.At.Sub(a1.At); gap < 400*time.Millisecond {
+		t.Fatalf("retried after %v, want at least the Retry-After of 400ms", gap)
+	}
+}
+
+func TestDeadLetterReasons(t *testing.T) {
+	tests := []struct {
+		name       string
+		policy     Policy
+		answer     Outcome
+		wantReason string
+		attempts   int
+	}{
+		{"max attempts", fastPolicy(3), Outcome{StatusCode: 500}, ReasonMaxAttempts, 3},
+		{"connection errors count too", fastPolicy(2), Outcome{Err: errors.New("connection refused")}, ReasonMaxAttempts, 2},
+		{"non-retryable status", fastPolicy(5), Outcome{StatusCode: 400}, ReasonRejected, 1},
+		{"policy says no", Policy{MaxAttempts: 5, Retryable: func(Outcome) bool { return false }}, Outcome{StatusCode: 503}, ReasonRejected, 1},
+		{"deliverer's reason", fastPolicy(5), Outcome{StatusCode: 410, DeadReason: "gone"}, "gone", 1},
+		{"max age", Policy{MaxAttempts: 100, MaxAge: 300 * time.Millisecond, BackoffMin: 100 * time.Millisecond, BackoffMax: 100 * time.Millisecond}, Outcome{StatusCode: 500}, ReasonMaxAge, 3},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := openTest(t, Options{})
+			rec := newRecorder(func(*Delivery) Outcome { return tt.answer })
+			s.RegisterRoute("r", Route{Deliverer: rec, Policy: tt.policy})
+			mustEnqueue(t, s, entry("r", "evt_dead", "poison"))
+			var dead []DeadLetter
+			eventually(t, 5*time.Second, "a dead letter", func() bool {
+				dead, _, _ = s.ListDead(DeadFilter{}, 0, 10)
+				return len(dead) == 1
+			})
+			d := dead[0]
+			if d.Reason != tt.wantReason || d.EventID != "evt_dead" || d.Route != "r" {
+				t.Fatalf("dead letter %+v, want reason %q", d, tt.wantReason)
+			}
+			if tt.wantReason != ReasonMaxAge && d.Attempts != tt.attempts {
+				t.Fatalf("attempts %d, want %d", d.Attempts, tt.attempts)
+			}
+			if got := len(rec.snapshot()); got != d.Attempts {
+				t.Fatalf("deliverer saw %d attempts, record says %d", got, d.Attempts)
+			}
+			if d.LastStatus != tt.answer.StatusCode {
+				t.Fatalf("last status %d, want %d", d.LastStatus, tt.answer.StatusCode)
+			}
+			if tt.answer.Err != nil && d.LastError != tt.answer.Err.Error() {
+				t.Fatalf("last error %q, want %q", d.LastError, tt.answer.Err)
+			}
+			rs := routeStats(s, "r")
+			if rs.Dead != 1 || rs.Queued+rs.Scheduled+rs.InFlight != 0 || rs.Bytes == 0 {
+				t.Fatalf("stats %s; want one dead letter keeping its bytes", statsString(rs))
+			}
+			if st, _ := s.Lookup("r", "evt_dead"); st.State != StateDead || st.Dead.Reason != tt.wantReason {
+				t.Fatalf("Lookup = %+v", st)
+			}
+		})
+	}
+}
+
+func TestReplayDeleteAndPurge(t *testing.T) {
+	s := openTest(t, Options{})
+	var mu sync.Mutex
+	healthy := false
+	rec := newRecorder(func(d *Delivery) Outcome {
+		mu.Lock()
+		defer mu.Unlock()
+		if healthy {
+			return Outcome{StatusCode: 200}
+		}
+		return Outcome{StatusCode: 500}
+	})
+	s.RegisterRoute("a", Route{Deliverer: rec, Policy: fastPolicy(1)})
+	s.RegisterRoute("b", Route{Deliverer: rec, Policy: fastPolicy(1)})
+	for i := range 4 {
+		mustEnqueue(t, s, entry("a", fmt.Sprintf("a%d", i), "x"))
+		mustEnqueue(t, s, entry("b", fmt.Sprintf("b%d", i), "x"))
+	}
+	eventually(t, 5*time.Second, "8 dead letters", func() bool {
+		return routeStats(s, "a").Dead == 4 && routeStats(s, "b").Dead == 4
+	})
+	mu.Lock()
+	healthy = true
+	mu.Unlock()
+	ctx := context.Background()
+
+	// One by id.
+	dead, _, _ := s.ListDead(DeadFilter{Route: "a"}, 0, 1)
+	if n, err := s.Replay(ctx, dead[0].ID); n != 1 || err != nil {
+		t.Fatalf("Replay = %d, %v", n, err)
+	}
+	eventually(t, 2*time.Second, "the replayed item delivered", func() bool {
+		st, _ := s.Lookup("a", dead[0].EventID)
+		return st.State == StateDelivered
+	})
+	if n, _ := s.Replay(ctx, dead[0].ID); n != 0 {
+		t.Fatalf("replaying a delivered item found %d", n)
+	}
+	// Delete one.
+	dead, _, _ = s.ListDead(DeadFilter{Route: "a"}, 0, 1)
+	if n, err := s.DeleteDead(ctx, dead[0].ID); n != 1 || err != nil {
+		t.Fatalf("DeleteDead = %d, %v", n, err)
+	}
+	// By filter: route b only.
+	if n, err := s.ReplayMatching(ctx, DeadFilter{Route: "b", Reason: ReasonMaxAttempts}); n != 4 || err != nil {
+		t.Fatalf("ReplayMatching(b) = %d, %v", n, err)
+	}
+	eventually(t, 2*time.Second, "route b drained", func() bool {
+		rs := routeStats(s, "b")
+		return rs.Dead == 0 && rs.Queued+rs.InFlight == 0 && rs.Bytes == 0
+	})
+	if rs := routeStats(s, "a"); rs.Dead != 2 {
+		t.Fatalf("route a: %s, want 2 dead left", statsString(rs))
+	}
+	// Purge: nothing died before an hour ago; everything died before now.
+	if n, _ := s.PurgeDead(ctx, time.Now().Add(-time.Hour)); n != 0 {
+		t.Fatalf("purged %d recent dead letters", n)
+	}
+	if n, err := s.PurgeDead(ctx, time.Now().Add(time.Second)); n != 2 || err != nil {
+		t.Fatalf("PurgeDead = %d, %v; want 2", n, err)
+	}
+	if items, bytes := s.Usage(); items != 0 || bytes != 0 {
+		t.Fatalf("usage %d items %d bytes after purge", items, bytes)
+	}
+}
+
+func TestListDeadPagesAndFilters(t *testing.T) {
+	s := openTest(t, Options{})
+	rec := newRecorder(func(d *Delivery) Outcome {
+		if d.EventID[0] == 'x' {
+			return Outcome{StatusCode: 404}
+		}
+		return Outcome{StatusCode: 500}
+	})
+	s.RegisterRoute("r", Route{Deliverer: rec, Policy: fastPolicy(1)})
+	for i := range 7 {
+		mustEnqueue(t, s, entry("r", fmt.Sprintf("e%d", i), "x"))
+	}
+	for i := range 3 {
+		mustEnqueue(t, s, entry("r", fmt.Sprintf("x%d", i), "x"))
+	}
+	eventually(t, 5*time.Second, "10 dead letters", func() bool { return routeStats(s, "r").Dead == 10 })
+
+	var all []DeadLetter
+	var cursor uint64
+	pages := 0
+	for {
+		page, next, err := s.ListDead(DeadFilter{}, cursor, 3)
+		if err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, page...)
+		pages++
+		if next == 0 {
+			break
+		}
+		cursor = next
+	}
+	if len(all) != 10 || pages != 4 {
+		t.Fatalf("%d dead letters in %d pages, want 10 in 4", len(all), pages)
+	}
+	for i := 1; i < len(all); i++ {
+		if all[i].ID <= all[i-1].ID {
+			t.Fatalf("pages not in id order: %d after %d", all[i].ID, all[i-1].ID)
+		}
+	}
+	rejected, _, _ := s.ListDead(DeadFilter{Reason: ReasonRejected}, 0, 100)
+	if len(rejected) != 3 {
+		t.Fatalf("%d rejected, want 3", len(rejected))
+	}
+	if other, _, _ := s.ListDead(DeadFilter{Route: "other"}, 0, 100); len(other) != 0 {
+		t.Fatalf("filter by another route found %d", len(other))
+	}
+}
+
+func TestLeaseExpiryRedelivers(t *testing.T) {
+	s := openTest(t, Options{LeaseMargin: 100 * time.Millisecond})
+	hung := make(chan struct{})
+	var once sync.Once
+	release := func() { once.Do(func() { close(hung) }) }
+	t.Cleanup(release) // before Close, which waits for the hung worker
+	rec := newRecorder(func(d *Delivery) Outcome {
+		if d.Attempt == 1 {
+			<-hung // a worker that ignores its context
+			return Outcome{StatusCode: 200}
+		}
+		return Outcome{StatusCode: 200}
+	})
+	s.RegisterRoute("r", Route{Deliverer: rec, Timeout: 50 * time.Millisecond})
+	mustEnqueue(t, s, entry("r", "evt_hang", "x"))
+	a1 := rec.next(t, 2*time.Second)
+	a2 := rec.next(t, 2*time.Second)
+	if a1.Attempt != 1 || a2.Attempt != 2 {
+		t.Fatalf("attempts %d then %d, want 1 then 2", a1.Attempt, a2.Attempt)
+	}
+	// The lease (50ms timeout + 100ms margin) starts when the claim commits,
+	// a little before the attempt; a redelivery well after the timeout shows
+	// it came from the lease's end.
+	if gap := a2.At.Sub(a1.At); gap < 120*time.Millisecond {
+		t.Fatalf("redelivered after %v, before the 150ms lease ended", gap)
+	}
+	eventually(t, time.Second, "delivered", func() bool {
+		st, _ := s.Lookup("r", "evt_hang")
+		return st.State == StateDelivered
+	})
+	release() // the hung attempt's late success must change nothing
+	rec.none(t, 300*time.Millisecond)
+	if rs := routeStats(s, "r"); rs.Queued+rs.InFlight+rs.Scheduled+rs.Dead != 0 {
+		t.Fatalf("stats after a lost lease: %s", statsString(rs))
+	}
+}
+
+func TestPauseHoldsAndResumeReleasesInOrder(t *testing.T) {
+	dir := t.TempDir()
+	s := openTest(t, Options{Dir: dir})
+	ctx := context.Background()
+	if err := s.Pause(ctx, "r"); err != nil {
+		t.Fatal(err)
+	}
+	rec := newRecorder(nil)
+	s.RegisterRoute("r", Route{Deliverer: rec, Concurrency: 1})
+	for i := range 5 {
+		mustEnqueue(t, s, entry("r", fmt.Sprintf("evt_%d", i), "x"))
+	}
+	rec.none(t, 300*time.Millisecond)
+	if rs := routeStats(s, "r"); !rs.Paused || rs.Queued != 5 {
+		t.Fatalf("paused route: %s", statsString(rs))
+	}
+	// The pause survives a restart.
+	s.Close()
+	s = openTest(t, Options{Dir: dir})
+	s.RegisterRoute("r", Route{Deliverer: rec, Concurrency: 1})
+	rec.none(t, 200*time.Millisecond)
+	if err := s.Resume(ctx, "r"); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		if a := rec.next(t, 2*time.Second); a.EventID != fmt.Sprintf("evt_%d", i) {
+			t.Fatalf("delivery %d was %s: order changed", i, a.EventID)
+		}
+	}
+}
+
+func TestMissingRouteKeepsItemsAsDeadLetters(t *testing.T) {
+	s := openTest(t, Options{RouteGrace: 200 * time.Millisecond})
+	mustEnqueue(t, s, entry("gone", "evt_orphan", "x"))
+	var dead []DeadLetter
+	eventually(t, 3*time.Second, "the orphan to become a dead letter", func() bool {
+		dead, _, _ = s.ListDead(DeadFilter{Reason: ReasonRouteRemoved}, 0, 10)
+		return len(dead) == 1
+	})
+	if dead[0].EventID != "evt_orphan" || dead[0].Attempts != 0 {
+		t.Fatalf("dead letter %+v", dead[0])
+	}
+	// A route that comes back within the grace period gets its items.
+	rec := newRecorder(nil)
+	mustEnqueue(t, s, entry("late", "evt_late", "x"))
+	time.Sleep(50 * time.Millisecond)
+	s.RegisterRoute("late", Route{Deliverer: rec})
+	if a := rec.next(t, 2*time.Second); a.EventID != "evt_late" {
+		t.Fatalf("delivered %s", a.EventID)
+	}
+}
+
+func TestUnregisterKeepsNewerRegistration(t *testing.T) {
+	s := openTest(t, Options{})
+	old := newRecorder(nil)
+	cur := newRecorder(nil)
+	unregisterOld := s.RegisterRoute("r", Route{Deliverer: old})
+	s.RegisterRoute("r", Route{Deliverer: cur}) // a reload registers first...
+	unregisterOld()                             // ...then the old config cleans up
+	mustEnqueue(t, s, entry("r", "evt_1", "x"))
+	cur.next(t, 2*time.Second)
+	old.none(t, 50*time.Millisecond)
+}
+
+func TestBoundsRefuseWithFull(t *testing.T) {
+	tests := []struct {
+		name  string
+		opts  Options
+		limit string
+	}{
+		{"max items", Options{MaxItems: 3}, "max_items"},
+		{"max bytes", Options{MaxBytes: 3 * 150}, "max_bytes"},
+		{"free disk floor", Options{MinFreeDisk: 1 << 62}, "min_free_disk"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			opts := tt.opts
+			var s *Spool
+			if tt.limit == "min_free_disk" {
+				// Open refuses a directory already below the floor; lower the floor after.
+				s = openTest(t, Options{})
+				s.opts.MinFreeDisk = opts.MinFreeDisk
+			} else {
+				s = openTest(t, opts)
+			}
+			accepted := 0
+			var err error
+			for i := range 10 {
+				if _, err = s.Enqueue(context.Background(), entry("r", fmt.Sprintf("e%d", i), string(make([]byte, 100)))); err != nil {
+					break
+				}
+				accepted++
+			}
+			var full *FullError
+			if !errors.Is(err, ErrFull) || !errors.As(err, &full) || full.Limit != tt.limit {
+				t.Fatalf("after %d accepted: %v; want a full error for %s", accepted, err, tt.limit)
+			}
+			if tt.limit == "min_free_disk" && accepted != 0 {
+				t.Fatalf("accepted %d below the floor", accepted)
+			}
+			if tt.limit != "min_free_disk" && accepted != 3 {
+				t.Fatalf("accepted %d, want 3", accepted)
+			}
+			if accepted > 0 {
+				// A duplicate is still answered when full.
+				if r, err := s.Enqueue(context.Background(), entry("r", "e0", string(make([]byte, 100)))); err != nil || r.Status != Duplicate {
+					t.Fatalf("duplicate when full: %v, %v", r.Status, err)
+				}
+			}
+		})
+	}
+}
+
+func TestStatsCounts(t *testing.T) {
+	s := openTest(t, Options{})
+	block := make(chan struct{})
+	defer close(block)
+	rec := newRecorder(func(d *Delivery) Outcome {
+		switch d.EventID {
+		case "inflight":
+			<-block
+			return Outcome{StatusCode: 200}
+		case "retry":
+			return Outcome{StatusCode: 503, RetryAfter: time.Hour}
+		case "dead":
+			return Outcome{StatusCode: 400}
+		}
+		return Outcome{StatusCode: 200}
+	})
+	before := time.Now()
+	s.RegisterRoute("r", Route{Deliverer: rec, Policy: Policy{BackoffMin: time.Minute, BackoffMax: time.Hour}})
+	for _, id := range []string{"inflight", "retry", "dead"} {
+		mustEnqueue(t, s, entry("r", id, "12345"))
+	}
+	for range 3 {
+		rec.next(t, 2*time.Second)
+	}
+	if err := s.Pause(context.Background(), "r"); err != nil {
+		t.Fatal(err)
+	}
+	mustEnqueue(t, s, entry("r", "queued", "12345"))
+	var rs RouteStats
+	eventually(t, 2*time.Second, "stats to settle", func() bool {
+		rs = routeStats(s, "r")
+		return rs.InFlight == 1 && rs.Scheduled == 1 && rs.Dead == 1 && rs.Queued == 1
+	})
+	if !rs.Paused {
+		t.Fatal("not reported paused")
+	}
+	if rs.Bytes < 4*5 {
+		t.Fatalf("bytes %d, want at least the 4 bodies", rs.Bytes)
+	}
+	if rs.Oldest.Before(before.Add(-time.Second)) || rs.Oldest.After(time.Now()) || rs.OldestAge(time.Now()) <= 0 {
+		t.Fatalf("oldest pending %v, want between %v and now", rs.Oldest, before)
+	}
+}
+
+func TestOpenCloseLifecycle(t *testing.T) {
+	dir := t.TempDir()
+	s := openTest(t, Options{Dir: dir})
+	if _, err := Open(Options{Dir: dir}); !errors.Is(err, ErrInUse) {
+		t.Fatalf("second Open: %v, want ErrInUse", err)
+	}
+	r := mustEnqueue(t, s, entry("r", "evt_1", "x"))
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	if _, err := s.Enqueue(context.Background(), entry("r", "evt_2", "x")); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Enqueue after Close: %v, want ErrClosed", err)
+	}
+	s2 := openTest(t, Options{Dir: dir})
+	if st, err := s2.Lookup("r", "evt_1"); err != nil || st.ID != r.ID || st.State != StatePending {
+		t.Fatalf("after reopen: %+v, %v", st, err)
+	}
+	if r2 := mustEnqueue(t, s2, entry("r", "evt_2", "x")); r2.ID <= r.ID {
+		t.Fatalf("ids went back after reopen: %d after %d", r2.ID, r.ID)
+	}
+}
+
+func TestCloseWaitsForDeliveries(t *testing.T) {
+	dir := t.TempDir()
+	s := openTest(t, Options{Dir: dir})
+	rec := newRecorder(func(*Delivery) Outcome { time.Sleep(200 * time.Millisecond); return Outcome{StatusCode: 200} })
+	s.RegisterRoute("r", Route{Deliverer: rec})
+	mustEnqueue(t, s, entry("r", "evt_1", "x"))
+	rec.next(t, 2*time.Second)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openTest(t, Options{Dir: dir})
+	if st, _ := s.Lookup("r", "evt_1"); st.State != StateDelivered {
+		t.Fatalf("after a graceful close: %s, want delivered", st.State)
+	}
+}
+
+func TestCloseReleasesLeases(t *testing.T) {
+	dir := t.TempDir()
+	s := openTest(t, Options{Dir: dir, CloseTimeout: 100 * time.Millisecond, LeaseMargin: time.Hour})
+	stuck := newRecorder(func(d *Delivery) Outcome { return Outcome{} })
+	stuck.answer = nil
+	blocking := DelivererFunc(func(ctx context.Context, d *Delivery) Outcome {
+		stuck.Deliver(ctx, d)
+		<-ctx.Done()
+		return Outcome{Err: ctx.Err()}
+	})
+	s.RegisterRoute("r", Route{Deliverer: blocking, Timeout: time.Hour})
+	mustEnqueue(t, s, entry("r", "evt_1", "x"))
+	stuck.next(t, 2*time.Second)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openTest(t, Options{Dir: dir, LeaseMargin: time.Hour})
+	rec := newRecorder(nil)
+	s.RegisterRoute("r", Route{Deliverer: rec})
+	// Released, so due at once and not charged for the interrupted attempt.
+	if a := rec.next(t, 2*time.Second); a.Attempt != 1 {
+		t.Fatalf("attempt %d after a released lease, want 1", a.Attempt)
+	}
+}
+
+func TestDispatcherRewindsForKeysBehindItsCursor(t *testing.T) {
+	s := openTest(t, Options{})
+	rec := newRecorder(nil)
+	s.RegisterRoute("r", Route{Deliverer: rec})
+	mustEnqueue(t, s, entry("r", "evt_1", "x"))
+	rec.next(t, 2*time.Second)
+	// Pretend the dispatcher's cursor ran ahead of a write that then commits
+	// behind it: the committer must tell it to rewind.
+	s.rewindMu.Lock()
+	s.rewind[1] = queueKey(1, time.Now().Add(time.Hour).UnixMilli(), 0) // ahead of everything
+	s.rewindMu.Unlock()
+	mustEnqueue(t, s, entry("r", "evt_2", "x"))
+	if a := rec.next(t, 2*time.Second); a.EventID != "evt_2" {
+		t.Fatalf("delivered %s", a.EventID)
+	}
+}
+
+func TestDispatcherCursorSkipsHandledKeys(t *testing.T) {
+	s := openTest(t, Options{})
+	rec := newRecorder(nil)
+	s.RegisterRoute("r", Route{Deliverer: rec})
+	for i := range 100 {
+		mustEnqueue(t, s, entry("r", fmt.Sprintf("evt_%d", i), "x"))
+	}
+	for range 100 {
+		rec.next(t, 5*time.Second)
+	}
+	eventually(t, 2*time.Second, "drained", func() bool { rs := routeStats(s, "r"); return rs.Queued+rs.InFlight == 0 })
+	s.mu.Lock()
+	rid := s.cat.ridByName["r"]
+	s.mu.Unlock()
+	last := queueKey(rid, time.Now().UnixMilli(), ^uint64(0)) // after every deleted key
+	// A fresh dispatcher (as after a restart) scans from the start once, then
+	// from past the tombstones.
+	d := &dispatcher{s: s, cursors: map[uint32][]byte{}, running: map[uint32]int{}, missing: map[uint32]int64{}}
+	if _, err := d.pass(); err != nil {
+		t.Fatal(err)
+	}
+	if c := d.cursors[rid]; c == nil || bytes.Compare(c, last) <= 0 {
+		t.Fatalf("cursor %x does not skip the handled keys (last %x)", c, last)
+	}
+}
+
+func TestIdleDispatcherDoesNotPoll(t *testing.T) {
+	s := openTest(t, Options{})
+	rec := newRecorder(func(*Delivery) Outcome { return Outcome{StatusCode: 503, RetryAfter: time.Hour} })
+	s.RegisterRoute("r", Route{Deliverer: rec, Policy: Policy{BackoffMax: 2 * time.Hour}})
+	mustEnqueue(t, s, entry("r", "evt_later", "x"))
+	rec.next(t, 2*time.Second)
+	eventually(t, time.Second, "the retry to be scheduled", func() bool { return routeStats(s, "r").Scheduled == 1 })
+	before := s.passes.Load()
+	time.Sleep(time.Second)
+	if n := s.passes.Load() - before; n > 2 {
+		t.Fatalf("%d dispatch passes in an idle second", n)
+	}
+}
