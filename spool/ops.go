@@ -22,9 +22,12 @@ type preparedEntry struct {
 // enqueueOp stores entries with their dedupe records.
 type enqueueOp struct {
 	entries []preparedEntry
-	results []Result
-	err     error
-	done    chan struct{}
+	// dedupeOnly records the event ids as seen without storing items
+	// (verify-only routes hand the request on instead of spooling it).
+	dedupeOnly bool
+	results    []Result
+	err        error
+	done       chan struct{}
 }
 
 func (o *enqueueOp) size() int {
@@ -56,7 +59,7 @@ func (o *enqueueOp) stage(b *batch) error {
 			repeats[i] = first
 		}
 		o.results[i] = res
-		if res.Status == Accepted {
+		if res.Status == Accepted && !o.dedupeOnly {
 			n, size = n+1, size+int64(len(e.msg))
 		}
 	}
@@ -66,6 +69,13 @@ func (o *enqueueOp) stage(b *batch) error {
 	}
 	for i, e := range o.entries {
 		if o.results[i].Status != Accepted {
+			continue
+		}
+		if o.dedupeOnly {
+			rec := append(appendUint64(nil, 0), e.hash[:]...)
+			if err := b.txn.SetEntry(badger.NewEntry(e.dedupe, rec).WithTTL(e.window)); err != nil {
+				return err
+			}
 			continue
 		}
 		rid, err := b.routeID(e.route)

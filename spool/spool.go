@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"net/http"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -115,7 +116,7 @@ type Spool struct {
 	workers    sync.WaitGroup
 
 	routesMu sync.RWMutex
-	routes   map[string]*registration
+	routes   map[string][]*registration // stacked per name; the last is in force
 
 	mu  sync.Mutex // guards cat
 	cat catalog
@@ -193,7 +194,7 @@ func open(opts Options) (*Spool, error) {
 		wake:           make(chan struct{}, 1),
 		stopping:       make(chan struct{}),
 		dispatcherDone: make(chan struct{}),
-		routes:         map[string]*registration{},
+		routes:         map[string][]*registration{},
 		rewind:         map[uint32][]byte{},
 	}
 	s.workCtx, s.cancelWork = context.WithCancel(context.Background())
@@ -276,33 +277,41 @@ func (s *Spool) Close() error {
 func (s *Spool) Dir() string { return s.opts.Dir }
 
 // RegisterRoute sets the delivery settings for a route name. Items are
-// delivered only while their route is registered. The returned function
-// removes this registration, unless a later RegisterRoute of the same name
-// replaced it: a reloaded configuration registers its routes before the old
-// one unregisters its own.
+// delivered only while their route is registered. Registrations of one name
+// stack: the latest is in force, and the returned function removes only this
+// one. A reloaded configuration registers its routes before the old one
+// unregisters its own; if the new one fails and is cleaned up, the old
+// registration is in force again.
 func (s *Spool) RegisterRoute(name string, r Route) (unregister func()) {
 	reg := &registration{route: r.withDefaults()}
 	s.routesMu.Lock()
-	s.routes[name] = reg
+	s.routes[name] = append(s.routes[name], reg)
 	s.routesMu.Unlock()
 	s.nudge()
+	var once sync.Once
 	return func() {
-		s.routesMu.Lock()
-		if s.routes[name] == reg {
-			delete(s.routes, name)
-		}
-		s.routesMu.Unlock()
+		once.Do(func() {
+			s.routesMu.Lock()
+			defer s.routesMu.Unlock()
+			regs := slices.DeleteFunc(s.routes[name], func(x *registration) bool { return x == reg })
+			if len(regs) == 0 {
+				delete(s.routes, name)
+			} else {
+				s.routes[name] = regs
+			}
+		})
+		s.nudge()
 	}
 }
 
 func (s *Spool) route(name string) (Route, bool) {
 	s.routesMu.RLock()
-	reg, ok := s.routes[name]
-	s.routesMu.RUnlock()
-	if !ok {
+	defer s.routesMu.RUnlock()
+	regs := s.routes[name]
+	if len(regs) == 0 {
 		return Route{}, false
 	}
-	return reg.route, true
+	return regs[len(regs)-1].route, true
 }
 
 // nudge wakes the dispatcher without blocking.
@@ -370,7 +379,34 @@ func (s *Spool) Enqueue(ctx context.Context, e Entry) (Result, error) {
 // EnqueueAll stores several entries in one transaction: all or none are
 // written, and each is deduplicated on its own route and event id.
 func (s *Spool) EnqueueAll(ctx context.Context, entries []Entry) ([]Result, error) {
-	o := &enqueueOp{entries: make([]preparedEntry, len(entries)), done: make(chan struct{})}
+	return s.enqueue(ctx, entries, false)
+}
+
+// Remember records e's event id as seen on its route, durably, without
+// storing an item: for routes that hand verified requests on instead of
+// spooling them. The result is Accepted when the id was new.
+func (s *Spool) Remember(ctx context.Context, e Entry) (Result, error) {
+	res, err := s.enqueue(ctx, []Entry{e}, true)
+	if err != nil {
+		return Result{}, err
+	}
+	return res[0], nil
+}
+
+// Seen reports without writing whether a route already has an event id:
+// Duplicate (same body), Conflict (another body) or Accepted (not seen).
+func (s *Spool) Seen(route, eventID string, body []byte) (Status, error) {
+	o := &enqueueOp{entries: []preparedEntry{{dedupe: dedupeKey(route, eventID), hash: sha256.Sum256(body)}}}
+	var res Result
+	err := s.db.View(func(txn *badger.Txn) (err error) {
+		res, _, err = o.lookup(txn, 0)
+		return err
+	})
+	return res.Status, err
+}
+
+func (s *Spool) enqueue(ctx context.Context, entries []Entry, dedupeOnly bool) ([]Result, error) {
+	o := &enqueueOp{entries: make([]preparedEntry, len(entries)), dedupeOnly: dedupeOnly, done: make(chan struct{})}
 	now := time.Now()
 	for i, e := range entries {
 		if e.Route == "" || e.EventID == "" {

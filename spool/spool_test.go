@@ -497,16 +497,22 @@ func TestMissingRouteKeepsItemsAsDeadLetters(t *testing.T) {
 	}
 }
 
-func TestUnregisterKeepsNewerRegistration(t *testing.T) {
+func TestRouteRegistrationsStack(t *testing.T) {
 	s := openTest(t, Options{})
-	old := newRecorder(nil)
-	cur := newRecorder(nil)
+	old, cur, failed := newRecorder(nil), newRecorder(nil), newRecorder(nil)
 	unregisterOld := s.RegisterRoute("r", Route{Deliverer: old})
-	s.RegisterRoute("r", Route{Deliverer: cur}) // a reload registers first...
-	unregisterOld()                             // ...then the old config cleans up
+	// A reload that fails after registering leaves the old route in force.
+	unregisterFailed := s.RegisterRoute("r", Route{Deliverer: failed})
+	unregisterFailed()
 	mustEnqueue(t, s, entry("r", "evt_1", "x"))
+	old.next(t, 2*time.Second)
+	// A reload that succeeds registers first, then the old config cleans up.
+	s.RegisterRoute("r", Route{Deliverer: cur})
+	unregisterOld()
+	mustEnqueue(t, s, entry("r", "evt_2", "x"))
 	cur.next(t, 2*time.Second)
 	old.none(t, 50*time.Millisecond)
+	failed.none(t, 0)
 }
 
 func TestBoundsRefuseWithFull(t *testing.T) {
@@ -722,5 +728,31 @@ func TestIdleDispatcherDoesNotPoll(t *testing.T) {
 	time.Sleep(time.Second)
 	if n := s.passes.Load() - before; n > 2 {
 		t.Fatalf("%d dispatch passes in an idle second", n)
+	}
+}
+
+func TestRememberAndSeen(t *testing.T) {
+	s := openTest(t, Options{})
+	e := entry("v", "evt_seen", "body")
+	if st, err := s.Seen("v", "evt_seen", e.Body); err != nil || st != Accepted {
+		t.Fatalf("Seen before = %v, %v; want accepted (not seen)", st, err)
+	}
+	if r, err := s.Remember(context.Background(), e); err != nil || r.Status != Accepted {
+		t.Fatalf("Remember = %+v, %v", r, err)
+	}
+	if r, _ := s.Remember(context.Background(), e); r.Status != Duplicate {
+		t.Fatalf("second Remember = %v, want duplicate", r.Status)
+	}
+	tests := []struct {
+		body string
+		want Status
+	}{{"body", Duplicate}, {"other", Conflict}}
+	for _, tt := range tests {
+		if st, err := s.Seen("v", "evt_seen", []byte(tt.body)); err != nil || st != tt.want {
+			t.Errorf("Seen(%q) = %v, %v; want %v", tt.body, st, err, tt.want)
+		}
+	}
+	if items, _ := s.Usage(); items != 0 {
+		t.Fatalf("Remember stored %d items", items)
 	}
 }

@@ -1,0 +1,312 @@
+package caddymodule
+
+import (
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/dustin/go-humanize"
+
+	"github.com/hookgate/hookgate/verifier"
+)
+
+func init() {
+	httpcaddyfile.RegisterGlobalOption("webhooks", parseGlobalOption)
+	httpcaddyfile.RegisterHandlerDirective("webhook_ingest", parseIngest)
+	// A terminal responder: before respond, so that a catch-all respond in
+	// the same site does not shadow it, and before reverse_proxy, which it
+	// hands requests to in verify-only mode.
+	httpcaddyfile.RegisterDirectiveOrder("webhook_ingest", httpcaddyfile.Before, "respond")
+}
+
+// parseGlobalOption parses the webhooks global option:
+//
+//	webhooks {
+//		storage        <dir>
+//		max_items      <n>
+//		max_bytes      <size>
+//		min_free_disk  <size>
+//		workers        <n>
+//		dead_retention <duration>
+//	}
+func parseGlobalOption(d *caddyfile.Dispenser, _ any) (any, error) {
+	app := new(App)
+	if err := app.UnmarshalCaddyfile(d); err != nil {
+		return nil, err
+	}
+	return httpcaddyfile.App{Name: "webhooks", Value: caddyconfig.JSON(app, nil)}, nil
+}
+
+// UnmarshalCaddyfile sets up the app from Caddyfile tokens (see parseGlobalOption).
+func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // the option's name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for d.NextBlock(0) {
+		var err error
+		switch opt := d.Val(); opt {
+		case "storage":
+			err = oneArg(d, func(s string) error { a.Storage = s; return nil })
+		case "max_items":
+			err = oneArg(d, intArg(d, &a.MaxItems))
+		case "max_bytes":
+			err = oneArg(d, sizeArg(d, &a.MaxBytes))
+		case "min_free_disk":
+			err = oneArg(d, sizeArg(d, &a.MinFreeDisk))
+		case "workers":
+			err = oneArg(d, positiveInt(d, &a.Workers))
+		case "dead_retention":
+			err = oneArg(d, durationArg(d, &a.DeadRetention))
+		default:
+			return d.Errf("webhooks: unknown option %q", opt)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// parseIngest parses the webhook_ingest directive:
+//
+//	webhook_ingest [<matcher>] {
+//		name                  <route>
+//		secret                <secret> [<secret>...]
+//		insecure_no_signature
+//		events                <pattern>...
+//		tolerance             <duration>
+//		dedupe_window         <duration>
+//		max_body              <size>
+//		read_timeout          <duration>
+//		forward <url> {
+//			max_attempts <n>
+//			max_age      <duration>
+//			backoff      <min> <max>
+//			timeout      <duration>
+//			concurrency  <n>
+//			header_up    <name> <value>
+//		}
+//	}
+func parseIngest(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	m := new(Ingest)
+	err := m.UnmarshalCaddyfile(h.Dispenser)
+	return m, err
+}
+
+// UnmarshalCaddyfile sets up the handler from Caddyfile tokens (see parseIngest).
+func (h *Ingest) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // the directive's name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for d.NextBlock(0) {
+		var err error
+		switch opt := d.Val(); opt {
+		case "name":
+			err = oneArg(d, func(s string) error { h.Name = s; return nil })
+		case "secret":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return d.ArgErr()
+			}
+			for _, s := range args {
+				if err := checkSecret(d, s); err != nil {
+					return err
+				}
+			}
+			h.Secrets = append(h.Secrets, args...)
+		case "insecure_no_signature":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			h.InsecureNoSignature = true
+		case "events":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return d.ArgErr()
+			}
+			if _, err := verifier.CompilePatterns(args); err != nil {
+				return d.Errf("events: %v", err)
+			}
+			h.Events = append(h.Events, args...)
+		case "tolerance":
+			err = oneArg(d, func(s string) error {
+				v, err := caddy.ParseDuration(s)
+				if err != nil || v < 0 {
+					return d.Errf("tolerance: %q is not a duration", s)
+				}
+				t := caddy.Duration(v)
+				h.Tolerance = &t
+				return nil
+			})
+		case "dedupe_window":
+			err = oneArg(d, durationArg(d, &h.DedupeWindow))
+		case "max_body":
+			err = oneArg(d, sizeArg(d, &h.MaxBody))
+		case "read_timeout":
+			err = oneArg(d, durationArg(d, &h.ReadTimeout))
+		case "forward":
+			err = h.parseForward(d)
+		default:
+			return d.Errf("webhook_ingest: unknown option %q", opt)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if len(h.Secrets) == 0 && !h.InsecureNoSignature {
+		return d.Err("webhook_ingest: a secret is required (or insecure_no_signature, explicitly)")
+	}
+	if len(h.Secrets) > 0 && h.InsecureNoSignature {
+		return d.Err("webhook_ingest: secret and insecure_no_signature exclude each other")
+	}
+	tolerance := defaultTolerance
+	if h.Tolerance != nil {
+		tolerance = time.Duration(*h.Tolerance)
+	}
+	if window := durationOr(h.DedupeWindow, defaultDedupeWindow); window < tolerance+clockSkew {
+		return d.Errf("webhook_ingest: dedupe_window %v must be at least tolerance %v plus %v of clock skew", window, tolerance, clockSkew)
+	}
+	if h.Forward == nil && h.Name == "" {
+		return d.Err("webhook_ingest: name is required without forward (verify-only mode)")
+	}
+	return nil
+}
+
+func (h *Ingest) parseForward(d *caddyfile.Dispenser) error {
+	if h.Forward != nil {
+		return d.Err("webhook_ingest: forward given twice")
+	}
+	f := &Forward{}
+	if !d.NextArg() {
+		return d.ArgErr()
+	}
+	f.URL = d.Val()
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		var err error
+		switch opt := d.Val(); opt {
+		case "max_attempts":
+			err = oneArg(d, positiveInt(d, &f.MaxAttempts))
+		case "max_age":
+			err = oneArg(d, durationArg(d, &f.MaxAge))
+		case "backoff":
+			var lo, hi string
+			if !d.AllArgs(&lo, &hi) {
+				return d.ArgErr()
+			}
+			if err := durationArg(d, &f.BackoffMin)(lo); err != nil {
+				return err
+			}
+			if err := durationArg(d, &f.BackoffMax)(hi); err != nil {
+				return err
+			}
+			if f.BackoffMin > f.BackoffMax {
+				return d.Errf("backoff: minimum %s is above maximum %s", lo, hi)
+			}
+		case "timeout":
+			err = oneArg(d, durationArg(d, &f.Timeout))
+		case "concurrency":
+			err = oneArg(d, positiveInt(d, &f.Concurrency))
+		case "header_up":
+			var name, value string
+			if !d.AllArgs(&name, &value) {
+				return d.ArgErr()
+			}
+			if f.HeaderUp == nil {
+				f.HeaderUp = map[string][]string{}
+			}
+			f.HeaderUp[name] = append(f.HeaderUp[name], value)
+		default:
+			return d.Errf("forward: unknown option %q", opt)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if err := f.validate(); err != nil {
+		return d.Err(err.Error())
+	}
+	h.Forward = f
+	return nil
+}
+
+// checkSecret refuses secrets that cannot be right whatever the
+// environment: empty, or literal and shorter than the minimum. Placeholders
+// are checked when they are resolved.
+func checkSecret(d *caddyfile.Dispenser, s string) error {
+	if s == "" {
+		return d.Err("secret: empty secret")
+	}
+	if !strings.Contains(s, "{") && len(s) < verifier.MinSecretLen {
+		return d.Errf("secret: shorter than %d bytes", verifier.MinSecretLen)
+	}
+	return nil
+}
+
+// oneArg reads exactly one argument and hands it to set.
+func oneArg(d *caddyfile.Dispenser, set func(string) error) error {
+	var v string
+	if !d.AllArgs(&v) {
+		return d.ArgErr()
+	}
+	return set(v)
+}
+
+func durationArg(d *caddyfile.Dispenser, dst *caddy.Duration) func(string) error {
+	return func(s string) error {
+		v, err := caddy.ParseDuration(s)
+		if err != nil || v < 0 {
+			return d.Errf("%s: %q is not a duration", d.Val(), s)
+		}
+		*dst = caddy.Duration(v)
+		return nil
+	}
+}
+
+func sizeArg(d *caddyfile.Dispenser, dst *int64) func(string) error {
+	return func(s string) error {
+		v, err := humanize.ParseBytes(s)
+		if err != nil || v > 1<<62 {
+			return d.Errf("%q is not a size", s)
+		}
+		*dst = int64(v)
+		return nil
+	}
+}
+
+func intArg(d *caddyfile.Dispenser, dst *int64) func(string) error {
+	return func(s string) error {
+		v, err := strconv.ParseInt(s, 10, 64)
+		if err != nil || v <= 0 {
+			return d.Errf("%q is not a positive number", s)
+		}
+		*dst = v
+		return nil
+	}
+}
+
+func positiveInt(d *caddyfile.Dispenser, dst *int) func(string) error {
+	return func(s string) error {
+		v, err := strconv.Atoi(s)
+		if err != nil || v <= 0 {
+			return d.Errf("%q is not a positive number", s)
+		}
+		*dst = v
+		return nil
+	}
+}
+
+// Interface guards.
+var (
+	_ caddyfile.Unmarshaler = (*App)(nil)
+	_ caddyfile.Unmarshaler = (*Ingest)(nil)
+)

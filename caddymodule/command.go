@@ -1,0 +1,251 @@
+package caddymodule
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	caddycmd "github.com/caddyserver/caddy/v2/cmd"
+	"github.com/spf13/cobra"
+
+	"github.com/hookgate/hookgate/verifier"
+)
+
+func init() {
+	caddycmd.RegisterCommand(caddycmd.Command{
+		Name:  "webhook",
+		Usage: "sign|send ...",
+		Short: "Signs and sends test webhooks",
+		Long: `
+Tools for trying a webhook_ingest route by hand.
+
+  caddy webhook sign --secret-file s.txt --body event.json
+      prints the X-Webhook-Signature value for the file's exact bytes.
+
+  caddy webhook send --url http://localhost:8080/hooks --secret-file s.txt \
+      --event document.processed --payload payload.json
+      builds an envelope around the payload with a fresh eventId and
+      timestamp, signs it and POSTs it. --envelope takes a whole envelope
+      (its eventId and timestamp are replaced); --body sends a file's bytes
+      exactly as they are (to repeat a delivery); --out saves what was sent.
+
+The secret comes from --secret-file, or the HOOKGATE_SECRET environment
+variable; --secret is accepted but leaves the secret in the shell history.`,
+		CobraFunc: func(cmd *cobra.Command) {
+			cmd.AddCommand(signCommand(), sendCommand())
+		},
+	})
+}
+
+func secretFlags(c *cobra.Command) {
+	c.Flags().String("secret", "", "the secret (prefer --secret-file or HOOKGATE_SECRET)")
+	c.Flags().String("secret-file", "", "a file holding the secret (one trailing newline is ignored)")
+}
+
+func readSecret(c *cobra.Command) ([]byte, error) {
+	literal, _ := c.Flags().GetString("secret")
+	file, _ := c.Flags().GetString("secret-file")
+	switch {
+	case literal != "" && file != "":
+		return nil, errors.New("give --secret or --secret-file, not both")
+	case file != "":
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return nil, err
+		}
+		return bytes.TrimSuffix(b, []byte("\n")), nil
+	case literal != "":
+		return []byte(literal), nil
+	case os.Getenv("HOOKGATE_SECRET") != "":
+		return []byte(os.Getenv("HOOKGATE_SECRET")), nil
+	}
+	return nil, errors.New("no secret: use --secret-file, HOOKGATE_SECRET or --secret")
+}
+
+func signCommand() *cobra.Command {
+	c := &cobra.Command{
+		Use:   "sign --body <file|-> [--secret-file <file>]",
+		Short: "Prints the X-Webhook-Signature value for a body",
+		RunE: func(c *cobra.Command, _ []string) error {
+			secret, err := readSecret(c)
+			if err != nil {
+				return err
+			}
+			path, _ := c.Flags().GetString("body")
+			body, err := readInput(path)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(c.OutOrStdout(), verifier.Sign(secret, body))
+			return nil
+		},
+	}
+	secretFlags(c)
+	c.Flags().String("body", "-", "the body's file, - for standard input")
+	return c
+}
+
+func sendCommand() *cobra.Command {
+	c := &cobra.Command{
+		Use:   "send --url <url> (--payload <file> --event <type> | --envelope <file> | --body <file>)",
+		Short: "Signs and POSTs a webhook delivery",
+		RunE: func(c *cobra.Command, _ []string) error {
+			secret, err := readSecret(c)
+			if err != nil {
+				return err
+			}
+			body, err := buildBody(c)
+			if err != nil {
+				return err
+			}
+			env, err := verifier.ParseEnvelope(body)
+			if err != nil {
+				return fmt.Errorf("the body is not a valid envelope: %w", err)
+			}
+			if out, _ := c.Flags().GetString("out"); out != "" {
+				if err := os.WriteFile(out, body, 0o600); err != nil {
+					return err
+				}
+			}
+			url, _ := c.Flags().GetString("url")
+			req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))
+			if err != nil {
+				return err
+			}
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set(verifier.EventHeader, env.Type)
+			req.Header.Set(verifier.SignatureHeader, verifier.Sign(secret, body))
+			client := &http.Client{Timeout: 30 * time.Second}
+			resp, err := client.Do(req)
+			if err != nil {
+				return err
+			}
+			defer resp.Body.Close()
+			answer, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+			fmt.Fprintf(c.OutOrStdout(), "%s %s\n%s", resp.Status, env.ID, answer)
+			if len(answer) > 0 && !bytes.HasSuffix(answer, []byte("\n")) {
+				fmt.Fprintln(c.OutOrStdout())
+			}
+			return nil
+		},
+	}
+	secretFlags(c)
+	f := c.Flags()
+	f.String("url", "", "where to POST")
+	f.String("event", "", "the eventType, with --payload")
+	f.String("payload", "", "a JSON file to wrap in a fresh envelope")
+	f.String("envelope", "", "a whole envelope; its eventId and timestamp are replaced")
+	f.String("body", "", "a file sent byte for byte, as it is")
+	f.String("organization", "org_demo", "organizationId, with --payload")
+	f.String("project", "proj_demo", "projectId, with --payload")
+	f.String("out", "", "save the body sent to this file")
+	_ = c.MarkFlagRequired("url")
+	return c
+}
+
+// buildBody makes the delivery's body from whichever of --payload,
+// --envelope or --body was given.
+func buildBody(c *cobra.Command) ([]byte, error) {
+	get := func(name string) string { v, _ := c.Flags().GetString(name); return v }
+	payload, envelope, raw := get("payload"), get("envelope"), get("body")
+	given := 0
+	for _, v := range []string{payload, envelope, raw} {
+		if v != "" {
+			given++
+		}
+	}
+	if given != 1 {
+		return nil, errors.New("give exactly one of --payload, --envelope and --body")
+	}
+	if raw != "" {
+		return readInput(raw)
+	}
+	fields := map[string]json.RawMessage{}
+	if envelope != "" {
+		b, err := readInput(envelope)
+		if err != nil {
+			return nil, err
+		}
+		if err := json.Unmarshal(b, &fields); err != nil {
+			return nil, fmt.Errorf("--envelope: %w", err)
+		}
+	} else {
+		b, err := readInput(payload)
+		if err != nil {
+			return nil, err
+		}
+		if err := verifier.CheckJSON(b); err != nil {
+			return nil, fmt.Errorf("--payload: %w", err)
+		}
+		event := get("event")
+		if !verifier.ValidEventType(event) {
+			return nil, fmt.Errorf("--event %q is not an event type", event)
+		}
+		fields["eventType"] = quote(event)
+		fields["organizationId"] = quote(get("organization"))
+		fields["projectId"] = quote(get("project"))
+		fields["payload"] = bytes.TrimSpace(b)
+	}
+	now := time.Now().UTC()
+	fields["eventId"] = quote(newEventID(now))
+	fields["timestamp"] = quote(now.Format("2006-01-02T15:04:05.000Z"))
+	// Keys in the sender's order; the payload last.
+	var buf bytes.Buffer
+	buf.WriteByte('{')
+	first := true
+	write := func(k string) {
+		v, ok := fields[k]
+		if !ok {
+			return
+		}
+		if !first {
+			buf.WriteByte(',')
+		}
+		first = false
+		buf.Write(quote(k))
+		buf.WriteByte(':')
+		buf.Write(v)
+		delete(fields, k)
+	}
+	for _, k := range []string{"eventType", "eventId", "timestamp", "organizationId", "projectId"} {
+		write(k)
+	}
+	for k := range fields {
+		if k != "payload" {
+			write(k)
+		}
+	}
+	write("payload")
+	buf.WriteByte('}')
+	return buf.Bytes(), nil
+}
+
+// newEventID makes an id in the sender's format: evt_<unix ms>_<random>.
+func newEventID(now time.Time) string {
+	const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
+	b := make([]byte, 6)
+	rand.Read(b)
+	for i := range b {
+		b[i] = alphabet[int(b[i])%len(alphabet)]
+	}
+	return fmt.Sprintf("evt_%d_%s", now.UnixMilli(), b)
+}
+
+func quote(s string) json.RawMessage {
+	b, _ := json.Marshal(s)
+	return b
+}
+
+func readInput(path string) ([]byte, error) {
+	if path == "-" {
+		return io.ReadAll(os.Stdin)
+	}
+	return os.ReadFile(strings.TrimSpace(path))
+}

@@ -1,0 +1,155 @@
+package caddymodule
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+
+	"github.com/hookgate/hookgate/spool"
+)
+
+// Forward is where and how a webhook_ingest route delivers its events.
+type Forward struct {
+	// URL is the upstream's address (http or https).
+	URL string `json:"url"`
+	// MaxAttempts is the total number of attempts. Default 10.
+	MaxAttempts int `json:"max_attempts,omitempty"`
+	// MaxAge is how long an event is retried at most. Default 24h.
+	MaxAge caddy.Duration `json:"max_age,omitempty"`
+	// BackoffMin is the first retry's delay. Default 1s.
+	BackoffMin caddy.Duration `json:"backoff_min,omitempty"`
+	// BackoffMax caps the delay between attempts. Default 10m.
+	BackoffMax caddy.Duration `json:"backoff_max,omitempty"`
+	// Timeout bounds one attempt. Default 30s.
+	Timeout caddy.Duration `json:"timeout,omitempty"`
+	// Concurrency bounds this route's attempts in flight. Default 8.
+	Concurrency int `json:"concurrency,omitempty"`
+	// HeaderUp adds or replaces headers on the forwarded request.
+	HeaderUp http.Header `json:"header_up,omitempty"`
+}
+
+// Headers of the forwarded request.
+const (
+	headerID      = "X-Webhook-Id"
+	headerAttempt = "X-Webhook-Attempt"
+)
+
+// maxResponseBody is how much of an upstream's answer is read (and dropped)
+// so that its connection can be reused.
+const maxResponseBody = 64 << 10
+
+func (f *Forward) validate() error {
+	u, err := url.Parse(f.URL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("forward: %q is not an http(s) URL", f.URL)
+	}
+	if f.MaxAttempts < 0 || f.Concurrency < 0 || f.MaxAge < 0 || f.BackoffMin < 0 || f.BackoffMax < 0 || f.Timeout < 0 {
+		return errors.New("forward: settings must not be negative")
+	}
+	if f.BackoffMax > 0 && f.BackoffMin > f.BackoffMax {
+		return errors.New("forward: backoff minimum is above its maximum")
+	}
+	return nil
+}
+
+// route builds the spool route for this target.
+func (f *Forward) route() (spool.Route, *forwarder) {
+	concurrency := f.Concurrency
+	if concurrency <= 0 {
+		concurrency = spool.DefaultConcurrency
+	}
+	fw := &forwarder{
+		url:    f.URL,
+		header: f.HeaderUp,
+		client: &http.Client{
+			Transport: &http.Transport{
+				Proxy:                 nil, // an internal upstream: never through a proxy from the environment
+				DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+				MaxIdleConnsPerHost:   concurrency,
+				IdleConnTimeout:       90 * time.Second,
+				TLSHandshakeTimeout:   10 * time.Second,
+				ExpectContinueTimeout: time.Second,
+			},
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		},
+	}
+	return spool.Route{
+		Deliverer:   fw,
+		Concurrency: concurrency,
+		Timeout:     time.Duration(f.Timeout),
+		Policy: spool.Policy{
+			MaxAttempts: f.MaxAttempts,
+			MaxAge:      time.Duration(f.MaxAge),
+			BackoffMin:  time.Duration(f.BackoffMin),
+			BackoffMax:  time.Duration(f.BackoffMax),
+		},
+	}, fw
+}
+
+// forwarder delivers spooled events to an upstream: the original body and
+// signature, plus X-Webhook-Id and X-Webhook-Attempt. Redirects are not
+// followed: a 3xx is a failed attempt.
+type forwarder struct {
+	url    string
+	header http.Header
+	client *http.Client
+}
+
+// Deliver makes one attempt.
+func (f *forwarder) Deliver(ctx context.Context, d *spool.Delivery) spool.Outcome {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, f.url, bytes.NewReader(d.Body))
+	if err != nil {
+		return spool.Outcome{Err: err}
+	}
+	for k, vs := range d.Header {
+		req.Header[k] = vs
+	}
+	req.Header.Set(headerID, d.EventID)
+	req.Header.Set(headerAttempt, strconv.Itoa(d.Attempt))
+	for k, vs := range f.header {
+		req.Header[http.CanonicalHeaderKey(k)] = vs
+	}
+	resp, err := f.client.Do(req)
+	if err != nil {
+		// The URL stays out of the error: it goes to logs and dead letters.
+		var uerr *url.Error
+		if errors.As(err, &uerr) {
+			err = uerr.Err
+		}
+		return spool.Outcome{Err: err}
+	}
+	io.Copy(io.Discard, io.LimitReader(resp.Body, maxResponseBody))
+	resp.Body.Close()
+	return spool.Outcome{StatusCode: resp.StatusCode, RetryAfter: parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())}
+}
+
+func (f *forwarder) close() {
+	f.client.CloseIdleConnections()
+}
+
+// parseRetryAfter reads a Retry-After value, seconds or an HTTP date; 0 if
+// absent or malformed. The retry policy bounds it.
+func parseRetryAfter(v string, now time.Time) time.Duration {
+	if v == "" {
+		return 0
+	}
+	if secs, err := strconv.ParseInt(v, 10, 64); err == nil {
+		if secs <= 0 {
+			return 0
+		}
+		return time.Duration(min(secs, 7*24*3600)) * time.Second
+	}
+	if t, err := http.ParseTime(v); err == nil && t.After(now) {
+		return t.Sub(now)
+	}
+	return 0
+}

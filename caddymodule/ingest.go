@@ -1,0 +1,386 @@
+package caddymodule
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+
+	"github.com/hookgate/hookgate/spool"
+	"github.com/hookgate/hookgate/verifier"
+)
+
+func init() {
+	caddy.RegisterModule(Ingest{})
+}
+
+// Defaults of webhook_ingest.
+const (
+	defaultTolerance    = time.Hour
+	defaultDedupeWindow = 72 * time.Hour
+	defaultMaxBody      = 1 << 20
+	defaultReadTimeout  = 15 * time.Second
+	// clockSkew is the margin the dedupe window must keep over the
+	// tolerance, so that a replay is either a duplicate or stale.
+	clockSkew = 5 * time.Minute
+	// retryAfterFull is the Retry-After sent with a 503 when the spool is full.
+	retryAfterFull = "30"
+)
+
+// Ingest is the webhook_ingest handler. It verifies a delivery's signature,
+// envelope, event header and freshness, dedupes it by route and eventId,
+// spools it durably and answers 202; the spool forwards it to the upstream
+// with retries. Without a forward target it only verifies and dedupes, then
+// hands the request to the next handler (verify-only mode).
+type Ingest struct {
+	// Name identifies the route in the spool, the stats and the dedupe scope;
+	// keep it stable across reloads. Default: the forward URL. Required in
+	// verify-only mode.
+	Name string `json:"name,omitempty"`
+	// Secrets are the HMAC secrets; a delivery signed with any of them is
+	// accepted (rotation). Write them as placeholders ({env.NAME},
+	// {file./path}): they are resolved at provision time and never stored
+	// resolved in the configuration.
+	Secrets []string `json:"secrets,omitempty"`
+	// InsecureNoSignature accepts unsigned deliveries. Every other check
+	// still runs; a warning is logged at every start.
+	InsecureNoSignature bool `json:"insecure_no_signature,omitempty"`
+	// Events are the accepted event types (document.processed, document.*,
+	// *); others are answered 200 "ignored" and dropped. Default: all.
+	Events []string `json:"events,omitempty"`
+	// Tolerance is how far the envelope's timestamp may be from now, in
+	// either direction. Default 1h; 0 disables the check.
+	Tolerance *caddy.Duration `json:"tolerance,omitempty"`
+	// DedupeWindow is how long an eventId is remembered. Default 72h; it
+	// must be at least the tolerance plus 5 minutes.
+	DedupeWindow caddy.Duration `json:"dedupe_window,omitempty"`
+	// MaxBody is the largest accepted body in bytes. Default 1 MiB.
+	MaxBody int64 `json:"max_body,omitempty"`
+	// ReadTimeout bounds reading the body. Default 15s.
+	ReadTimeout caddy.Duration `json:"read_timeout,omitempty"`
+	// Forward is the upstream that receives the events. Absent: verify-only.
+	Forward *Forward `json:"forward,omitempty"`
+
+	verifier     *verifier.Verifier
+	events       verifier.Matcher
+	dedupeWindow time.Duration
+	maxBody      int64
+	readTimeout  time.Duration
+	spool        *spool.Spool
+	unregister   func()
+	forwarder    *forwarder
+	inFlight     *inFlight
+	log          *zap.Logger
+}
+
+// CaddyModule returns the Caddy module information.
+func (Ingest) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.webhook_ingest",
+		New: func() caddy.Module { return new(Ingest) },
+	}
+}
+
+// Provision resolves the secrets, builds the verifier and registers the
+// route's forward settings with the spool.
+func (h *Ingest) Provision(ctx caddy.Context) error {
+	h.log = ctx.Logger()
+	if h.Name == "" && h.Forward != nil {
+		h.Name = h.Forward.URL
+	}
+	secrets, err := resolveSecrets(h.Secrets, h.log)
+	if err != nil {
+		return err
+	}
+	tolerance := defaultTolerance
+	if h.Tolerance != nil {
+		tolerance = time.Duration(*h.Tolerance)
+	}
+	h.verifier, err = verifier.New(verifier.Config{Secrets: secrets, InsecureNoSignature: h.InsecureNoSignature, Tolerance: tolerance})
+	if err != nil {
+		return fmt.Errorf("webhook_ingest %s: %w", h.Name, err)
+	}
+	if h.InsecureNoSignature {
+		h.log.Warn("insecure_no_signature: this route accepts unsigned webhooks", zap.String("route", h.Name))
+	}
+	if h.events, err = verifier.CompilePatterns(h.Events); err != nil {
+		return fmt.Errorf("webhook_ingest %s: events: %w", h.Name, err)
+	}
+	h.inFlight = &inFlight{ids: map[string]struct{}{}}
+	h.dedupeWindow = durationOr(h.DedupeWindow, defaultDedupeWindow)
+	h.readTimeout = durationOr(h.ReadTimeout, defaultReadTimeout)
+	h.maxBody = h.MaxBody
+	if h.maxBody <= 0 {
+		h.maxBody = defaultMaxBody
+	}
+	if err := h.validate(tolerance); err != nil {
+		return err
+	}
+	appIface, err := ctx.App("webhooks")
+	if err != nil {
+		return err
+	}
+	h.spool = appIface.(*App).Spool()
+	if h.Forward != nil {
+		var route spool.Route
+		route, h.forwarder = h.Forward.route()
+		h.unregister = h.spool.RegisterRoute(h.Name, route)
+	}
+	return nil
+}
+
+// validate checks what Provision derived; Caddy's Validate phase would be
+// too late for the route registration.
+func (h *Ingest) validate(tolerance time.Duration) error {
+	if h.Name == "" {
+		return errors.New("webhook_ingest: a name is required without a forward target (verify-only mode)")
+	}
+	if h.dedupeWindow < tolerance+clockSkew {
+		return fmt.Errorf("webhook_ingest %s: dedupe_window %v must be at least tolerance %v plus %v of clock skew",
+			h.Name, h.dedupeWindow, tolerance, clockSkew)
+	}
+	if h.Forward != nil {
+		return h.Forward.validate()
+	}
+	return nil
+}
+
+// Cleanup unregisters this configuration's route; a newer registration of
+// the same name stays in force.
+func (h *Ingest) Cleanup() error {
+	if h.unregister != nil {
+		h.unregister()
+	}
+	if h.forwarder != nil {
+		h.forwarder.close()
+	}
+	return nil
+}
+
+// ServeHTTP runs the checks of DESIGN.md section 4 in order.
+func (h *Ingest) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		return h.reject(r, http.StatusMethodNotAllowed, "method", errors.New("only POST is accepted"))
+	}
+	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
+		return h.reject(r, http.StatusUnsupportedMediaType, "content_type", errors.New("Content-Type must be application/json"))
+	}
+	if enc := r.Header.Values("Content-Encoding"); len(enc) > 1 || (len(enc) == 1 && !strings.EqualFold(enc[0], "identity")) {
+		return h.reject(r, http.StatusUnsupportedMediaType, "content_encoding", errors.New("Content-Encoding is not supported"))
+	}
+	if r.ContentLength > h.maxBody {
+		return h.reject(r, http.StatusRequestEntityTooLarge, "too_large", fmt.Errorf("body over %d bytes", h.maxBody))
+	}
+	body, status, err := h.readBody(w, r)
+	if err != nil {
+		return h.reject(r, status, "body", err)
+	}
+	ev, err := h.verifier.Verify(r.Header, body)
+	if err != nil {
+		return h.reject(r, verifier.KindOf(err).Status(), verifier.KindOf(err).String(), err)
+	}
+	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	if repl != nil {
+		repl.Set("http.webhook.event_id", ev.ID)
+		repl.Set("http.webhook.event_type", ev.Type)
+	}
+	if !h.events.Match(ev.Type) {
+		return h.answer(w, repl, http.StatusOK, "ignored", ev.ID)
+	}
+	if h.Forward == nil {
+		return h.handOn(w, r, next, repl, ev)
+	}
+	res, err := h.spool.Enqueue(r.Context(), spool.Entry{
+		Route:        h.Name,
+		EventID:      ev.ID,
+		Header:       forwardHeaders(r.Header),
+		Body:         body,
+		DedupeWindow: h.dedupeWindow,
+	})
+	if err != nil {
+		return h.spoolError(w, r, err)
+	}
+	return h.answerResult(w, r, repl, res.Status, ev.ID)
+}
+
+// readBody reads the body within max_body and the read timeout.
+func (h *Ingest) readBody(w http.ResponseWriter, r *http.Request) ([]byte, int, error) {
+	rc := http.NewResponseController(w)
+	if err := rc.SetReadDeadline(time.Now().Add(h.readTimeout)); err == nil {
+		defer rc.SetReadDeadline(time.Time{})
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.maxBody))
+	var tooLarge *http.MaxBytesError
+	var handlerErr caddyhttp.HandlerError
+	switch {
+	case err == nil:
+		return body, 0, nil
+	case errors.As(err, &tooLarge):
+		return nil, http.StatusRequestEntityTooLarge, fmt.Errorf("body over %d bytes", h.maxBody)
+	case errors.As(err, &handlerErr): // e.g. request_body's own limit
+		return nil, handlerErr.StatusCode, err
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return nil, http.StatusRequestTimeout, errors.New("reading the body timed out")
+	}
+	return nil, http.StatusBadRequest, errors.New("reading the body failed")
+}
+
+// forwardHeaders are the delivery's headers kept for the upstream.
+func forwardHeaders(in http.Header) http.Header {
+	out := make(http.Header, 3)
+	for _, k := range []string{"Content-Type", verifier.EventHeader, verifier.SignatureHeader} {
+		if v := in.Values(k); len(v) > 0 {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+// handOn is verify-only mode: dedupe, then let the next handler answer and
+// remember the event only if it answered 2xx. A concurrent delivery of the
+// same event gets 409 with Retry-After while the first is being handled.
+func (h *Ingest) handOn(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, repl *caddy.Replacer, ev *verifier.Event) error {
+	st, err := h.spool.Seen(h.Name, ev.ID, ev.Body)
+	if err != nil {
+		return h.spoolError(w, r, err)
+	}
+	if st != spool.Accepted {
+		return h.answerResult(w, r, repl, st, ev.ID)
+	}
+	if !h.inFlight.start(ev.ID) {
+		w.Header().Set("Retry-After", "1")
+		return h.reject(r, http.StatusConflict, "in_progress", errors.New("this event is being handled"))
+	}
+	defer h.inFlight.done(ev.ID)
+
+	r.Body = io.NopCloser(bytes.NewReader(ev.Body))
+	r.ContentLength = int64(len(ev.Body))
+	r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(ev.Body)), nil }
+	rec := &statusRecorder{ResponseWriterWrapper: &caddyhttp.ResponseWriterWrapper{ResponseWriter: w}}
+	if err := next.ServeHTTP(rec, r); err != nil {
+		return err
+	}
+	if rec.status < 200 || rec.status > 299 {
+		return nil
+	}
+	if _, err := h.spool.Remember(r.Context(), spool.Entry{Route: h.Name, EventID: ev.ID, Body: ev.Body, DedupeWindow: h.dedupeWindow}); err != nil {
+		// The upstream has it; a retry by the sender is delivered again.
+		h.log.Error("recording a handed-on event as seen failed", zap.String("route", h.Name), zap.String("event_id", ev.ID), zap.Error(err))
+	}
+	return nil
+}
+
+// statusRecorder notes the status the next handler wrote.
+type statusRecorder struct {
+	*caddyhttp.ResponseWriterWrapper
+	status int
+}
+
+func (s *statusRecorder) WriteHeader(code int) {
+	if s.status == 0 {
+		s.status = code
+	}
+	s.ResponseWriterWrapper.WriteHeader(code)
+}
+
+func (s *statusRecorder) Write(b []byte) (int, error) {
+	if s.status == 0 {
+		s.status = http.StatusOK
+	}
+	return s.ResponseWriterWrapper.Write(b)
+}
+
+// inFlight is the set of event ids being handed on in verify-only mode.
+type inFlight struct {
+	mu  sync.Mutex
+	ids map[string]struct{}
+}
+
+func (f *inFlight) start(id string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, busy := f.ids[id]; busy {
+		return false
+	}
+	f.ids[id] = struct{}{}
+	return true
+}
+
+func (f *inFlight) done(id string) {
+	f.mu.Lock()
+	delete(f.ids, id)
+	f.mu.Unlock()
+}
+
+// answerResult answers an enqueue's or a dedupe check's outcome.
+func (h *Ingest) answerResult(w http.ResponseWriter, r *http.Request, repl *caddy.Replacer, st spool.Status, id string) error {
+	switch st {
+	case spool.Accepted:
+		return h.answer(w, repl, http.StatusAccepted, "accepted", id)
+	case spool.Duplicate:
+		return h.answer(w, repl, http.StatusOK, "duplicate", id)
+	}
+	h.log.Warn("an event id arrived again with a different body", zap.String("route", h.Name), zap.String("event_id", id))
+	return h.reject(r, http.StatusConflict, "conflict", errors.New("this eventId was received with a different body"))
+}
+
+func (h *Ingest) spoolError(w http.ResponseWriter, r *http.Request, err error) error {
+	if errors.Is(err, spool.ErrFull) {
+		w.Header().Set("Retry-After", retryAfterFull)
+		h.log.Warn("spool full: refusing events", zap.String("route", h.Name), zap.Error(err))
+		return h.reject(r, http.StatusServiceUnavailable, "full", err)
+	}
+	h.log.Error("spool write failed", zap.String("route", h.Name), zap.Error(err))
+	return h.reject(r, http.StatusInternalServerError, "spool_error", errors.New("the event could not be stored"))
+}
+
+// answer writes a success response: {"status": ..., "eventId": ...}.
+func (h *Ingest) answer(w http.ResponseWriter, repl *caddy.Replacer, code int, status, id string) error {
+	if repl != nil {
+		repl.Set("http.webhook.outcome", status)
+	}
+	body, _ := json.Marshal(struct {
+		Status  string `json:"status"`
+		EventID string `json:"eventId"`
+	}{status, id})
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_, err := w.Write(append(body, '\n'))
+	return err
+}
+
+// reject returns a handler error, so that handle_errors can shape the
+// response; err's message is safe to show.
+func (h *Ingest) reject(r *http.Request, code int, outcome string, err error) error {
+	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
+		repl.Set("http.webhook.outcome", outcome)
+	}
+	h.log.Debug("webhook rejected", zap.String("route", h.Name), zap.Int("status", code), zap.String("reason", outcome), zap.Error(err))
+	return caddyhttp.Error(code, err)
+}
+
+func durationOr(d caddy.Duration, def time.Duration) time.Duration {
+	if d > 0 {
+		return time.Duration(d)
+	}
+	return def
+}
+
+// Interface guards.
+var (
+	_ caddy.Provisioner           = (*Ingest)(nil)
+	_ caddy.CleanerUpper          = (*Ingest)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Ingest)(nil)
+)
