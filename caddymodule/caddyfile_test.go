@@ -1,0 +1,116 @@
+package caddymodule
+
+import (
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+)
+
+func TestUnmarshalIngest(t *testing.T) {
+	tol := caddy.Duration(10 * time.Minute)
+	tests := []struct {
+		name    string
+		input   string
+		want    *Ingest
+		wantErr string
+	}{
+		{
+			name: "every option",
+			input: `webhook_ingest {
+				name ocriva
+				secret {env.A} {file./run/b}
+				secret {env.C}
+				events document.* batch.completed
+				tolerance 10m
+				dedupe_window 24h
+				max_body 64KiB
+				read_timeout 5s
+				forward http://127.0.0.1:8080/in {
+					max_attempts 20
+					max_age 12h
+					backoff 1s 10m
+					timeout 15s
+					concurrency 4
+					header_up X-Tenant acme
+				}
+			}`,
+			want: &Ingest{
+				Name: "ocriva", Secrets: []string{"{env.A}", "{file./run/b}", "{env.C}"},
+				Events: []string{"document.*", "batch.completed"}, Tolerance: &tol,
+				DedupeWindow: caddy.Duration(24 * time.Hour), MaxBody: 64 << 10, ReadTimeout: caddy.Duration(5 * time.Second),
+				Forward: &Forward{
+					URL: "http://127.0.0.1:8080/in", MaxAttempts: 20, MaxAge: caddy.Duration(12 * time.Hour),
+					BackoffMin: caddy.Duration(time.Second), BackoffMax: caddy.Duration(10 * time.Minute),
+					Timeout: caddy.Duration(15 * time.Second), Concurrency: 4, HeaderUp: map[string][]string{"X-Tenant": {"acme"}},
+				},
+			},
+		},
+		{
+			name:  "verify-only",
+			input: "webhook_ingest {\n name legacy\n secret {env.A}\n}",
+			want:  &Ingest{Name: "legacy", Secrets: []string{"{env.A}"}},
+		},
+		{
+			name:  "insecure",
+			input: "webhook_ingest {\n name x\n insecure_no_signature\n}",
+			want:  &Ingest{Name: "x", InsecureNoSignature: true},
+		},
+		{name: "empty secret", input: "webhook_ingest {\n name x\n secret \"\"\n}", wantErr: "empty secret"},
+		{name: "short literal secret", input: "webhook_ingest {\n name x\n secret tooshort\n}", wantErr: "shorter than 16 bytes"},
+		{name: "no secret", input: "webhook_ingest {\n name x\n}", wantErr: "a secret is required"},
+		{name: "secret and insecure", input: "webhook_ingest {\n name x\n secret {env.A}\n insecure_no_signature\n}", wantErr: "exclude each other"},
+		{name: "window under tolerance", input: "webhook_ingest {\n name x\n secret {env.A}\n tolerance 1h\n dedupe_window 1h\n}", wantErr: "dedupe_window 1h0m0s must be at least tolerance 1h0m0s plus 5m0s"},
+		{name: "unknown option", input: "webhook_ingest {\n name x\n secret {env.A}\n colour blue\n}", wantErr: `unknown option "colour"`},
+		{name: "unknown forward option", input: "webhook_ingest {\n secret {env.A}\n forward http://a {\n retries 3\n }\n}", wantErr: `forward: unknown option "retries"`},
+		{name: "bad forward url", input: "webhook_ingest {\n secret {env.A}\n forward ftp://a\n}", wantErr: "not an http(s) URL"},
+		{name: "backoff reversed", input: "webhook_ingest {\n secret {env.A}\n forward http://a {\n backoff 1m 1s\n }\n}", wantErr: "above maximum"},
+		{name: "bad pattern", input: "webhook_ingest {\n name x\n secret {env.A}\n events doc*ment\n}", wantErr: "events:"},
+		{name: "verify-only without name", input: "webhook_ingest {\n secret {env.A}\n}", wantErr: "name is required"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := new(Ingest)
+			err := got.UnmarshalCaddyfile(caddyfile.NewTestDispenser(tt.input))
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("error %v, want one containing %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Fatalf("got %+v\nwant %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestUnmarshalApp(t *testing.T) {
+	input := `webhooks {
+		storage /var/lib/hookgate
+		max_items 5000
+		max_bytes 2GiB
+		min_free_disk 1GB
+		workers 32
+		dead_retention 14d
+	}`
+	got := new(App)
+	if err := got.UnmarshalCaddyfile(caddyfile.NewTestDispenser(input)); err != nil {
+		t.Fatal(err)
+	}
+	want := &App{Storage: "/var/lib/hookgate", MaxItems: 5000, MaxBytes: 2 << 30, MinFreeDisk: 1_000_000_000,
+		Workers: 32, DeadRetention: caddy.Duration(14 * 24 * time.Hour)}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("got %+v, want %+v", got, want)
+	}
+	bad := new(App)
+	if err := bad.UnmarshalCaddyfile(caddyfile.NewTestDispenser("webhooks {\n storage_dir x\n}")); err == nil || !strings.Contains(err.Error(), `unknown option "storage_dir"`) {
+		t.Fatalf("unknown option: %v", err)
+	}
+}

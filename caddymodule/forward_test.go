@@ -1,0 +1,114 @@
+package caddymodule
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hookgate/hookgate/spool"
+)
+
+func TestParseRetryAfter(t *testing.T) {
+	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	tests := []struct {
+		in   string
+		want time.Duration
+	}{
+		{"", 0},
+		{"0", 0},
+		{"-5", 0},
+		{"120", 2 * time.Minute},
+		{"99999999999", 7 * 24 * time.Hour},
+		{now.Add(90 * time.Second).Format(http.TimeFormat), 90 * time.Second},
+		{now.Add(-time.Hour).Format(http.TimeFormat), 0},
+		{"soon", 0},
+	}
+	for _, tt := range tests {
+		if got := parseRetryAfter(tt.in, now); got != tt.want {
+			t.Errorf("parseRetryAfter(%q) = %v, want %v", tt.in, got, tt.want)
+		}
+	}
+}
+
+func TestForwarderRequest(t *testing.T) {
+	type seen struct {
+		header http.Header
+		body   string
+		path   string
+	}
+	got := make(chan seen, 1)
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		got <- seen{r.Header.Clone(), string(b), r.URL.Path}
+		w.Header().Set("Retry-After", "7")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		w.Write([]byte(strings.Repeat("x", 1<<20))) // more than is read
+	}))
+	defer upstream.Close()
+
+	f := &Forward{URL: upstream.URL + "/in", HeaderUp: http.Header{"X-Tenant": {"acme"}}}
+	route, fw := f.route()
+	defer fw.close()
+	d := &spool.Delivery{
+		EventID: "evt_1", Attempt: 3, Body: []byte(`{"a":1}`),
+		Header: http.Header{"Content-Type": {"application/json"}, "X-Webhook-Event": {"a.b"}, "X-Webhook-Signature": {"sha256=00"}},
+	}
+	out := route.Deliverer.Deliver(context.Background(), d)
+	if out.StatusCode != 503 || out.RetryAfter != 7*time.Second || out.Err != nil {
+		t.Fatalf("outcome %+v", out)
+	}
+	s := <-got
+	if s.body != `{"a":1}` || s.path != "/in" {
+		t.Fatalf("upstream got %q at %s", s.body, s.path)
+	}
+	for k, v := range map[string]string{
+		"X-Webhook-Id": "evt_1", "X-Webhook-Attempt": "3", "X-Webhook-Event": "a.b",
+		"X-Webhook-Signature": "sha256=00", "Content-Type": "application/json", "X-Tenant": "acme",
+	} {
+		if s.header.Get(k) != v {
+			t.Errorf("%s = %q, want %q", k, s.header.Get(k), v)
+		}
+	}
+}
+
+func TestForwarderDoesNotFollowRedirects(t *testing.T) {
+	hits := 0
+	target := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { hits++ }))
+	defer target.Close()
+	redirect := httptest.NewServer(http.RedirectHandler(target.URL, http.StatusTemporaryRedirect))
+	defer redirect.Close()
+	route, fw := (&Forward{URL: redirect.URL}).route()
+	defer fw.close()
+	out := route.Deliverer.Deliver(context.Background(), &spool.Delivery{EventID: "e", Attempt: 1, Body: []byte("{}")})
+	if out.StatusCode != http.StatusTemporaryRedirect || hits != 0 {
+		t.Fatalf("outcome %+v, target hit %d times", out, hits)
+	}
+	if out.Succeeded() || spool.DefaultRetryable(out) {
+		t.Fatal("a redirect must be a failed, non-retried attempt")
+	}
+}
+
+func TestForwarderErrorLeavesOutTheURL(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close() // nothing listens there now
+	route, fw := (&Forward{URL: "http://user:pass@" + addr + "/secret-path?token=abc"}).route()
+	defer fw.close()
+	out := route.Deliverer.Deliver(context.Background(), &spool.Delivery{EventID: "e", Attempt: 1, Body: []byte("{}")})
+	if out.Err == nil {
+		t.Fatal("no error from a closed port")
+	}
+	for _, leak := range []string{"pass", "secret-path", "token"} {
+		if strings.Contains(out.Err.Error(), leak) {
+			t.Fatalf("error %q leaks %q", out.Err, leak)
+		}
+	}
+}
