@@ -21,13 +21,17 @@ import (
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "webhook",
-		Usage: "sign|send ...",
+		Usage: "sign|verify|send ...",
 		Short: "Signs and sends test webhooks",
 		Long: `
 Tools for trying a webhook_ingest route by hand.
 
   caddy webhook sign --secret-file s.txt --body event.json
       prints the X-Webhook-Signature value for the file's exact bytes.
+
+  caddy webhook verify --secret-file s.txt --body event.json --signature sha256=...
+      checks a signature and the envelope as webhook_ingest does (without
+      the freshness check); exits 1 and says which rule failed otherwise.
 
   caddy webhook send --url http://localhost:8080/hooks --secret-file s.txt \
       --event document.processed --payload payload.json
@@ -39,7 +43,7 @@ Tools for trying a webhook_ingest route by hand.
 The secret comes from --secret-file, or the HOOKGATE_SECRET environment
 variable; --secret is accepted but leaves the secret in the shell history.`,
 		CobraFunc: func(cmd *cobra.Command) {
-			cmd.AddCommand(signCommand(), sendCommand())
+			cmd.AddCommand(signCommand(), verifyCommand(), sendCommand())
 		},
 	})
 }
@@ -89,6 +93,45 @@ func signCommand() *cobra.Command {
 	}
 	secretFlags(c)
 	c.Flags().String("body", "-", "the body's file, - for standard input")
+	return c
+}
+
+func verifyCommand() *cobra.Command {
+	c := &cobra.Command{
+		Use:   "verify --body <file|-> --signature <sha256=...> [--secret-file <file>]",
+		Short: "Checks a body's signature and envelope",
+		RunE: func(c *cobra.Command, _ []string) error {
+			secret, err := readSecret(c)
+			if err != nil {
+				return err
+			}
+			path, _ := c.Flags().GetString("body")
+			body, err := readInput(path)
+			if err != nil {
+				return err
+			}
+			v, err := verifier.New(verifier.Config{Secrets: [][]byte{secret}})
+			if err != nil {
+				return err
+			}
+			sig, _ := c.Flags().GetString("signature")
+			env, err := verifier.ParseEnvelope(body)
+			if err != nil {
+				return err
+			}
+			h := http.Header{}
+			h.Set(verifier.SignatureHeader, sig)
+			h.Set(verifier.EventHeader, env.Type)
+			if _, err := v.Verify(h, body); err != nil {
+				return fmt.Errorf("%w (%s, HTTP %d)", err, verifier.KindOf(err), verifier.KindOf(err).Status())
+			}
+			fmt.Fprintf(c.OutOrStdout(), "ok: %s %s\n", env.Type, env.ID)
+			return nil
+		},
+	}
+	secretFlags(c)
+	c.Flags().String("body", "-", "the body's file, - for standard input")
+	c.Flags().String("signature", "", "the X-Webhook-Signature value")
 	return c
 }
 
