@@ -756,3 +756,35 @@ func TestRememberAndSeen(t *testing.T) {
 		t.Fatalf("Remember stored %d items", items)
 	}
 }
+
+func TestReplayAll(t *testing.T) {
+	s := openTest(t, Options{})
+	var mu sync.Mutex
+	healthy := false
+	rec := newRecorder(func(*Delivery) Outcome {
+		mu.Lock()
+		defer mu.Unlock()
+		if healthy {
+			return Outcome{StatusCode: 200}
+		}
+		return Outcome{StatusCode: 404}
+	})
+	for _, r := range []string{"a", "b", "c"} {
+		s.RegisterRoute(r, Route{Deliverer: rec})
+		mustEnqueue(t, s, entry(r, "evt_"+r, "x"))
+	}
+	eventually(t, 5*time.Second, "3 dead letters", func() bool {
+		dead, _, _ := s.ListDead(DeadFilter{}, 0, 10)
+		return len(dead) == 3
+	})
+	mu.Lock()
+	healthy = true
+	mu.Unlock()
+	if n, err := s.ReplayMatching(context.Background(), DeadFilter{}); n != 3 || err != nil {
+		t.Fatalf("replay all = %d, %v", n, err)
+	}
+	eventually(t, 2*time.Second, "all delivered", func() bool {
+		items, _ := s.Usage()
+		return items == 0
+	})
+}
