@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -61,15 +62,36 @@ func (f *Forward) validate() error {
 	return nil
 }
 
-// route builds the spool route for this target.
-func (f *Forward) route() (spool.Route, *forwarder) {
+// resolveHeaders expands {env.*} and {file.*} placeholders in header_up
+// values, so that a token for the upstream can stay out of the config.
+func (f *Forward) resolveHeaders() (http.Header, error) {
+	if len(f.HeaderUp) == 0 {
+		return nil, nil
+	}
+	repl := caddy.NewReplacer()
+	out := make(http.Header, len(f.HeaderUp))
+	for k, vs := range f.HeaderUp {
+		for _, v := range vs {
+			rv, err := repl.ReplaceOrErr(v, false, true)
+			if err != nil {
+				return nil, fmt.Errorf("header_up %s: %w", k, err)
+			}
+			out[http.CanonicalHeaderKey(k)] = append(out[http.CanonicalHeaderKey(k)], rv)
+		}
+	}
+	return out, nil
+}
+
+// route builds the spool route for this target, with header_up values
+// already resolved.
+func (f *Forward) route(header http.Header) (spool.Route, *forwarder) {
 	concurrency := f.Concurrency
 	if concurrency <= 0 {
 		concurrency = spool.DefaultConcurrency
 	}
 	fw := &forwarder{
 		url:    f.URL,
-		header: f.HeaderUp,
+		header: header,
 		client: &http.Client{
 			Transport: &http.Transport{
 				Proxy:                 nil, // an internal upstream: never through a proxy from the environment
@@ -98,14 +120,27 @@ func (f *Forward) route() (spool.Route, *forwarder) {
 // forwarder delivers spooled events to an upstream: the original body and
 // signature, plus X-Webhook-Id and X-Webhook-Attempt. Redirects are not
 // followed: a 3xx is a failed attempt.
+//
+// Each configuration has its own forwarders. Once its configuration is
+// unloaded a forwarder is retired: attempts still in flight finish, and the
+// last one closes the transport's idle connections, so that reloads do not
+// leave connections and their goroutines behind.
 type forwarder struct {
-	url    string
-	header http.Header
-	client *http.Client
+	url      string
+	header   http.Header
+	client   *http.Client
+	inFlight atomic.Int64
+	retired  atomic.Bool
 }
 
 // Deliver makes one attempt.
 func (f *forwarder) Deliver(ctx context.Context, d *spool.Delivery) spool.Outcome {
+	f.inFlight.Add(1)
+	defer func() {
+		if f.inFlight.Add(-1) == 0 && f.retired.Load() {
+			f.client.CloseIdleConnections()
+		}
+	}()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, f.url, bytes.NewReader(d.Body))
 	if err != nil {
 		return spool.Outcome{Err: err}
@@ -116,7 +151,7 @@ func (f *forwarder) Deliver(ctx context.Context, d *spool.Delivery) spool.Outcom
 	req.Header.Set(headerID, d.EventID)
 	req.Header.Set(headerAttempt, strconv.Itoa(d.Attempt))
 	for k, vs := range f.header {
-		req.Header[http.CanonicalHeaderKey(k)] = vs
+		req.Header[k] = vs
 	}
 	resp, err := f.client.Do(req)
 	if err != nil {
@@ -132,8 +167,12 @@ func (f *forwarder) Deliver(ctx context.Context, d *spool.Delivery) spool.Outcom
 	return spool.Outcome{StatusCode: resp.StatusCode, RetryAfter: parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())}
 }
 
+// close retires the forwarder.
 func (f *forwarder) close() {
-	f.client.CloseIdleConnections()
+	f.retired.Store(true)
+	if f.inFlight.Load() == 0 {
+		f.client.CloseIdleConnections()
+	}
 }
 
 // parseRetryAfter reads a Retry-After value, seconds or an HTTP date; 0 if

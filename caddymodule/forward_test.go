@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -51,8 +52,13 @@ func TestForwarderRequest(t *testing.T) {
 	}))
 	defer upstream.Close()
 
-	f := &Forward{URL: upstream.URL + "/in", HeaderUp: http.Header{"X-Tenant": {"acme"}}}
-	route, fw := f.route()
+	t.Setenv("HG_UPSTREAM_TOKEN", "t0ken")
+	f := &Forward{URL: upstream.URL + "/in", HeaderUp: http.Header{"x-tenant": {"acme"}, "Authorization": {"Bearer {env.HG_UPSTREAM_TOKEN}"}}}
+	header, err := f.resolveHeaders()
+	if err != nil {
+		t.Fatal(err)
+	}
+	route, fw := f.route(header)
 	defer fw.close()
 	d := &spool.Delivery{
 		EventID: "evt_1", Attempt: 3, Body: []byte(`{"a":1}`),
@@ -69,6 +75,7 @@ func TestForwarderRequest(t *testing.T) {
 	for k, v := range map[string]string{
 		"X-Webhook-Id": "evt_1", "X-Webhook-Attempt": "3", "X-Webhook-Event": "a.b",
 		"X-Webhook-Signature": "sha256=00", "Content-Type": "application/json", "X-Tenant": "acme",
+		"Authorization": "Bearer t0ken",
 	} {
 		if s.header.Get(k) != v {
 			t.Errorf("%s = %q, want %q", k, s.header.Get(k), v)
@@ -82,7 +89,7 @@ func TestForwarderDoesNotFollowRedirects(t *testing.T) {
 	defer target.Close()
 	redirect := httptest.NewServer(http.RedirectHandler(target.URL, http.StatusTemporaryRedirect))
 	defer redirect.Close()
-	route, fw := (&Forward{URL: redirect.URL}).route()
+	route, fw := (&Forward{URL: redirect.URL}).route(nil)
 	defer fw.close()
 	out := route.Deliverer.Deliver(context.Background(), &spool.Delivery{EventID: "e", Attempt: 1, Body: []byte("{}")})
 	if out.StatusCode != http.StatusTemporaryRedirect || hits != 0 {
@@ -100,7 +107,7 @@ func TestForwarderErrorLeavesOutTheURL(t *testing.T) {
 	}
 	addr := l.Addr().String()
 	l.Close() // nothing listens there now
-	route, fw := (&Forward{URL: "http://user:pass@" + addr + "/secret-path?token=abc"}).route()
+	route, fw := (&Forward{URL: "http://user:pass@" + addr + "/secret-path?token=abc"}).route(nil)
 	defer fw.close()
 	out := route.Deliverer.Deliver(context.Background(), &spool.Delivery{EventID: "e", Attempt: 1, Body: []byte("{}")})
 	if out.Err == nil {
@@ -110,5 +117,43 @@ func TestForwarderErrorLeavesOutTheURL(t *testing.T) {
 		if strings.Contains(out.Err.Error(), leak) {
 			t.Fatalf("error %q leaks %q", out.Err, leak)
 		}
+	}
+}
+
+func TestRetiredForwarderClosesItsConnections(t *testing.T) {
+	release := make(chan struct{})
+	var conns atomic.Int64
+	upstream := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		<-release
+	}))
+	upstream.Config.ConnState = func(_ net.Conn, st http.ConnState) {
+		switch st {
+		case http.StateNew:
+			conns.Add(1)
+		case http.StateClosed, http.StateHijacked:
+			conns.Add(-1)
+		}
+	}
+	upstream.Start()
+	defer upstream.Close()
+	route, fw := (&Forward{URL: upstream.URL}).route(nil)
+	done := make(chan spool.Outcome)
+	go func() {
+		done <- route.Deliverer.Deliver(context.Background(), &spool.Delivery{EventID: "e", Attempt: 1, Body: []byte("{}")})
+	}()
+	for conns.Load() != 1 {
+		time.Sleep(time.Millisecond)
+	}
+	fw.close() // the configuration is unloaded while an attempt is in flight
+	close(release)
+	if out := <-done; !out.Succeeded() {
+		t.Fatalf("the attempt in flight failed: %+v", out)
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for conns.Load() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the retired forwarder kept its connection open")
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }

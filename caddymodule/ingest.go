@@ -133,8 +133,12 @@ func (h *Ingest) Provision(ctx caddy.Context) error {
 	}
 	h.spool = appIface.(*App).Spool()
 	if h.Forward != nil {
+		header, err := h.Forward.resolveHeaders()
+		if err != nil {
+			return fmt.Errorf("webhook_ingest %s: %w", h.Name, err)
+		}
 		var route spool.Route
-		route, h.forwarder = h.Forward.route()
+		route, h.forwarder = h.Forward.route(header)
 		h.unregister = h.spool.RegisterRoute(h.Name, route)
 	}
 	return nil
@@ -336,25 +340,37 @@ func (h *Ingest) answerResult(w http.ResponseWriter, r *http.Request, repl *cadd
 	return h.reject(r, http.StatusConflict, "conflict", errors.New("this eventId was received with a different body"))
 }
 
+// spoolError answers a failed spool write. These 5xx answers are written here
+// rather than returned as handler errors: Caddy logs a handler error of 500
+// or more at error level together with the request's headers, which would put
+// the sender's signature into the log. (4xx errors are logged only at debug
+// level; see the README on filtering them.)
 func (h *Ingest) spoolError(w http.ResponseWriter, r *http.Request, err error) error {
+	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	if errors.Is(err, spool.ErrFull) {
 		w.Header().Set("Retry-After", retryAfterFull)
 		h.log.Warn("spool full: refusing events", zap.String("route", h.Name), zap.Error(err))
-		return h.reject(r, http.StatusServiceUnavailable, "full", err)
+		return h.respond(w, repl, http.StatusServiceUnavailable, "unavailable", "", "the spool is full; retry later")
 	}
 	h.log.Error("spool write failed", zap.String("route", h.Name), zap.Error(err))
-	return h.reject(r, http.StatusInternalServerError, "spool_error", errors.New("the event could not be stored"))
+	return h.respond(w, repl, http.StatusInternalServerError, "error", "", "the event could not be stored")
 }
 
 // answer writes a success response: {"status": ..., "eventId": ...}.
 func (h *Ingest) answer(w http.ResponseWriter, repl *caddy.Replacer, code int, status, id string) error {
+	return h.respond(w, repl, code, status, id, "")
+}
+
+// respond writes a JSON answer: {"status", "eventId", "error"}, empty fields left out.
+func (h *Ingest) respond(w http.ResponseWriter, repl *caddy.Replacer, code int, status, id, msg string) error {
 	if repl != nil {
 		repl.Set("http.webhook.outcome", status)
 	}
 	body, _ := json.Marshal(struct {
 		Status  string `json:"status"`
-		EventID string `json:"eventId"`
-	}{status, id})
+		EventID string `json:"eventId,omitempty"`
+		Error   string `json:"error,omitempty"`
+	}{status, id, msg})
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
 	_, err := w.Write(append(body, '\n'))

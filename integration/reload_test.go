@@ -1,0 +1,180 @@
+package integration
+
+import (
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// TestReloadsUnderLoad posts 20 new configurations to the admin endpoint
+// while senders keep sending: the secret rotates (new + old, then new only),
+// the forward target alternates between two upstreams, the retry policy
+// changes. No reload fails, every accepted event arrives, nothing mentions a
+// lock, and the goroutine count returns to its baseline.
+func TestReloadsUnderLoad(t *testing.T) {
+	t.Parallel()
+	const reloads = 20
+	secrets := make([][]byte, reloads+1)
+	var env []string
+	for i := range secrets {
+		secrets[i] = randomSecret(32)
+		env = append(env, fmt.Sprintf("HG_RS_%d=%s", i, secrets[i]))
+	}
+	g := newGateway(t, env...)
+	for _, s := range secrets {
+		g.forbid(string(s))
+	}
+	upA, upB := newUpstream(t), newUpstream(t)
+	ups := []*upstream{upA, upB}
+
+	// config k lists the secrets in force and the variant's settings.
+	config := func(k int, secretIdx ...int) string {
+		var sec []string
+		for _, i := range secretIdx {
+			sec = append(sec, fmt.Sprintf("{env.HG_RS_%d}", i))
+		}
+		backoff := []string{"100ms 1s", "200ms 2s", "50ms 500ms"}[k%3]
+		return g.globals("") + forwardSite(g, strings.Join(sec, " "), ups[k%2].url(fmt.Sprintf("/in/%d", k)),
+			"name reloading\n\t\t\ttolerance 30m\n\t\t\tdedupe_window 2h",
+			fmt.Sprintf("backoff %s\n\t\t\t\tmax_attempts %d\n\t\t\t\tconcurrency 4\n\t\t\t\theader_up X-Config %d", backoff, 20+k, k))
+	}
+
+	g.start(config(0, 0))
+	s := newSender(g, hookPath, secrets[0])
+	if code, body, err := g.load(config(2, 0)); err != nil || code != 200 {
+		t.Fatalf("first /load: %d %s %v", code, body, err)
+	}
+	// Some traffic, so that the baseline has its connections open.
+	var warm []string
+	for i := 0; i < 20; i++ {
+		d, a, err := s.signedSend(typeOK, 0)
+		if err != nil || a.Code != 202 {
+			t.Fatalf("warm-up delivery: %v %v", a, err)
+		}
+		warm = append(warm, d.ID)
+	}
+	waitDelivered(t, 10*time.Second, warm, upA)
+	baseline := idleGoroutines(t, g, s)
+	t.Logf("baseline: %d goroutines; gateway connections to A: %d, to B: %d", baseline, upA.openConns(), upB.openConns())
+
+	res := &loadResult{other: map[string]int{}}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := 0; w < 4; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 2000; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				// A keep-alive connection closed by a reload is retried.
+				d, a, err := s.signedSend(typeOK, 3)
+				res.add(func(r *loadResult) {
+					switch {
+					case err != nil:
+						r.failed++
+						r.other["error: "+err.Error()]++
+					case a.Code == 202 || (a.Code == 200 && a.Status == "duplicate"):
+						r.accepted = append(r.accepted, d.ID)
+					default:
+						r.other[a.String()]++
+					}
+				})
+				time.Sleep(5 * time.Millisecond)
+			}
+		}()
+	}
+
+	cur := 0
+	for k := 1; k <= reloads; k++ {
+		time.Sleep(250 * time.Millisecond)
+		var code int
+		var body string
+		var err error
+		if k%2 == 1 { // a new secret, the old one still listed
+			code, body, err = g.load(config(k, cur+1, cur))
+			if err == nil && code == 200 {
+				cur++
+				s.setSecret(secrets[cur]) // waits for deliveries signed with the old one
+			}
+		} else { // only the new secret
+			code, body, err = g.load(config(k, cur))
+		}
+		if err != nil || code != 200 {
+			t.Errorf("reload %d: %d %s %v", k, code, body, err)
+		}
+	}
+	time.Sleep(250 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+
+	if len(res.other) > 0 {
+		t.Errorf("answers other than 202/duplicate during reloads: %v", res.other)
+	}
+	if len(res.accepted) < 100 {
+		t.Errorf("only %d events accepted during the reloads", len(res.accepted))
+	}
+	waitDelivered(t, 30*time.Second, res.accepted, upA, upB)
+	a, b := len(upA.delivered()), len(upB.delivered())
+	if a == 0 || b == 0 {
+		t.Errorf("deliveries A=%d B=%d: both upstreams should have received events", a, b)
+	}
+	// The last config forwards to A with header X-Config 20.
+	last := upA.requests()
+	if h := last[len(last)-1].Header.Get("X-Config"); h != fmt.Sprint(reloads) {
+		t.Errorf("the last forward carries X-Config %q, want %d", h, reloads)
+	}
+	if lines := g.logLines("lock"); len(lines) > 0 {
+		t.Errorf("the logs mention a lock:\n%s", strings.Join(lines, "\n"))
+	}
+	if lines := g.logLines(`"level":"error"`); len(lines) > 0 {
+		t.Errorf("the logs have errors:\n%s", strings.Join(lines[:min(10, len(lines))], "\n"))
+	}
+
+	// Goroutines return to the baseline.
+	var n int
+	var profile string
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		s.client.CloseIdleConnections()
+		var err error
+		n, profile, err = g.goroutines()
+		if err != nil {
+			t.Fatalf("goroutine count: %v", err)
+		}
+		if n <= baseline+10 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if n > baseline+10 {
+		t.Errorf("%d goroutines after the reloads, baseline %d (+10 allowed); the gateway still holds %d connections to upstream B, "+
+			"which the current config does not forward to, and %d to upstream A (the current target, concurrency 4); profile:\n%s",
+			n, baseline, upB.openConns(), upA.openConns(), profile)
+	}
+	t.Logf("%d events accepted during %d reloads (A %d, B %d); goroutines %d (baseline %d)", len(res.accepted), reloads, a, b, n, baseline)
+}
+
+// idleGoroutines waits for the count to settle and returns it.
+func idleGoroutines(t *testing.T, g *gateway, s *sender) int {
+	t.Helper()
+	prev := -1
+	for i := 0; i < 20; i++ {
+		s.client.CloseIdleConnections()
+		time.Sleep(250 * time.Millisecond)
+		n, _, err := g.goroutines()
+		if err != nil {
+			t.Fatalf("goroutine count: %v", err)
+		}
+		if n == prev {
+			return n
+		}
+		prev = n
+	}
+	return prev
+}
