@@ -32,7 +32,8 @@ func BenchmarkEnqueue(b *testing.B) {
 			})
 		})
 		b.Run(fmt.Sprintf("txn-per-item/producers=%d", producers), func(b *testing.B) {
-			db, err := badger.Open(badgerOptions(b.TempDir(), 32<<20, zap.NewNop()))
+			// Concurrent transactions need conflict detection for the dedupe check.
+			db, err := badger.Open(badgerOptions(b.TempDir(), 32<<20, zap.NewNop()).WithDetectConflicts(true))
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -216,7 +216,9 @@ func open(opts Options) (*Spool, error) {
 // badgerOptions tunes Badger for a durable queue on a small machine: fsync on
 // every commit (throughput comes from the committer's batching), messages
 // under 64 KiB inline in the LSM tree, small value log files that GC can
-// reclaim, no compression and no block cache.
+// reclaim, no compression and no block cache. Conflict detection is off: the
+// committer is the only writer, so transactions cannot conflict, and
+// tracking their reads costs CPU on every commit.
 func badgerOptions(dir string, memTableSize int64, log *zap.Logger) badger.Options {
 	return badger.DefaultOptions(dir).
 		WithSyncWrites(true).
@@ -229,7 +231,7 @@ func badgerOptions(dir string, memTableSize int64, log *zap.Logger) badger.Optio
 		WithCompression(options.None).
 		WithBlockCacheSize(0).
 		WithIndexCacheSize(0).
-		WithDetectConflicts(true).
+		WithDetectConflicts(false).
 		WithNumVersionsToKeep(1)
 }
 
