@@ -1,0 +1,371 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// caddyProc is one running Caddy under test.
+type caddyProc struct {
+	cmd     *exec.Cmd
+	dir     string
+	addr    string // the site, 127.0.0.1:port
+	admin   string // the admin endpoint, 127.0.0.1:port
+	logPath string
+	exited  chan struct{}
+}
+
+// live tracks the running Caddy processes so a signal can stop them.
+var live struct {
+	sync.Mutex
+	procs map[*caddyProc]bool
+}
+
+func freePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+// startCaddy writes a Caddyfile for mode into a fresh directory under root
+// and starts bin with it; it returns once the site answers.
+func startCaddy(ctx context.Context, bin, root, mode string, cellName string, upstreamAddr, secret string) (*caddyProc, error) {
+	dir, err := os.MkdirTemp(root, cellName+"-")
+	if err != nil {
+		return nil, err
+	}
+	sitePort, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	adminPort, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	p := &caddyProc{
+		dir:     dir,
+		addr:    fmt.Sprintf("127.0.0.1:%d", sitePort),
+		admin:   fmt.Sprintf("127.0.0.1:%d", adminPort),
+		logPath: filepath.Join(dir, "caddy.log"),
+		exited:  make(chan struct{}),
+	}
+	var global, site string
+	switch mode {
+	case modeProxy:
+		site = fmt.Sprintf("\treverse_proxy %s\n", upstreamAddr)
+	case modeGateway:
+		global = fmt.Sprintf("\twebhooks {\n\t\tstorage %s\n\t\tmin_free_disk 64MiB\n\t\tmax_bytes 16GiB\n\t}\n", filepath.Join(dir, "spool"))
+		site = fmt.Sprintf(`	webhook_ingest {
+		name bench
+		secret {env.BENCH_SECRET}
+		tolerance 1h
+		forward http://%s/ {
+			concurrency 64
+			timeout 10s
+		}
+	}
+`, upstreamAddr)
+	default:
+		return nil, fmt.Errorf("unknown mode %q", mode)
+	}
+	caddyfile := fmt.Sprintf(`{
+	admin %s
+	default_bind 127.0.0.1
+	auto_https off
+	persist_config off
+	log {
+		output file %s
+	}
+%s}
+
+http://:%d {
+%s}
+`, p.admin, p.logPath, global, sitePort, site)
+	cfgPath := filepath.Join(dir, "Caddyfile")
+	if err := os.WriteFile(cfgPath, []byte(caddyfile), 0o600); err != nil {
+		return nil, err
+	}
+	stderr, err := os.Create(filepath.Join(dir, "stderr.log"))
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(bin, "run", "--config", cfgPath, "--adapter", "caddyfile")
+	cmd.Dir = dir
+	cmd.Stdout, cmd.Stderr = stderr, stderr
+	cmd.Env = append(os.Environ(),
+		"BENCH_SECRET="+secret,
+		"HOME="+dir,
+		"XDG_DATA_HOME="+filepath.Join(dir, "data"),
+		"XDG_CONFIG_HOME="+filepath.Join(dir, "config"),
+	)
+	// Die with the load tool, whatever kills it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		stderr.Close()
+		return nil, err
+	}
+	p.cmd = cmd
+	live.Lock()
+	if live.procs == nil {
+		live.procs = map[*caddyProc]bool{}
+	}
+	live.procs[p] = true
+	live.Unlock()
+	go func() { cmd.Wait(); stderr.Close(); close(p.exited) }()
+
+	// Ready when the site answers anything (405 for the gateway's GET).
+	client := &http.Client{Timeout: time.Second}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		select {
+		case <-p.exited:
+			return nil, fmt.Errorf("caddy (%s) exited during startup: %s", mode, tail(filepath.Join(dir, "stderr.log"), p.logPath))
+		case <-ctx.Done():
+			p.stop()
+			return nil, ctx.Err()
+		default:
+		}
+		if resp, err := client.Get("http://" + p.addr + "/"); err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			client.CloseIdleConnections()
+			return p, nil
+		}
+		if time.Now().After(deadline) {
+			p.stop()
+			return nil, fmt.Errorf("caddy (%s) not ready after 20s: %s", mode, tail(filepath.Join(dir, "stderr.log"), p.logPath))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// stop asks Caddy to exit and kills it if it has not after 10 s.
+func (p *caddyProc) stop() {
+	if p.cmd == nil || p.cmd.Process == nil {
+		return
+	}
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.exited:
+	case <-time.After(10 * time.Second):
+		p.cmd.Process.Kill()
+		<-p.exited
+	}
+	live.Lock()
+	delete(live.procs, p)
+	live.Unlock()
+}
+
+func killAll() {
+	live.Lock()
+	defer live.Unlock()
+	for p := range live.procs {
+		if p.cmd != nil && p.cmd.Process != nil {
+			p.cmd.Process.Kill()
+		}
+	}
+}
+
+// peakRSS is the process's VmHWM in bytes.
+func (p *caddyProc) peakRSS() int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
+	if err != nil {
+		return -1
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			f := strings.Fields(rest)
+			if len(f) >= 1 {
+				kb, _ := strconv.ParseInt(f[0], 10, 64)
+				return kb << 10
+			}
+		}
+	}
+	return -1
+}
+
+// memSampler records the largest anonymous and file-backed resident sizes
+// seen while it runs (VmHWM has only the total peak).
+type memSampler struct {
+	stop      chan struct{}
+	done      chan struct{}
+	anon, fil int64
+}
+
+func (p *caddyProc) sampleMem(every time.Duration) *memSampler {
+	m := &memSampler{stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(m.done)
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			anon, fil := p.rss()
+			m.anon, m.fil = max(m.anon, anon), max(m.fil, fil)
+			select {
+			case <-m.stop:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return m
+}
+
+func (m *memSampler) finish() (anon, file int64) {
+	close(m.stop)
+	<-m.done
+	return m.anon, m.fil
+}
+
+// rss is the process's current RssAnon and RssFile in bytes.
+func (p *caddyProc) rss() (anon, file int64) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
+	if err != nil {
+		return 0, 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if !ok || (k != "RssAnon" && k != "RssFile") {
+			continue
+		}
+		f := strings.Fields(v)
+		if len(f) == 0 {
+			continue
+		}
+		kb, _ := strconv.ParseInt(f[0], 10, 64)
+		if k == "RssAnon" {
+			anon = kb << 10
+		} else {
+			file = kb << 10
+		}
+	}
+	return anon, file
+}
+
+// procStat is the process's CPU time and page faults so far.
+type procStat struct {
+	user, sys time.Duration
+	minflt    int64
+}
+
+func (p *caddyProc) stat() procStat {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid))
+	if err != nil {
+		return procStat{}
+	}
+	// Fields after the ")" that closes the command name start at field 3;
+	// minflt, utime and stime are fields 10, 14 and 15 of the whole line.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return procStat{}
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return procStat{}
+	}
+	num := func(s string) int64 { n, _ := strconv.ParseInt(s, 10, 64); return n }
+	const hz = 100 // USER_HZ on Linux
+	return procStat{
+		user:   time.Duration(num(f[11])) * time.Second / hz,
+		sys:    time.Duration(num(f[12])) * time.Second / hz,
+		minflt: num(f[7]),
+	}
+}
+
+// logCounts counts the log lines at warn and error level.
+func (p *caddyProc) logCounts() (warn, errs int, sample string) {
+	f, err := os.Open(p.logPath)
+	if err != nil {
+		return 0, 0, ""
+	}
+	defer f.Close()
+	var warnSample string
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		switch {
+		case benign(line):
+		case strings.Contains(line, `"level":"warn"`):
+			warn++
+			if warnSample == "" {
+				warnSample = line
+			}
+		case strings.Contains(line, `"level":"error"`), strings.Contains(line, `"level":"fatal"`), strings.Contains(line, `"level":"panic"`):
+			errs++
+			if sample == "" {
+				sample = line
+			}
+		}
+	}
+	if sample == "" {
+		sample = warnSample
+	}
+	return warn, errs, sample
+}
+
+// benign are the warnings every run logs: plain HTTP on loopback, shutdown.
+func benign(line string) bool {
+	for _, m := range []string{"HTTP/2 skipped because it requires TLS", "HTTP/3 skipped because it requires TLS", `"msg":"exiting; byeee`} {
+		if strings.Contains(line, m) {
+			return true
+		}
+	}
+	return false
+}
+
+// profile fetches a CPU profile of seconds from the admin endpoint into path.
+func (p *caddyProc) profile(seconds int, path string) error {
+	client := &http.Client{Timeout: time.Duration(seconds+30) * time.Second}
+	resp, err := client.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", p.admin, seconds))
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
+		return fmt.Errorf("profile: %s: %s", resp.Status, b)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// tail returns the last lines of the given files, for error messages.
+func tail(paths ...string) string {
+	var out []string
+	for _, p := range paths {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+		if len(lines) > 5 {
+			lines = lines[len(lines)-5:]
+		}
+		out = append(out, lines...)
+	}
+	return strings.Join(out, "\n")
+}

@@ -1,0 +1,522 @@
+// Command load is Hookgate's loopback load benchmark: plain Caddy
+// reverse_proxy against webhook_ingest (durable, forwarding to the same
+// upstream), with signed 1 KiB and 64 KiB bodies from 64 concurrent senders.
+// Run it through bench/run.sh, which builds the Caddy binary first.
+//
+// Everything runs on 127.0.0.1: a trivial upstream (in this process), one
+// fresh Caddy process per cell, and the senders (in this process). The load
+// generator, the upstream and Caddy share the machine's cores, so only
+// ratios taken in the same run are meaningful.
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+const (
+	modeProxy   = "reverse_proxy"
+	modeGateway = "webhook_ingest"
+)
+
+type config struct {
+	caddyBin    string
+	senders     int
+	warmup      time.Duration
+	duration    time.Duration
+	sizes       []int
+	maxRequests int
+	maxBodyMiB  int
+	drain       time.Duration
+	total       time.Duration
+	profileDir  string
+	keep        bool
+	minRatio    float64
+	rounds      int
+}
+
+func main() {
+	var cfg config
+	var sizes string
+	flag.StringVar(&cfg.caddyBin, "caddy", "", "the Caddy binary with Hookgate's modules (required)")
+	flag.IntVar(&cfg.senders, "senders", 64, "concurrent senders (one keep-alive connection each)")
+	flag.DurationVar(&cfg.warmup, "warmup", 2*time.Second, "warm-up per cell, not counted in accepted/s or latency")
+	flag.DurationVar(&cfg.duration, "duration", 10*time.Second, "measured load per cell")
+	flag.StringVar(&sizes, "sizes", "1024,65536", "body sizes in bytes, comma-separated")
+	flag.IntVar(&cfg.maxRequests, "max-requests", 400_000, "request cap per cell")
+	flag.IntVar(&cfg.maxBodyMiB, "max-body-mib", 4096, "cap on the body bytes sent per cell, MiB")
+	flag.DurationVar(&cfg.drain, "drain-timeout", 40*time.Second, "how long to wait for the gateway to deliver its backlog")
+	flag.DurationVar(&cfg.total, "timeout", 170*time.Second, "bound on the whole run")
+	flag.StringVar(&cfg.profileDir, "profile", "", "if set, take a CPU profile of each gateway cell through the admin endpoint into this directory and print its top 25")
+	flag.BoolVar(&cfg.keep, "keep", false, "keep the temporary directories (Caddyfiles, logs, spools)")
+	flag.Float64Var(&cfg.minRatio, "min-ratio", 1.0, "required gateway delivered/s ÷ reverse_proxy requests/s at the smallest body size")
+	flag.IntVar(&cfg.rounds, "rounds", 1, "repeat the whole set of cells this many times, interleaved, and report the median of each figure (for noisy machines; raise -timeout too)")
+	flag.Parse()
+	if cfg.senders < 1 || cfg.senders > 99 {
+		fmt.Fprintln(os.Stderr, "load: -senders must be 1..99")
+		os.Exit(2)
+	}
+	if cfg.caddyBin == "" {
+		fmt.Fprintln(os.Stderr, "load: -caddy is required (use bench/run.sh)")
+		os.Exit(2)
+	}
+	for _, s := range strings.Split(sizes, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || n <= 0 {
+			fmt.Fprintf(os.Stderr, "load: bad size %q\n", s)
+			os.Exit(2)
+		}
+		cfg.sizes = append(cfg.sizes, n)
+	}
+	if cfg.rounds < 1 || cfg.rounds*len(cfg.sizes)*2 > 26 {
+		fmt.Fprintln(os.Stderr, "load: -rounds × sizes × 2 modes must be 1..26 cells")
+		os.Exit(2)
+	}
+	os.Exit(run(cfg))
+}
+
+func run(cfg config) int {
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.total)
+	defer cancel()
+	defer killAll()
+
+	root, err := os.MkdirTemp("", "hookgate-bench-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "load:", err)
+		return 1
+	}
+	if cfg.keep {
+		fmt.Fprintf(os.Stderr, "load: keeping %s\n", root)
+	} else {
+		defer os.RemoveAll(root)
+	}
+
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	go func() {
+		s := <-sigs
+		fmt.Fprintf(os.Stderr, "\nload: %v: stopping Caddy and exiting\n", s)
+		cancel()
+		killAll()
+		time.Sleep(200 * time.Millisecond)
+		if !cfg.keep {
+			os.RemoveAll(root)
+		}
+		os.Exit(130)
+	}()
+
+	secretBytes := make([]byte, 32)
+	rand.Read(secretBytes)
+	secret := hex.EncodeToString(secretBytes)
+
+	up, err := startUpstream()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "load: upstream:", err)
+		return 1
+	}
+	defer up.srv.Close()
+
+	load0 := loadavg()
+	fmt.Printf("Hookgate load benchmark: %d senders, %v warm-up + %v measured per cell, loopback only\n",
+		cfg.senders, cfg.warmup, cfg.duration)
+	fmt.Printf("machine: %d CPUs (load generator, upstream and Caddy share them), load average at start: %s\n\n",
+		runtime.NumCPU(), load0)
+
+	var results []*result
+	cellNo := 0
+	for round := 1; round <= cfg.rounds; round++ {
+		for _, size := range cfg.sizes {
+			for _, mode := range []string{modeProxy, modeGateway} {
+				if ctx.Err() != nil {
+					break
+				}
+				cell := byte('a' + cellNo)
+				cellNo++
+				fmt.Fprintf(os.Stderr, "load: round %d/%d: %s %s ...\n", round, cfg.rounds, mode, sizeName(size))
+				r, err := runCell(ctx, cfg, root, up, mode, size, cell, secret)
+				if err != nil {
+					fmt.Fprintf(os.Stderr, "load: %s %s: %v\n", mode, sizeName(size), err)
+					return 1
+				}
+				results = append(results, r)
+			}
+		}
+	}
+	if ctx.Err() != nil {
+		fmt.Fprintln(os.Stderr, "load: the run exceeded -timeout", cfg.total)
+		return 1
+	}
+	return report(cfg, results, load0)
+}
+
+func sizeName(n int) string {
+	switch {
+	case n%(1<<20) == 0:
+		return fmt.Sprintf("%d MiB", n>>20)
+	case n%(1<<10) == 0:
+		return fmt.Sprintf("%d KiB", n>>10)
+	}
+	return fmt.Sprintf("%d B", n)
+}
+
+func loadavg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
+}
+
+// result is one cell of the table.
+type result struct {
+	mode        string
+	size        int
+	window      time.Duration
+	ok          int64 // 2xx (proxy) or 202 (gateway) in the window
+	okTotal     int64 // including warm-up
+	rate        float64
+	p50, p99    time.Duration
+	errors      int64
+	errSample   string
+	statusOther map[int]int64
+	delivered   int64 // distinct events at the upstream (gateway)
+	deliverRate float64
+	drain       time.Duration // last delivery - end of load (gateway)
+	undelivered int
+	dups        int64
+	badLength   int64
+	peakRSS     int64
+	peakAnon    int64 // sampled every 100 ms
+	peakFile    int64
+	cpuPerReq   time.Duration
+	sysPerReq   time.Duration
+	faultsPer   float64 // minor page faults per event
+	upConns     int64   // connections the upstream accepted
+	upRequests  int64
+	logWarn     int
+	logErr      int
+	logSample   string
+	profile     string
+}
+
+func runCell(ctx context.Context, cfg config, root string, up *upstream, mode string, size int, cell byte, secret string) (*result, error) {
+	tpl, err := newTemplate([]byte(secret), size, cell)
+	if err != nil {
+		return nil, err
+	}
+	name := strings.ReplaceAll(mode+"-"+sizeName(size), " ", "")
+	p, err := startCaddy(ctx, cfg.caddyBin, root, mode, name, up.addr, secret)
+	if err != nil {
+		return nil, err
+	}
+	defer p.stop()
+	up.reset(size)
+
+	maxReq := cfg.maxRequests
+	if byBytes := int(int64(cfg.maxBodyMiB) << 20 / int64(size)); byBytes < maxReq {
+		maxReq = byBytes
+	}
+	wantStatus := 0 // any 2xx
+	if mode == modeGateway {
+		wantStatus = 202
+	}
+
+	var profErr chan error
+	profPath := ""
+	if cfg.profileDir != "" {
+		secs := int((cfg.duration - 2*time.Second) / time.Second)
+		if secs < 1 {
+			secs = 1
+		}
+		profPath = filepath.Join(cfg.profileDir, fmt.Sprintf("%s-%c.pprof", name, cell))
+		profErr = make(chan error, 1)
+		go func() {
+			time.Sleep(cfg.warmup + time.Second)
+			profErr <- p.profile(secs, profPath)
+		}()
+	}
+
+	st0 := p.stat()
+	mem := p.sampleMem(100 * time.Millisecond)
+	lr := generate(ctx, loadSpec{
+		url:      "http://" + p.addr + "/",
+		tpl:      tpl,
+		senders:  cfg.senders,
+		warmup:   cfg.warmup,
+		duration: cfg.duration,
+		max:      maxReq,
+		want:     wantStatus,
+	})
+	if ctx.Err() != nil {
+		mem.finish()
+		return nil, ctx.Err()
+	}
+	r := &result{
+		mode: mode, size: size, window: lr.window, ok: lr.ok, okTotal: lr.okTotal,
+		p50: lr.p50, p99: lr.p99, errors: lr.errors, errSample: lr.errSample, statusOther: lr.other,
+	}
+	if lr.window > 0 {
+		r.rate = float64(lr.ok) / lr.window.Seconds()
+	}
+	events := lr.okTotal
+	if mode == modeGateway {
+		// Wait for the upstream to get every accepted event.
+		deadline := time.Now().Add(cfg.drain)
+		for {
+			s := up.snap()
+			if s.distinct >= int64(len(lr.acceptedIDs)) {
+				if r.undelivered = up.missing(lr.acceptedIDs); r.undelivered == 0 {
+					break
+				}
+			}
+			if time.Now().After(deadline) || ctx.Err() != nil {
+				r.undelivered = up.missing(lr.acceptedIDs)
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		s := up.snap()
+		r.delivered, r.dups, r.badLength = s.distinct, s.dups, s.badLength
+		if !s.last.IsZero() {
+			span := s.last.Sub(lr.start)
+			r.deliverRate = float64(s.distinct) / span.Seconds()
+			r.drain = s.last.Sub(lr.end)
+		}
+		events = s.distinct
+	} else {
+		r.badLength = up.snap().badLength
+	}
+	us := up.snap()
+	r.upConns, r.upRequests = us.conns, us.requests
+	if st1 := p.stat(); events > 0 {
+		r.cpuPerReq = (st1.user + st1.sys - st0.user - st0.sys) / time.Duration(events)
+		r.sysPerReq = (st1.sys - st0.sys) / time.Duration(events)
+		r.faultsPer = float64(st1.minflt-st0.minflt) / float64(events)
+	}
+	r.peakRSS = p.peakRSS()
+	r.peakAnon, r.peakFile = mem.finish()
+	if profErr != nil {
+		if err := <-profErr; err != nil {
+			fmt.Fprintln(os.Stderr, "load: profile:", err)
+		} else {
+			r.profile = profPath
+		}
+	}
+	p.stop()
+	r.logWarn, r.logErr, r.logSample = p.logCounts()
+	return r, nil
+}
+
+// aggregate merges the rounds of one cell: the median of each rate, latency
+// and CPU figure, the largest peak RSS, the sums of the failures.
+func aggregate(rs []*result) *result {
+	if len(rs) == 1 {
+		return rs[0]
+	}
+	a := *rs[0]
+	medF := func(get func(*result) float64) float64 {
+		v := make([]float64, len(rs))
+		for i, r := range rs {
+			v[i] = get(r)
+		}
+		slices.Sort(v)
+		if len(v)%2 == 1 {
+			return v[len(v)/2]
+		}
+		return (v[len(v)/2-1] + v[len(v)/2]) / 2
+	}
+	medD := func(get func(*result) time.Duration) time.Duration {
+		return time.Duration(medF(func(r *result) float64 { return float64(get(r)) }))
+	}
+	a.rate = medF(func(r *result) float64 { return r.rate })
+	a.deliverRate = medF(func(r *result) float64 { return r.deliverRate })
+	a.p50 = medD(func(r *result) time.Duration { return r.p50 })
+	a.p99 = medD(func(r *result) time.Duration { return r.p99 })
+	a.cpuPerReq = medD(func(r *result) time.Duration { return r.cpuPerReq })
+	a.sysPerReq = medD(func(r *result) time.Duration { return r.sysPerReq })
+	a.faultsPer = medF(func(r *result) float64 { return r.faultsPer })
+	a.drain = medD(func(r *result) time.Duration { return r.drain })
+	a.statusOther = map[int]int64{}
+	a.errors, a.undelivered, a.badLength, a.dups, a.okTotal, a.delivered, a.logWarn, a.logErr = 0, 0, 0, 0, 0, 0, 0, 0
+	for _, r := range rs {
+		a.peakRSS = max(a.peakRSS, r.peakRSS)
+		a.peakAnon = max(a.peakAnon, r.peakAnon)
+		a.peakFile = max(a.peakFile, r.peakFile)
+		a.errors += r.errors
+		a.undelivered += r.undelivered
+		a.badLength += r.badLength
+		a.dups += r.dups
+		a.okTotal += r.okTotal
+		a.delivered += r.delivered
+		a.logWarn += r.logWarn
+		a.logErr += r.logErr
+		for k, v := range r.statusOther {
+			a.statusOther[k] += v
+		}
+		if a.errSample == "" {
+			a.errSample = r.errSample
+		}
+		if a.logSample == "" {
+			a.logSample = r.logSample
+		}
+		if a.profile == "" {
+			a.profile = r.profile
+		}
+	}
+	return &a
+}
+
+func report(cfg config, all []*result, load0 string) int {
+	var results []*result
+	perCell := map[string][]*result{}
+	for _, size := range cfg.sizes {
+		for _, mode := range []string{modeProxy, modeGateway} {
+			var rs []*result
+			for _, r := range all {
+				if r.size == size && r.mode == mode {
+					rs = append(rs, r)
+				}
+			}
+			if len(rs) > 0 {
+				results = append(results, aggregate(rs))
+				perCell[mode+" "+sizeName(size)] = rs
+			}
+		}
+	}
+	if cfg.rounds > 1 {
+		fmt.Printf("median of %d interleaved rounds per cell\n\n", cfg.rounds)
+	}
+	fmt.Println("| mode | body | requests or accepted/s | delivered/s | p50 ack | p99 ack | peak RSS (anon + file) | Caddy CPU/event | errors |")
+	fmt.Println("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+	fail := false
+	for _, r := range results {
+		delivered := "–"
+		if r.mode == modeGateway {
+			delivered = fmt.Sprintf("%.0f", r.deliverRate)
+		}
+		fmt.Printf("| %s | %s | %.0f | %s | %s | %s | %s (%s + %s) | %d µs | %d |\n",
+			r.mode, sizeName(r.size), r.rate, delivered, ms(r.p50), ms(r.p99),
+			mib(r.peakRSS), mib(r.peakAnon), mib(r.peakFile), r.cpuPerReq.Microseconds(), r.errors)
+	}
+	fmt.Println()
+	minRatioOK := true
+	for i, size := range cfg.sizes {
+		var proxy, gw *result
+		for _, r := range results {
+			if r.size == size && r.mode == modeProxy {
+				proxy = r
+			}
+			if r.size == size && r.mode == modeGateway {
+				gw = r
+			}
+		}
+		if proxy == nil || gw == nil || proxy.rate == 0 {
+			continue
+		}
+		ratio := gw.deliverRate / proxy.rate
+		verdict := ""
+		if i == 0 {
+			if ratio >= cfg.minRatio {
+				verdict = fmt.Sprintf("  (>= %.1f: OK)", cfg.minRatio)
+			} else {
+				verdict = fmt.Sprintf("  (< %.1f: FAIL)", cfg.minRatio)
+				minRatioOK = false
+			}
+		}
+		cpu := ""
+		if gw.cpuPerReq > 0 {
+			cpu = fmt.Sprintf("; Caddy CPU per event reverse_proxy ÷ gateway = %.2f", float64(proxy.cpuPerReq)/float64(gw.cpuPerReq))
+		}
+		fmt.Printf("ratio %s: gateway delivered/s ÷ reverse_proxy requests/s = %.0f / %.0f = %.2f%s%s\n",
+			sizeName(size), gw.deliverRate, proxy.rate, ratio, verdict, cpu)
+	}
+	fmt.Println()
+	fmt.Println("notes:")
+	fmt.Println("- requests or accepted/s: 2xx (reverse_proxy) or 202 (webhook_ingest) answered for requests sent in the measured window.")
+	fmt.Println("- delivered/s: distinct events the upstream received ÷ (last delivery − start of load, warm-up included), so the drain of the backlog counts.")
+	fmt.Println("- peak RSS: the Caddy process's VmHWM; in brackets the largest RssAnon and RssFile sampled every 100 ms (file: mmapped Badger files).")
+	fmt.Println("- Caddy CPU/event: the Caddy process's user+system CPU from start of load to the end of the drain ÷ requests (proxy) or delivered events (gateway).")
+	fmt.Printf("- load average at start %s, at end %s; the load generator and the upstream run in one process on the same cores.\n", load0, loadavg())
+	for _, r := range results {
+		label := r.mode + " " + sizeName(r.size)
+		if rs := perCell[label]; len(rs) > 1 {
+			var parts []string
+			for _, x := range rs {
+				if x.mode == modeGateway {
+					parts = append(parts, fmt.Sprintf("%.0f accepted/s, %.0f delivered/s", x.rate, x.deliverRate))
+				} else {
+					parts = append(parts, fmt.Sprintf("%.0f/s", x.rate))
+				}
+			}
+			fmt.Printf("- %s rounds: %s\n", label, strings.Join(parts, " | "))
+		}
+		fmt.Printf("- %s: Caddy CPU/event %d µs, of which system %d µs; %.1f minor page faults/event; the upstream got %d requests on %d connections\n",
+			label, r.cpuPerReq.Microseconds(), r.sysPerReq.Microseconds(), r.faultsPer, r.upRequests, r.upConns)
+		if r.mode == modeGateway {
+			fmt.Printf("- %s: accepted %d (warm-up included), delivered %d distinct, %d redelivered, drain %s after the load stopped\n",
+				label, r.okTotal, r.delivered, r.dups, r.drain.Round(time.Millisecond))
+		}
+		if r.errors > 0 {
+			fmt.Printf("- %s: %d unexpected answers or failed requests, e.g. %s\n", label, r.errors, r.errSample)
+			fail = true
+		}
+		if len(r.statusOther) > 0 {
+			fmt.Printf("- %s: statuses other than expected: %v\n", label, r.statusOther)
+		}
+		if r.undelivered > 0 {
+			fmt.Printf("- %s: %d accepted events never reached the upstream within %v\n", label, r.undelivered, cfg.drain)
+			fail = true
+		}
+		if r.badLength > 0 {
+			fmt.Printf("- %s: %d upstream requests had the wrong body length\n", label, r.badLength)
+			fail = true
+		}
+		if r.logErr > 0 || r.logWarn > 0 {
+			fmt.Printf("- %s: Caddy logged %d warnings and %d errors, e.g. %s\n", label, r.logWarn, r.logErr, r.logSample)
+		}
+	}
+	for _, r := range results {
+		if r.profile == "" || r.mode != modeGateway {
+			continue
+		}
+		fmt.Printf("\nCPU profile of %s %s (%s), top 25:\n", r.mode, sizeName(r.size), r.profile)
+		out, err := exec.Command("go", "tool", "pprof", "-top", "-nodecount=25", r.profile).CombinedOutput()
+		if err != nil {
+			fmt.Printf("go tool pprof: %v\n", err)
+		}
+		os.Stdout.Write(out)
+	}
+	if fail {
+		fmt.Println("\nRESULT: FAIL (errors or undelivered events)")
+		return 1
+	}
+	if !minRatioOK {
+		fmt.Printf("\nRESULT: FAIL (the %s ratio is below %.1f)\n", sizeName(cfg.sizes[0]), cfg.minRatio)
+		return 1
+	}
+	fmt.Println("\nRESULT: OK")
+	return 0
+}
+
+func mib(n int64) string { return fmt.Sprintf("%.0f MiB", float64(n)/(1<<20)) }
+
+func ms(d time.Duration) string {
+	return fmt.Sprintf("%.1f ms", float64(d)/float64(time.Millisecond))
+}

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Hookgate load benchmark, one command from the repository root:
+#
+#   bash bench/run.sh                      # the full table, ~1 minute
+#   bash bench/run.sh -profile /tmp/prof   # also CPU-profile each gateway cell
+#
+# It builds ./cmd/caddy and the load tool into a temporary directory, then runs
+# bench/load, which starts a trivial upstream, one fresh Caddy per cell
+# (reverse_proxy, then webhook_ingest, for each body size) and 64 senders, all
+# on 127.0.0.1, with bounded time and request counts. Extra arguments go to the
+# load tool (see `go run ./bench/load -h`); with -rounds N also raise -timeout
+# and BENCH_TIMEOUT (the outer bound, default 200s). Nothing is installed; Go modules
+# come from the module cache or the Go module proxy.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+export PATH="/usr/local/go/bin:$PATH"
+
+tmp="$(mktemp -d "${TMPDIR:-/tmp}/hookgate-bench-bin.XXXXXX")"
+trap 'rm -rf "$tmp"' EXIT
+
+echo "building caddy and the load tool ..." >&2
+go build -o "$tmp/caddy" ./cmd/caddy
+go build -o "$tmp/load" ./bench/load
+
+# Not exec: the trap removes the binaries afterwards. The load tool stops its
+# Caddy processes on SIGINT/SIGTERM and they die with it (PDEATHSIG) anyway.
+status=0
+timeout --signal=TERM --kill-after=10s "${BENCH_TIMEOUT:-200s}" "$tmp/load" -caddy "$tmp/caddy" "$@" || status=$?
+exit "$status"
