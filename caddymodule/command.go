@@ -73,17 +73,22 @@ func readSecret(c *cobra.Command) ([]byte, error) {
 	return nil, errors.New("no secret: use --secret-file, HOOKGATE_SECRET or --secret")
 }
 
+// secretAndBody reads the secret and the --body file of sign and verify.
+func secretAndBody(c *cobra.Command) (secret, body []byte, err error) {
+	if secret, err = readSecret(c); err != nil {
+		return nil, nil, err
+	}
+	path, _ := c.Flags().GetString("body")
+	body, err = readInput(path)
+	return secret, body, err
+}
+
 func signCommand() *cobra.Command {
 	c := &cobra.Command{
 		Use:   "sign --body <file|-> [--secret-file <file>]",
 		Short: "Prints the X-Webhook-Signature value for a body",
 		RunE: func(c *cobra.Command, _ []string) error {
-			secret, err := readSecret(c)
-			if err != nil {
-				return err
-			}
-			path, _ := c.Flags().GetString("body")
-			body, err := readInput(path)
+			secret, body, err := secretAndBody(c)
 			if err != nil {
 				return err
 			}
@@ -101,12 +106,7 @@ func verifyCommand() *cobra.Command {
 		Use:   "verify --body <file|-> --signature <sha256=...> [--secret-file <file>]",
 		Short: "Checks a body's signature and envelope",
 		RunE: func(c *cobra.Command, _ []string) error {
-			secret, err := readSecret(c)
-			if err != nil {
-				return err
-			}
-			path, _ := c.Flags().GetString("body")
-			body, err := readInput(path)
+			secret, body, err := secretAndBody(c)
 			if err != nil {
 				return err
 			}

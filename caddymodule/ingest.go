@@ -352,7 +352,13 @@ func (h *Ingest) spoolError(w http.ResponseWriter, r *http.Request, err error) e
 		h.log.Warn("spool full: refusing events", zap.String("route", h.Name), zap.Error(err))
 		return h.respond(w, repl, http.StatusServiceUnavailable, "unavailable", "", "the spool is full; retry later")
 	}
-	h.log.Error("spool write failed", zap.String("route", h.Name), zap.Error(err))
+	if r.Context().Err() != nil {
+		// The sender hung up while the write was pending; it may still have
+		// been stored, and the sender's retry is then a duplicate.
+		h.log.Debug("sender gone before the spool write finished", zap.String("route", h.Name))
+	} else {
+		h.log.Error("spool write failed", zap.String("route", h.Name), zap.Error(err))
+	}
 	return h.respond(w, repl, http.StatusInternalServerError, "error", "", "the event could not be stored")
 }
 

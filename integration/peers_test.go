@@ -247,8 +247,6 @@ type answer struct {
 	EventID string // its "eventId"
 }
 
-func (a answer) ok() bool { return a.Code >= 200 && a.Code < 300 }
-
 func (a answer) String() string {
 	return fmt.Sprintf("%d %s", a.Code, strings.TrimSpace(a.Body))
 }
