@@ -178,3 +178,52 @@ func idleGoroutines(t *testing.T, g *gateway, s *sender) int {
 	}
 	return prev
 }
+
+// TestReloadRemovingARouteKeepsItsEvents: events pending for a route stay in
+// the spool when a reload removes the route (nothing is delivered while it is
+// gone), and are delivered once a later reload brings the route back.
+func TestReloadRemovingARouteKeepsItsEvents(t *testing.T) {
+	t.Parallel()
+	secret := randomSecret(32)
+	g := newGateway(t, "HG_SECRET="+string(secret))
+	g.forbid(string(secret))
+	up := newUpstream(t)
+	up.setRespond(func(*recorded) reply { return reply{Status: 503} })
+	withRoute := g.globals("") + forwardSite(g, "{env.HG_SECRET}", up.url("/in"),
+		"name kept", "backoff 100ms 200ms\n\t\t\t\tmax_attempts 1000")
+	withoutRoute := g.globals("") + fmt.Sprintf("http://%s {\n\trespond \"no hooks here\" 404\n}\n", g.site)
+
+	g.start(withRoute)
+	s := newSender(g, hookPath, secret)
+	var ids []string
+	for range 10 {
+		d, a, err := s.signedSend(typeOK, 0)
+		if err != nil || a.Code != 202 {
+			t.Fatalf("delivery: %v %v", a, err)
+		}
+		ids = append(ids, d.ID)
+	}
+	eventually(t, 5*time.Second, func() (bool, string) {
+		return up.count() >= 10, fmt.Sprintf("%d attempts at the failing upstream", up.count())
+	})
+
+	if code, body, err := g.load(withoutRoute); err != nil || code != 200 {
+		t.Fatalf("reload without the route: %d %s %v", code, body, err)
+	}
+	s.client.CloseIdleConnections()
+	time.Sleep(500 * time.Millisecond) // attempts in flight at the reload end
+	up.setRespond(nil)                 // the upstream is healthy now
+	before := up.count()
+	time.Sleep(time.Second)
+	if n := up.count() - before; n != 0 {
+		t.Fatalf("%d deliveries while the route was not configured", n)
+	}
+	if got := len(up.delivered()); got != 0 {
+		t.Fatalf("%d events delivered while the route was gone", got)
+	}
+
+	if code, body, err := g.load(withRoute); err != nil || code != 200 {
+		t.Fatalf("reload with the route back: %d %s %v", code, body, err)
+	}
+	waitDelivered(t, 10*time.Second, ids, up)
+}
