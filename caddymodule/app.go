@@ -45,6 +45,9 @@ type App struct {
 	Workers int `json:"workers,omitempty"`
 	// DeadRetention is how long dead letters are kept. Default 7 days.
 	DeadRetention caddy.Duration `json:"dead_retention,omitempty"`
+	// AttemptRetention is how long the record of each delivery attempt is
+	// kept. Default 7 days.
+	AttemptRetention caddy.Duration `json:"attempt_retention,omitempty"`
 
 	dir   string
 	spool *spool.Spool
@@ -79,12 +82,13 @@ func (a *App) Provision(ctx caddy.Context) error {
 	}
 	a.dir = filepath.Clean(abs)
 	opts := spool.Options{
-		Dir:           a.dir,
-		MaxItems:      a.MaxItems,
-		MaxBytes:      a.MaxBytes,
-		MinFreeDisk:   a.MinFreeDisk,
-		Workers:       a.Workers,
-		DeadRetention: time.Duration(a.DeadRetention),
+		Dir:              a.dir,
+		MaxItems:         a.MaxItems,
+		MaxBytes:         a.MaxBytes,
+		MinFreeDisk:      a.MinFreeDisk,
+		Workers:          a.Workers,
+		DeadRetention:    time.Duration(a.DeadRetention),
+		AttemptRetention: time.Duration(a.AttemptRetention),
 		// The spool outlives this configuration: log through the process's
 		// logger, not this context's.
 		Logger: caddy.Log().Named("webhooks"),
@@ -113,7 +117,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 
 // Validate checks the limits.
 func (a *App) Validate() error {
-	if a.MaxItems < 0 || a.MaxBytes < 0 || a.MinFreeDisk < 0 || a.Workers < 0 || a.DeadRetention < 0 {
+	if a.MaxItems < 0 || a.MaxBytes < 0 || a.MinFreeDisk < 0 || a.Workers < 0 || a.DeadRetention < 0 || a.AttemptRetention < 0 {
 		return errors.New("webhooks: limits must not be negative")
 	}
 	return nil

@@ -33,6 +33,7 @@ func init() {
 //		min_free_disk  <size>
 //		workers        <n>
 //		dead_retention <duration>
+//		attempt_retention <duration>
 //	}
 func parseGlobalOption(d *caddyfile.Dispenser, _ any) (any, error) {
 	app := new(App)
@@ -63,6 +64,8 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			err = oneArg(d, positiveInt(d, &a.Workers))
 		case "dead_retention":
 			err = oneArg(d, durationArg(d, &a.DeadRetention))
+		case "attempt_retention":
+			err = oneArg(d, durationArg(d, &a.AttemptRetention))
 		default:
 			return d.Errf("webhooks: unknown option %q", opt)
 		}

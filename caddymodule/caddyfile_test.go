@@ -99,13 +99,14 @@ func TestUnmarshalApp(t *testing.T) {
 		min_free_disk 1GB
 		workers 32
 		dead_retention 14d
+		attempt_retention 30d
 	}`
 	got := new(App)
 	if err := got.UnmarshalCaddyfile(caddyfile.NewTestDispenser(input)); err != nil {
 		t.Fatal(err)
 	}
 	want := &App{Storage: "/var/lib/hookgate", MaxItems: 5000, MaxBytes: 2 << 30, MinFreeDisk: 1_000_000_000,
-		Workers: 32, DeadRetention: caddy.Duration(14 * 24 * time.Hour)}
+		Workers: 32, DeadRetention: caddy.Duration(14 * 24 * time.Hour), AttemptRetention: caddy.Duration(30 * 24 * time.Hour)}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("got %+v, want %+v", got, want)
 	}

@@ -349,6 +349,7 @@ func (s *Spool) deliver(key []byte, st state, route Route) {
 	if out.Err != nil {
 		o.lastErr = out.Err.Error()
 	}
+	o.attempt = &Attempt{Number: d.Attempt, At: start, Duration: took, StatusCode: out.StatusCode, Error: o.lastErr}
 	switch {
 	case v.ack:
 		o.to = toDelivered

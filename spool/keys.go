@@ -16,6 +16,7 @@ import (
 //	q/<rid:4><due ms:8><id:8>      one time-ordered index per route: queued, leased and scheduled items
 //	z/<id:8>                       dead letter state (its m/ record is kept until purged or replayed)
 //	d/<sha256(route 0 eventId)[:16]> dedupe record: id and body hash, expires with the dedupe window
+//	a/<id:8><attempt:4>            one delivery attempt's record, expires after the attempt retention
 const (
 	prefixRoute   = 'r'
 	prefixPaused  = 'p'
@@ -23,6 +24,7 @@ const (
 	prefixQueue   = 'q'
 	prefixDead    = 'z'
 	prefixDedupe  = 'd'
+	prefixAttempt = 'a'
 )
 
 var (
@@ -47,6 +49,15 @@ func msgKey(id uint64) []byte {
 
 func deadKey(id uint64) []byte {
 	return binary.BigEndian.AppendUint64([]byte{prefixDead, '/'}, id)
+}
+
+// attemptPrefix is the start of an item's attempt records.
+func attemptPrefix(id uint64) []byte {
+	return binary.BigEndian.AppendUint64([]byte{prefixAttempt, '/'}, id)
+}
+
+func attemptKey(id uint64, attempt int) []byte {
+	return binary.BigEndian.AppendUint32(attemptPrefix(id), uint32(attempt))
 }
 
 // queuePrefix is the start of one route's queue index.

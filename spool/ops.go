@@ -219,6 +219,7 @@ type finishOp struct {
 	status  int
 	lastErr string
 	reason  string
+	attempt *Attempt // the attempt that led here, recorded with the attempt retention
 }
 
 func (o *finishOp) size() int { return 256 + len(o.lastErr) }
@@ -238,6 +239,12 @@ func (o *finishOp) stage(b *batch) error {
 	from := st
 	if err := b.txn.Delete(o.key); err != nil {
 		return err
+	}
+	if a := o.attempt; a != nil {
+		e := badger.NewEntry(attemptKey(id, a.Number), a.encode()).WithTTL(b.s.opts.AttemptRetention)
+		if err := b.txn.SetEntry(e); err != nil {
+			return err
+		}
 	}
 	if o.to == toDelivered {
 		b.change(id, &from, nil)

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"net/http"
+	"time"
 )
 
 // errCorrupt reports a record that cannot be decoded.
@@ -210,4 +211,34 @@ func (r *reader) string() string {
 	s := string(r.b[:n])
 	r.b = r.b[n:]
 	return s
+}
+
+// Attempt is the record of one delivery attempt.
+type Attempt struct {
+	Number     int           // 1-based
+	At         time.Time     // when it started
+	Duration   time.Duration // until the outcome
+	StatusCode int           // 0 when there was no response
+	Error      string        // the transport error, if any
+}
+
+func (a *Attempt) encode() []byte {
+	b := make([]byte, 0, 24+len(a.Error))
+	b = append(b, recordVersion)
+	b = binary.AppendVarint(b, a.At.UnixMilli())
+	b = binary.AppendVarint(b, int64(a.Duration/time.Microsecond))
+	b = binary.AppendUvarint(b, uint64(a.StatusCode))
+	return appendString(b, truncate(a.Error, maxErrorLen))
+}
+
+func decodeAttempt(number int, b []byte) (Attempt, error) {
+	r := reader{b: b}
+	if r.byte() != recordVersion {
+		return Attempt{}, errCorrupt
+	}
+	a := Attempt{Number: number, At: time.UnixMilli(r.varint())}
+	a.Duration = time.Duration(r.varint()) * time.Microsecond
+	a.StatusCode = int(r.uvarint())
+	a.Error = r.string()
+	return a, r.err
 }

@@ -51,17 +51,18 @@ func (e *FullError) Is(target error) bool { return target == ErrFull }
 
 // Options configure a Spool. Zero values take the defaults below.
 type Options struct {
-	Dir           string
-	Logger        *zap.Logger
-	MaxItems      int64         // stored items, dead letters included; default 1,000,000
-	MaxBytes      int64         // stored message bytes; default 1 GiB
-	MinFreeDisk   int64         // free bytes to keep on the file system; default 512 MiB
-	Workers       int           // deliveries in flight over all routes; default 64
-	LeaseMargin   time.Duration // a lease lasts the route's timeout plus this; default 30s
-	RouteGrace    time.Duration // how long items wait for a missing route; default 10m
-	DeadRetention time.Duration // dead letters older than this are purged; default 7 days
-	CloseTimeout  time.Duration // how long Close waits for deliveries in flight; default 10s
-	MemTableSize  int64         // Badger memtable size; default 32 MiB
+	Dir              string
+	Logger           *zap.Logger
+	MaxItems         int64         // stored items, dead letters included; default 1,000,000
+	MaxBytes         int64         // stored message bytes; default 1 GiB
+	MinFreeDisk      int64         // free bytes to keep on the file system; default 512 MiB
+	Workers          int           // deliveries in flight over all routes; default 64
+	LeaseMargin      time.Duration // a lease lasts the route's timeout plus this; default 30s
+	RouteGrace       time.Duration // how long items wait for a missing route; default 10m
+	DeadRetention    time.Duration // dead letters older than this are purged; default 7 days
+	AttemptRetention time.Duration // how long attempt records are kept; default 7 days
+	CloseTimeout     time.Duration // how long Close waits for deliveries in flight; default 10s
+	MemTableSize     int64         // Badger memtable size; default 32 MiB
 }
 
 func (o Options) withDefaults() Options {
@@ -85,6 +86,7 @@ func (o Options) withDefaults() Options {
 	defDur(&o.LeaseMargin, 30*time.Second)
 	defDur(&o.RouteGrace, 10*time.Minute)
 	defDur(&o.DeadRetention, 7*24*time.Hour)
+	defDur(&o.AttemptRetention, 7*24*time.Hour)
 	defDur(&o.CloseTimeout, 10*time.Second)
 	if o.Logger == nil {
 		o.Logger = zap.NewNop()

@@ -788,3 +788,43 @@ func TestReplayAll(t *testing.T) {
 		return items == 0
 	})
 }
+
+func TestAttemptHistory(t *testing.T) {
+	s := openTest(t, Options{})
+	rec := newRecorder(func(d *Delivery) Outcome {
+		switch d.Attempt {
+		case 1:
+			return Outcome{Err: errors.New("connection refused")}
+		case 2:
+			time.Sleep(20 * time.Millisecond)
+			return Outcome{StatusCode: 503}
+		}
+		return Outcome{StatusCode: 204}
+	})
+	s.RegisterRoute("r", Route{Deliverer: rec, Policy: fastPolicy(5)})
+	before := time.Now()
+	mustEnqueue(t, s, entry("r", "evt_hist", "x"))
+	var st ItemStatus
+	eventually(t, 5*time.Second, "delivery", func() bool {
+		st, _ = s.Lookup("r", "evt_hist")
+		return st.State == StateDelivered
+	})
+	want := []struct {
+		status int
+		err    string
+	}{{0, "connection refused"}, {503, ""}, {204, ""}}
+	if len(st.Attempts) != len(want) {
+		t.Fatalf("%d attempts recorded: %+v", len(st.Attempts), st.Attempts)
+	}
+	for i, a := range st.Attempts {
+		if a.Number != i+1 || a.StatusCode != want[i].status || a.Error != want[i].err {
+			t.Errorf("attempt %d: %+v, want status %d error %q", i+1, a, want[i].status, want[i].err)
+		}
+		if a.At.Before(before.Add(-time.Second)) || (i > 0 && a.At.Before(st.Attempts[i-1].At)) {
+			t.Errorf("attempt %d at %v is out of order", i+1, a.At)
+		}
+	}
+	if st.Attempts[1].Duration < 20*time.Millisecond {
+		t.Errorf("attempt 2 took %v, recorded less than the 20ms it slept", st.Attempts[1].Duration)
+	}
+}

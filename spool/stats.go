@@ -106,9 +106,10 @@ const (
 
 // ItemStatus is Lookup's answer.
 type ItemStatus struct {
-	ID    uint64
-	State ItemState
-	Dead  *DeadLetter // set for StateDead
+	ID       uint64
+	State    ItemState
+	Dead     *DeadLetter // set for StateDead
+	Attempts []Attempt   // the recorded attempts, oldest first, within the attempt retention
 }
 
 // Lookup finds where a route's event stands, while its dedupe record lasts.
@@ -127,6 +128,9 @@ func (s *Spool) Lookup(route, eventID string) (ItemStatus, error) {
 			return errors.Join(errCorrupt, err)
 		}
 		out.ID = beUint64(rec)
+		if out.Attempts, err = attempts(txn, out.ID); err != nil {
+			return err
+		}
 		if st, found, err := getState(txn, deadKey(out.ID)); err != nil {
 			return err
 		} else if found {
@@ -147,4 +151,30 @@ func (s *Spool) Lookup(route, eventID string) (ItemStatus, error) {
 		return nil
 	})
 	return out, err
+}
+
+// attempts reads an item's attempt records.
+func attempts(txn *badger.Txn, id uint64) ([]Attempt, error) {
+	prefix := attemptPrefix(id)
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: false})
+	defer it.Close()
+	var out []Attempt
+	for it.Seek(prefix); it.ValidForPrefix(prefix); it.Next() {
+		k := it.Item().Key()
+		if len(k) != len(prefix)+4 {
+			continue
+		}
+		n := int(beUint32(k[len(prefix):]))
+		err := it.Item().Value(func(v []byte) error {
+			a, err := decodeAttempt(n, v)
+			if err == nil {
+				out = append(out, a)
+			}
+			return nil // a corrupt record is skipped, not fatal
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
 }
