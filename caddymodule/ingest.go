@@ -2,6 +2,7 @@ package caddymodule
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -279,7 +280,10 @@ func (h *Ingest) handOn(w http.ResponseWriter, r *http.Request, next caddyhttp.H
 	if rec.status < 200 || rec.status > 299 {
 		return nil
 	}
-	if _, err := h.spool.Remember(r.Context(), spool.Entry{Route: h.Name, EventID: ev.ID, Body: ev.Body, DedupeWindow: h.dedupeWindow}); err != nil {
+	// The upstream has the event: record it even if the sender hangs up now.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 10*time.Second)
+	defer cancel()
+	if _, err := h.spool.Remember(ctx, spool.Entry{Route: h.Name, EventID: ev.ID, Body: ev.Body, DedupeWindow: h.dedupeWindow}); err != nil {
 		// The upstream has it; a retry by the sender is delivered again.
 		h.log.Error("recording a handed-on event as seen failed", zap.String("route", h.Name), zap.String("event_id", ev.ID), zap.Error(err))
 	}
