@@ -242,15 +242,17 @@ func (h *Ingest) parseForward(d *caddyfile.Dispenser) error {
 	return nil
 }
 
-// checkSecret refuses secrets that cannot be right whatever the
-// environment: empty, or literal and shorter than the minimum. Placeholders
-// are checked when they are resolved.
+// checkSecret refuses a secret written literally: it would be stored in the
+// adapted JSON config, shown by the admin API's /config/ and saved in
+// autosave.json. (Caddy's {$VAR} is substituted before this parser runs, so
+// it arrives here as a literal too.) Placeholders are resolved, and their
+// values checked, when the config loads.
 func checkSecret(d *caddyfile.Dispenser, s string) error {
 	if s == "" {
 		return d.Err("secret: empty secret")
 	}
-	if !strings.Contains(s, "{") && len(s) < verifier.MinSecretLen {
-		return d.Errf("secret: shorter than %d bytes", verifier.MinSecretLen)
+	if !strings.Contains(s, "{") {
+		return d.Err("secret: write it as a placeholder, {env.NAME} or {file./path}: a literal secret would be stored in the config and shown by the admin API")
 	}
 	return nil
 }

@@ -60,7 +60,7 @@ func TestUnmarshalIngest(t *testing.T) {
 			want:  &Ingest{Name: "x", InsecureNoSignature: true},
 		},
 		{name: "empty secret", input: "webhook_ingest {\n name x\n secret \"\"\n}", wantErr: "empty secret"},
-		{name: "short literal secret", input: "webhook_ingest {\n name x\n secret tooshort\n}", wantErr: "shorter than 16 bytes"},
+		{name: "literal secret", input: "webhook_ingest {\n name x\n secret a-literal-secret-of-enough-length\n}", wantErr: "write it as a placeholder"},
 		{name: "no secret", input: "webhook_ingest {\n name x\n}", wantErr: "a secret is required"},
 		{name: "secret and insecure", input: "webhook_ingest {\n name x\n secret {env.A}\n insecure_no_signature\n}", wantErr: "exclude each other"},
 		{name: "window under tolerance", input: "webhook_ingest {\n name x\n secret {env.A}\n tolerance 1h\n dedupe_window 1h\n}", wantErr: "dedupe_window 1h0m0s must be at least tolerance 1h0m0s plus 5m0s"},

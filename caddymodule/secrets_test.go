@@ -1,12 +1,14 @@
 package caddymodule
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 func TestResolveSecrets(t *testing.T) {
@@ -29,6 +31,22 @@ func TestResolveSecrets(t *testing.T) {
 			t.Errorf("%s resolved without error", bad)
 		} else if strings.Contains(err.Error(), "from-") {
 			t.Errorf("error %q shows a secret", err)
+		}
+	}
+}
+
+func TestResolveSecretsWarnsAboutLiterals(t *testing.T) {
+	core, logs := observer.New(zap.WarnLevel)
+	literal := "a-literal-secret-from-json-config"
+	if _, err := resolveSecrets([]string{literal}, zap.New(core)); err != nil {
+		t.Fatal(err)
+	}
+	if logs.FilterMessageSnippet("written literally").Len() != 1 {
+		t.Fatalf("no warning about a literal secret: %v", logs.All())
+	}
+	for _, e := range logs.All() {
+		if strings.Contains(e.Message, literal) || strings.Contains(fmt.Sprint(e.ContextMap()), literal) {
+			t.Fatal("the warning shows the secret")
 		}
 	}
 }
