@@ -16,6 +16,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 
 	"github.com/hookgate/hookgate/spool"
+	"github.com/hookgate/hookgate/verifier"
 )
 
 // Forward is where and how a webhook_ingest route delivers its events.
@@ -89,21 +90,7 @@ func (f *Forward) route(header http.Header) (spool.Route, *forwarder) {
 	if concurrency <= 0 {
 		concurrency = spool.DefaultConcurrency
 	}
-	fw := &forwarder{
-		url:    f.URL,
-		header: header,
-		client: &http.Client{
-			Transport: &http.Transport{
-				Proxy:                 nil, // an internal upstream: never through a proxy from the environment
-				DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-				MaxIdleConnsPerHost:   concurrency,
-				IdleConnTimeout:       90 * time.Second,
-				TLSHandshakeTimeout:   10 * time.Second,
-				ExpectContinueTimeout: time.Second,
-			},
-			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-		},
-	}
+	fw := &forwarder{url: f.URL, header: header, client: newDeliveryClient(concurrency, nil)}
 	return spool.Route{
 		Deliverer:   fw,
 		Concurrency: concurrency,
@@ -117,6 +104,29 @@ func (f *Forward) route(header http.Header) (spool.Route, *forwarder) {
 	}, fw
 }
 
+// newDeliveryClient makes the HTTP client of one delivery target: no proxy
+// from the environment (it would also hide the dialed address from the
+// guard), no redirects followed (a 3xx is a failed attempt; following one
+// would re-send the body and signature elsewhere), TLS verified, and, with a
+// guard, every dialed address checked.
+func newDeliveryClient(concurrency int, guard *addressGuard) *http.Client {
+	dialer := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
+	if guard != nil {
+		dialer.Control = guard.control
+	}
+	return &http.Client{
+		Transport: &http.Transport{
+			Proxy:                 nil,
+			DialContext:           dialer.DialContext,
+			MaxIdleConnsPerHost:   concurrency,
+			IdleConnTimeout:       90 * time.Second,
+			TLSHandshakeTimeout:   10 * time.Second,
+			ExpectContinueTimeout: time.Second,
+		},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+}
+
 // forwarder delivers spooled events to an upstream: the original body and
 // signature, plus X-Webhook-Id and X-Webhook-Attempt. Redirects are not
 // followed: a 3xx is a failed attempt.
@@ -126,11 +136,17 @@ func (f *Forward) route(header http.Header) (spool.Route, *forwarder) {
 // last one closes the transport's idle connections, so that reloads do not
 // leave connections and their goroutines behind.
 type forwarder struct {
-	url      string
-	header   http.Header
-	client   *http.Client
-	inFlight atomic.Int64
-	retired  atomic.Bool
+	url    string
+	header http.Header
+	client *http.Client
+	// signWith, when set, signs each attempt's body with this secret
+	// (outbound deliveries); otherwise the sender's signature is passed on.
+	signWith []byte
+	// goneReason, when set, makes a 410 answer a dead letter at once with
+	// this reason (a subscriber that has gone away).
+	goneReason string
+	inFlight   atomic.Int64
+	retired    atomic.Bool
 }
 
 // Deliver makes one attempt.
@@ -153,6 +169,9 @@ func (f *forwarder) Deliver(ctx context.Context, d *spool.Delivery) spool.Outcom
 	for k, vs := range f.header {
 		req.Header[k] = vs
 	}
+	if f.signWith != nil {
+		req.Header.Set(verifier.SignatureHeader, verifier.Sign(f.signWith, d.Body))
+	}
 	resp, err := f.client.Do(req)
 	if err != nil {
 		// The URL stays out of the error: it goes to logs and dead letters.
@@ -164,7 +183,21 @@ func (f *forwarder) Deliver(ctx context.Context, d *spool.Delivery) spool.Outcom
 	}
 	io.Copy(io.Discard, io.LimitReader(resp.Body, maxResponseBody))
 	resp.Body.Close()
-	return spool.Outcome{StatusCode: resp.StatusCode, RetryAfter: parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())}
+	out := spool.Outcome{StatusCode: resp.StatusCode, RetryAfter: parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())}
+	if resp.StatusCode == http.StatusGone && f.goneReason != "" {
+		out.DeadReason = f.goneReason
+	}
+	return out
+}
+
+// redactURL is how a delivery target appears in logs: scheme and host only,
+// without credentials, path or query, which may carry tokens.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" {
+		return "(invalid URL)"
+	}
+	return u.Scheme + "://" + u.Host
 }
 
 // close retires the forwarder.

@@ -2,10 +2,14 @@ package caddymodule
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -155,5 +159,61 @@ func TestRetiredForwarderClosesItsConnections(t *testing.T) {
 			t.Fatal("the retired forwarder kept its connection open")
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// An outbound delivery is signed with the subscriber's secret at send time,
+// and the subscriber can check the signature with its own HMAC code.
+func TestForwarderSignsOutboundDeliveries(t *testing.T) {
+	secret := []byte("subscriber-secret-0123456789")
+	got := make(chan bool, 1)
+	subscriber := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		mac := hmac.New(sha256.New, secret)
+		mac.Write(body)
+		got <- r.Header.Get("X-Webhook-Signature") == "sha256="+hex.EncodeToString(mac.Sum(nil))
+		w.WriteHeader(http.StatusGone)
+	}))
+	defer subscriber.Close()
+	guard := &addressGuard{allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}}
+	fw := &forwarder{url: subscriber.URL, client: newDeliveryClient(2, guard), signWith: secret, goneReason: "gone"}
+	defer fw.close()
+	out := fw.Deliver(context.Background(), &spool.Delivery{EventID: "e", Attempt: 1, Body: []byte(`{"eventType":"a.b"}`),
+		Header: http.Header{"X-Webhook-Signature": {"sha256=stale"}}})
+	if !<-got {
+		t.Fatal("the subscriber's own HMAC disagrees with the signature header")
+	}
+	if out.StatusCode != http.StatusGone || out.DeadReason != "gone" {
+		t.Fatalf("a 410 gave %+v, want the dead reason", out)
+	}
+}
+
+func TestForwarderGuardRefusesLoopbackAtDialTime(t *testing.T) {
+	hits := 0
+	local := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { hits++ }))
+	defer local.Close()
+	fw := &forwarder{url: local.URL + "/hook?token=abc", client: newDeliveryClient(2, &addressGuard{})}
+	defer fw.close()
+	out := fw.Deliver(context.Background(), &spool.Delivery{EventID: "e", Attempt: 1, Body: []byte("{}")})
+	if out.Err == nil || hits != 0 {
+		t.Fatalf("loopback reached (%d hits, outcome %+v)", hits, out)
+	}
+	if msg := out.Err.Error(); !strings.Contains(msg, "refusing to dial 127.0.0.1") || strings.Contains(msg, "token") {
+		t.Fatalf("error %q: want the refusal, without the URL", msg)
+	}
+	if !spool.DefaultRetryable(out) {
+		t.Fatal("a refused dial should be retried like any connection error (the allow list may be fixed by a reload)")
+	}
+}
+
+func TestRedactURL(t *testing.T) {
+	for in, want := range map[string]string{
+		"https://user:pass@hooks.acme.example:8443/ocriva/abc?token=x": "https://hooks.acme.example:8443",
+		"http://127.0.0.1:9000/in":                                     "http://127.0.0.1:9000",
+		"not a url":                                                    "(invalid URL)",
+	} {
+		if got := redactURL(in); got != want {
+			t.Errorf("redactURL(%q) = %q, want %q", in, got, want)
+		}
 	}
 }
