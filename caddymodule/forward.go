@@ -208,8 +208,12 @@ func (f *forwarder) close() {
 	}
 }
 
+// maxRetryAfter caps what an upstream can ask for; the retry policy then
+// bounds it again by its backoff maximum.
+const maxRetryAfter = 7 * 24 * time.Hour
+
 // parseRetryAfter reads a Retry-After value, seconds or an HTTP date; 0 if
-// absent or malformed. The retry policy bounds it.
+// absent, malformed or in the past, at most maxRetryAfter.
 func parseRetryAfter(v string, now time.Time) time.Duration {
 	if v == "" {
 		return 0
@@ -218,10 +222,10 @@ func parseRetryAfter(v string, now time.Time) time.Duration {
 		if secs <= 0 {
 			return 0
 		}
-		return time.Duration(min(secs, 7*24*3600)) * time.Second
+		return time.Duration(min(secs, int64(maxRetryAfter/time.Second))) * time.Second
 	}
 	if t, err := http.ParseTime(v); err == nil && t.After(now) {
-		return t.Sub(now)
+		return min(t.Sub(now), maxRetryAfter)
 	}
 	return 0
 }

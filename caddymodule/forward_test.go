@@ -31,6 +31,7 @@ func TestParseRetryAfter(t *testing.T) {
 		{"99999999999", 7 * 24 * time.Hour},
 		{now.Add(90 * time.Second).Format(http.TimeFormat), 90 * time.Second},
 		{now.Add(-time.Hour).Format(http.TimeFormat), 0},
+		{now.Add(100 * 24 * time.Hour).Format(http.TimeFormat), 7 * 24 * time.Hour},
 		{"soon", 0},
 	}
 	for _, tt := range tests {
@@ -216,4 +217,16 @@ func TestRedactURL(t *testing.T) {
 			t.Errorf("redactURL(%q) = %q, want %q", in, got, want)
 		}
 	}
+}
+
+func FuzzParseRetryAfter(f *testing.F) {
+	for _, s := range []string{"", "0", "120", "-1", "99999999999999999999", "Wed, 21 Oct 2015 07:28:00 GMT", "soon", "1e3", " 5"} {
+		f.Add(s)
+	}
+	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	f.Fuzz(func(t *testing.T, v string) {
+		if d := parseRetryAfter(v, now); d < 0 || d > maxRetryAfter {
+			t.Fatalf("parseRetryAfter(%q) = %v", v, d)
+		}
+	})
 }
