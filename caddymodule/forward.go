@@ -143,7 +143,7 @@ type forwarder struct {
 	// (outbound deliveries); otherwise the sender's signature is passed on.
 	signWith []byte
 	// goneReason, when set, makes a 410 answer a dead letter at once with
-	// this reason (a subscriber that has gone away).
+	// this reason and disables the route (a subscriber that has gone away).
 	goneReason string
 	inFlight   atomic.Int64
 	retired    atomic.Bool
@@ -185,7 +185,7 @@ func (f *forwarder) Deliver(ctx context.Context, d *spool.Delivery) spool.Outcom
 	resp.Body.Close()
 	out := spool.Outcome{StatusCode: resp.StatusCode, RetryAfter: parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())}
 	if resp.StatusCode == http.StatusGone && f.goneReason != "" {
-		out.DeadReason = f.goneReason
+		out.DeadReason, out.DisableRoute = f.goneReason, true
 	}
 	return out
 }

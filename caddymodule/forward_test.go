@@ -184,7 +184,7 @@ func TestForwarderSignsOutboundDeliveries(t *testing.T) {
 	if !<-got {
 		t.Fatal("the subscriber's own HMAC disagrees with the signature header")
 	}
-	if out.StatusCode != http.StatusGone || out.DeadReason != "gone" {
+	if out.StatusCode != http.StatusGone || out.DeadReason != "gone" || !out.DisableRoute {
 		t.Fatalf("a 410 gave %+v, want the dead reason", out)
 	}
 }

@@ -55,6 +55,7 @@ type catalog struct {
 	names     map[uint32]string
 	nextRid   uint32
 	paused    map[uint32]bool
+	disabled  map[uint32]string // route id -> why
 	counts    map[uint32]*routeCounts
 	items     int64 // stored messages, dead letters included
 	bytes     int64
@@ -66,6 +67,7 @@ func newCatalog() catalog {
 		names:     map[uint32]string{},
 		nextRid:   1,
 		paused:    map[uint32]bool{},
+		disabled:  map[uint32]string{},
 		counts:    map[uint32]*routeCounts{},
 	}
 }
@@ -137,7 +139,7 @@ func (s *Spool) load() error {
 		}
 		it := txn.NewIterator(badger.DefaultIteratorOptions)
 		defer it.Close()
-		for _, p := range []byte{prefixRoute, prefixPaused, prefixQueue, prefixDead} {
+		for _, p := range []byte{prefixRoute, prefixPaused, prefixOff, prefixQueue, prefixDead} {
 			prefix := []byte{p, '/'}
 			for it.Seek(prefix); it.ValidForPrefix(prefix); it.Next() {
 				item := it.Item()
@@ -154,6 +156,10 @@ func (s *Spool) load() error {
 				case prefixPaused:
 					if len(k) == 6 {
 						s.cat.paused[beUint32(k[2:])] = true
+					}
+				case prefixOff:
+					if len(k) == 6 {
+						s.cat.disabled[beUint32(k[2:])] = string(v)
 					}
 				case prefixQueue, prefixDead:
 					st, err := decodeState(v)

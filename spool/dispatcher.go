@@ -66,11 +66,12 @@ type dispatcher struct {
 
 // candidate is a due item found by a scan.
 type candidate struct {
-	key   []byte
-	st    state
-	name  string
-	route Route
-	known bool
+	key      []byte
+	st       state
+	name     string
+	route    Route
+	known    bool
+	disabled string // the route's disable reason
 }
 
 // pass leases what is due and returns when the next item falls due (zero if
@@ -90,14 +91,15 @@ func (d *dispatcher) pass() (time.Time, error) {
 	s.rewindMu.Unlock()
 
 	type routeRef struct {
-		rid  uint32
-		name string
+		rid      uint32
+		name     string
+		disabled string
 	}
 	var refs []routeRef
 	s.mu.Lock()
 	for rid, name := range s.cat.names {
 		if !s.cat.paused[rid] {
-			refs = append(refs, routeRef{rid, name})
+			refs = append(refs, routeRef{rid, name, s.cat.disabled[rid]})
 		}
 	}
 	s.mu.Unlock()
@@ -112,13 +114,13 @@ func (d *dispatcher) pass() (time.Time, error) {
 	err := s.db.View(func(txn *badger.Txn) error {
 		for _, ref := range refs {
 			route, known := s.route(ref.name)
-			limit := 256 // items of a removed route become dead letters
-			if known {
+			limit := 256 // items of a removed or disabled route become dead letters
+			if known && ref.disabled == "" {
 				delete(d.missing, ref.rid)
 				s.runMu.Lock()
 				limit = min(route.Concurrency-d.running[ref.rid], s.opts.Workers-d.total-len(found))
 				s.runMu.Unlock()
-			} else {
+			} else if !known {
 				// A reload may be registering it: wait out the grace period
 				// before its items become dead letters.
 				since, ok := d.missing[ref.rid]
@@ -140,7 +142,7 @@ func (d *dispatcher) pass() (time.Time, error) {
 			}
 			later(next)
 			for _, c := range due {
-				c.name, c.route, c.known = ref.name, route, known
+				c.name, c.route, c.known, c.disabled = ref.name, route, known, ref.disabled
 				found = append(found, c)
 			}
 		}
@@ -243,6 +245,8 @@ func (d *dispatcher) start(found []candidate, nowMs int64) (leaseEnd int64, err 
 	for _, c := range found {
 		st := c.st
 		switch {
+		case c.disabled != "":
+			s.send(&finishOp{key: c.key, to: toDead, reason: c.disabled, lastErr: "route " + c.name + " is disabled"})
 		case !c.known:
 			s.send(&finishOp{key: c.key, to: toDead, reason: ReasonRouteRemoved, lastErr: "route " + c.name + " is not configured"})
 		case st.Attempt >= c.route.Policy.MaxAttempts:
@@ -357,6 +361,10 @@ func (s *Spool) deliver(key []byte, st state, route Route) {
 	case v.reason != "":
 		o.to, o.reason = toDead, v.reason
 		s.log.Warn("delivery failed; kept as a dead letter", append(fields, zap.String("reason", v.reason))...)
+		if out.DisableRoute && out.DeadReason != "" {
+			s.log.Warn("route disabled until it is enabled again", zap.String("route", d.Route), zap.String("reason", out.DeadReason))
+			s.send(&disableOp{route: d.Route, reason: out.DeadReason})
+		}
 	default:
 		o.to, o.delay = toRetry, v.delay
 		s.log.Info("delivery failed; will retry", append(fields, zap.Duration("retry_in", v.delay))...)

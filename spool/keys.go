@@ -12,6 +12,7 @@ import (
 //	s/item                         Badger sequence for item ids
 //	r/<route name>                 route id (uint32)
 //	p/<rid:4>                      present while the route is paused
+//	x/<rid:4>                      the reason, while the route is disabled
 //	m/<id:8>                       the immutable message: route, event id, headers, body
 //	q/<rid:4><due ms:8><id:8>      one time-ordered index per route: queued, leased and scheduled items
 //	z/<id:8>                       dead letter state (its m/ record is kept until purged or replayed)
@@ -20,6 +21,7 @@ import (
 const (
 	prefixRoute   = 'r'
 	prefixPaused  = 'p'
+	prefixOff     = 'x'
 	prefixMessage = 'm'
 	prefixQueue   = 'q'
 	prefixDead    = 'z'
@@ -41,6 +43,10 @@ func routeKey(name string) []byte { return append([]byte{prefixRoute, '/'}, name
 
 func pausedKey(rid uint32) []byte {
 	return binary.BigEndian.AppendUint32([]byte{prefixPaused, '/'}, rid)
+}
+
+func disabledKey(rid uint32) []byte {
+	return binary.BigEndian.AppendUint32([]byte{prefixOff, '/'}, rid)
 }
 
 func msgKey(id uint64) []byte {

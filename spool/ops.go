@@ -356,3 +356,46 @@ func (o *pauseOp) stage(b *batch) error {
 	}})
 	return nil
 }
+
+// disableOp disables a route (its due items become dead letters with the
+// reason) or enables it again.
+type disableOp struct {
+	route  string
+	reason string // "" enables
+	err    error
+	done   chan struct{} // nil when nobody waits
+}
+
+func (o *disableOp) size() int { return 64 + len(o.route) + len(o.reason) }
+
+func (o *disableOp) finish(err error) {
+	o.err = err
+	if o.done != nil {
+		close(o.done)
+	}
+}
+
+func (o *disableOp) stage(b *batch) error {
+	rid, err := b.routeID(o.route)
+	if err != nil {
+		return err
+	}
+	if o.reason != "" {
+		err = b.txn.Set(disabledKey(rid), []byte(o.reason))
+	} else {
+		err = b.txn.Delete(disabledKey(rid))
+	}
+	if err != nil {
+		return err
+	}
+	b.rewind[rid] = queuePrefix(rid)
+	reason := o.reason
+	b.effects = append(b.effects, effect{apply: func(c *catalog) {
+		if reason != "" {
+			c.disabled[rid] = reason
+		} else {
+			delete(c.disabled, rid)
+		}
+	}})
+	return nil
+}

@@ -31,6 +31,9 @@ type Outcome struct {
 	// DeadReason, when set on a failed outcome, sends the item to the dead
 	// letters at once with this reason, whatever the policy says.
 	DeadReason string
+	// DisableRoute, with DeadReason, also disables the route with that
+	// reason (see Spool.Disable): a receiver that has gone away for good.
+	DisableRoute bool
 }
 
 // Succeeded reports whether the attempt delivered the item (a 2xx response).

@@ -334,6 +334,11 @@ type Entry struct {
 	Body         []byte
 	ReceivedAt   time.Time     // zero: now
 	DedupeWindow time.Duration // how long the event id is remembered; default 72h
+	// Fingerprint is what tells a duplicate (same fingerprint) from a
+	// conflict (another one) for the same event id. Default: the body. A
+	// publisher that stamps each attempt to publish with a new timestamp
+	// passes the request it was given instead.
+	Fingerprint []byte
 }
 
 // DefaultDedupeWindow is used for entries without a DedupeWindow.
@@ -428,7 +433,7 @@ func (s *Spool) enqueue(ctx context.Context, entries []Entry, dedupeOnly bool) (
 		o.entries[i] = preparedEntry{
 			route:    e.Route,
 			dedupe:   dedupeKey(e.Route, e.EventID),
-			hash:     sha256.Sum256(e.Body),
+			hash:     fingerprint(e),
 			msg:      msg.encode(),
 			received: msg.ReceivedMs,
 			window:   window,
@@ -438,6 +443,13 @@ func (s *Spool) enqueue(ctx context.Context, entries []Entry, dedupeOnly bool) (
 		return nil, err
 	}
 	return o.results, o.err
+}
+
+func fingerprint(e Entry) [32]byte {
+	if e.Fingerprint != nil {
+		return sha256.Sum256(e.Fingerprint)
+	}
+	return sha256.Sum256(e.Body)
 }
 
 // submit hands an op to the committer and waits for its commit.

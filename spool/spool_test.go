@@ -828,3 +828,76 @@ func TestAttemptHistory(t *testing.T) {
 		t.Errorf("attempt 2 took %v, recorded less than the 20ms it slept", st.Attempts[1].Duration)
 	}
 }
+
+func TestFingerprintDecidesDuplicates(t *testing.T) {
+	s := openTest(t, Options{})
+	first := entry("sub", "evt_pub", `{"timestamp":"t1"}`)
+	first.Fingerprint = []byte(`{"eventType":"a.b","payload":{}}`)
+	again := entry("sub", "evt_pub", `{"timestamp":"t2"}`) // stamped anew, same request
+	again.Fingerprint = first.Fingerprint
+	other := entry("sub", "evt_pub", `{"timestamp":"t3"}`)
+	other.Fingerprint = []byte(`{"eventType":"a.b","payload":{"x":1}}`)
+	if r := mustEnqueue(t, s, first); r.Status != Accepted {
+		t.Fatalf("first: %v", r.Status)
+	}
+	if r := mustEnqueue(t, s, again); r.Status != Duplicate {
+		t.Fatalf("same fingerprint, other body: %v, want duplicate", r.Status)
+	}
+	if r := mustEnqueue(t, s, other); r.Status != Conflict {
+		t.Fatalf("other fingerprint: %v, want conflict", r.Status)
+	}
+}
+
+func TestGoneDisablesRouteUntilEnabled(t *testing.T) {
+	dir := t.TempDir()
+	s := openTest(t, Options{Dir: dir})
+	var mu sync.Mutex
+	gone := true
+	answer := func(*Delivery) Outcome {
+		mu.Lock()
+		defer mu.Unlock()
+		if gone {
+			return Outcome{StatusCode: 410, DeadReason: "gone", DisableRoute: true}
+		}
+		return Outcome{StatusCode: 200}
+	}
+	rec := newRecorder(answer)
+	s.RegisterRoute("sub", Route{Deliverer: rec})
+	mustEnqueue(t, s, entry("sub", "evt_1", "x"))
+	rec.next(t, 2*time.Second)
+	eventually(t, 2*time.Second, "the route to be disabled", func() bool { return routeStats(s, "sub").Disabled == "gone" })
+	mustEnqueue(t, s, entry("sub", "evt_2", "x"))
+	mustEnqueue(t, s, entry("sub", "evt_3", "x"))
+	eventually(t, 2*time.Second, "3 dead letters", func() bool { return routeStats(s, "sub").Dead == 3 })
+	rec.none(t, 100*time.Millisecond) // the later items were not attempted
+	dead, _, _ := s.ListDead(DeadFilter{Route: "sub", Reason: "gone"}, 0, 10)
+	if len(dead) != 3 {
+		t.Fatalf("%d dead letters with reason gone", len(dead))
+	}
+
+	// Disabled survives a restart.
+	s.Close()
+	s = openTest(t, Options{Dir: dir})
+	rec = newRecorder(answer)
+	s.RegisterRoute("sub", Route{Deliverer: rec})
+	if rs := routeStats(s, "sub"); rs.Disabled != "gone" {
+		t.Fatalf("after restart: %s disabled=%q", statsString(rs), rs.Disabled)
+	}
+	mu.Lock()
+	gone = false
+	mu.Unlock()
+	ctx := context.Background()
+	if err := s.Enable(ctx, "sub"); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.ReplayMatching(ctx, DeadFilter{Route: "sub", Reason: "gone"}); n != 3 || err != nil {
+		t.Fatalf("replay: %d, %v", n, err)
+	}
+	for range 3 {
+		rec.next(t, 2*time.Second)
+	}
+	eventually(t, 2*time.Second, "all delivered", func() bool { items, _ := s.Usage(); return items == 0 })
+	if rs := routeStats(s, "sub"); rs.Disabled != "" {
+		t.Fatalf("still disabled: %q", rs.Disabled)
+	}
+}

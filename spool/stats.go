@@ -19,6 +19,7 @@ type RouteStats struct {
 	Bytes     int64     // message bytes, dead letters included
 	Oldest    time.Time // receive time of the oldest item not yet delivered or dead; zero if none
 	Paused    bool
+	Disabled  string // why the route is disabled; "" while it is enabled
 }
 
 // OldestAge is how long the oldest pending item has waited, 0 if none.
@@ -35,7 +36,7 @@ func (s *Spool) Stats() []RouteStats {
 	byName := map[string]*RouteStats{}
 	s.mu.Lock()
 	for rid, name := range s.cat.names {
-		rs := &RouteStats{Route: name, Paused: s.cat.paused[rid]}
+		rs := &RouteStats{Route: name, Paused: s.cat.paused[rid], Disabled: s.cat.disabled[rid]}
 		if rc := s.cat.counts[rid]; rc != nil {
 			rs.Queued, rs.Scheduled = rc.n[classQueued], rc.n[classScheduled]
 			rs.InFlight, rs.Dead = rc.n[classInFlight], rc.n[classDead]
@@ -88,6 +89,30 @@ func (s *Spool) Resume(ctx context.Context, route string) error {
 
 func (s *Spool) setPaused(ctx context.Context, route string, paused bool) error {
 	o := &pauseOp{route: route, paused: paused, done: make(chan struct{})}
+	if err := s.submit(ctx, o, o.done); err != nil {
+		return err
+	}
+	return o.err
+}
+
+// Disable stops a route's deliveries for good: its items that come due
+// become dead letters with reason, until Enable. (A delivery whose outcome
+// has DisableRoute set does this by itself.) The state survives restarts.
+func (s *Spool) Disable(ctx context.Context, route, reason string) error {
+	if reason == "" {
+		return errors.New("spool: Disable needs a reason")
+	}
+	o := &disableOp{route: route, reason: reason, done: make(chan struct{})}
+	if err := s.submit(ctx, o, o.done); err != nil {
+		return err
+	}
+	return o.err
+}
+
+// Enable lets a disabled route deliver again. Its dead letters stay where
+// they are; replay them with ReplayMatching (route and the disable reason).
+func (s *Spool) Enable(ctx context.Context, route string) error {
+	o := &disableOp{route: route, done: make(chan struct{})}
 	if err := s.submit(ctx, o, o.done); err != nil {
 		return err
 	}
