@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"net/http"
 	"strconv"
 	"strings"
 	"time"
@@ -22,6 +23,8 @@ func init() {
 	// the same site does not shadow it, and before reverse_proxy, which it
 	// hands requests to in verify-only mode.
 	httpcaddyfile.RegisterDirectiveOrder("webhook_ingest", httpcaddyfile.Before, "respond")
+	httpcaddyfile.RegisterHandlerDirective("webhook_publish", parsePublish)
+	httpcaddyfile.RegisterDirectiveOrder("webhook_publish", httpcaddyfile.Before, "respond")
 }
 
 // parseGlobalOption parses the webhooks global option:
@@ -242,6 +245,134 @@ func (h *Ingest) parseForward(d *caddyfile.Dispenser) error {
 	return nil
 }
 
+// parsePublish parses the webhook_publish directive:
+//
+//	webhook_publish [<matcher>] {
+//		organization  <id>
+//		project       <id>
+//		attempts      <n>
+//		backoff       <min> <max>
+//		timeout       <duration>
+//		allow_private <cidr>...
+//		dedupe_window <duration>
+//		max_body      <size>
+//		subscriber <name> <url> {
+//			secret <secret> [<secret>...]
+//			events <pattern>...
+//			header <name> <value>
+//		}
+//	}
+func parsePublish(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	m := new(Publish)
+	err := m.UnmarshalCaddyfile(h.Dispenser)
+	return m, err
+}
+
+// UnmarshalCaddyfile sets up the handler from Caddyfile tokens (see parsePublish).
+func (p *Publish) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // the directive's name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for d.NextBlock(0) {
+		var err error
+		switch opt := d.Val(); opt {
+		case "organization":
+			err = oneArg(d, func(s string) error { p.Organization = s; return nil })
+		case "project":
+			err = oneArg(d, func(s string) error { p.Project = s; return nil })
+		case "attempts":
+			err = oneArg(d, positiveInt(d, &p.Attempts))
+		case "backoff":
+			var lo, hi string
+			if !d.AllArgs(&lo, &hi) {
+				return d.ArgErr()
+			}
+			if err := durationArg(d, &p.BackoffMin)(lo); err != nil {
+				return err
+			}
+			if err := durationArg(d, &p.BackoffMax)(hi); err != nil {
+				return err
+			}
+			if p.BackoffMin > p.BackoffMax {
+				return d.Errf("backoff: minimum %s is above maximum %s", lo, hi)
+			}
+		case "timeout":
+			err = oneArg(d, durationArg(d, &p.Timeout))
+		case "dedupe_window":
+			err = oneArg(d, durationArg(d, &p.DedupeWindow))
+		case "max_body":
+			err = oneArg(d, sizeArg(d, &p.MaxBody))
+		case "allow_private":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return d.ArgErr()
+			}
+			for _, a := range args {
+				if _, err := parsePrefix(a); err != nil {
+					return d.Errf("allow_private: %q is not a CIDR or an address", a)
+				}
+			}
+			p.AllowPrivate = append(p.AllowPrivate, args...)
+		case "subscriber":
+			err = p.parseSubscriber(d)
+		default:
+			return d.Errf("webhook_publish: unknown option %q", opt)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if err := p.validate(); err != nil {
+		return d.Err(err.Error())
+	}
+	return nil
+}
+
+func (p *Publish) parseSubscriber(d *caddyfile.Dispenser) error {
+	var sub Subscriber
+	if !d.AllArgs(&sub.Name, &sub.URL) {
+		return d.ArgErr()
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		switch opt := d.Val(); opt {
+		case "secret":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return d.ArgErr()
+			}
+			for _, s := range args {
+				if err := checkSecret(d, s); err != nil {
+					return err
+				}
+			}
+			sub.Secrets = append(sub.Secrets, args...)
+		case "events":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return d.ArgErr()
+			}
+			if _, err := verifier.CompilePatterns(args); err != nil {
+				return d.Errf("events: %v", err)
+			}
+			sub.Events = append(sub.Events, args...)
+		case "header":
+			var name, value string
+			if !d.AllArgs(&name, &value) {
+				return d.ArgErr()
+			}
+			if sub.Header == nil {
+				sub.Header = http.Header{}
+			}
+			sub.Header[name] = append(sub.Header[name], value)
+		default:
+			return d.Errf("subscriber: unknown option %q", opt)
+		}
+	}
+	p.Subscribers = append(p.Subscribers, sub)
+	return nil
+}
+
 // checkSecret refuses a secret written literally: it would be stored in the
 // adapted JSON config, shown by the admin API's /config/ and saved in
 // autosave.json. (Caddy's {$VAR} is substituted before this parser runs, so
@@ -314,4 +445,5 @@ func positiveInt(d *caddyfile.Dispenser, dst *int) func(string) error {
 var (
 	_ caddyfile.Unmarshaler = (*App)(nil)
 	_ caddyfile.Unmarshaler = (*Ingest)(nil)
+	_ caddyfile.Unmarshaler = (*Publish)(nil)
 )

@@ -2,7 +2,6 @@ package caddymodule
 
 import (
 	"bytes"
-	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -236,54 +235,10 @@ func buildBody(c *cobra.Command) ([]byte, error) {
 		fields["projectId"] = quote(get("project"))
 		fields["payload"] = bytes.TrimSpace(b)
 	}
-	now := time.Now().UTC()
+	now := time.Now()
 	fields["eventId"] = quote(newEventID(now))
-	fields["timestamp"] = quote(now.Format("2006-01-02T15:04:05.000Z"))
-	// Keys in the sender's order; the payload last.
-	var buf bytes.Buffer
-	buf.WriteByte('{')
-	first := true
-	write := func(k string) {
-		v, ok := fields[k]
-		if !ok {
-			return
-		}
-		if !first {
-			buf.WriteByte(',')
-		}
-		first = false
-		buf.Write(quote(k))
-		buf.WriteByte(':')
-		buf.Write(v)
-		delete(fields, k)
-	}
-	for _, k := range []string{"eventType", "eventId", "timestamp", "organizationId", "projectId"} {
-		write(k)
-	}
-	for k := range fields {
-		if k != "payload" {
-			write(k)
-		}
-	}
-	write("payload")
-	buf.WriteByte('}')
-	return buf.Bytes(), nil
-}
-
-// newEventID makes an id in the sender's format: evt_<unix ms>_<random>.
-func newEventID(now time.Time) string {
-	const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
-	b := make([]byte, 6)
-	rand.Read(b)
-	for i := range b {
-		b[i] = alphabet[int(b[i])%len(alphabet)]
-	}
-	return fmt.Sprintf("evt_%d_%s", now.UnixMilli(), b)
-}
-
-func quote(s string) json.RawMessage {
-	b, _ := json.Marshal(s)
-	return b
+	fields["timestamp"] = quote(envelopeTime(now))
+	return encodeEnvelope(fields), nil
 }
 
 func readInput(path string) ([]byte, error) {

@@ -3,7 +3,6 @@ package caddymodule
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -188,7 +187,7 @@ func (h *Ingest) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhtt
 	if r.ContentLength > h.maxBody {
 		return h.reject(r, http.StatusRequestEntityTooLarge, "too_large", fmt.Errorf("body over %d bytes", h.maxBody))
 	}
-	body, status, err := h.readBody(w, r)
+	body, status, err := readBody(w, r, h.maxBody, h.readTimeout)
 	if err != nil {
 		return h.reject(r, status, "body", err)
 	}
@@ -220,20 +219,21 @@ func (h *Ingest) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhtt
 	return h.answerResult(w, r, repl, res.Status, ev.ID)
 }
 
-// readBody reads the body within max_body and the read timeout.
-func (h *Ingest) readBody(w http.ResponseWriter, r *http.Request) ([]byte, int, error) {
+// readBody reads a request body of at most max bytes within timeout, and
+// says which status a failure maps to (413, 408, or 400).
+func readBody(w http.ResponseWriter, r *http.Request, max int64, timeout time.Duration) ([]byte, int, error) {
 	rc := http.NewResponseController(w)
-	if err := rc.SetReadDeadline(time.Now().Add(h.readTimeout)); err == nil {
+	if err := rc.SetReadDeadline(time.Now().Add(timeout)); err == nil {
 		defer rc.SetReadDeadline(time.Time{})
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.maxBody))
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, max))
 	var tooLarge *http.MaxBytesError
 	var handlerErr caddyhttp.HandlerError
 	switch {
 	case err == nil:
 		return body, 0, nil
 	case errors.As(err, &tooLarge):
-		return nil, http.StatusRequestEntityTooLarge, fmt.Errorf("body over %d bytes", h.maxBody)
+		return nil, http.StatusRequestEntityTooLarge, fmt.Errorf("body over %d bytes", max)
 	case errors.As(err, &handlerErr): // e.g. request_body's own limit
 		return nil, handlerErr.StatusCode, err
 	case errors.Is(err, os.ErrDeadlineExceeded):
@@ -376,15 +376,11 @@ func (h *Ingest) respond(w http.ResponseWriter, repl *caddy.Replacer, code int, 
 	if repl != nil {
 		repl.Set("http.webhook.outcome", status)
 	}
-	body, _ := json.Marshal(struct {
+	return writeJSON(w, code, struct {
 		Status  string `json:"status"`
 		EventID string `json:"eventId,omitempty"`
 		Error   string `json:"error,omitempty"`
 	}{status, id, msg})
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	_, err := w.Write(append(body, '\n'))
-	return err
 }
 
 // reject returns a handler error, so that handle_errors can shape the

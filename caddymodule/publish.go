@@ -1,0 +1,373 @@
+package caddymodule
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"mime"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+
+	"github.com/hookgate/hookgate/spool"
+	"github.com/hookgate/hookgate/verifier"
+)
+
+func init() {
+	caddy.RegisterModule(Publish{})
+}
+
+// Defaults of webhook_publish: the reference sender's 3 attempts in total.
+const (
+	defaultPublishAttempts   = 3
+	defaultPublishBackoffMin = 5 * time.Second
+	defaultPublishBackoffMax = 5 * time.Minute
+	defaultPublishTimeout    = 30 * time.Second
+	// ReasonGone is the dead-letter reason of deliveries to a subscriber
+	// that answered 410 Gone; the subscriber stays disabled until enabled.
+	ReasonGone = "subscriber_gone"
+)
+
+// Publish is the webhook_publish handler: an internal app POSTs
+// {"eventType", "payload"[, "eventId"]}; the handler completes the
+// envelope, spools one delivery per matching subscriber in one durable
+// write, and answers 202. Each delivery is signed with the subscriber's
+// first secret at send time and retried like the reference sender.
+type Publish struct {
+	// Organization and Project fill the envelope's organizationId and projectId.
+	Organization string `json:"organization,omitempty"`
+	Project      string `json:"project,omitempty"`
+	// Attempts is the total number of attempts per delivery. Default 3.
+	Attempts int `json:"attempts,omitempty"`
+	// BackoffMin and BackoffMax bound the exponential backoff with full
+	// jitter between attempts. Default 5s and 5m.
+	BackoffMin caddy.Duration `json:"backoff_min,omitempty"`
+	BackoffMax caddy.Duration `json:"backoff_max,omitempty"`
+	// Timeout bounds one attempt. Default 30s.
+	Timeout caddy.Duration `json:"timeout,omitempty"`
+	// AllowPrivate lists the special-purpose ranges (CIDRs or addresses)
+	// subscribers may be in: loopback, private and the like are refused at
+	// dial time otherwise.
+	AllowPrivate []string `json:"allow_private,omitempty"`
+	// DedupeWindow is how long a published eventId is remembered, so that
+	// publishing it again does not send it again. Default 72h.
+	DedupeWindow caddy.Duration `json:"dedupe_window,omitempty"`
+	// MaxBody is the largest accepted request in bytes. Default 1 MiB.
+	MaxBody int64 `json:"max_body,omitempty"`
+	// Subscribers receive the events.
+	Subscribers []Subscriber `json:"subscribers,omitempty"`
+
+	spool       *spool.Spool
+	unregister  []func()
+	forwarders  []*forwarder
+	subscribers []subscriber
+	maxBody     int64
+	window      time.Duration
+	log         *zap.Logger
+}
+
+// Subscriber is one endpoint of webhook_publish.
+type Subscriber struct {
+	// Name identifies the subscriber in the spool, the stats and the admin
+	// API; keep it stable and unique in the process.
+	Name string `json:"name"`
+	// URL is where deliveries are POSTed.
+	URL string `json:"url"`
+	// Secrets are placeholders ({env.NAME}, {file./path}); the first signs.
+	Secrets []string `json:"secrets,omitempty"`
+	// Events are the event types it receives (patterns). Default: all.
+	Events []string `json:"events,omitempty"`
+	// Header adds headers to every delivery.
+	Header http.Header `json:"header,omitempty"`
+}
+
+type subscriber struct {
+	name   string
+	route  string
+	events verifier.Matcher
+}
+
+// subscriberRoute is a subscriber's route name in the spool.
+func subscriberRoute(name string) string { return "subscriber/" + name }
+
+// CaddyModule returns the Caddy module information.
+func (Publish) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.webhook_publish",
+		New: func() caddy.Module { return new(Publish) },
+	}
+}
+
+// Provision resolves secrets and headers and registers one spool route per
+// subscriber.
+func (p *Publish) Provision(ctx caddy.Context) error {
+	p.log = ctx.Logger()
+	if err := p.validate(); err != nil {
+		return err
+	}
+	guard := &addressGuard{}
+	for _, s := range p.AllowPrivate {
+		prefix, err := parsePrefix(s)
+		if err != nil {
+			return fmt.Errorf("webhook_publish: allow_private: %w", err)
+		}
+		guard.allow = append(guard.allow, prefix)
+	}
+	p.maxBody = p.MaxBody
+	if p.maxBody <= 0 {
+		p.maxBody = defaultMaxBody
+	}
+	p.window = durationOr(p.DedupeWindow, defaultDedupeWindow)
+	appIface, err := ctx.App("webhooks")
+	if err != nil {
+		return err
+	}
+	p.spool = appIface.(*App).Spool()
+	attempts := p.Attempts
+	if attempts <= 0 {
+		attempts = defaultPublishAttempts
+	}
+	policy := spool.Policy{
+		MaxAttempts: attempts,
+		BackoffMin:  durationOr(p.BackoffMin, defaultPublishBackoffMin),
+		BackoffMax:  durationOr(p.BackoffMax, defaultPublishBackoffMax),
+		// Like the reference sender: anything but a 2xx is retried (a 410
+		// disables the subscriber instead).
+		Retryable: func(spool.Outcome) bool { return true },
+	}
+	for _, sub := range p.Subscribers {
+		secrets, err := resolveSecrets(sub.Secrets, p.log)
+		if err != nil {
+			return fmt.Errorf("webhook_publish: subscriber %s: %w", sub.Name, err)
+		}
+		for i, s := range secrets {
+			if len(s) < verifier.MinSecretLen {
+				return fmt.Errorf("webhook_publish: subscriber %s: secret %d is shorter than %d bytes", sub.Name, i, verifier.MinSecretLen)
+			}
+		}
+		events, err := verifier.CompilePatterns(sub.Events)
+		if err != nil {
+			return fmt.Errorf("webhook_publish: subscriber %s: events: %w", sub.Name, err)
+		}
+		header, err := (&Forward{HeaderUp: sub.Header}).resolveHeaders()
+		if err != nil {
+			return fmt.Errorf("webhook_publish: subscriber %s: %w", sub.Name, err)
+		}
+		fw := &forwarder{
+			url:        sub.URL,
+			header:     header,
+			client:     newDeliveryClient(spool.DefaultConcurrency, guard),
+			signWith:   secrets[0],
+			goneReason: ReasonGone,
+		}
+		route := subscriberRoute(sub.Name)
+		p.forwarders = append(p.forwarders, fw)
+		p.unregister = append(p.unregister, p.spool.RegisterRoute(route, spool.Route{
+			Deliverer: fw,
+			Policy:    policy,
+			Timeout:   durationOr(p.Timeout, defaultPublishTimeout),
+		}))
+		p.subscribers = append(p.subscribers, subscriber{name: sub.Name, route: route, events: events})
+		p.log.Info("subscriber registered", zap.String("subscriber", sub.Name), zap.String("url", redactURL(sub.URL)))
+	}
+	return nil
+}
+
+// validate checks what can be checked without resolving placeholders.
+func (p *Publish) validate() error {
+	if p.Attempts < 0 || p.BackoffMin < 0 || p.BackoffMax < 0 || p.Timeout < 0 || p.DedupeWindow < 0 || p.MaxBody < 0 {
+		return errors.New("webhook_publish: settings must not be negative")
+	}
+	if p.BackoffMax > 0 && p.BackoffMin > p.BackoffMax {
+		return errors.New("webhook_publish: backoff minimum is above its maximum")
+	}
+	seen := map[string]bool{}
+	for _, sub := range p.Subscribers {
+		if sub.Name == "" || strings.ContainsAny(sub.Name, "/ ") {
+			return fmt.Errorf("webhook_publish: subscriber name %q must be non-empty, without spaces or slashes", sub.Name)
+		}
+		if seen[sub.Name] {
+			return fmt.Errorf("webhook_publish: subscriber %s is listed twice", sub.Name)
+		}
+		seen[sub.Name] = true
+		u, err := url.Parse(sub.URL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("webhook_publish: subscriber %s: not an http(s) URL", sub.Name)
+		}
+		if len(sub.Secrets) == 0 {
+			return fmt.Errorf("webhook_publish: subscriber %s needs a secret", sub.Name)
+		}
+	}
+	return nil
+}
+
+// parsePrefix accepts a CIDR or a single address.
+func parsePrefix(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		return p.Masked(), err
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	return netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()), nil
+}
+
+// Cleanup unregisters this configuration's subscriber routes.
+func (p *Publish) Cleanup() error {
+	for _, u := range p.unregister {
+		u()
+	}
+	for _, fw := range p.forwarders {
+		fw.close()
+	}
+	return nil
+}
+
+// publishRequest is what an internal app posts.
+type publishRequest struct {
+	eventType string
+	eventID   string
+	payload   json.RawMessage
+}
+
+// parsePublishRequest reads {"eventType", "payload"[, "eventId"]} with the
+// verifier's strict JSON rules; any other member is refused.
+func parsePublishRequest(body []byte) (publishRequest, error) {
+	var req publishRequest
+	if err := verifier.CheckJSON(body); err != nil {
+		return req, err
+	}
+	var members map[string]json.RawMessage // exact names: CheckJSON has refused duplicates
+	if err := json.Unmarshal(body, &members); err != nil {
+		return req, errors.New("the request must be a JSON object")
+	}
+	for k := range members {
+		if k != "eventType" && k != "eventId" && k != "payload" {
+			return req, fmt.Errorf("unknown member %q (expected eventType, payload and optionally eventId)", k)
+		}
+	}
+	if err := json.Unmarshal(members["eventType"], &req.eventType); err != nil || !verifier.ValidEventType(req.eventType) {
+		return req, errors.New("eventType must be a dotted token of at most 128 characters")
+	}
+	if raw, ok := members["eventId"]; ok {
+		if err := json.Unmarshal(raw, &req.eventID); err != nil || !verifier.ValidEventID(req.eventID) {
+			return req, errors.New("eventId must be 1-128 characters of A-Z a-z 0-9 . _ : -")
+		}
+	}
+	req.payload = members["payload"]
+	if req.payload == nil {
+		return req, errors.New("payload is required")
+	}
+	return req, nil
+}
+
+// ServeHTTP accepts an event and spools its deliveries.
+func (p *Publish) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		return caddyhttp.Error(http.StatusMethodNotAllowed, errors.New("only POST is accepted"))
+	}
+	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
+		return caddyhttp.Error(http.StatusUnsupportedMediaType, errors.New("Content-Type must be application/json"))
+	}
+	if enc := r.Header.Values("Content-Encoding"); len(enc) > 1 || (len(enc) == 1 && !strings.EqualFold(enc[0], "identity")) {
+		return caddyhttp.Error(http.StatusUnsupportedMediaType, errors.New("Content-Encoding is not supported"))
+	}
+	if r.ContentLength > p.maxBody {
+		return caddyhttp.Error(http.StatusRequestEntityTooLarge, fmt.Errorf("body over %d bytes", p.maxBody))
+	}
+	body, status, err := readBody(w, r, p.maxBody, defaultReadTimeout)
+	if err != nil {
+		return caddyhttp.Error(status, err)
+	}
+	req, err := parsePublishRequest(body)
+	if err != nil {
+		return caddyhttp.Error(http.StatusBadRequest, err)
+	}
+	now := time.Now()
+	if req.eventID == "" {
+		req.eventID = newEventID(now)
+	}
+	envelope := encodeEnvelope(map[string]json.RawMessage{
+		"eventType":      quote(req.eventType),
+		"eventId":        quote(req.eventID),
+		"timestamp":      quote(envelopeTime(now)),
+		"organizationId": quote(p.Organization),
+		"projectId":      quote(p.Project),
+		"payload":        req.payload,
+	})
+	header := http.Header{"Content-Type": {"application/json"}, verifier.EventHeader: {req.eventType}}
+	var entries []spool.Entry
+	names := []string{}
+	for _, sub := range p.subscribers {
+		if !sub.events.Match(req.eventType) {
+			continue
+		}
+		names = append(names, sub.name)
+		entries = append(entries, spool.Entry{
+			Route: sub.route, EventID: req.eventID, Header: header, Body: envelope,
+			DedupeWindow: p.window, Fingerprint: body, // the same request again is a duplicate
+		})
+	}
+	if len(entries) == 0 {
+		return writeJSON(w, http.StatusOK, publishAnswer{Status: "no_subscribers", EventID: req.eventID, Subscribers: names})
+	}
+	results, err := p.spool.EnqueueAll(r.Context(), entries)
+	if err != nil {
+		if errors.Is(err, spool.ErrFull) {
+			w.Header().Set("Retry-After", retryAfterFull)
+			p.log.Warn("spool full: refusing events", zap.Error(err))
+			return writeJSON(w, http.StatusServiceUnavailable, publishAnswer{Status: "unavailable", Error: "the spool is full; retry later"})
+		}
+		p.log.Error("spool write failed", zap.Error(err))
+		return writeJSON(w, http.StatusInternalServerError, publishAnswer{Status: "error", Error: "the event could not be stored"})
+	}
+	accepted := false
+	for _, res := range results {
+		switch res.Status {
+		case spool.Conflict:
+			return caddyhttp.Error(http.StatusConflict, errors.New("this eventId was published with a different request"))
+		case spool.Accepted:
+			accepted = true
+		}
+	}
+	if !accepted {
+		return writeJSON(w, http.StatusOK, publishAnswer{Status: "duplicate", EventID: req.eventID, Subscribers: names})
+	}
+	p.log.Debug("event published", zap.String("event_id", req.eventID), zap.String("event_type", req.eventType), zap.Strings("subscribers", names))
+	return writeJSON(w, http.StatusAccepted, publishAnswer{Status: "accepted", EventID: req.eventID, Subscribers: names})
+}
+
+// publishAnswer is webhook_publish's response body.
+type publishAnswer struct {
+	Status      string   `json:"status"`
+	EventID     string   `json:"eventId,omitempty"`
+	Subscribers []string `json:"subscribers"`
+	Error       string   `json:"error,omitempty"`
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) error {
+	body, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_, err = w.Write(append(body, '\n'))
+	return err
+}
+
+// Interface guards.
+var (
+	_ caddy.Provisioner           = (*Publish)(nil)
+	_ caddy.CleanerUpper          = (*Publish)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Publish)(nil)
+)
