@@ -95,6 +95,7 @@ func (f *Forward) route(header http.Header) (spool.Route, *forwarder) {
 		Deliverer:   fw,
 		Concurrency: concurrency,
 		Timeout:     time.Duration(f.Timeout),
+		Target:      redactURL(f.URL),
 		Policy: spool.Policy{
 			MaxAttempts: f.MaxAttempts,
 			MaxAge:      time.Duration(f.MaxAge),

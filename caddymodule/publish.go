@@ -169,9 +169,11 @@ func (p *Publish) Provision(ctx caddy.Context) error {
 		route := subscriberRoute(sub.Name)
 		p.forwarders = append(p.forwarders, fw)
 		p.unregister = append(p.unregister, p.spool.RegisterRoute(route, spool.Route{
-			Deliverer: fw,
-			Policy:    policy,
-			Timeout:   durationOr(p.Timeout, defaultPublishTimeout),
+			Deliverer:   fw,
+			Policy:      policy,
+			Timeout:     durationOr(p.Timeout, defaultPublishTimeout),
+			Target:      redactURL(sub.URL),
+			LogAttempts: true,
 		}))
 		p.subscribers = append(p.subscribers, subscriber{name: sub.Name, route: route, events: events})
 		p.log.Info("subscriber registered", zap.String("subscriber", sub.Name), zap.String("url", redactURL(sub.URL)))

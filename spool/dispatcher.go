@@ -340,6 +340,9 @@ func (s *Spool) deliver(key []byte, st state, route Route) {
 		zap.Int("status", out.StatusCode),
 		zap.Duration("duration", took),
 	}
+	if route.Target != "" {
+		fields = append(fields, zap.String("target", route.Target))
+	}
 	if out.Err != nil {
 		fields = append(fields, zap.String("error", out.Err.Error()))
 	}
@@ -357,7 +360,11 @@ func (s *Spool) deliver(key []byte, st state, route Route) {
 	switch {
 	case v.ack:
 		o.to = toDelivered
-		s.log.Debug("delivered", fields...)
+		if route.LogAttempts {
+			s.log.Info("delivered", fields...)
+		} else {
+			s.log.Debug("delivered", fields...)
+		}
 	case v.reason != "":
 		o.to, o.reason = toDead, v.reason
 		s.log.Warn("delivery failed; kept as a dead letter", append(fields, zap.String("reason", v.reason))...)

@@ -160,6 +160,12 @@ type Route struct {
 	Policy      Policy
 	Concurrency int           // deliveries in flight at most; default 8
 	Timeout     time.Duration // per attempt; default 30s
+	// Target names the destination in log lines; it must carry no
+	// credentials or tokens (scheme and host).
+	Target string
+	// LogAttempts logs successful attempts at info level too (failures
+	// always are), so that every attempt has its log line.
+	LogAttempts bool
 }
 
 // Route defaults.

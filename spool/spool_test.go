@@ -8,6 +8,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 func TestEnqueueDedupe(t *testing.T) {
@@ -899,5 +902,31 @@ func TestGoneDisablesRouteUntilEnabled(t *testing.T) {
 	eventually(t, 2*time.Second, "all delivered", func() bool { items, _ := s.Usage(); return items == 0 })
 	if rs := routeStats(s, "sub"); rs.Disabled != "" {
 		t.Fatalf("still disabled: %q", rs.Disabled)
+	}
+}
+
+func TestAttemptLogLines(t *testing.T) {
+	core, logs := observer.New(zap.InfoLevel)
+	s := openTest(t, Options{Logger: zap.New(core)})
+	rec := newRecorder(func(d *Delivery) Outcome {
+		if d.Attempt == 1 {
+			return Outcome{StatusCode: 502}
+		}
+		return Outcome{StatusCode: 200}
+	})
+	s.RegisterRoute("sub", Route{Deliverer: rec, Policy: fastPolicy(3), Target: "https://hooks.example", LogAttempts: true})
+	mustEnqueue(t, s, entry("sub", "evt_log", "x"))
+	eventually(t, 2*time.Second, "two attempt lines", func() bool {
+		return logs.FilterField(zap.String("event_id", "evt_log")).Len() == 2
+	})
+	lines := logs.FilterField(zap.String("event_id", "evt_log")).All()
+	for i, l := range lines {
+		m := l.ContextMap()
+		if m["attempt"] != int64(i+1) || m["target"] != "https://hooks.example" || m["duration"] == nil {
+			t.Errorf("line %d: %s %v", i+1, l.Message, m)
+		}
+	}
+	if lines[0].ContextMap()["status"] != int64(502) || lines[1].Message != "delivered" {
+		t.Errorf("lines: %q %v / %q", lines[0].Message, lines[0].ContextMap(), lines[1].Message)
 	}
 }
