@@ -174,22 +174,9 @@ func (h *Ingest) Cleanup() error {
 
 // ServeHTTP runs the checks of DESIGN.md section 4 in order.
 func (h *Ingest) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	if r.Method != http.MethodPost {
-		w.Header().Set("Allow", http.MethodPost)
-		return h.reject(r, http.StatusMethodNotAllowed, "method", errors.New("only POST is accepted"))
-	}
-	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
-		return h.reject(r, http.StatusUnsupportedMediaType, "content_type", errors.New("Content-Type must be application/json"))
-	}
-	if enc := r.Header.Values("Content-Encoding"); len(enc) > 1 || (len(enc) == 1 && !strings.EqualFold(enc[0], "identity")) {
-		return h.reject(r, http.StatusUnsupportedMediaType, "content_encoding", errors.New("Content-Encoding is not supported"))
-	}
-	if r.ContentLength > h.maxBody {
-		return h.reject(r, http.StatusRequestEntityTooLarge, "too_large", fmt.Errorf("body over %d bytes", h.maxBody))
-	}
-	body, status, err := readBody(w, r, h.maxBody, h.readTimeout)
+	body, status, reason, err := readRequest(w, r, h.maxBody, h.readTimeout)
 	if err != nil {
-		return h.reject(r, status, "body", err)
+		return h.reject(r, status, reason, err)
 	}
 	ev, err := h.verifier.Verify(r.Header, body)
 	if err != nil {
@@ -217,6 +204,31 @@ func (h *Ingest) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhtt
 		return h.spoolError(w, r, err)
 	}
 	return h.answerResult(w, r, repl, res.Status, ev.ID)
+}
+
+// readRequest runs the checks every webhook request gets, in the order of
+// DESIGN.md section 4 (POST, JSON without a content encoding, the size
+// before and while reading, the read deadline), and returns the body, or
+// the status, a short reason and the error of the first failure.
+func readRequest(w http.ResponseWriter, r *http.Request, max int64, timeout time.Duration) ([]byte, int, string, error) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		return nil, http.StatusMethodNotAllowed, "method", errors.New("only POST is accepted")
+	}
+	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
+		return nil, http.StatusUnsupportedMediaType, "content_type", errors.New("Content-Type must be application/json")
+	}
+	if enc := r.Header.Values("Content-Encoding"); len(enc) > 1 || (len(enc) == 1 && !strings.EqualFold(enc[0], "identity")) {
+		return nil, http.StatusUnsupportedMediaType, "content_encoding", errors.New("Content-Encoding is not supported")
+	}
+	if r.ContentLength > max {
+		return nil, http.StatusRequestEntityTooLarge, "too_large", fmt.Errorf("body over %d bytes", max)
+	}
+	body, status, err := readBody(w, r, max, timeout)
+	if err != nil {
+		return nil, status, "body", err
+	}
+	return body, 0, "", nil
 }
 
 // readBody reads a request body of at most max bytes within timeout, and

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"mime"
 	"net/http"
 	"net/netip"
 	"net/url"
@@ -273,20 +272,7 @@ func parsePublishRequest(body []byte) (publishRequest, error) {
 
 // ServeHTTP accepts an event and spools its deliveries.
 func (p *Publish) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
-	if r.Method != http.MethodPost {
-		w.Header().Set("Allow", http.MethodPost)
-		return caddyhttp.Error(http.StatusMethodNotAllowed, errors.New("only POST is accepted"))
-	}
-	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
-		return caddyhttp.Error(http.StatusUnsupportedMediaType, errors.New("Content-Type must be application/json"))
-	}
-	if enc := r.Header.Values("Content-Encoding"); len(enc) > 1 || (len(enc) == 1 && !strings.EqualFold(enc[0], "identity")) {
-		return caddyhttp.Error(http.StatusUnsupportedMediaType, errors.New("Content-Encoding is not supported"))
-	}
-	if r.ContentLength > p.maxBody {
-		return caddyhttp.Error(http.StatusRequestEntityTooLarge, fmt.Errorf("body over %d bytes", p.maxBody))
-	}
-	body, status, err := readBody(w, r, p.maxBody, defaultReadTimeout)
+	body, status, _, err := readRequest(w, r, p.maxBody, defaultReadTimeout)
 	if err != nil {
 		return caddyhttp.Error(status, err)
 	}
