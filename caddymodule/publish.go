@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -91,6 +92,9 @@ type subscriber struct {
 	route  string
 	events verifier.Matcher
 }
+
+// publishScope is the dedupe scope of published eventIds.
+const publishScope = "publish"
 
 // subscriberRoute is a subscriber's route name in the spool.
 func subscriberRoute(name string) string { return "subscriber/" + name }
@@ -293,7 +297,10 @@ func (p *Publish) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 		"payload":        req.payload,
 	})
 	header := http.Header{"Content-Type": {"application/json"}, verifier.EventHeader: {req.eventType}}
-	var entries []spool.Entry
+	// The first entry records the eventId for the whole process, whichever
+	// subscribers it goes to: reusing an id for another request is refused
+	// even if no subscriber of the first one would get the second.
+	entries := []spool.Entry{{Route: publishScope, EventID: req.eventID, Fingerprint: body, DedupeWindow: p.window, DedupeOnly: true}}
 	names := []string{}
 	for _, sub := range p.subscribers {
 		if !sub.events.Match(req.eventType) {
@@ -305,7 +312,7 @@ func (p *Publish) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 			DedupeWindow: p.window, Fingerprint: body, // the same request again is a duplicate
 		})
 	}
-	if len(entries) == 0 {
+	if len(names) == 0 {
 		return writeJSON(w, http.StatusOK, publishAnswer{Status: "no_subscribers", EventID: req.eventID, Subscribers: names})
 	}
 	results, err := p.spool.EnqueueAll(r.Context(), entries)
@@ -319,13 +326,12 @@ func (p *Publish) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 		return writeJSON(w, http.StatusInternalServerError, publishAnswer{Status: "error", Error: "the event could not be stored"})
 	}
 	accepted := false
-	for _, res := range results {
-		switch res.Status {
-		case spool.Conflict:
-			return caddyhttp.Error(http.StatusConflict, errors.New("this eventId was published with a different request"))
-		case spool.Accepted:
-			accepted = true
-		}
+	for _, res := range results[1:] {
+		accepted = accepted || res.Status == spool.Accepted
+	}
+	if slices.ContainsFunc(results, func(r spool.Result) bool { return r.Status == spool.Conflict }) {
+		// Nothing was stored: the entries stand or fall together.
+		return caddyhttp.Error(http.StatusConflict, errors.New("this eventId was published with a different request"))
 	}
 	if !accepted {
 		return writeJSON(w, http.StatusOK, publishAnswer{Status: "duplicate", EventID: req.eventID, Subscribers: names})

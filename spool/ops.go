@@ -3,6 +3,7 @@ package spool
 import (
 	"bytes"
 	"errors"
+	"slices"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -11,23 +12,22 @@ import (
 
 // preparedEntry is an Entry encoded outside the committer.
 type preparedEntry struct {
-	route    string
-	dedupe   []byte
-	hash     [32]byte
-	msg      []byte
-	received int64
-	window   time.Duration
+	dedupeOnly bool
+	route      string
+	dedupe     []byte
+	hash       [32]byte
+	msg        []byte
+	received   int64
+	window     time.Duration
 }
 
-// enqueueOp stores entries with their dedupe records.
+// enqueueOp stores entries with their dedupe records. If any entry
+// conflicts, it stores none of them.
 type enqueueOp struct {
 	entries []preparedEntry
-	// dedupeOnly records the event ids as seen without storing items
-	// (verify-only routes hand the request on instead of spooling it).
-	dedupeOnly bool
-	results    []Result
-	err        error
-	done       chan struct{}
+	results []Result
+	err     error
+	done    chan struct{}
 }
 
 func (o *enqueueOp) size() int {
@@ -59,9 +59,12 @@ func (o *enqueueOp) stage(b *batch) error {
 			repeats[i] = first
 		}
 		o.results[i] = res
-		if res.Status == Accepted && !o.dedupeOnly {
+		if res.Status == Accepted && !e.dedupeOnly {
 			n, size = n+1, size+int64(len(e.msg))
 		}
+	}
+	if o.conflicted() {
+		return nil
 	}
 	if err := b.admit(n, size); err != nil {
 		o.err, o.results = err, nil
@@ -71,7 +74,7 @@ func (o *enqueueOp) stage(b *batch) error {
 		if o.results[i].Status != Accepted {
 			continue
 		}
-		if o.dedupeOnly {
+		if e.dedupeOnly {
 			rec := append(appendUint64(nil, 0), e.hash[:]...)
 			if err := b.txn.SetEntry(badger.NewEntry(e.dedupe, rec).WithTTL(e.window)); err != nil {
 				return err
@@ -107,6 +110,21 @@ func (o *enqueueOp) stage(b *batch) error {
 		o.results[i].ID = o.results[first].ID
 	}
 	return nil
+}
+
+// conflicted marks the entries that would have been accepted as Aborted
+// when another entry of the op conflicts, and reports whether one did: the
+// entries of one op stand or fall together.
+func (o *enqueueOp) conflicted() bool {
+	if !slices.ContainsFunc(o.results, func(r Result) bool { return r.Status == Conflict }) {
+		return false
+	}
+	for i := range o.results {
+		if o.results[i].Status == Accepted {
+			o.results[i] = Result{Status: Aborted}
+		}
+	}
+	return true
 }
 
 // lookup dedupes entry i against the database (including writes staged by

@@ -339,6 +339,8 @@ type Entry struct {
 	// publisher that stamps each attempt to publish with a new timestamp
 	// passes the request it was given instead.
 	Fingerprint []byte
+	// DedupeOnly records the event id as seen without storing an item.
+	DedupeOnly bool
 }
 
 // DefaultDedupeWindow is used for entries without a DedupeWindow.
@@ -352,6 +354,7 @@ const (
 	Accepted  Status = iota + 1 // stored as a new item
 	Duplicate                   // the route already has this event id with the same body
 	Conflict                    // the route already has this event id with a different body
+	Aborted                     // not stored: another entry of the same EnqueueAll conflicted
 )
 
 func (s Status) String() string {
@@ -362,6 +365,8 @@ func (s Status) String() string {
 		return "duplicate"
 	case Conflict:
 		return "conflict"
+	case Aborted:
+		return "aborted"
 	}
 	return "unknown"
 }
@@ -385,17 +390,20 @@ func (s *Spool) Enqueue(ctx context.Context, e Entry) (Result, error) {
 	return res[0], nil
 }
 
-// EnqueueAll stores several entries in one transaction: all or none are
-// written, and each is deduplicated on its own route and event id.
+// EnqueueAll stores several entries in one transaction, each deduplicated on
+// its own route and event id. They stand or fall together: on an error
+// none is written, and if one conflicts none is stored (the others report
+// Aborted, or Duplicate).
 func (s *Spool) EnqueueAll(ctx context.Context, entries []Entry) ([]Result, error) {
-	return s.enqueue(ctx, entries, false)
+	return s.enqueue(ctx, entries)
 }
 
 // Remember records e's event id as seen on its route, durably, without
 // storing an item: for routes that hand verified requests on instead of
 // spooling them. The result is Accepted when the id was new.
 func (s *Spool) Remember(ctx context.Context, e Entry) (Result, error) {
-	res, err := s.enqueue(ctx, []Entry{e}, true)
+	e.DedupeOnly = true
+	res, err := s.enqueue(ctx, []Entry{e})
 	if err != nil {
 		return Result{}, err
 	}
@@ -414,8 +422,8 @@ func (s *Spool) Seen(route, eventID string, body []byte) (Status, error) {
 	return res.Status, err
 }
 
-func (s *Spool) enqueue(ctx context.Context, entries []Entry, dedupeOnly bool) ([]Result, error) {
-	o := &enqueueOp{entries: make([]preparedEntry, len(entries)), dedupeOnly: dedupeOnly, done: make(chan struct{})}
+func (s *Spool) enqueue(ctx context.Context, entries []Entry) ([]Result, error) {
+	o := &enqueueOp{entries: make([]preparedEntry, len(entries)), done: make(chan struct{})}
 	now := time.Now()
 	for i, e := range entries {
 		if e.Route == "" || e.EventID == "" {
@@ -431,12 +439,13 @@ func (s *Spool) enqueue(ctx context.Context, entries []Entry, dedupeOnly bool) (
 		}
 		msg := message{Route: e.Route, EventID: e.EventID, ReceivedMs: received.UnixMilli(), Header: e.Header, Body: e.Body}
 		o.entries[i] = preparedEntry{
-			route:    e.Route,
-			dedupe:   dedupeKey(e.Route, e.EventID),
-			hash:     fingerprint(e),
-			msg:      msg.encode(),
-			received: msg.ReceivedMs,
-			window:   window,
+			dedupeOnly: e.DedupeOnly,
+			route:      e.Route,
+			dedupe:     dedupeKey(e.Route, e.EventID),
+			hash:       fingerprint(e),
+			msg:        msg.encode(),
+			received:   msg.ReceivedMs,
+			window:     window,
 		}
 	}
 	if err := s.submit(ctx, o, o.done); err != nil {

@@ -930,3 +930,33 @@ func TestAttemptLogLines(t *testing.T) {
 		t.Errorf("lines: %q %v / %q", lines[0].Message, lines[0].ContextMap(), lines[1].Message)
 	}
 }
+
+func TestEnqueueAllStandsOrFallsTogether(t *testing.T) {
+	s := openTest(t, Options{})
+	mustEnqueue(t, s, entry("b", "evt_1", "old"))
+	scope := Entry{Route: "scope", EventID: "evt_1", Body: []byte("request"), DedupeOnly: true}
+	res, err := s.EnqueueAll(context.Background(), []Entry{scope, entry("a", "evt_1", "x"), entry("b", "evt_1", "new")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res[0].Status != Aborted || res[1].Status != Aborted || res[2].Status != Conflict {
+		t.Fatalf("results %v %v %v, want aborted aborted conflict", res[0].Status, res[1].Status, res[2].Status)
+	}
+	if _, err := s.Lookup("a", "evt_1"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("an aborted entry was stored: %v", err)
+	}
+	if st, _ := s.Seen("scope", "evt_1", []byte("request")); st != Accepted {
+		t.Fatalf("an aborted dedupe-only entry was recorded: %v", st)
+	}
+	// Without the conflict, the dedupe-only entry is recorded and stores no item.
+	res, err = s.EnqueueAll(context.Background(), []Entry{scope, entry("a", "evt_1", "x")})
+	if err != nil || res[0].Status != Accepted || res[1].Status != Accepted {
+		t.Fatalf("%v %v, %v", res[0].Status, res[1].Status, err)
+	}
+	if st, _ := s.Seen("scope", "evt_1", []byte("request")); st != Duplicate {
+		t.Fatalf("the dedupe-only entry was not recorded: %v", st)
+	}
+	if items, _ := s.Usage(); items != 2 {
+		t.Fatalf("%d items stored, want 2 (b and a)", items)
+	}
+}
