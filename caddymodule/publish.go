@@ -278,11 +278,11 @@ func parsePublishRequest(body []byte) (publishRequest, error) {
 func (p *Publish) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
 	body, status, _, err := readRequest(w, r, p.maxBody, defaultReadTimeout)
 	if err != nil {
-		return caddyhttp.Error(status, err)
+		return rejectPublish(w, status, err)
 	}
 	req, err := parsePublishRequest(body)
 	if err != nil {
-		return caddyhttp.Error(http.StatusBadRequest, err)
+		return rejectPublish(w, http.StatusBadRequest, err)
 	}
 	now := time.Now()
 	if req.eventID == "" {
@@ -331,13 +331,21 @@ func (p *Publish) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 	}
 	if slices.ContainsFunc(results, func(r spool.Result) bool { return r.Status == spool.Conflict }) {
 		// Nothing was stored: the entries stand or fall together.
-		return caddyhttp.Error(http.StatusConflict, errors.New("this eventId was published with a different request"))
+		return rejectPublish(w, http.StatusConflict, errors.New("this eventId was published with a different request"))
 	}
 	if !accepted {
 		return writeJSON(w, http.StatusOK, publishAnswer{Status: "duplicate", EventID: req.eventID, Subscribers: names})
 	}
 	p.log.Debug("event published", zap.String("event_id", req.eventID), zap.String("event_type", req.eventType), zap.Strings("subscribers", names))
 	return writeJSON(w, http.StatusAccepted, publishAnswer{Status: "accepted", EventID: req.eventID, Subscribers: names})
+}
+
+// rejectPublish answers a refused publish with its reason in the body
+// (`{"status":"rejected","error":…}`): the caller is an internal app that
+// needs to know what to fix, and the request carries no signature that
+// Caddy's error log could leak.
+func rejectPublish(w http.ResponseWriter, code int, err error) error {
+	return writeJSON(w, code, publishAnswer{Status: "rejected", Error: err.Error(), Subscribers: []string{}})
 }
 
 // publishAnswer is webhook_publish's response body.

@@ -813,8 +813,13 @@ func TestPublishIdempotencyAndFanOut(t *testing.T) {
 			if ctype == "" && tc.name != "no content type" {
 				ctype = "application/json"
 			}
-			if a := publishRaw(t, g, method, path, ctype, tc.header, tc.body); a.Code != tc.code {
+			a := publishRaw(t, g, method, path, ctype, tc.header, tc.body)
+			if a.Code != tc.code {
 				t.Errorf("%s: got %s, want %d", tc.name, a, tc.code)
+			}
+			// The internal app is told what to fix.
+			if !strings.Contains(a.Body, `"status":"rejected"`) || !strings.Contains(a.Body, `"error":"`) {
+				t.Errorf("%s: answer %q carries no reason", tc.name, a.Body)
 			}
 		}
 		settle()
