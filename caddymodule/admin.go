@@ -1,0 +1,387 @@
+package caddymodule
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
+
+	"github.com/hookgate/hookgate/spool"
+)
+
+func init() {
+	caddy.RegisterModule(AdminAPI{})
+}
+
+// AdminAPI serves /webhooks/ on Caddy's admin endpoint: statistics, dead
+// letters, an event's status and attempts, pausing routes and enabling
+// subscribers. It is loaded with every configuration.
+type AdminAPI struct {
+	log *zap.Logger
+}
+
+// CaddyModule returns the Caddy module information.
+func (AdminAPI) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "admin.api.webhooks",
+		New: func() caddy.Module { return new(AdminAPI) },
+	}
+}
+
+// Provision sets up the logger.
+func (a *AdminAPI) Provision(ctx caddy.Context) error {
+	a.log = ctx.Logger()
+	return nil
+}
+
+// Routes returns the admin routes.
+func (a *AdminAPI) Routes() []caddy.AdminRoute {
+	return []caddy.AdminRoute{{Pattern: "/webhooks/", Handler: caddy.AdminHandlerFunc(a.serve)}}
+}
+
+func (a *AdminAPI) serve(w http.ResponseWriter, r *http.Request) error {
+	path := strings.Trim(strings.TrimPrefix(r.URL.Path, "/webhooks"), "/")
+	parts := strings.Split(path, "/")
+	s, err := a.spool(r)
+	if err != nil {
+		return err
+	}
+	switch {
+	case path == "stats":
+		return a.only(r, http.MethodGet, func() error { return a.stats(w, s) })
+	case path == "dead":
+		return a.only(r, http.MethodGet, func() error { return a.listDead(w, r, s) })
+	case path == "dead/replay":
+		return a.only(r, http.MethodPost, func() error { return a.replay(w, r, s) })
+	case len(parts) == 2 && parts[0] == "dead":
+		return a.only(r, http.MethodDelete, func() error { return a.deleteDead(w, r, s, parts[1]) })
+	case len(parts) == 2 && parts[0] == "events":
+		return a.only(r, http.MethodGet, func() error { return a.event(w, r, s, parts[1]) })
+	case len(parts) == 3 && parts[0] == "routes" && (parts[2] == "pause" || parts[2] == "resume"):
+		return a.only(r, http.MethodPost, func() error { return a.pause(w, r, s, parts[1], parts[2] == "pause") })
+	case len(parts) == 3 && parts[0] == "subscribers" && parts[2] == "enable":
+		return a.only(r, http.MethodPost, func() error { return a.enable(w, r, s, parts[1]) })
+	}
+	return apiError(http.StatusNotFound, "no such endpoint: %s", r.URL.Path)
+}
+
+func (a *AdminAPI) only(r *http.Request, method string, f func() error) error {
+	if r.Method != method {
+		return apiError(http.StatusMethodNotAllowed, "use %s", method)
+	}
+	return f()
+}
+
+// spool finds the open spool: the one of the running configuration, or the
+// one named by ?storage= when several are open.
+func (a *AdminAPI) spool(r *http.Request) (*spool.Spool, error) {
+	want := r.URL.Query().Get("storage")
+	var found []*spool.Spool
+	spools.Range(func(_, v any) bool {
+		if h, ok := v.(spoolHandle); ok && (want == "" || h.Dir() == want) {
+			found = append(found, h.Spool)
+		}
+		return true
+	})
+	switch {
+	case len(found) == 1:
+		return found[0], nil
+	case len(found) == 0 && want != "":
+		return nil, apiError(http.StatusNotFound, "no open storage %s", want)
+	case len(found) == 0:
+		return nil, apiError(http.StatusNotFound, "no webhooks storage is open: the configuration has no webhook routes")
+	}
+	return nil, apiError(http.StatusBadRequest, "several storages are open; choose one with ?storage=<dir>")
+}
+
+// routeStats is one route in GET /webhooks/stats.
+type routeStats struct {
+	Route            string  `json:"route"`
+	Subscriber       string  `json:"subscriber,omitempty"`
+	Queued           int64   `json:"queued"`
+	InFlight         int64   `json:"in_flight"`
+	Scheduled        int64   `json:"scheduled"`
+	Dead             int64   `json:"dead"`
+	Bytes            int64   `json:"bytes"`
+	OldestPendingAge float64 `json:"oldest_pending_age_seconds"`
+	Paused           bool    `json:"paused"`
+	Disabled         string  `json:"disabled,omitempty"`
+}
+
+func (a *AdminAPI) stats(w http.ResponseWriter, s *spool.Spool) error {
+	now := time.Now()
+	out := struct {
+		Storage string       `json:"storage"`
+		Items   int64        `json:"items"`
+		Bytes   int64        `json:"bytes"`
+		Routes  []routeStats `json:"routes"`
+	}{Storage: s.Dir(), Routes: []routeStats{}}
+	out.Items, out.Bytes = s.Usage()
+	for _, rs := range s.Stats() {
+		if rs.Route == publishScope {
+			continue
+		}
+		sub, _ := strings.CutPrefix(rs.Route, "subscriber/")
+		if sub == rs.Route {
+			sub = ""
+		}
+		out.Routes = append(out.Routes, routeStats{
+			Route: rs.Route, Subscriber: sub, Queued: rs.Queued, InFlight: rs.InFlight, Scheduled: rs.Scheduled,
+			Dead: rs.Dead, Bytes: rs.Bytes, OldestPendingAge: rs.OldestAge(now).Seconds(), Paused: rs.Paused, Disabled: rs.Disabled,
+		})
+	}
+	return writeJSON(w, http.StatusOK, out)
+}
+
+// deadLetter is one entry of GET /webhooks/dead.
+type deadLetter struct {
+	ID         string    `json:"id"`
+	Route      string    `json:"route"`
+	EventID    string    `json:"event_id"`
+	Reason     string    `json:"reason"`
+	Attempts   int       `json:"attempts"`
+	LastStatus int       `json:"last_status,omitempty"`
+	LastError  string    `json:"last_error,omitempty"`
+	Bytes      int64     `json:"bytes"`
+	ReceivedAt time.Time `json:"received_at"`
+	DeadAt     time.Time `json:"dead_at"`
+}
+
+func toDeadLetter(d spool.DeadLetter) deadLetter {
+	return deadLetter{ID: strconv.FormatUint(d.ID, 10), Route: d.Route, EventID: d.EventID, Reason: d.Reason, Attempts: d.Attempts,
+		LastStatus: d.LastStatus, LastError: d.LastError, Bytes: d.Size, ReceivedAt: d.ReceivedAt, DeadAt: d.DeadAt}
+}
+
+func (a *AdminAPI) listDead(w http.ResponseWriter, r *http.Request, s *spool.Spool) error {
+	q := r.URL.Query()
+	limit := 100
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 1000 {
+			return apiError(http.StatusBadRequest, "limit must be 1 to 1000")
+		}
+		limit = n
+	}
+	var after uint64
+	if v := q.Get("cursor"); v != "" {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			return apiError(http.StatusBadRequest, "bad cursor %q", v)
+		}
+		after = n
+	}
+	items, next, err := s.ListDead(spool.DeadFilter{Route: q.Get("route"), Reason: q.Get("reason")}, after, limit)
+	if err != nil {
+		return apiError(http.StatusInternalServerError, "listing dead letters: %v", err)
+	}
+	out := struct {
+		Dead       []deadLetter `json:"dead"`
+		NextCursor string       `json:"next_cursor,omitempty"`
+	}{Dead: []deadLetter{}}
+	for _, d := range items {
+		out.Dead = append(out.Dead, toDeadLetter(d))
+	}
+	if next != 0 {
+		out.NextCursor = strconv.FormatUint(next, 10)
+	}
+	return writeJSON(w, http.StatusOK, out)
+}
+
+// replayRequest selects dead letters: ids, or a filter, or all.
+type replayRequest struct {
+	IDs    []string `json:"ids,omitempty"`
+	Route  string   `json:"route,omitempty"`
+	Reason string   `json:"reason,omitempty"`
+	All    bool     `json:"all,omitempty"`
+}
+
+func (a *AdminAPI) replay(w http.ResponseWriter, r *http.Request, s *spool.Spool) error {
+	var req replayRequest
+	if err := decodeBody(r, &req); err != nil {
+		return err
+	}
+	filtered := req.Route != "" || req.Reason != ""
+	if (len(req.IDs) > 0) == (filtered || req.All) || (filtered && req.All) {
+		return apiError(http.StatusBadRequest, `give "ids", or a "route"/"reason" filter, or "all": true`)
+	}
+	var n int
+	var err error
+	if len(req.IDs) > 0 {
+		ids, perr := parseIDs(req.IDs)
+		if perr != nil {
+			return perr
+		}
+		n, err = s.Replay(r.Context(), ids...)
+	} else {
+		n, err = s.ReplayMatching(r.Context(), spool.DeadFilter{Route: req.Route, Reason: req.Reason})
+	}
+	if err != nil {
+		return apiError(http.StatusInternalServerError, "replaying: %v", err)
+	}
+	a.changed(r, "dead letters replayed", zap.Int("count", n), zap.Strings("ids", req.IDs),
+		zap.String("route", req.Route), zap.String("reason", req.Reason), zap.Bool("all", req.All))
+	return writeJSON(w, http.StatusOK, map[string]int{"replayed": n})
+}
+
+func (a *AdminAPI) deleteDead(w http.ResponseWriter, r *http.Request, s *spool.Spool, rawID string) error {
+	ids, err := parseIDs([]string{rawID})
+	if err != nil {
+		return err
+	}
+	n, err := s.DeleteDead(r.Context(), ids...)
+	if err != nil {
+		return apiError(http.StatusInternalServerError, "deleting: %v", err)
+	}
+	if n == 0 {
+		return apiError(http.StatusNotFound, "no dead letter %s", rawID)
+	}
+	a.changed(r, "dead letter deleted", zap.String("id", rawID))
+	return writeJSON(w, http.StatusOK, map[string]int{"deleted": n})
+}
+
+// eventStatus is one route's view of an event in GET /webhooks/events/{id}.
+type eventStatus struct {
+	Route    string          `json:"route"`
+	State    string          `json:"state"`
+	ID       string          `json:"id,omitempty"`
+	Dead     *deadLetter     `json:"dead,omitempty"`
+	Attempts []attemptRecord `json:"attempts"`
+}
+
+type attemptRecord struct {
+	Attempt    int       `json:"attempt"`
+	At         time.Time `json:"at"`
+	DurationMs float64   `json:"duration_ms"`
+	Status     int       `json:"status,omitempty"`
+	Error      string    `json:"error,omitempty"`
+}
+
+func (a *AdminAPI) event(w http.ResponseWriter, r *http.Request, s *spool.Spool, eventID string) error {
+	routes := []string{}
+	if rt := r.URL.Query().Get("route"); rt != "" {
+		routes = append(routes, rt)
+	} else {
+		for _, rs := range s.Stats() {
+			if rs.Route != publishScope {
+				routes = append(routes, rs.Route)
+			}
+		}
+	}
+	out := struct {
+		EventID string        `json:"event_id"`
+		Routes  []eventStatus `json:"routes"`
+	}{EventID: eventID, Routes: []eventStatus{}}
+	for _, rt := range routes {
+		st, err := s.Lookup(rt, eventID)
+		if errors.Is(err, spool.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return apiError(http.StatusInternalServerError, "looking up: %v", err)
+		}
+		es := eventStatus{Route: rt, State: string(st.State), Attempts: []attemptRecord{}}
+		if st.ID != 0 {
+			es.ID = strconv.FormatUint(st.ID, 10)
+		}
+		if st.Dead != nil {
+			d := toDeadLetter(*st.Dead)
+			es.Dead = &d
+		}
+		for _, at := range st.Attempts {
+			es.Attempts = append(es.Attempts, attemptRecord{Attempt: at.Number, At: at.At,
+				DurationMs: float64(at.Duration.Microseconds()) / 1000, Status: at.StatusCode, Error: at.Error})
+		}
+		out.Routes = append(out.Routes, es)
+	}
+	if len(out.Routes) == 0 {
+		return apiError(http.StatusNotFound, "no route knows event %s (or its dedupe window has passed)", eventID)
+	}
+	return writeJSON(w, http.StatusOK, out)
+}
+
+func (a *AdminAPI) pause(w http.ResponseWriter, r *http.Request, s *spool.Spool, route string, pause bool) error {
+	if !knownRoute(s, route) {
+		return apiError(http.StatusNotFound, "no route %s", route)
+	}
+	var err error
+	if pause {
+		err = s.Pause(r.Context(), route)
+	} else {
+		err = s.Resume(r.Context(), route)
+	}
+	if err != nil {
+		return apiError(http.StatusInternalServerError, "%v", err)
+	}
+	a.changed(r, map[bool]string{true: "route paused", false: "route resumed"}[pause], zap.String("route", route))
+	return writeJSON(w, http.StatusOK, map[string]any{"route": route, "paused": pause})
+}
+
+func (a *AdminAPI) enable(w http.ResponseWriter, r *http.Request, s *spool.Spool, name string) error {
+	route := subscriberRoute(name)
+	if !knownRoute(s, route) {
+		return apiError(http.StatusNotFound, "no subscriber %s", name)
+	}
+	if err := s.Enable(r.Context(), route); err != nil {
+		return apiError(http.StatusInternalServerError, "%v", err)
+	}
+	// The deliveries that waited as dead letters while it was disabled go out now.
+	n, err := s.ReplayMatching(r.Context(), spool.DeadFilter{Route: route, Reason: ReasonGone})
+	if err != nil {
+		return apiError(http.StatusInternalServerError, "replaying: %v", err)
+	}
+	a.changed(r, "subscriber enabled", zap.String("subscriber", name), zap.Int("replayed", n))
+	return writeJSON(w, http.StatusOK, map[string]any{"subscriber": name, "enabled": true, "replayed": n})
+}
+
+// changed logs a state change with who asked.
+func (a *AdminAPI) changed(r *http.Request, msg string, fields ...zap.Field) {
+	a.log.Info(msg, append(fields, zap.String("remote_addr", r.RemoteAddr))...)
+}
+
+func knownRoute(s *spool.Spool, route string) bool {
+	for _, rs := range s.Stats() {
+		if rs.Route == route {
+			return true
+		}
+	}
+	return false
+}
+
+func parseIDs(raw []string) ([]uint64, error) {
+	ids := make([]uint64, 0, len(raw))
+	for _, v := range raw {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil || n == 0 {
+			return nil, apiError(http.StatusBadRequest, "bad id %q", v)
+		}
+		ids = append(ids, n)
+	}
+	return ids, nil
+}
+
+func decodeBody(r *http.Request, v any) error {
+	dec := json.NewDecoder(io.LimitReader(r.Body, 1<<20))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return apiError(http.StatusBadRequest, "bad request body: %v", err)
+	}
+	return nil
+}
+
+func apiError(code int, format string, a ...any) error {
+	err := fmt.Errorf(format, a...)
+	return caddy.APIError{HTTPStatus: code, Err: err, Message: err.Error()}
+}
+
+// Interface guards.
+var (
+	_ caddy.AdminRouter = (*AdminAPI)(nil)
+	_ caddy.Provisioner = (*AdminAPI)(nil)
+)
