@@ -91,7 +91,11 @@ func (a *App) Provision(ctx caddy.Context) error {
 		AttemptRetention: time.Duration(a.AttemptRetention),
 		// The spool outlives this configuration: log through the process's
 		// logger, not this context's.
-		Logger: caddy.Log().Named("webhooks"),
+		Logger:  caddy.Log().Named("webhooks"),
+		Observe: observeAttempt,
+	}
+	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
+		return fmt.Errorf("webhooks: metrics: %w", err)
 	}
 	val, loaded, err := spools.LoadOrNew(a.dir, func() (caddy.Destructor, error) {
 		s, err := spool.Open(opts)

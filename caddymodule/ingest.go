@@ -174,6 +174,7 @@ func (h *Ingest) Cleanup() error {
 
 // ServeHTTP runs the checks of DESIGN.md section 4 in order.
 func (h *Ingest) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	start := time.Now()
 	body, status, reason, err := readRequest(w, r, h.maxBody, h.readTimeout)
 	if err != nil {
 		return h.reject(r, status, reason, err)
@@ -202,6 +203,9 @@ func (h *Ingest) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhtt
 	})
 	if err != nil {
 		return h.spoolError(w, r, err)
+	}
+	if res.Status != spool.Conflict {
+		observeAck(h.Name, start)
 	}
 	return h.answerResult(w, r, repl, res.Status, ev.ID)
 }
@@ -290,8 +294,10 @@ func (h *Ingest) handOn(w http.ResponseWriter, r *http.Request, next caddyhttp.H
 		return err
 	}
 	if rec.status < 200 || rec.status > 299 {
+		countRequest(h.Name, "handed_on_failed")
 		return nil
 	}
+	countRequest(h.Name, "handed_on")
 	// The upstream has the event: record it even if the sender hangs up now.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 10*time.Second)
 	defer cancel()
@@ -388,6 +394,7 @@ func (h *Ingest) respond(w http.ResponseWriter, repl *caddy.Replacer, code int, 
 	if repl != nil {
 		repl.Set("http.webhook.outcome", status)
 	}
+	countRequest(h.Name, status)
 	return writeJSON(w, code, struct {
 		Status  string `json:"status"`
 		EventID string `json:"eventId,omitempty"`
@@ -401,6 +408,7 @@ func (h *Ingest) reject(r *http.Request, code int, outcome string, err error) er
 	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
 		repl.Set("http.webhook.outcome", outcome)
 	}
+	countRequest(h.Name, outcome)
 	h.log.Debug("webhook rejected", zap.String("route", h.Name), zap.Int("status", code), zap.String("reason", outcome), zap.Error(err))
 	return caddyhttp.Error(code, err)
 }

@@ -276,6 +276,7 @@ func parsePublishRequest(body []byte) (publishRequest, error) {
 
 // ServeHTTP accepts an event and spools its deliveries.
 func (p *Publish) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
+	start := time.Now()
 	body, status, _, err := readRequest(w, r, p.maxBody, defaultReadTimeout)
 	if err != nil {
 		return rejectPublish(w, status, err)
@@ -313,17 +314,17 @@ func (p *Publish) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 		})
 	}
 	if len(names) == 0 {
-		return writeJSON(w, http.StatusOK, publishAnswer{Status: "no_subscribers", EventID: req.eventID, Subscribers: names})
+		return answerPublish(w, http.StatusOK, publishAnswer{Status: "no_subscribers", EventID: req.eventID, Subscribers: names})
 	}
 	results, err := p.spool.EnqueueAll(r.Context(), entries)
 	if err != nil {
 		if errors.Is(err, spool.ErrFull) {
 			w.Header().Set("Retry-After", retryAfterFull)
 			p.log.Warn("spool full: refusing events", zap.Error(err))
-			return writeJSON(w, http.StatusServiceUnavailable, publishAnswer{Status: "unavailable", Error: "the spool is full; retry later"})
+			return answerPublish(w, http.StatusServiceUnavailable, publishAnswer{Status: "unavailable", Error: "the spool is full; retry later", Subscribers: []string{}})
 		}
 		p.log.Error("spool write failed", zap.Error(err))
-		return writeJSON(w, http.StatusInternalServerError, publishAnswer{Status: "error", Error: "the event could not be stored"})
+		return answerPublish(w, http.StatusInternalServerError, publishAnswer{Status: "error", Error: "the event could not be stored", Subscribers: []string{}})
 	}
 	accepted := false
 	for _, res := range results[1:] {
@@ -334,10 +335,11 @@ func (p *Publish) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 		return rejectPublish(w, http.StatusConflict, errors.New("this eventId was published with a different request"))
 	}
 	if !accepted {
-		return writeJSON(w, http.StatusOK, publishAnswer{Status: "duplicate", EventID: req.eventID, Subscribers: names})
+		return answerPublish(w, http.StatusOK, publishAnswer{Status: "duplicate", EventID: req.eventID, Subscribers: names})
 	}
 	p.log.Debug("event published", zap.String("event_id", req.eventID), zap.String("event_type", req.eventType), zap.Strings("subscribers", names))
-	return writeJSON(w, http.StatusAccepted, publishAnswer{Status: "accepted", EventID: req.eventID, Subscribers: names})
+	observeAck(publishScope, start)
+	return answerPublish(w, http.StatusAccepted, publishAnswer{Status: "accepted", EventID: req.eventID, Subscribers: names})
 }
 
 // rejectPublish answers a refused publish with its reason in the body
@@ -345,7 +347,17 @@ func (p *Publish) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 // needs to know what to fix, and the request carries no signature that
 // Caddy's error log could leak.
 func rejectPublish(w http.ResponseWriter, code int, err error) error {
-	return writeJSON(w, code, publishAnswer{Status: "rejected", Error: err.Error(), Subscribers: []string{}})
+	return answerPublish(w, code, publishAnswer{Status: "rejected", Error: err.Error(), Subscribers: []string{}})
+}
+
+// answerPublish writes the answer and counts its outcome.
+func answerPublish(w http.ResponseWriter, code int, a publishAnswer) error {
+	outcome := a.Status
+	if code == http.StatusConflict {
+		outcome = "conflict"
+	}
+	countRequest(publishScope, outcome)
+	return writeJSON(w, code, a)
 }
 
 // publishAnswer is webhook_publish's response body.

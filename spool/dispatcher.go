@@ -346,20 +346,22 @@ func (s *Spool) deliver(key []byte, st state, route Route) {
 	if out.Err != nil {
 		fields = append(fields, zap.String("error", out.Err.Error()))
 	}
+	rec := Attempt{Number: d.Attempt, At: start, Duration: took, StatusCode: out.StatusCode}
+	if out.Err != nil {
+		rec.Error = out.Err.Error()
+	}
 	if !out.Succeeded() && s.workCtx.Err() != nil {
 		s.log.Info("delivery interrupted by shutdown; released", fields...)
+		s.observe(d.Route, rec, "released")
 		s.send(&finishOp{key: key, to: toRelease})
 		return
 	}
 	v := route.Policy.decide(out, d.Attempt, time.Since(d.ReceivedAt))
-	o := &finishOp{key: key, status: out.StatusCode}
-	if out.Err != nil {
-		o.lastErr = out.Err.Error()
-	}
-	o.attempt = &Attempt{Number: d.Attempt, At: start, Duration: took, StatusCode: out.StatusCode, Error: o.lastErr}
+	o := &finishOp{key: key, status: out.StatusCode, lastErr: rec.Error, attempt: &rec}
 	switch {
 	case v.ack:
 		o.to = toDelivered
+		s.observe(d.Route, rec, "delivered")
 		if route.LogAttempts {
 			s.log.Info("delivered", fields...)
 		} else {
@@ -367,6 +369,7 @@ func (s *Spool) deliver(key []byte, st state, route Route) {
 		}
 	case v.reason != "":
 		o.to, o.reason = toDead, v.reason
+		s.observe(d.Route, rec, "dead")
 		s.log.Warn("delivery failed; kept as a dead letter", append(fields, zap.String("reason", v.reason))...)
 		if out.DisableRoute && out.DeadReason != "" {
 			s.log.Warn("route disabled until it is enabled again", zap.String("route", d.Route), zap.String("reason", out.DeadReason))
@@ -374,9 +377,16 @@ func (s *Spool) deliver(key []byte, st state, route Route) {
 		}
 	default:
 		o.to, o.delay = toRetry, v.delay
+		s.observe(d.Route, rec, "retry")
 		s.log.Info("delivery failed; will retry", append(fields, zap.Duration("retry_in", v.delay))...)
 	}
 	s.send(o)
+}
+
+func (s *Spool) observe(route string, a Attempt, outcome string) {
+	if s.opts.Observe != nil {
+		s.opts.Observe(route, a, outcome)
+	}
 }
 
 // message reads an item's message.

@@ -63,6 +63,10 @@ type Options struct {
 	AttemptRetention time.Duration // how long attempt records are kept; default 7 days
 	CloseTimeout     time.Duration // how long Close waits for deliveries in flight; default 10s
 	MemTableSize     int64         // Badger memtable size; default 32 MiB
+	// Observe, if set, is called after every delivery attempt with its route,
+	// record and outcome: "delivered", "retry", "dead" or "released" (cut
+	// short by Close). It must be quick and safe for concurrent use.
+	Observe func(route string, a Attempt, outcome string)
 }
 
 func (o Options) withDefaults() Options {

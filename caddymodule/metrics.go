@@ -1,0 +1,143 @@
+package caddymodule
+
+import (
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/hookgate/hookgate/spool"
+)
+
+// Metrics live for the whole process (the spool outlives configurations)
+// and are registered with each configuration's registry. Labels are route
+// names and small fixed sets: never event ids.
+var (
+	metricsOnce sync.Once
+	metrics     struct {
+		requests    *prometheus.CounterVec
+		ack         *prometheus.HistogramVec
+		dedupeHits  *prometheus.CounterVec
+		attempts    *prometheus.CounterVec
+		delivery    *prometheus.HistogramVec
+		deadLetters *prometheus.CounterVec
+		spool       spoolCollector
+	}
+)
+
+func initMetrics() {
+	metricsOnce.Do(func() {
+		const ns, sub = "caddy", "webhook"
+		metrics.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "requests_total",
+			Help: "Webhook requests by route and outcome (accepted, duplicate, ignored, conflict, or the rejection's reason).",
+		}, []string{"route", "outcome"})
+		metrics.ack = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: ns, Subsystem: sub, Name: "ack_duration_seconds",
+			Help:    "Time from a request's arrival to its 2xx answer (the durable write included).",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+		}, []string{"route"})
+		metrics.dedupeHits = prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "dedupe_hits_total",
+			Help: "Requests answered as duplicates of an event already received.",
+		}, []string{"route"})
+		metrics.attempts = prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "delivery_attempts_total",
+			Help: "Delivery attempts by route and outcome (delivered, retry, dead, released).",
+		}, []string{"route", "outcome"})
+		metrics.delivery = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: ns, Subsystem: sub, Name: "delivery_duration_seconds",
+			Help:    "Duration of delivery attempts.",
+			Buckets: prometheus.DefBuckets,
+		}, []string{"route"})
+		metrics.deadLetters = prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "dead_letters_total",
+			Help: "Deliveries that became dead letters after an attempt.",
+		}, []string{"route"})
+	})
+}
+
+// registerMetrics registers the collectors with a configuration's registry;
+// registering them again (another module of the same configuration) is fine.
+func registerMetrics(reg prometheus.Registerer) error {
+	initMetrics()
+	for _, c := range []prometheus.Collector{metrics.requests, metrics.ack, metrics.dedupeHits,
+		metrics.attempts, metrics.delivery, metrics.deadLetters, metrics.spool} {
+		if err := reg.Register(c); err != nil {
+			var already prometheus.AlreadyRegisteredError
+			if !errors.As(err, &already) {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// countRequest records a request's outcome.
+func countRequest(route, outcome string) {
+	initMetrics()
+	metrics.requests.WithLabelValues(route, outcome).Inc()
+	if outcome == "duplicate" {
+		metrics.dedupeHits.WithLabelValues(route).Inc()
+	}
+}
+
+// observeAck records the time to a 2xx answer.
+func observeAck(route string, since time.Time) {
+	initMetrics()
+	metrics.ack.WithLabelValues(route).Observe(time.Since(since).Seconds())
+}
+
+// observeAttempt is the spool's Observe hook.
+func observeAttempt(route string, a spool.Attempt, outcome string) {
+	initMetrics()
+	metrics.attempts.WithLabelValues(route, outcome).Inc()
+	metrics.delivery.WithLabelValues(route).Observe(a.Duration.Seconds())
+	if outcome == "dead" {
+		metrics.deadLetters.WithLabelValues(route).Inc()
+	}
+}
+
+// spoolCollector reports the open spools' state at scrape time.
+type spoolCollector struct{}
+
+var (
+	spoolItemsDesc = prometheus.NewDesc("caddy_webhook_spool_items",
+		"Stored items by route and state (queued, in_flight, scheduled, dead).", []string{"route", "state"}, nil)
+	spoolBytesDesc = prometheus.NewDesc("caddy_webhook_spool_bytes",
+		"Stored message bytes by route, dead letters included.", []string{"route"}, nil)
+	oldestDesc = prometheus.NewDesc("caddy_webhook_oldest_pending_age_seconds",
+		"Age of the oldest item not yet delivered or dead, by route.", []string{"route"}, nil)
+)
+
+// Describe implements prometheus.Collector.
+func (spoolCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- spoolItemsDesc
+	ch <- spoolBytesDesc
+	ch <- oldestDesc
+}
+
+// Collect implements prometheus.Collector.
+func (spoolCollector) Collect(ch chan<- prometheus.Metric) {
+	now := time.Now()
+	seen := map[string]bool{} // one spool per directory, but route names could repeat across them
+	spools.Range(func(_, v any) bool {
+		h, ok := v.(spoolHandle)
+		if !ok {
+			return true
+		}
+		for _, rs := range h.Stats() {
+			if rs.Route == publishScope || seen[rs.Route] {
+				continue
+			}
+			seen[rs.Route] = true
+			for state, n := range map[string]int64{"queued": rs.Queued, "in_flight": rs.InFlight, "scheduled": rs.Scheduled, "dead": rs.Dead} {
+				ch <- prometheus.MustNewConstMetric(spoolItemsDesc, prometheus.GaugeValue, float64(n), rs.Route, state)
+			}
+			ch <- prometheus.MustNewConstMetric(spoolBytesDesc, prometheus.GaugeValue, float64(rs.Bytes), rs.Route)
+			ch <- prometheus.MustNewConstMetric(oldestDesc, prometheus.GaugeValue, rs.OldestAge(now).Seconds(), rs.Route)
+		}
+		return true
+	})
+}
