@@ -431,11 +431,11 @@ func TestLeaseExpiryRedelivers(t *testing.T) {
 	if a1.Attempt != 1 || a2.Attempt != 2 {
 		t.Fatalf("attempts %d then %d, want 1 then 2", a1.Attempt, a2.Attempt)
 	}
-	// The lease (50ms timeout + 100ms margin) starts when the claim commits,
-	// a little before the attempt; a redelivery well after the timeout shows
-	// it came from the lease's end.
-	if gap := a2.At.Sub(a1.At); gap < 120*time.Millisecond {
-		t.Fatalf("redelivered after %v, before the 150ms lease ended", gap)
+	// Attempt 1 never returned, so attempt 2 can only come from its lease
+	// ending (50ms timeout + 100ms margin, counted from the claim's commit,
+	// which a loaded machine may run well before the attempt starts).
+	if gap := a2.At.Sub(a1.At); gap < 50*time.Millisecond {
+		t.Fatalf("redelivered after %v, before the attempt's timeout", gap)
 	}
 	eventually(t, time.Second, "delivered", func() bool {
 		st, _ := s.Lookup("r", "evt_hang")
@@ -480,7 +480,7 @@ func TestPauseHoldsAndResumeReleasesInOrder(t *testing.T) {
 }
 
 func TestMissingRouteKeepsItemsAsDeadLetters(t *testing.T) {
-	s := openTest(t, Options{RouteGrace: 200 * time.Millisecond})
+	s := openTest(t, Options{RouteGrace: 500 * time.Millisecond})
 	mustEnqueue(t, s, entry("gone", "evt_orphan", "x"))
 	var dead []DeadLetter
 	eventually(t, 3*time.Second, "the orphan to become a dead letter", func() bool {
