@@ -64,8 +64,10 @@ func (a *AdminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 		return a.only(r, http.MethodDelete, func() error { return a.deleteDead(w, r, s, parts[1]) })
 	case len(parts) == 2 && parts[0] == "events":
 		return a.only(r, http.MethodGet, func() error { return a.event(w, r, s, parts[1]) })
-	case len(parts) == 3 && parts[0] == "routes" && (parts[2] == "pause" || parts[2] == "resume"):
-		return a.only(r, http.MethodPost, func() error { return a.pause(w, r, s, parts[1], parts[2] == "pause") })
+	case len(parts) >= 3 && parts[0] == "routes" && (parts[len(parts)-1] == "pause" || parts[len(parts)-1] == "resume"):
+		// Route names may hold a slash (subscriber/acme).
+		name := strings.Join(parts[1:len(parts)-1], "/")
+		return a.only(r, http.MethodPost, func() error { return a.pause(w, r, s, name, parts[len(parts)-1] == "pause") })
 	case len(parts) == 3 && parts[0] == "subscribers" && parts[2] == "enable":
 		return a.only(r, http.MethodPost, func() error { return a.enable(w, r, s, parts[1]) })
 	}

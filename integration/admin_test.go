@@ -183,6 +183,16 @@ func TestAdminAPI(t *testing.T) {
 		dead, _, _, disabled := g.routeStat(t, "subscriber/acme")
 		return dead == 2 && disabled == "subscriber_gone", fmt.Sprintf("dead %d disabled %q", dead, disabled)
 	})
+	// A subscriber's route pauses like any other (its name holds a slash).
+	if code := g.adminDo(t, http.MethodPost, "/webhooks/routes/subscriber/acme/pause", "", nil); code != 200 {
+		t.Fatalf("pausing a subscriber: %d", code)
+	}
+	if _, _, paused, _ := g.routeStat(t, "subscriber/acme"); !paused {
+		t.Fatal("the subscriber is not paused")
+	}
+	if code := g.adminDo(t, http.MethodPost, "/webhooks/routes/subscriber/acme/resume", "", nil); code != 200 {
+		t.Fatalf("resuming a subscriber: %d", code)
+	}
 	sub.setRespond(nil)
 	var enabled struct{ Replayed int }
 	if code := g.adminDo(t, http.MethodPost, "/webhooks/subscribers/acme/enable", "", &enabled); code != 200 || enabled.Replayed != 2 {
