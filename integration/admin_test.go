@@ -233,3 +233,44 @@ func TestAdminAPI(t *testing.T) {
 		}
 	}
 }
+
+// TestAdminEventShowsPublishAttempts: the history of a publish that failed
+// twice and then succeeded lists the three attempts with their statuses.
+func TestAdminEventShowsPublishAttempts(t *testing.T) {
+	t.Parallel()
+	secret := randomSecret(32)
+	g := newGateway(t, "HG_SECRET="+string(secret))
+	g.forbid(string(secret))
+	sub := newSubscriber(t, g)
+	sub.setRespond(func(r *recorded) reply {
+		if r.Attempt == "1" || r.Attempt == "2" {
+			return reply{Status: 500}
+		}
+		return reply{Status: 200}
+	})
+	g.start(g.globals("") + publishSite(g, publishHandle(publishPath, "backoff 100ms 200ms", "allow_private 127.0.0.1",
+		subscriberBlock("acme", sub.url("/hook"), "secret {env.HG_SECRET}"))))
+	if a := publish(t, g, publishPath, publishBody(typeOK, "evt_history_1", `{}`)); a.Code != 202 {
+		t.Fatalf("publish: %s", a)
+	}
+	waitDelivered(t, 5*time.Second, []string{"evt_history_1"}, sub)
+	var ev struct {
+		Routes []struct {
+			Route, State string
+			Attempts     []struct{ Attempt, Status int }
+		} `json:"routes"`
+	}
+	eventually(t, 3*time.Second, func() (bool, string) {
+		g.adminDo(t, http.MethodGet, "/webhooks/events/evt_history_1", "", &ev)
+		return len(ev.Routes) == 1 && ev.Routes[0].State == "delivered", fmt.Sprintf("%+v", ev)
+	})
+	r := ev.Routes[0]
+	if r.Route != "subscriber/acme" || len(r.Attempts) != 3 {
+		t.Fatalf("history %+v", r)
+	}
+	for i, want := range []int{500, 500, 200} {
+		if a := r.Attempts[i]; a.Attempt != i+1 || a.Status != want {
+			t.Errorf("attempt %d: %+v, want status %d", i+1, a, want)
+		}
+	}
+}
