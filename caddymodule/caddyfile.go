@@ -117,30 +117,14 @@ func (h *Ingest) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "name":
 			err = oneArg(d, func(s string) error { h.Name = s; return nil })
 		case "secret":
-			args := d.RemainingArgs()
-			if len(args) == 0 {
-				return d.ArgErr()
-			}
-			for _, s := range args {
-				if err := checkSecret(d, s); err != nil {
-					return err
-				}
-			}
-			h.Secrets = append(h.Secrets, args...)
+			err = secretArgs(d, &h.Secrets)
 		case "insecure_no_signature":
 			if d.NextArg() {
 				return d.ArgErr()
 			}
 			h.InsecureNoSignature = true
 		case "events":
-			args := d.RemainingArgs()
-			if len(args) == 0 {
-				return d.ArgErr()
-			}
-			if _, err := verifier.CompilePatterns(args); err != nil {
-				return d.Errf("events: %v", err)
-			}
-			h.Events = append(h.Events, args...)
+			err = eventArgs(d, &h.Events)
 		case "tolerance":
 			err = oneArg(d, func(s string) error {
 				v, err := caddy.ParseDuration(s)
@@ -205,19 +189,7 @@ func (h *Ingest) parseForward(d *caddyfile.Dispenser) error {
 		case "max_age":
 			err = oneArg(d, durationArg(d, &f.MaxAge))
 		case "backoff":
-			var lo, hi string
-			if !d.AllArgs(&lo, &hi) {
-				return d.ArgErr()
-			}
-			if err := durationArg(d, &f.BackoffMin)(lo); err != nil {
-				return err
-			}
-			if err := durationArg(d, &f.BackoffMax)(hi); err != nil {
-				return err
-			}
-			if f.BackoffMin > f.BackoffMax {
-				return d.Errf("backoff: minimum %s is above maximum %s", lo, hi)
-			}
+			err = backoffArgs(d, &f.BackoffMin, &f.BackoffMax)
 		case "timeout":
 			err = oneArg(d, durationArg(d, &f.Timeout))
 		case "concurrency":
@@ -284,19 +256,7 @@ func (p *Publish) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "attempts":
 			err = oneArg(d, positiveInt(d, &p.Attempts))
 		case "backoff":
-			var lo, hi string
-			if !d.AllArgs(&lo, &hi) {
-				return d.ArgErr()
-			}
-			if err := durationArg(d, &p.BackoffMin)(lo); err != nil {
-				return err
-			}
-			if err := durationArg(d, &p.BackoffMax)(hi); err != nil {
-				return err
-			}
-			if p.BackoffMin > p.BackoffMax {
-				return d.Errf("backoff: minimum %s is above maximum %s", lo, hi)
-			}
+			err = backoffArgs(d, &p.BackoffMin, &p.BackoffMax)
 		case "timeout":
 			err = oneArg(d, durationArg(d, &p.Timeout))
 		case "dedupe_window":
@@ -337,25 +297,13 @@ func (p *Publish) parseSubscriber(d *caddyfile.Dispenser) error {
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		switch opt := d.Val(); opt {
 		case "secret":
-			args := d.RemainingArgs()
-			if len(args) == 0 {
-				return d.ArgErr()
+			if err := secretArgs(d, &sub.Secrets); err != nil {
+				return err
 			}
-			for _, s := range args {
-				if err := checkSecret(d, s); err != nil {
-					return err
-				}
-			}
-			sub.Secrets = append(sub.Secrets, args...)
 		case "events":
-			args := d.RemainingArgs()
-			if len(args) == 0 {
-				return d.ArgErr()
+			if err := eventArgs(d, &sub.Events); err != nil {
+				return err
 			}
-			if _, err := verifier.CompilePatterns(args); err != nil {
-				return d.Errf("events: %v", err)
-			}
-			sub.Events = append(sub.Events, args...)
 		case "header":
 			var name, value string
 			if !d.AllArgs(&name, &value) {
@@ -370,6 +318,52 @@ func (p *Publish) parseSubscriber(d *caddyfile.Dispenser) error {
 		}
 	}
 	p.Subscribers = append(p.Subscribers, sub)
+	return nil
+}
+
+// secretArgs reads one or more secrets, each a placeholder (see checkSecret).
+func secretArgs(d *caddyfile.Dispenser, dst *[]string) error {
+	args := d.RemainingArgs()
+	if len(args) == 0 {
+		return d.ArgErr()
+	}
+	for _, s := range args {
+		if err := checkSecret(d, s); err != nil {
+			return err
+		}
+	}
+	*dst = append(*dst, args...)
+	return nil
+}
+
+// eventArgs reads one or more event-type patterns.
+func eventArgs(d *caddyfile.Dispenser, dst *[]string) error {
+	args := d.RemainingArgs()
+	if len(args) == 0 {
+		return d.ArgErr()
+	}
+	if _, err := verifier.CompilePatterns(args); err != nil {
+		return d.Errf("events: %v", err)
+	}
+	*dst = append(*dst, args...)
+	return nil
+}
+
+// backoffArgs reads "backoff <min> <max>".
+func backoffArgs(d *caddyfile.Dispenser, lo, hi *caddy.Duration) error {
+	var a, b string
+	if !d.AllArgs(&a, &b) {
+		return d.ArgErr()
+	}
+	if err := durationArg(d, lo)(a); err != nil {
+		return err
+	}
+	if err := durationArg(d, hi)(b); err != nil {
+		return err
+	}
+	if *lo > *hi {
+		return d.Errf("backoff: minimum %s is above maximum %s", a, b)
+	}
 	return nil
 }
 
