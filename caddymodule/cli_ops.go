@@ -34,7 +34,7 @@ func opsCommands() []*cobra.Command {
 	}
 }
 
-// adminFlags adds the flags every operator command has.
+// opsAdminFlags adds the flags every operator command has.
 func opsAdminFlags(c *cobra.Command) {
 	f := c.Flags()
 	f.Bool("json", false, "print the admin API's JSON answer as it is")
@@ -44,7 +44,7 @@ func opsAdminFlags(c *cobra.Command) {
 	f.String("storage", "", "the storage directory, when the instance has several open")
 }
 
-// adminCall is one request to the admin API's /webhooks/ endpoints.
+// opsAdminCall is one request to the admin API's /webhooks/ endpoints.
 type opsAdminCall struct {
 	method string
 	path   string     // under /webhooks/, already escaped
@@ -52,7 +52,7 @@ type opsAdminCall struct {
 	body   any        // marshaled to JSON unless nil
 }
 
-// callAdmin sends call to the admin address the command's flags determine
+// opsCallAdmin sends call to the admin address the command's flags determine
 // and returns the answer's body. A 4xx or 5xx answer becomes an error with
 // the API's "error" message.
 func opsCallAdmin(c *cobra.Command, call opsAdminCall) ([]byte, error) {
@@ -99,7 +99,7 @@ func opsCallAdmin(c *cobra.Command, call opsAdminCall) ([]byte, error) {
 // AdminAPIRequest reports an error answer as this text followed by the body.
 var opsAdminErrorRE = regexp.MustCompile(`(?s)^caddy responded with error: HTTP (\d+): (.*)$`)
 
-// adminError turns AdminAPIRequest's error into the API's own message.
+// opsAdminError turns AdminAPIRequest's error into the API's own message.
 func opsAdminError(addr string, err error) error {
 	m := opsAdminErrorRE.FindStringSubmatch(err.Error())
 	if m == nil {
@@ -114,7 +114,7 @@ func opsAdminError(addr string, err error) error {
 	return fmt.Errorf("admin API at %s: HTTP %s: %s", addr, m[1], strings.TrimSpace(m[2]))
 }
 
-// runAdmin makes a command's RunE: it calls the admin API and either prints
+// opsRunAdmin makes a command's RunE: it calls the admin API and either prints
 // the JSON answer (--json) or decodes it into a new T and renders it.
 func opsRunAdmin[T any](call func(c *cobra.Command, args []string) (opsAdminCall, error), render func(w io.Writer, v *T) error) func(*cobra.Command, []string) error {
 	return func(c *cobra.Command, args []string) error {
@@ -142,7 +142,7 @@ func opsRunAdmin[T any](call func(c *cobra.Command, args []string) (opsAdminCall
 	}
 }
 
-// fixed returns a call that does not depend on flags or arguments.
+// opsFixed returns a call that does not depend on flags or arguments.
 func opsFixed(ac opsAdminCall) func(*cobra.Command, []string) (opsAdminCall, error) {
 	return func(*cobra.Command, []string) (opsAdminCall, error) { return ac, nil }
 }
@@ -151,7 +151,7 @@ func opsNewTable(w io.Writer) *tabwriter.Writer {
 	return tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 }
 
-// row writes one table row; cells are cleaned of tabs and newlines.
+// opsRow writes one table row; cells are cleaned of tabs and newlines.
 func opsRow(tw io.Writer, cells ...string) {
 	for i, c := range cells {
 		cells[i] = opsCell(c)
@@ -159,7 +159,7 @@ func opsRow(tw io.Writer, cells ...string) {
 	fmt.Fprintln(tw, strings.Join(cells, "\t"))
 }
 
-// cell makes a value safe for a table cell; "" becomes "-".
+// opsCell makes a value safe for a table cell; "" becomes "-".
 func opsCell(s string) string {
 	s = strings.Map(func(r rune) rune {
 		if r < ' ' || r == 0x7f {
@@ -173,7 +173,7 @@ func opsCell(s string) string {
 	return s
 }
 
-// truncate shortens s to n runes, ending it with "…" when cut.
+// opsTruncate shortens s to n runes, ending it with "…" when cut.
 func opsTruncate(s string, n int) string {
 	r := []rune(opsCell(s))
 	if len(r) <= n {
@@ -182,7 +182,7 @@ func opsTruncate(s string, n int) string {
 	return string(r[:n-1]) + "…"
 }
 
-// humanBytes writes a size in binary units: 512 B, 1.2 KiB, 3.0 MiB.
+// opsHumanBytes writes a size in binary units: 512 B, 1.2 KiB, 3.0 MiB.
 func opsHumanBytes(n int64) string {
 	if n < 1024 {
 		return fmt.Sprintf("%d B", n)
@@ -197,7 +197,7 @@ func opsHumanBytes(n int64) string {
 	return "" // not reached
 }
 
-// humanAge writes an age in seconds like 350ms, 4.2s or 3m2s; 0 is "-".
+// opsHumanAge writes an age in seconds like 350ms, 4.2s or 3m2s; 0 is "-".
 func opsHumanAge(seconds float64) string {
 	if seconds <= 0 {
 		return "-"
@@ -212,7 +212,7 @@ func opsHumanAge(seconds float64) string {
 	return d.Round(time.Second).String()
 }
 
-// humanMillis writes a duration in milliseconds like 1.234ms or 2.5s.
+// opsHumanMillis writes a duration in milliseconds like 1.234ms or 2.5s.
 func opsHumanMillis(ms float64) string {
 	d := time.Duration(ms * float64(time.Millisecond))
 	if d < time.Second {
@@ -242,7 +242,7 @@ func opsStatus(code int) string {
 	return strconv.Itoa(code)
 }
 
-// statsAnswer is GET /webhooks/stats.
+// opsStatsAnswer is GET /webhooks/stats.
 type opsStatsAnswer struct {
 	Storage string       `json:"storage"`
 	Items   int64        `json:"items"`
@@ -289,7 +289,7 @@ func statsCommand() *cobra.Command {
 
 func opsItoa(n int64) string { return strconv.FormatInt(n, 10) }
 
-// deadListAnswer is GET /webhooks/dead.
+// opsDeadListAnswer is GET /webhooks/dead.
 type opsDeadListAnswer struct {
 	Dead       []deadLetter `json:"dead"`
 	NextCursor string       `json:"next_cursor"`
@@ -393,7 +393,7 @@ func deadDeleteCommand() *cobra.Command {
 	return c
 }
 
-// eventAnswer is GET /webhooks/events/{id}.
+// opsEventAnswer is GET /webhooks/events/{id}.
 type opsEventAnswer struct {
 	EventID string        `json:"event_id"`
 	Routes  []eventStatus `json:"routes"`
