@@ -8,6 +8,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"sync"
@@ -45,8 +46,8 @@ const (
 // hands the request to the next handler (verify-only mode).
 type Ingest struct {
 	// Name identifies the route in the spool, the stats and the dedupe scope;
-	// keep it stable across reloads. Default: the forward URL. Required in
-	// verify-only mode.
+	// keep it stable across reloads. Default: the forward URL without its
+	// credentials and query. Required in verify-only mode.
 	Name string `json:"name,omitempty"`
 	// Secrets are the HMAC secrets; a delivery signed with any of them is
 	// accepted (rotation). Write them as placeholders ({env.NAME},
@@ -97,7 +98,7 @@ func (Ingest) CaddyModule() caddy.ModuleInfo {
 func (h *Ingest) Provision(ctx caddy.Context) error {
 	h.log = ctx.Logger()
 	if h.Name == "" && h.Forward != nil {
-		h.Name = h.Forward.URL
+		h.Name = defaultRouteName(h.Forward.URL)
 	}
 	secrets, err := resolveSecrets(h.Secrets, h.log)
 	if err != nil {
@@ -411,6 +412,17 @@ func (h *Ingest) reject(r *http.Request, code int, outcome string, err error) er
 	countRequest(h.Name, outcome)
 	h.log.Debug("webhook rejected", zap.String("route", h.Name), zap.Int("status", code), zap.String("reason", outcome), zap.Error(err))
 	return caddyhttp.Error(code, err)
+}
+
+// defaultRouteName names a route after its forward URL, without the
+// credentials and query it may carry: the name shows in logs, metrics and
+// the admin API.
+func defaultRouteName(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return raw // validate refuses it
+	}
+	return u.Scheme + "://" + u.Host + u.Path
 }
 
 func durationOr(d caddy.Duration, def time.Duration) time.Duration {
