@@ -82,14 +82,7 @@ func TestAdminAPI(t *testing.T) {
 			subscriberBlock("acme", sub.url("/hook"), "secret {env.HG_SECRET}")),
 	))
 	s := newSender(g, hookPath, secret)
-	var ids []string
-	for range 4 {
-		d, a, err := s.signedSend(typeOK, 0)
-		if err != nil || a.Code != 202 {
-			t.Fatalf("delivery: %v %v", a, err)
-		}
-		ids = append(ids, d.ID)
-	}
+	ids := s.sendAccepted(t, 4)
 	eventually(t, 5*time.Second, func() (bool, string) {
 		dead, _, _, _ := g.routeStat(t, "in")
 		return dead == 4, fmt.Sprintf("%d dead letters", dead)

@@ -76,14 +76,7 @@ func TestCLIOperations(t *testing.T) {
 		}
 	}`, hookPath, up.url("/in"))))
 	s := newSender(g, hookPath, secret)
-	var ids []string
-	for range 2 {
-		d, a, err := s.signedSend(typeOK, 0)
-		if err != nil || a.Code != 202 {
-			t.Fatalf("delivery: %v %v", a, err)
-		}
-		ids = append(ids, d.ID)
-	}
+	ids := s.sendAccepted(t, 2)
 	eventually(t, 5*time.Second, func() (bool, string) {
 		dead, _, _, _ := g.routeStat(t, "in")
 		return dead == 2, fmt.Sprintf("%d dead letters", dead)

@@ -393,6 +393,21 @@ func (s *sender) signedSend(typ string, retries int) (*delivery, answer, error) 
 	return d, a, err
 }
 
+// sendAccepted sends n fresh signed events, requires each to be answered 202
+// and returns their ids.
+func (s *sender) sendAccepted(t testing.TB, n int) []string {
+	t.Helper()
+	ids := make([]string, 0, n)
+	for range n {
+		d, a, err := s.signedSend(typeOK, 0)
+		if err != nil || a.Code != 202 {
+			t.Fatalf("delivery: %v %v", a, err)
+		}
+		ids = append(ids, d.ID)
+	}
+	return ids
+}
+
 // expectAnswer checks an answer's status code and (if given) JSON status.
 func expectAnswer(t testing.TB, what string, a answer, code int, status string) {
 	t.Helper()

@@ -197,14 +197,7 @@ func TestReloadRemovingARouteKeepsItsEvents(t *testing.T) {
 
 	g.start(withRoute)
 	s := newSender(g, hookPath, secret)
-	var ids []string
-	for range 10 {
-		d, a, err := s.signedSend(typeOK, 0)
-		if err != nil || a.Code != 202 {
-			t.Fatalf("delivery: %v %v", a, err)
-		}
-		ids = append(ids, d.ID)
-	}
+	ids := s.sendAccepted(t, 10)
 	eventually(t, 5*time.Second, func() (bool, string) {
 		return up.count() >= 10, fmt.Sprintf("%d attempts at the failing upstream", up.count())
 	})
