@@ -266,4 +266,18 @@ func TestAdminEventShowsPublishAttempts(t *testing.T) {
 			t.Errorf("attempt %d: %+v, want status %d", i+1, a, want)
 		}
 	}
+	// The CLI shows the same history.
+	out := g.mustCLI(t, "events", "evt_history_1")
+	if !strings.Contains(out, "on route subscriber/acme: delivered") {
+		t.Fatalf("caddy webhook events:\n%s", out)
+	}
+	var statuses []string
+	for _, line := range strings.Split(out, "\n") {
+		if f := strings.Fields(line); len(f) >= 4 && (f[0] == "1" || f[0] == "2" || f[0] == "3") {
+			statuses = append(statuses, f[3])
+		}
+	}
+	if strings.Join(statuses, " ") != "500 500 200" {
+		t.Fatalf("attempt statuses %v in:\n%s", statuses, out)
+	}
 }
