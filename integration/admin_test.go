@@ -68,9 +68,7 @@ func (g *gateway) routeStat(t testing.TB, route string) (dead, pending int64, pa
 // change is logged with who asked.
 func TestAdminAPI(t *testing.T) {
 	t.Parallel()
-	secret := randomSecret(32)
-	g := newGateway(t, "HG_SECRET="+string(secret))
-	g.forbid(string(secret))
+	g, secret := newSecretGateway(t, "HG_SECRET")
 	up := newUpstream(t)
 	up.setRespond(func(*recorded) reply { return reply{Status: 503} })
 	sub := newSubscriber(t, g)
@@ -231,9 +229,7 @@ func TestAdminAPI(t *testing.T) {
 // twice and then succeeded lists the three attempts with their statuses.
 func TestAdminEventShowsPublishAttempts(t *testing.T) {
 	t.Parallel()
-	secret := randomSecret(32)
-	g := newGateway(t, "HG_SECRET="+string(secret))
-	g.forbid(string(secret))
+	g, _ := newSecretGateway(t, "HG_SECRET")
 	sub := newSubscriber(t, g)
 	sub.setRespond(func(r *recorded) reply {
 		if r.Attempt == "1" || r.Attempt == "2" {

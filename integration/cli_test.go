@@ -60,9 +60,7 @@ func tableRow(table, first string) []string {
 // until resume; errors exit 1 with the API's message.
 func TestCLIOperations(t *testing.T) {
 	t.Parallel()
-	secret := randomSecret(32)
-	g := newGateway(t, "HG_SECRET="+string(secret))
-	g.forbid(string(secret))
+	g, secret := newSecretGateway(t, "HG_SECRET")
 	up := newUpstream(t)
 	up.setRespond(func(*recorded) reply { return reply{Status: 503} })
 	g.start(g.globals("") + publishSite(g, fmt.Sprintf(`	handle %s {

@@ -206,9 +206,7 @@ func checkForwarded(t testing.TB, r recorded, d *delivery, attempt string) {
 // then recovers; every accepted event arrives.
 func TestUpstreamOutage(t *testing.T) {
 	t.Parallel()
-	secret := randomSecret(32)
-	g := newGateway(t, "HG_SECRET="+string(secret))
-	g.forbid(string(secret))
+	g, secret := newSecretGateway(t, "HG_SECRET")
 	port := freePort(t) // nothing listens here yet
 	upURL := fmt.Sprintf("http://127.0.0.1:%d/in", port)
 	g.start(g.globals("") + forwardSite(g, "{env.HG_SECRET}", upURL, "name outage",
@@ -269,9 +267,7 @@ func TestUpstreamOutage(t *testing.T) {
 // exactly max_attempts times while the others keep flowing.
 func TestPoisonEvent(t *testing.T) {
 	t.Parallel()
-	secret := randomSecret(32)
-	g := newGateway(t, "HG_SECRET="+string(secret))
-	g.forbid(string(secret))
+	g, secret := newSecretGateway(t, "HG_SECRET")
 	up := newUpstream(t)
 	s := newSender(g, hookPath, secret)
 	poison := s.event(typeOK)
@@ -321,9 +317,7 @@ func TestPoisonEvent(t *testing.T) {
 // accepted event is delivered.
 func TestGracefulShutdown(t *testing.T) {
 	t.Parallel()
-	secret := randomSecret(32)
-	g := newGateway(t, "HG_SECRET="+string(secret))
-	g.forbid(string(secret))
+	g, secret := newSecretGateway(t, "HG_SECRET")
 	slowUp := newUpstream(t)
 	slowUp.setRespond(func(*recorded) reply { return reply{Status: 200, Body: "slow", Delay: time.Second} })
 	arrived := make(chan *recorded, 16)

@@ -115,6 +115,15 @@ func newGateway(t *testing.T, env ...string) *gateway {
 
 // globals is the global options block every test config starts with; extra
 // is added inside it.
+// newSecretGateway is newGateway with a fresh 32-byte secret in the
+// environment variable env, forbidden in the logs.
+func newSecretGateway(t *testing.T, env string, extraEnv ...string) (*gateway, []byte) {
+	secret := randomSecret(32)
+	g := newGateway(t, append([]string{env + "=" + string(secret)}, extraEnv...)...)
+	g.forbid(string(secret))
+	return g, secret
+}
+
 func (g *gateway) globals(extra string) string { return g.globalsWith("", extra) }
 
 // globalsWith is globals with more lines in the webhooks block.

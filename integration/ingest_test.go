@@ -46,9 +46,7 @@ func forwardSite(g *gateway, secrets, forwardURL, ingest, forward string) string
 // valid delivery with the same eventId is accepted as new.
 func TestIngestRejections(t *testing.T) {
 	t.Parallel()
-	secret := randomSecret(32)
-	g := newGateway(t, "HG_SECRET="+string(secret))
-	g.forbid(string(secret))
+	g, secret := newSecretGateway(t, "HG_SECRET")
 	up := newUpstream(t)
 	g.start(g.globals("") + forwardSite(g, "{env.HG_SECRET}", up.url("/in"),
 		"events document.*\n\t\t\ttolerance 10m\n\t\t\tdedupe_window 1h\n\t\t\tmax_body 4KiB\n\t\t\tread_timeout 1s",
@@ -398,9 +396,7 @@ func requestsWithBody(u *upstream, id string) []recorded {
 // is room), and logs no signature at the default log level.
 func TestSpoolFull(t *testing.T) {
 	t.Parallel()
-	secret := randomSecret(32)
-	g := newGateway(t, "HG_SECRET="+string(secret))
-	g.forbid(string(secret))
+	g, secret := newSecretGateway(t, "HG_SECRET")
 	port := freePort(t) // the upstream is down: items stay in the spool
 	g.start(g.globalsWith("max_items 3", "") + forwardSite(g, "{env.HG_SECRET}", fmt.Sprintf("http://127.0.0.1:%d/in", port),
 		"name full", "backoff 100ms 300ms\n\t\t\t\tmax_attempts 1000"))

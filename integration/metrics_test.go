@@ -40,9 +40,7 @@ func scrapeMetrics(t testing.TB, g *gateway) map[string]float64 {
 // duplicate-registration errors.
 func TestMetrics(t *testing.T) {
 	t.Parallel()
-	secret := randomSecret(32)
-	g := newGateway(t, "HG_SECRET="+string(secret))
-	g.forbid(string(secret))
+	g, secret := newSecretGateway(t, "HG_SECRET")
 	up := newUpstream(t)
 	sub := newSubscriber(t, g)
 	s := newSender(g, hookPath, secret)

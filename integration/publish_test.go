@@ -264,9 +264,7 @@ func sign256(secret, body []byte) string {
 // receives the event exactly once, with the envelope the publisher built.
 func TestPublishRoundTrip(t *testing.T) {
 	t.Parallel()
-	secret := randomSecret(32)
-	g := newGateway(t, "ACME_SECRET="+string(secret))
-	g.forbid(string(secret))
+	g, secret := newSecretGateway(t, "ACME_SECRET")
 	up := newSubscriber(t, g)
 	g.start(g.globals("") + publishSite(g,
 		publishHandle(publishPath,
@@ -431,9 +429,7 @@ func TestPublishSignatureAndStableBytes(t *testing.T) {
 // attempt and is never followed.
 func TestPublishRetries(t *testing.T) {
 	t.Parallel()
-	secret := randomSecret(32)
-	g := newGateway(t, "ACME_SECRET="+string(secret))
-	g.forbid(string(secret))
+	g, _ := newSecretGateway(t, "ACME_SECRET")
 	upFail := newSubscriber(t, g)
 	upFail.setRespond(func(*recorded) reply { return reply{Status: 500, Body: "broken"} })
 	upTarget := newSubscriber(t, g) // where the redirect points: must never be reached
@@ -564,9 +560,7 @@ func TestPublishRetries(t *testing.T) {
 // another range does not open loopback.
 func TestPublishRefusesPrivateAddresses(t *testing.T) {
 	t.Parallel()
-	secret := randomSecret(32)
-	g := newGateway(t, "ACME_SECRET="+string(secret))
-	g.forbid(string(secret))
+	g, _ := newSecretGateway(t, "ACME_SECRET")
 	up := newSubscriber(t, g)
 	port := up.addr[strings.LastIndex(up.addr, ":")+1:]
 	g.start(g.globals("") + publishSite(g,
@@ -622,9 +616,7 @@ func TestPublishRefusesPrivateAddresses(t *testing.T) {
 // fan-out by event filters, and the rejections of bad publish requests.
 func TestPublishIdempotencyAndFanOut(t *testing.T) {
 	t.Parallel()
-	secret := randomSecret(32)
-	g := newGateway(t, "ACME_SECRET="+string(secret))
-	g.forbid(string(secret))
+	g, _ := newSecretGateway(t, "ACME_SECRET")
 	upDocs, upBatch, upAll, upNarrow := newSubscriber(t, g), newSubscriber(t, g), newSubscriber(t, g), newSubscriber(t, g)
 	ups := map[string]*upstream{"docs": upDocs, "batch": upBatch, "all": upAll, "narrow": upNarrow}
 	g.start(g.globals("") + publishSite(g,
@@ -839,9 +831,7 @@ func TestPublishIdempotencyAndFanOut(t *testing.T) {
 // restart too, while another subscriber keeps receiving its events.
 func TestPublishGoneDisablesSubscriber(t *testing.T) {
 	t.Parallel()
-	secret := randomSecret(32)
-	g := newGateway(t, "ACME_SECRET="+string(secret))
-	g.forbid(string(secret))
+	g, _ := newSecretGateway(t, "ACME_SECRET")
 	upGone, upKeep := newSubscriber(t, g), newSubscriber(t, g)
 	var goneOnce atomic.Bool
 	upGone.setRespond(func(*recorded) reply {
@@ -917,9 +907,7 @@ func TestPublishGoneDisablesSubscriber(t *testing.T) {
 // events are delivered, and the attempt budget is exceeded by one at most.
 func TestPublishCrashBetweenAttempts(t *testing.T) {
 	t.Parallel()
-	secret := randomSecret(32)
-	g := newGateway(t, "ACME_SECRET="+string(secret))
-	g.forbid(string(secret))
+	g, _ := newSecretGateway(t, "ACME_SECRET")
 	upRetry, upLate := newSubscriber(t, g), newSubscriber(t, g)
 	var restarted atomic.Bool
 	upRetry.setRespond(func(*recorded) reply {

@@ -186,9 +186,7 @@ func idleGoroutines(t *testing.T, g *gateway, s *sender) int {
 // gone), and are delivered once a later reload brings the route back.
 func TestReloadRemovingARouteKeepsItsEvents(t *testing.T) {
 	t.Parallel()
-	secret := randomSecret(32)
-	g := newGateway(t, "HG_SECRET="+string(secret))
-	g.forbid(string(secret))
+	g, secret := newSecretGateway(t, "HG_SECRET")
 	up := newUpstream(t)
 	up.setRespond(func(*recorded) reply { return reply{Status: 503} })
 	withRoute := g.globals("") + forwardSite(g, "{env.HG_SECRET}", up.url("/in"),
