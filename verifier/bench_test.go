@@ -1,6 +1,7 @@
 package verifier
 
 import (
+	"bytes"
 	"crypto/hmac"
 	"crypto/sha256"
 	"fmt"
@@ -111,6 +112,32 @@ func BenchmarkCheckJSON(b *testing.B) {
 				if err := CheckJSON(body); err != nil {
 					b.Fatal(err)
 				}
+			}
+		})
+	}
+}
+
+// BenchmarkCheckJSONShapes splits the 64 KiB body in its two shapes, each
+// wrapped as {"a":...}: the line items (dense small objects, where the scan
+// is slowest) and the OCR text (one long string with escapes).
+func BenchmarkCheckJSONShapes(b *testing.B) {
+	body := benchBody(64 << 10)
+	itemsAt := bytes.Index(body, []byte(`"lineItems":`)) + len(`"lineItems":`)
+	itemsEnd := bytes.Index(body, []byte(`]},"ocrText":`)) + 1
+	ocrAt := itemsEnd + len(`},"ocrText":`)
+	ocrEnd := bytes.LastIndex(body, []byte(`","confidence"`)) + 1
+	wrap := func(v []byte) []byte { return append(append([]byte(`{"a":`), v...), '}') }
+	for _, c := range []struct {
+		name string
+		body []byte
+	}{{"lineItems", wrap(body[itemsAt:itemsEnd])}, {"ocrText", wrap(body[ocrAt:ocrEnd])}} {
+		b.Run(c.name, func(b *testing.B) {
+			if err := CheckJSON(c.body); err != nil {
+				b.Fatal(err)
+			}
+			b.SetBytes(int64(len(c.body)))
+			for b.Loop() {
+				CheckJSON(c.body)
 			}
 		})
 	}
