@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
 	"github.com/hookgate/hookgate/spool"
@@ -52,7 +53,13 @@ type App struct {
 	dir   string
 	spool *spool.Spool
 	log   *zap.Logger
+	ctx   caddy.Context
+	grace time.Duration // what deliveries in flight get at shutdown
 }
+
+// defaultGrace is what deliveries in flight get at shutdown when the http
+// app's grace period is eternal or unset.
+const defaultGrace = 10 * time.Second
 
 // CaddyModule returns the Caddy module information.
 func (App) CaddyModule() caddy.ModuleInfo {
@@ -72,6 +79,7 @@ func (h spoolHandle) Destruct() error { return h.Close() }
 // Provision opens (or shares) the spool.
 func (a *App) Provision(ctx caddy.Context) error {
 	a.log = ctx.Logger()
+	a.ctx, a.grace = ctx, defaultGrace
 	dir := a.Storage
 	if dir == "" {
 		dir = filepath.Join(caddy.AppDataDir(), "webhooks")
@@ -127,12 +135,28 @@ func (a *App) Validate() error {
 	return nil
 }
 
-// Start does nothing: the spool's workers run from the first Provision on.
-func (a *App) Start() error { return nil }
+// Start takes the http app's grace period for the deliveries in flight at
+// shutdown (the spool's workers run from the first Provision on).
+func (a *App) Start() error {
+	if h, err := a.ctx.AppIfConfigured("http"); err == nil {
+		if h, ok := h.(*caddyhttp.App); ok && h.GracePeriod > 0 {
+			a.grace = time.Duration(h.GracePeriod)
+		}
+	}
+	return nil
+}
 
-// Stop does nothing: the spool stops when the last configuration using it is
-// cleaned up.
-func (a *App) Stop() error { return nil }
+// Stop starts winding deliveries down when the process is exiting, so they
+// get the same grace period as the HTTP servers, in parallel with them;
+// events still arriving meanwhile are stored. A reload stops the old
+// configuration too, but the spool and its workers carry on for the new one;
+// the spool closes when the last configuration using it is cleaned up.
+func (a *App) Stop() error {
+	if caddy.Exiting() && a.spool != nil {
+		a.spool.StopDelivering(a.grace)
+	}
+	return nil
+}
 
 // Cleanup releases this configuration's use of the spool.
 func (a *App) Cleanup() error {

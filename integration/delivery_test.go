@@ -363,3 +363,46 @@ func TestGracefulShutdown(t *testing.T) {
 	t.Logf("%d delivered before SIGTERM, %d after the restart, %d of them twice",
 		len(slowUp.delivered()), len(fastUp.delivered()), dups)
 }
+
+// TestShutdownWithinGracePeriod: a forward that would outlast the grace
+// period (grace_period 2s) is cut off when it ends, not CloseTimeout after
+// the HTTP servers stopped; its lease is released, so after a restart it is
+// delivered at once as attempt 1.
+func TestShutdownWithinGracePeriod(t *testing.T) {
+	t.Parallel()
+	g, secret := newSecretGateway(t, "HG_SECRET")
+	hung := newUpstream(t)
+	hung.setRespond(func(*recorded) reply { return reply{Status: 200, Delay: time.Minute} })
+	arrived := make(chan *recorded, 4)
+	hung.notify(arrived)
+	config := func(u *upstream) string {
+		return g.globals("") + forwardSite(g, "{env.HG_SECRET}", u.url("/in"), "name grace", "timeout 5m")
+	}
+	g.start(config(hung))
+	s := newSender(g, hookPath, secret)
+	d := s.event(typeOK)
+	expectAnswer(t, d.ID, s.mustPost(t, d), 202, "accepted")
+	select {
+	case <-arrived:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the forward never reached the upstream")
+	}
+	begin := time.Now()
+	if err := g.terminate(30 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	// 2 s of grace plus the close itself; without the grace period the
+	// spool would wait its own 10 s.
+	if took := time.Since(begin); took > 7*time.Second {
+		t.Fatalf("shutdown took %v with a 2s grace period", took)
+	}
+	if n := len(hung.delivered()); n != 0 {
+		t.Fatalf("%d deliveries completed to the hung upstream", n)
+	}
+	fastUp := newUpstream(t)
+	g.start(config(fastUp))
+	waitDelivered(t, 10*time.Second, []string{d.ID}, fastUp)
+	if r := fastUp.requests()[0]; r.Attempt != "1" {
+		t.Fatalf("X-Webhook-Attempt %s after a released lease, want 1", r.Attempt)
+	}
+}

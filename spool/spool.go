@@ -61,7 +61,7 @@ type Options struct {
 	RouteGrace       time.Duration // how long items wait for a missing route; default 10m
 	DeadRetention    time.Duration // dead letters older than this are purged; default 7 days
 	AttemptRetention time.Duration // how long attempt records are kept; default 7 days
-	CloseTimeout     time.Duration // how long Close waits for deliveries in flight; default 10s
+	CloseTimeout     time.Duration // how long deliveries in flight get once they stop (Close); default 10s
 	MemTableSize     int64         // Badger memtable size; default 32 MiB
 	// Observe, if set, is called after every delivery attempt with its route,
 	// record and outcome: "delivered", "retry", "dead" or "released" (cut
@@ -111,7 +111,9 @@ type Spool struct {
 	committerDone chan struct{}
 
 	wake           chan struct{} // nudges the dispatcher; capacity 1
-	stopping       chan struct{} // closed when Close begins
+	stopping       chan struct{} // closed when deliveries stop (StopDelivering or Close)
+	stopOnce       sync.Once
+	giveUpAt       time.Time // when deliveries still in flight are cancelled; set with stopping
 	dispatcherDone chan struct{}
 	loops          sync.WaitGroup // committer and maintenance
 	runMu          sync.Mutex     // guards the dispatcher's in-flight counts
@@ -244,20 +246,34 @@ func badgerOptions(dir string, memTableSize int64, log *zap.Logger) badger.Optio
 // openFloor is the free space Open requires.
 func openFloor(o Options) int64 { return min(3*o.MemTableSize, o.MinFreeDisk) }
 
-// Close stops dispatching, waits up to CloseTimeout for deliveries in flight,
-// then cancels the rest (their leases are released so they are due at the next
-// start), commits what is pending and closes the database. It is safe to call
-// more than once; later calls return the first result.
+// StopDelivering starts no more deliveries and gives those in flight until
+// within from now to finish; Close cancels the ones still running then. Writes
+// (Enqueue, dead-letter operations) keep working until Close. A process that
+// is shutting down calls it as early as it can, so that deliveries wind down
+// in parallel with its other work; Close calls it with CloseTimeout. Only the
+// first call has an effect.
+func (s *Spool) StopDelivering(within time.Duration) {
+	s.stopOnce.Do(func() {
+		s.giveUpAt = time.Now().Add(within)
+		close(s.stopping)
+	})
+}
+
+// Close stops dispatching, waits for deliveries in flight until CloseTimeout
+// has passed since deliveries stopped (see StopDelivering), then cancels the
+// rest (their leases are released so they are due at the next start), commits
+// what is pending and closes the database. It is safe to call more than once;
+// later calls return the first result.
 func (s *Spool) Close() error {
 	s.closeOnce.Do(func() {
-		close(s.stopping)
+		s.StopDelivering(s.opts.CloseTimeout)
 		<-s.dispatcherDone
 		done := make(chan struct{})
 		go func() { s.workers.Wait(); close(done) }()
 		select {
 		case <-done:
-		case <-time.After(s.opts.CloseTimeout):
-			s.log.Warn("deliveries still in flight at close; cancelling them", zap.Duration("waited", s.opts.CloseTimeout))
+		case <-time.After(time.Until(s.giveUpAt)):
+			s.log.Warn("deliveries still in flight at close; cancelling them")
 			s.cancelWork()
 			select {
 			case <-done:

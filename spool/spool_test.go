@@ -677,6 +677,50 @@ func TestCloseReleasesLeases(t *testing.T) {
 	}
 }
 
+// TestStopDeliveringStartsTheCloseTimeout: after StopDelivering no delivery
+// starts, writes still work, and Close cancels the delivery in flight once
+// the time given to StopDelivering is up, not CloseTimeout after Close.
+func TestStopDeliveringStartsTheCloseTimeout(t *testing.T) {
+	dir := t.TempDir()
+	s := openTest(t, Options{Dir: dir, CloseTimeout: time.Hour, LeaseMargin: time.Hour})
+	started := make(chan string, 4)
+	s.RegisterRoute("r", Route{Timeout: time.Hour, Deliverer: DelivererFunc(func(ctx context.Context, d *Delivery) Outcome {
+		started <- d.EventID
+		<-ctx.Done()
+		return Outcome{Err: ctx.Err()}
+	})})
+	mustEnqueue(t, s, entry("r", "evt_1", "x"))
+	if id := <-started; id != "evt_1" {
+		t.Fatalf("started %s", id)
+	}
+	s.StopDelivering(300 * time.Millisecond)
+	mustEnqueue(t, s, entry("r", "evt_2", "x")) // accepted, not delivered
+	time.Sleep(400 * time.Millisecond)
+	select {
+	case id := <-started:
+		t.Fatalf("%s was delivered after StopDelivering", id)
+	default:
+	}
+	begin := time.Now()
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if waited := time.Since(begin); waited > 5*time.Second {
+		t.Fatalf("Close waited %v for a delivery whose time was up", waited)
+	}
+	s = openTest(t, Options{Dir: dir, LeaseMargin: time.Hour})
+	rec := newRecorder(nil)
+	s.RegisterRoute("r", Route{Deliverer: rec})
+	got := map[string]int{}
+	for range 2 {
+		a := rec.next(t, 2*time.Second)
+		got[a.EventID] = a.Attempt
+	}
+	if got["evt_1"] != 1 || got["evt_2"] != 1 {
+		t.Fatalf("after restart: %v, want evt_1 and evt_2 at attempt 1", got)
+	}
+}
+
 func TestDispatcherRewindsForKeysBehindItsCursor(t *testing.T) {
 	s := openTest(t, Options{})
 	rec := newRecorder(nil)
