@@ -2,6 +2,7 @@ package spool
 
 import (
 	"context"
+	"slices"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -115,9 +116,12 @@ func (s *Spool) PurgeDead(ctx context.Context, t time.Time) (int, error) {
 	return s.eachDeadChunk(ctx, DeadFilter{}, func(st *state) bool { return st.DeadMs < ms }, true)
 }
 
-// eachDeadChunk replays or deletes the matching dead letters 256 at a time.
+// deadChunk is how many dead letters one commit replays or deletes.
+const deadChunk = 256
+
+// eachDeadChunk replays or deletes the matching dead letters deadChunk at a
+// time.
 func (s *Spool) eachDeadChunk(ctx context.Context, f DeadFilter, pick func(*state) bool, del bool) (int, error) {
-	const chunk = 256
 	total := 0
 	var after uint64
 	for {
@@ -127,7 +131,7 @@ func (s *Spool) eachDeadChunk(ctx context.Context, f DeadFilter, pick func(*stat
 			if pick(st) {
 				ids = append(ids, id)
 			}
-			return len(ids) < chunk, nil
+			return len(ids) < deadChunk, nil
 		})
 		if err != nil {
 			return total, err
@@ -143,18 +147,21 @@ func (s *Spool) eachDeadChunk(ctx context.Context, f DeadFilter, pick func(*stat
 	}
 }
 
+// deadOp replays or deletes the dead letters ids, deadChunk per commit, and
+// returns how many it found; on an error, the chunks before it stand.
 func (s *Spool) deadOp(ctx context.Context, ids []uint64, del bool) (int, error) {
-	if len(ids) == 0 {
-		return 0, nil
+	total := 0
+	for chunk := range slices.Chunk(ids, deadChunk) {
+		o := &deadOp{ids: chunk, delete: del, done: make(chan struct{})}
+		if err := s.submit(ctx, o, o.done); err != nil {
+			return total, err
+		}
+		if o.err != nil {
+			return total, o.err
+		}
+		total += o.n
 	}
-	o := &deadOp{ids: ids, delete: del, done: make(chan struct{})}
-	if err := s.submit(ctx, o, o.done); err != nil {
-		return 0, err
-	}
-	if o.err != nil {
-		return 0, o.err
-	}
-	return o.n, nil
+	return total, nil
 }
 
 func (s *Spool) routeName(rid uint32) string {

@@ -167,7 +167,7 @@ func (d *dispatcher) pass() (time.Time, error) {
 const lookAhead = 1024
 
 // scan returns up to limit due items of a route from its cursor on, and when
-// the next item falls due (0 if unknown).
+// the next item falls due (0 if unknown, nowMs if more are due already).
 //
 // It iterates with AllVersions so that it sees deleted keys instead of
 // letting Badger skip them: the queue is full of them (every claim, retry and
@@ -218,7 +218,7 @@ func (d *dispatcher) scan(txn *badger.Txn, rid uint32, nowMs int64, limit int) (
 			continue
 		}
 		if len(out) == limit {
-			return out, 0, nil
+			return out, nowMs, nil // more are due: look again once these are started
 		}
 		k = item.KeyCopy(nil)
 		d.cursors[rid] = k

@@ -18,6 +18,7 @@ import (
 //	z/<id:8>                       dead letter state (its m/ record is kept until purged or replayed)
 //	d/<sha256(route 0 eventId)[:16]> dedupe record: id and body hash, expires with the dedupe window
 //	a/<id:8><attempt:4>            one delivery attempt's record, expires after the attempt retention
+//	e/<id:8>                       present once a dead letter was deleted or purged; expires like a/
 const (
 	prefixRoute   = 'r'
 	prefixPaused  = 'p'
@@ -27,6 +28,7 @@ const (
 	prefixDead    = 'z'
 	prefixDedupe  = 'd'
 	prefixAttempt = 'a'
+	prefixErased  = 'e'
 )
 
 var (
@@ -55,6 +57,10 @@ func msgKey(id uint64) []byte {
 
 func deadKey(id uint64) []byte {
 	return binary.BigEndian.AppendUint64([]byte{prefixDead, '/'}, id)
+}
+
+func erasedKey(id uint64) []byte {
+	return binary.BigEndian.AppendUint64([]byte{prefixErased, '/'}, id)
 }
 
 // attemptPrefix is the start of an item's attempt records.

@@ -46,6 +46,7 @@ func (o *enqueueOp) finish(err error) {
 }
 
 func (o *enqueueOp) stage(b *batch) error {
+	o.err = nil // a batch split after a failed commit stages its ops again
 	// Dedupe first: a duplicate is answered even when the spool is full.
 	o.results = make([]Result, len(o.entries))
 	repeats := map[int]int{} // entry index -> index of its first occurrence in the op
@@ -305,6 +306,7 @@ func (o *deadOp) size() int        { return len(o.ids) * 128 }
 func (o *deadOp) finish(err error) { o.err = err; close(o.done) }
 
 func (o *deadOp) stage(b *batch) error {
+	o.n = 0 // a batch split after a failed commit stages its ops again
 	for _, id := range o.ids {
 		dk := deadKey(id)
 		st, found, err := getState(b.txn, dk)
@@ -323,10 +325,15 @@ func (o *deadOp) stage(b *batch) error {
 			if err := b.txn.Delete(msgKey(id)); err != nil {
 				return err
 			}
+			// So that Lookup tells deleted from delivered.
+			if err := b.txn.SetEntry(badger.NewEntry(erasedKey(id), nil).WithTTL(b.s.opts.AttemptRetention)); err != nil {
+				return err
+			}
 			b.change(id, &from, nil)
 			continue
 		}
-		st = state{Route: st.Route, ReceivedMs: st.ReceivedMs, Size: st.Size, LastStatus: st.LastStatus, LastError: st.LastError}
+		// A fresh budget: attempts and age count from the replay.
+		st = state{Route: st.Route, ReceivedMs: b.nowMs, Size: st.Size, LastStatus: st.LastStatus, LastError: st.LastError}
 		qk := queueKey(st.Route, b.nowMs, id)
 		if err := b.txn.Set(qk, st.encode()); err != nil {
 			return err

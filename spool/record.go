@@ -87,7 +87,7 @@ type state struct {
 	Flags      uint8
 	Route      uint32
 	Attempt    int
-	ReceivedMs int64
+	ReceivedMs int64 // when MaxAge starts counting: received, or last replayed
 	Size       int64 // message bytes, for accounting
 	LastStatus int
 	LastError  string

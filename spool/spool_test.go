@@ -339,6 +339,9 @@ func TestReplayDeleteAndPurge(t *testing.T) {
 	if n, err := s.DeleteDead(ctx, dead[0].ID); n != 1 || err != nil {
 		t.Fatalf("DeleteDead = %d, %v", n, err)
 	}
+	if st, _ := s.Lookup("a", dead[0].EventID); st.State != StateDeleted {
+		t.Fatalf("a deleted dead letter looks %s", st.State)
+	}
 	// By filter: route b only.
 	if n, err := s.ReplayMatching(ctx, DeadFilter{Route: "b", Reason: ReasonMaxAttempts}); n != 4 || err != nil {
 		t.Fatalf("ReplayMatching(b) = %d, %v", n, err)
@@ -1003,4 +1006,91 @@ func TestEnqueueAllStandsOrFallsTogether(t *testing.T) {
 	if items, _ := s.Usage(); items != 2 {
 		t.Fatalf("%d items stored, want 2 (b and a)", items)
 	}
+}
+
+// TestReplayRestartsMaxAge: a dead letter replayed after MaxAge has passed
+// since it was received gets a fresh age budget and is attempted, instead of
+// dying again at once.
+func TestReplayRestartsMaxAge(t *testing.T) {
+	s := openTest(t, Options{})
+	pol := Policy{MaxAttempts: 100, MaxAge: 300 * time.Millisecond, BackoffMin: 50 * time.Millisecond, BackoffMax: 50 * time.Millisecond}
+	s.RegisterRoute("r", Route{Policy: pol, Deliverer: newRecorder(func(*Delivery) Outcome { return Outcome{StatusCode: 503} })})
+	res := mustEnqueue(t, s, entry("r", "evt_1", "x"))
+	eventually(t, 5*time.Second, "a max_age dead letter", func() bool {
+		d, _, _ := s.ListDead(DeadFilter{Route: "r", Reason: ReasonMaxAge}, 0, 1)
+		return len(d) == 1
+	})
+	time.Sleep(400 * time.Millisecond) // replayed well after MaxAge
+	healthy := newRecorder(nil)
+	s.RegisterRoute("r", Route{Policy: pol, Deliverer: healthy})
+	if n, err := s.Replay(context.Background(), res.ID); n != 1 || err != nil {
+		t.Fatalf("Replay = %d, %v", n, err)
+	}
+	if a := healthy.next(t, 2*time.Second); a.EventID != "evt_1" || a.Attempt != 1 {
+		t.Fatalf("after replay: %s attempt %d", a.EventID, a.Attempt)
+	}
+	eventually(t, 2*time.Second, "delivered", func() bool { st, _ := s.Lookup("r", "evt_1"); return st.State == StateDelivered })
+}
+
+// TestReplayAndDeleteManyIDs: more ids than one transaction can hold are
+// replayed (or deleted) in chunks, and the count is exact.
+func TestReplayAndDeleteManyIDs(t *testing.T) {
+	s := openTest(t, Options{MemTableSize: 1 << 20}) // a transaction holds ~2,000 entries
+	s.RegisterRoute("r", Route{Policy: fastPolicy(1), Concurrency: 64, Deliverer: newRecorder(func(*Delivery) Outcome { return Outcome{StatusCode: 400} })})
+	const n = 6000
+	var ids []uint64
+	for i := 0; i < n; i += 500 {
+		var es []Entry
+		for j := i; j < i+500; j++ {
+			es = append(es, entry("r", fmt.Sprintf("evt_%d", j), "x"))
+		}
+		rs, err := s.EnqueueAll(context.Background(), es)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range rs {
+			ids = append(ids, r.ID)
+		}
+	}
+	eventually(t, 60*time.Second, "all dead", func() bool { return routeStats(s, "r").Dead == n })
+	if err := s.Pause(context.Background(), "r"); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.Replay(context.Background(), ids[:n/2]...); got != n/2 || err != nil {
+		t.Fatalf("Replay(%d ids) = %d, %v", n/2, got, err)
+	}
+	if got, err := s.DeleteDead(context.Background(), ids...); got != n/2 || err != nil {
+		t.Fatalf("DeleteDead(%d ids) = %d, %v; want the %d still dead", n, got, err, n/2)
+	}
+	if rs := routeStats(s, "r"); rs.Queued != n/2 || rs.Dead != 0 {
+		t.Fatalf("%s, want %d queued and none dead", statsString(rs), n/2)
+	}
+}
+
+// TestDisabledRouteDrainsAtOnce: a disabled route's backlog becomes dead
+// letters without waiting for the dispatcher's idle wake-ups between passes.
+func TestDisabledRouteDrainsAtOnce(t *testing.T) {
+	s := openTest(t, Options{})
+	s.RegisterRoute("r", Route{Deliverer: newRecorder(nil)})
+	ctx := context.Background()
+	if err := s.Pause(ctx, "r"); err != nil {
+		t.Fatal(err)
+	}
+	const n = 2000
+	for i := 0; i < n; i += 500 {
+		var es []Entry
+		for j := i; j < i+500; j++ {
+			es = append(es, entry("r", fmt.Sprintf("evt_%d", j), "x"))
+		}
+		if _, err := s.EnqueueAll(ctx, es); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Disable(ctx, "r", "off"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Resume(ctx, "r"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "all dead", func() bool { return routeStats(s, "r").Dead == n })
 }

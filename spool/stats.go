@@ -126,7 +126,8 @@ type ItemState string
 const (
 	StatePending   ItemState = "pending"   // queued, in flight or scheduled for a retry
 	StateDead      ItemState = "dead"      // a dead letter
-	StateDelivered ItemState = "delivered" // delivered or deleted; remembered until its dedupe window ends
+	StateDelivered ItemState = "delivered" // delivered; remembered until its dedupe window ends
+	StateDeleted   ItemState = "deleted"   // a dead letter that was deleted or purged
 )
 
 // ItemStatus is Lookup's answer.
@@ -168,6 +169,13 @@ func (s *Spool) Lookup(route, eventID string) (ItemStatus, error) {
 		switch _, err := txn.Get(msgKey(out.ID)); {
 		case err == nil:
 			out.State = StatePending
+			return nil
+		case !errors.Is(err, badger.ErrKeyNotFound):
+			return err
+		}
+		switch _, err := txn.Get(erasedKey(out.ID)); {
+		case err == nil:
+			out.State = StateDeleted
 		case errors.Is(err, badger.ErrKeyNotFound):
 			out.State = StateDelivered
 		default:
