@@ -51,6 +51,7 @@ type App struct {
 	AttemptRetention caddy.Duration `json:"attempt_retention,omitempty"`
 
 	dir   string
+	opts  spool.Options
 	spool *spool.Spool
 	log   *zap.Logger
 	ctx   caddy.Context
@@ -89,7 +90,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 		return err
 	}
 	a.dir = filepath.Clean(abs)
-	opts := spool.Options{
+	a.opts = spool.Options{
 		Dir:              a.dir,
 		MaxItems:         a.MaxItems,
 		MaxBytes:         a.MaxBytes,
@@ -106,7 +107,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("webhooks: metrics: %w", err)
 	}
 	val, loaded, err := spools.LoadOrNew(a.dir, func() (caddy.Destructor, error) {
-		s, err := spool.Open(opts)
+		s, err := spool.Open(a.opts)
 		if err != nil {
 			return nil, err
 		}
@@ -135,9 +136,12 @@ func (a *App) Validate() error {
 	return nil
 }
 
-// Start takes the http app's grace period for the deliveries in flight at
-// shutdown (the spool's workers run from the first Provision on).
+// Start applies this configuration's limits and retentions to the spool,
+// which an earlier configuration may have opened (they take effect only now,
+// so a reload that fails leaves the running ones alone), and takes the http
+// app's grace period for the deliveries in flight at shutdown.
 func (a *App) Start() error {
+	a.spool.Reconfigure(a.opts)
 	if h, err := a.ctx.AppIfConfigured("http"); err == nil {
 		if h, ok := h.(*caddyhttp.App); ok && h.GracePeriod > 0 {
 			a.grace = time.Duration(h.GracePeriod)

@@ -398,8 +398,11 @@ func TestSpoolFull(t *testing.T) {
 	t.Parallel()
 	g, secret := newSecretGateway(t, "HG_SECRET")
 	port := freePort(t) // the upstream is down: items stay in the spool
-	g.start(g.globalsWith("max_items 3", "") + forwardSite(g, "{env.HG_SECRET}", fmt.Sprintf("http://127.0.0.1:%d/in", port),
-		"name full", "backoff 100ms 300ms\n\t\t\t\tmax_attempts 1000"))
+	config := func(maxItems int) string {
+		return g.globalsWith(fmt.Sprintf("max_items %d", maxItems), "") + forwardSite(g, "{env.HG_SECRET}",
+			fmt.Sprintf("http://127.0.0.1:%d/in", port), "name full", "backoff 100ms 300ms\n\t\t\t\tmax_attempts 1000")
+	}
+	g.start(config(3))
 	s := newSender(g, hookPath, secret)
 	var ids []string
 	var first *delivery
@@ -418,7 +421,18 @@ func TestSpoolFull(t *testing.T) {
 	}
 	expectAnswer(t, "a duplicate is still recognised when full", s.mustPost(t, first), 200, "duplicate")
 
-	// Room again once the upstream is back and takes the three.
+	// A reload that raises max_items takes effect on the open spool.
+	if code, body, err := g.load(config(4)); err != nil || code != 200 {
+		t.Fatalf("reload with max_items 4: %d %s %v", code, body, err)
+	}
+	expectAnswer(t, "after raising max_items", s.mustPost(t, over), 202, "accepted")
+	ids = append(ids, over.ID)
+	over = s.event(typeOK)
+	if a := s.mustPost(t, over); a.Code != 503 {
+		t.Errorf("over the raised max_items: want 503, got %s", a)
+	}
+
+	// Room again once the upstream is back and takes the four.
 	up := newUpstreamAt(t, port)
 	waitDelivered(t, 20*time.Second, ids, up)
 	eventually(t, 10*time.Second, func() (bool, string) {

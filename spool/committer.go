@@ -91,18 +91,18 @@ func (b *batch) routeID(name string) (uint32, error) {
 
 // admit checks the bounds for adding n messages of size bytes.
 func (b *batch) admit(n, size int64) error {
-	o := &b.s.opts
+	o := b.s.live.Load()
 	b.s.mu.Lock()
 	items, stored := b.s.cat.items+b.items, b.s.cat.bytes+b.bytes
 	b.s.mu.Unlock()
 	switch {
-	case items+n > o.MaxItems:
+	case items+n > o.maxItems:
 		return &FullError{Limit: "max_items"}
-	case stored+size > o.MaxBytes:
+	case stored+size > o.maxBytes:
 		return &FullError{Limit: "max_bytes"}
 	}
 	if b.free < 0 {
-		if free, ok := freeDisk(o.Dir); ok {
+		if free, ok := freeDisk(b.s.opts.Dir); ok {
 			b.free = free
 		} else {
 			b.free = 1 << 62
@@ -110,7 +110,7 @@ func (b *batch) admit(n, size int64) error {
 	}
 	// Keep the floor even if every byte of this batch lands on disk twice
 	// (write-ahead log and table).
-	if b.free-2*(max(b.bytes, 0)+size) < o.MinFreeDisk {
+	if b.free-2*(max(b.bytes, 0)+size) < o.minFreeDisk {
 		return &FullError{Limit: "min_free_disk"}
 	}
 	return nil

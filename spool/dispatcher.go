@@ -118,7 +118,7 @@ func (d *dispatcher) pass() (time.Time, error) {
 			if known && ref.disabled == "" {
 				delete(d.missing, ref.rid)
 				s.runMu.Lock()
-				limit = min(route.Concurrency-d.running[ref.rid], s.opts.Workers-d.total-len(found))
+				limit = min(route.Concurrency-d.running[ref.rid], s.live.Load().workers-d.total-len(found))
 				s.runMu.Unlock()
 			} else if !known {
 				// A reload may be registering it: wait out the grace period

@@ -27,11 +27,12 @@ func (s *Spool) maintenanceLoop() {
 		case <-s.stopping:
 			return
 		case <-purge.C:
-			n, err := s.PurgeDead(context.Background(), time.Now().Add(-s.opts.DeadRetention))
+			retention := s.live.Load().deadRetention
+			n, err := s.PurgeDead(context.Background(), time.Now().Add(-retention))
 			if err != nil && !errors.Is(err, ErrClosed) {
 				s.log.Error("purging dead letters failed", zap.Error(err))
 			} else if n > 0 {
-				s.log.Info("purged dead letters past retention", zap.Int("count", n), zap.Duration("retention", s.opts.DeadRetention))
+				s.log.Info("purged dead letters past retention", zap.Int("count", n), zap.Duration("retention", retention))
 			}
 		case <-gc.C:
 			s.valueLogGC()

@@ -260,7 +260,7 @@ func (o *finishOp) stage(b *batch) error {
 		return err
 	}
 	if a := o.attempt; a != nil {
-		e := badger.NewEntry(attemptKey(id, a.Number), a.encode()).WithTTL(b.s.opts.AttemptRetention)
+		e := badger.NewEntry(attemptKey(id, a.Number), a.encode()).WithTTL(b.s.live.Load().attemptRetention)
 		if err := b.txn.SetEntry(e); err != nil {
 			return err
 		}
@@ -326,7 +326,7 @@ func (o *deadOp) stage(b *batch) error {
 				return err
 			}
 			// So that Lookup tells deleted from delivered.
-			if err := b.txn.SetEntry(badger.NewEntry(erasedKey(id), nil).WithTTL(b.s.opts.AttemptRetention)); err != nil {
+			if err := b.txn.SetEntry(badger.NewEntry(erasedKey(id), nil).WithTTL(b.s.live.Load().attemptRetention)); err != nil {
 				return err
 			}
 			b.change(id, &from, nil)

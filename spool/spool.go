@@ -49,7 +49,9 @@ type FullError struct {
 func (e *FullError) Error() string        { return "spool: full (" + e.Limit + ")" }
 func (e *FullError) Is(target error) bool { return target == ErrFull }
 
-// Options configure a Spool. Zero values take the defaults below.
+// Options configure a Spool. Zero values take the defaults below. The bounds
+// (MaxItems, MaxBytes, MinFreeDisk), Workers and the retentions can be
+// changed while it runs, with Reconfigure; the rest are fixed at Open.
 type Options struct {
 	Dir              string
 	Logger           *zap.Logger
@@ -101,7 +103,8 @@ func (o Options) withDefaults() Options {
 // Spool is a durable delivery queue in one directory. Its methods are safe for
 // concurrent use.
 type Spool struct {
-	opts Options
+	opts Options // as opened; read the changeable fields through live
+	live atomic.Pointer[liveOptions]
 	log  *zap.Logger
 	db   *badger.DB
 	seq  *badger.Sequence
@@ -205,6 +208,7 @@ func open(opts Options) (*Spool, error) {
 		routes:         map[string][]*registration{},
 		rewind:         map[uint32][]byte{},
 	}
+	s.live.Store(liveOf(opts))
 	s.workCtx, s.cancelWork = context.WithCancel(context.Background())
 	if err := s.load(); err != nil {
 		db.Close()
@@ -241,6 +245,28 @@ func badgerOptions(dir string, memTableSize int64, log *zap.Logger) badger.Optio
 		WithIndexCacheSize(0).
 		WithDetectConflicts(false).
 		WithNumVersionsToKeep(1)
+}
+
+// liveOptions are the Options that Reconfigure changes.
+type liveOptions struct {
+	maxItems, maxBytes, minFreeDisk int64
+	workers                         int
+	deadRetention, attemptRetention time.Duration
+}
+
+func liveOf(o Options) *liveOptions {
+	o = o.withDefaults()
+	return &liveOptions{maxItems: o.MaxItems, maxBytes: o.MaxBytes, minFreeDisk: o.MinFreeDisk, workers: o.Workers,
+		deadRetention: o.DeadRetention, attemptRetention: o.AttemptRetention}
+}
+
+// Reconfigure applies o's bounds (MaxItems, MaxBytes, MinFreeDisk), Workers,
+// DeadRetention and AttemptRetention to the running spool, defaults included;
+// its other fields are ignored. Items already stored stay even if they are
+// now over a bound; new ones are refused until there is room.
+func (s *Spool) Reconfigure(o Options) {
+	s.live.Store(liveOf(o))
+	s.nudge() // more workers may be allowed
 }
 
 // openFloor is the free space Open requires.

@@ -536,9 +536,9 @@ func TestBoundsRefuseWithFull(t *testing.T) {
 			opts := tt.opts
 			var s *Spool
 			if tt.limit == "min_free_disk" {
-				// Open refuses a directory already below the floor; lower the floor after.
+				// Open refuses a directory already below the floor; raise it after.
 				s = openTest(t, Options{})
-				s.opts.MinFreeDisk = opts.MinFreeDisk
+				s.Reconfigure(opts)
 			} else {
 				s = openTest(t, opts)
 			}
@@ -565,6 +565,11 @@ func TestBoundsRefuseWithFull(t *testing.T) {
 				if r, err := s.Enqueue(context.Background(), entry("r", "e0", string(make([]byte, 100)))); err != nil || r.Status != Duplicate {
 					t.Fatalf("duplicate when full: %v, %v", r.Status, err)
 				}
+			}
+			// Bounds raised while running take effect at once.
+			s.Reconfigure(Options{MinFreeDisk: 1 << 20})
+			if r, err := s.Enqueue(context.Background(), entry("r", "e_after", "x")); err != nil || r.Status != Accepted {
+				t.Fatalf("after raising the bound: %v, %v", r.Status, err)
 			}
 		})
 	}
