@@ -5,6 +5,8 @@
 package caddymodule
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -56,6 +58,10 @@ type App struct {
 	log   *zap.Logger
 	ctx   caddy.Context
 	grace time.Duration // what deliveries in flight get at shutdown
+
+	// routes maps the spool route names this configuration's handlers use to
+	// their settings (JSON): one name, one route.
+	routes map[string][]byte
 }
 
 // defaultGrace is what deliveries in flight get at shutdown when the http
@@ -170,6 +176,26 @@ func (a *App) Cleanup() error {
 	a.spool = nil
 	_, err := spools.Delete(a.dir)
 	return err
+}
+
+// claimRoute records that a handler of this configuration uses the spool
+// route name with the given settings. Handlers that share a name share its
+// queue, dedupe records and forward target, so they must agree on the
+// settings: the same handler imported twice is fine, two different ones are
+// a configuration error (the last registered would take the other's events).
+func (a *App) claimRoute(name string, settings any) error {
+	js, err := json.Marshal(settings)
+	if err != nil {
+		return err
+	}
+	if prev, ok := a.routes[name]; ok && !bytes.Equal(prev, js) {
+		return fmt.Errorf("route %q is configured twice with different settings; give each its own name", name)
+	}
+	if a.routes == nil {
+		a.routes = map[string][]byte{}
+	}
+	a.routes[name] = js
+	return nil
 }
 
 // Spool returns the app's spool.

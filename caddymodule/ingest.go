@@ -99,6 +99,9 @@ func (h *Ingest) Provision(ctx caddy.Context) error {
 	h.log = ctx.Logger()
 	if h.Name == "" && h.Forward != nil {
 		h.Name = defaultRouteName(h.Forward.URL)
+		h.log.Warn("webhook_ingest has no name: its route is named after the forward URL, so changing the URL starts a new route "+
+			"(new dedupe records; the old route's pending events wait for it and become dead letters); set name to avoid this",
+			zap.String("route", h.Name))
 	}
 	secrets, err := resolveSecrets(h.Secrets, h.log)
 	if err != nil {
@@ -132,6 +135,9 @@ func (h *Ingest) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := appIface.(*App).claimRoute(h.Name, h); err != nil {
+		return fmt.Errorf("webhook_ingest: %w", err)
+	}
 	h.spool = appIface.(*App).Spool()
 	if h.Forward != nil {
 		header, err := h.Forward.resolveHeaders()
@@ -150,6 +156,9 @@ func (h *Ingest) Provision(ctx caddy.Context) error {
 func (h *Ingest) validate(tolerance time.Duration) error {
 	if h.Name == "" {
 		return errors.New("webhook_ingest: a name is required without a forward target (verify-only mode)")
+	}
+	if h.Name == publishScope || strings.HasPrefix(h.Name, subscriberRoute("")) {
+		return fmt.Errorf("webhook_ingest: the name %q is reserved for webhook_publish", h.Name)
 	}
 	if h.dedupeWindow < tolerance+clockSkew {
 		return fmt.Errorf("webhook_ingest %s: dedupe_window %v must be at least tolerance %v plus %v of clock skew",

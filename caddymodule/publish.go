@@ -131,7 +131,8 @@ func (p *Publish) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return err
 	}
-	p.spool = appIface.(*App).Spool()
+	app := appIface.(*App)
+	p.spool = app.Spool()
 	attempts := p.Attempts
 	if attempts <= 0 {
 		attempts = defaultPublishAttempts
@@ -170,6 +171,12 @@ func (p *Publish) Provision(ctx caddy.Context) error {
 			goneReason: ReasonGone,
 		}
 		route := subscriberRoute(sub.Name)
+		// The subscriber's delivery settings are its own and the publisher's.
+		settings := *p
+		settings.Subscribers = []Subscriber{sub}
+		if err := app.claimRoute(route, settings); err != nil {
+			return fmt.Errorf("webhook_publish: subscriber %s: %w", sub.Name, err)
+		}
 		p.forwarders = append(p.forwarders, fw)
 		p.unregister = append(p.unregister, p.spool.RegisterRoute(route, spool.Route{
 			Deliverer:   fw,

@@ -220,3 +220,45 @@ func TestReloadRemovingARouteKeepsItsEvents(t *testing.T) {
 	}
 	waitDelivered(t, 10*time.Second, ids, up)
 }
+
+// TestRouteNamesAreDistinct: one route name is one queue, dedupe scope and
+// target, so a configuration that gives two different handlers the same name
+// (or an ingest route a publisher's name) is refused and the running one
+// stays; the same handler used twice is fine.
+func TestRouteNamesAreDistinct(t *testing.T) {
+	t.Parallel()
+	g, secret := newSecretGateway(t, "HG_SECRET", "SUB_SECRET=subscriber-secret-0123456789")
+	up := newUpstream(t)
+	ingest := func(path, name, url string) string {
+		return fmt.Sprintf("\thandle %s {\n\t\twebhook_ingest {\n\t\t\tname %s\n\t\t\tsecret {env.HG_SECRET}\n\t\t\tforward %s\n\t\t}\n\t}", path, name, url)
+	}
+	site := func(handles ...string) string { return g.globals("") + publishSite(g, handles...) }
+	g.start(site(ingest(hookPath, "shared", up.url("/a"))))
+
+	for _, tt := range []struct {
+		name, config, wantErr string
+	}{
+		{"two ingest routes, one name", site(ingest(hookPath, "shared", up.url("/a")), ingest("/other", "shared", up.url("/b"))),
+			`route "shared" is configured twice with different settings`},
+		{"an ingest route named like a subscriber", site(ingest(hookPath, "subscriber/acme", up.url("/a"))),
+			`the name "subscriber/acme" is reserved for webhook_publish`},
+		{"two subscribers, one name", site(ingest(hookPath, "shared", up.url("/a")),
+			publishHandle("/pub1", "allow_private 127.0.0.0/8", subscriberBlock("acme", up.url("/x"), "secret {env.SUB_SECRET}")),
+			publishHandle("/pub2", "allow_private 127.0.0.0/8", subscriberBlock("acme", up.url("/y"), "secret {env.SUB_SECRET}"))),
+			`subscriber acme: route "subscriber/acme" is configured twice with different settings`},
+	} {
+		code, body, err := g.load(tt.config)
+		if err != nil || code == 200 || !strings.Contains(strings.ReplaceAll(body, `\"`, `"`), tt.wantErr) {
+			t.Errorf("%s: load answered %d %s %v; want a refusal containing %q", tt.name, code, body, err, tt.wantErr)
+		}
+	}
+	// The same handler on two paths shares its route.
+	if code, body, err := g.load(site(ingest(hookPath, "shared", up.url("/a")), ingest("/other", "shared", up.url("/a")))); err != nil || code != 200 {
+		t.Fatalf("the same route on two paths: %d %s %v", code, body, err)
+	}
+	s := newSender(g, hookPath, secret)
+	d := s.event(typeOK)
+	expectAnswer(t, d.ID, s.mustPost(t, d), 202, "accepted")
+	expectAnswer(t, "the same event on the other path", newSender(g, "/other", secret).mustPost(t, d), 200, "duplicate")
+	waitDelivered(t, 10*time.Second, []string{d.ID}, up)
+}
