@@ -81,7 +81,6 @@ type Ingest struct {
 	spool        *spool.Spool
 	unregister   func()
 	forwarder    *forwarder
-	inFlight     *inFlight
 	log          *zap.Logger
 }
 
@@ -121,7 +120,6 @@ func (h *Ingest) Provision(ctx caddy.Context) error {
 	if h.events, err = verifier.CompilePatterns(h.Events); err != nil {
 		return fmt.Errorf("webhook_ingest %s: events: %w", h.Name, err)
 	}
-	h.inFlight = &inFlight{ids: map[string]struct{}{}}
 	h.dedupeWindow = durationOr(h.DedupeWindow, defaultDedupeWindow)
 	h.readTimeout = durationOr(h.ReadTimeout, defaultReadTimeout)
 	h.maxBody = h.MaxBody
@@ -283,6 +281,14 @@ func forwardHeaders(in http.Header) http.Header {
 // remember the event only if it answered 2xx. A concurrent delivery of the
 // same event gets 409 with Retry-After while the first is being handled.
 func (h *Ingest) handOn(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, repl *caddy.Replacer, ev *verifier.Event) error {
+	// Claim the event before checking it was seen: the claim is held until
+	// it is remembered, so no second delivery can slip in between.
+	key := h.Name + "\x00" + ev.ID
+	if !handingOn.start(key) {
+		w.Header().Set("Retry-After", "1")
+		return h.reject(r, http.StatusConflict, "in_progress", errors.New("this event is being handled"))
+	}
+	defer handingOn.done(key)
 	st, err := h.spool.Seen(h.Name, ev.ID, ev.Body)
 	if err != nil {
 		return h.spoolError(w, r, err)
@@ -290,11 +296,6 @@ func (h *Ingest) handOn(w http.ResponseWriter, r *http.Request, next caddyhttp.H
 	if st != spool.Accepted {
 		return h.answerResult(w, r, repl, st, ev.ID)
 	}
-	if !h.inFlight.start(ev.ID) {
-		w.Header().Set("Retry-After", "1")
-		return h.reject(r, http.StatusConflict, "in_progress", errors.New("this event is being handled"))
-	}
-	defer h.inFlight.done(ev.ID)
 
 	r.Body = io.NopCloser(bytes.NewReader(ev.Body))
 	r.ContentLength = int64(len(ev.Body))
@@ -325,7 +326,7 @@ type statusRecorder struct {
 }
 
 func (s *statusRecorder) WriteHeader(code int) {
-	if s.status == 0 {
+	if s.status == 0 && code >= 200 { // 1xx answers are not final
 		s.status = code
 	}
 	s.ResponseWriterWrapper.WriteHeader(code)
@@ -338,7 +339,12 @@ func (s *statusRecorder) Write(b []byte) (int, error) {
 	return s.ResponseWriterWrapper.Write(b)
 }
 
-// inFlight is the set of event ids being handed on in verify-only mode.
+// handingOn holds the events being handed on in verify-only mode, by route
+// name and event id, for the whole process: handlers of one route, in one
+// configuration or across a reload, see each other's.
+var handingOn = &inFlight{ids: map[string]struct{}{}}
+
+// inFlight is a set of keys being handled.
 type inFlight struct {
 	mu  sync.Mutex
 	ids map[string]struct{}
