@@ -6,6 +6,7 @@ package caddymodule
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -52,16 +53,24 @@ type App struct {
 	// kept. Default 7 days.
 	AttemptRetention caddy.Duration `json:"attempt_retention,omitempty"`
 
-	dir   string
-	opts  spool.Options
-	spool *spool.Spool
-	log   *zap.Logger
-	ctx   caddy.Context
-	grace time.Duration // what deliveries in flight get at shutdown
+	dir    string
+	opts   spool.Options
+	spool  *spool.Spool // set by Start
+	opened bool         // Start took a use of the spool that Cleanup gives back
+	log    *zap.Logger
+	ctx    caddy.Context
+	grace  time.Duration // what deliveries in flight get at shutdown
 
-	// routes maps the spool route names this configuration's handlers use to
-	// their settings (JSON): one name, one route.
-	routes map[string][]byte
+	routes     []appRoute    // this configuration's spool routes
+	unregister []func()      // undoes Start's route registrations
+	ready      chan struct{} // closed once Start has set spool
+}
+
+// appRoute is a spool route of the configuration's handlers.
+type appRoute struct {
+	name     string
+	settings []byte       // the handler's settings, as JSON
+	route    *spool.Route // nil: dedupe only
 }
 
 // defaultGrace is what deliveries in flight get at shutdown when the http
@@ -83,10 +92,14 @@ type spoolHandle struct{ *spool.Spool }
 // leases within the spool's close timeout.
 func (h spoolHandle) Destruct() error { return h.Close() }
 
-// Provision opens (or shares) the spool.
+// Provision derives the spool's options. The spool itself is opened (or
+// shared with the running configuration) in Start, so that a configuration
+// that is only validated (caddy validate, caddy adapt --validate) neither
+// takes the storage's lock nor delivers anything.
 func (a *App) Provision(ctx caddy.Context) error {
 	a.log = ctx.Logger()
 	a.ctx, a.grace = ctx, defaultGrace
+	a.ready = make(chan struct{})
 	dir := a.Storage
 	if dir == "" {
 		dir = filepath.Join(caddy.AppDataDir(), "webhooks")
@@ -112,6 +125,23 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
 		return fmt.Errorf("webhooks: metrics: %w", err)
 	}
+	return nil
+}
+
+// Validate checks the limits.
+func (a *App) Validate() error {
+	if a.MaxItems < 0 || a.MaxBytes < 0 || a.MinFreeDisk < 0 || a.Workers < 0 || a.DeadRetention < 0 || a.AttemptRetention < 0 {
+		return errors.New("webhooks: limits must not be negative")
+	}
+	return nil
+}
+
+// Start opens the spool, or shares the one an earlier configuration opened
+// (its limits and retentions then change to this configuration's: only now,
+// so a reload that fails leaves the running ones alone), registers this
+// configuration's routes, and takes the http app's grace period for the
+// deliveries in flight at shutdown.
+func (a *App) Start() error {
 	val, loaded, err := spools.LoadOrNew(a.dir, func() (caddy.Destructor, error) {
 		s, err := spool.Open(a.opts)
 		if err != nil {
@@ -125,29 +155,19 @@ func (a *App) Provision(ctx caddy.Context) error {
 		}
 		return fmt.Errorf("webhooks storage %s: %w (if another Caddy process uses it, reload that one instead)", a.dir, err)
 	}
-	a.spool = val.(spoolHandle).Spool
+	a.spool, a.opened = val.(spoolHandle).Spool, true
 	if loaded {
 		a.log.Debug("sharing the open spool", zap.String("storage", a.dir))
 	} else {
 		a.log.Info("spool opened", zap.String("storage", a.dir))
 	}
-	return nil
-}
-
-// Validate checks the limits.
-func (a *App) Validate() error {
-	if a.MaxItems < 0 || a.MaxBytes < 0 || a.MinFreeDisk < 0 || a.Workers < 0 || a.DeadRetention < 0 || a.AttemptRetention < 0 {
-		return errors.New("webhooks: limits must not be negative")
-	}
-	return nil
-}
-
-// Start applies this configuration's limits and retentions to the spool,
-// which an earlier configuration may have opened (they take effect only now,
-// so a reload that fails leaves the running ones alone), and takes the http
-// app's grace period for the deliveries in flight at shutdown.
-func (a *App) Start() error {
 	a.spool.Reconfigure(a.opts)
+	for _, r := range a.routes {
+		if r.route != nil {
+			a.unregister = append(a.unregister, a.spool.RegisterRoute(r.name, *r.route))
+		}
+	}
+	close(a.ready)
 	if h, err := a.ctx.AppIfConfigured("http"); err == nil {
 		if h, ok := h.(*caddyhttp.App); ok && h.GracePeriod > 0 {
 			a.grace = time.Duration(h.GracePeriod)
@@ -162,44 +182,78 @@ func (a *App) Start() error {
 // configuration too, but the spool and its workers carry on for the new one;
 // the spool closes when the last configuration using it is cleaned up.
 func (a *App) Stop() error {
-	if caddy.Exiting() && a.spool != nil {
+	if caddy.Exiting() && a.opened {
 		a.spool.StopDelivering(a.grace)
 	}
 	return nil
 }
 
-// Cleanup releases this configuration's use of the spool.
+// Cleanup unregisters this configuration's routes (a newer configuration's
+// registrations of the same names stay in force) and releases its use of
+// the spool.
 func (a *App) Cleanup() error {
-	if a.spool == nil {
+	for _, u := range a.unregister {
+		u()
+	}
+	a.unregister = nil
+	if !a.opened {
 		return nil
 	}
-	a.spool = nil
+	a.opened = false // requests of this configuration still finishing keep a.spool
 	_, err := spools.Delete(a.dir)
 	return err
 }
 
-// claimRoute records that a handler of this configuration uses the spool
-// route name with the given settings. Handlers that share a name share its
+// addRoute records a spool route of this configuration's handlers, to be
+// registered with the spool when the app starts; route is nil for a route
+// that only dedupes (verify-only mode). Handlers that share a name share its
 // queue, dedupe records and forward target, so they must agree on the
 // settings: the same handler imported twice is fine, two different ones are
 // a configuration error (the last registered would take the other's events).
-func (a *App) claimRoute(name string, settings any) error {
+func (a *App) addRoute(name string, settings any, route *spool.Route) error {
 	js, err := json.Marshal(settings)
 	if err != nil {
 		return err
 	}
-	if prev, ok := a.routes[name]; ok && !bytes.Equal(prev, js) {
-		return fmt.Errorf("route %q is configured twice with different settings; give each its own name", name)
+	for _, r := range a.routes {
+		if r.name != name {
+			continue
+		}
+		if !bytes.Equal(r.settings, js) {
+			return fmt.Errorf("route %q is configured twice with different settings; give each its own name", name)
+		}
+		return nil
 	}
-	if a.routes == nil {
-		a.routes = map[string][]byte{}
-	}
-	a.routes[name] = js
+	a.routes = append(a.routes, appRoute{name: name, settings: js, route: route})
 	return nil
 }
 
-// Spool returns the app's spool.
-func (a *App) Spool() *spool.Spool { return a.spool }
+// errNotStarted is what a request gets when the webhooks app has not
+// started within startWait of its arrival.
+var errNotStarted = errors.New("webhooks: the spool is not open yet")
+
+// startWait bounds how long a request waits for the app to start: the HTTP
+// servers may start before it, and opening a large spool takes a moment.
+const startWait = 10 * time.Second
+
+// spoolFor returns the spool once the app has started.
+func (a *App) spoolFor(ctx context.Context) (*spool.Spool, error) {
+	select {
+	case <-a.ready:
+		return a.spool, nil
+	default:
+	}
+	t := time.NewTimer(startWait)
+	defer t.Stop()
+	select {
+	case <-a.ready:
+		return a.spool, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-t.C:
+		return nil, errNotStarted
+	}
+}
 
 // Interface guards.
 var (

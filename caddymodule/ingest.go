@@ -78,8 +78,7 @@ type Ingest struct {
 	dedupeWindow time.Duration
 	maxBody      int64
 	readTimeout  time.Duration
-	spool        *spool.Spool
-	unregister   func()
+	app          *App
 	forwarder    *forwarder
 	log          *zap.Logger
 }
@@ -133,18 +132,19 @@ func (h *Ingest) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := appIface.(*App).claimRoute(h.Name, h); err != nil {
-		return fmt.Errorf("webhook_ingest: %w", err)
-	}
-	h.spool = appIface.(*App).Spool()
+	h.app = appIface.(*App)
+	var route *spool.Route
 	if h.Forward != nil {
 		header, err := h.Forward.resolveHeaders()
 		if err != nil {
 			return fmt.Errorf("webhook_ingest %s: %w", h.Name, err)
 		}
-		var route spool.Route
-		route, h.forwarder = h.Forward.route(header)
-		h.unregister = h.spool.RegisterRoute(h.Name, route)
+		var r spool.Route
+		r, h.forwarder = h.Forward.route(header)
+		route = &r
+	}
+	if err := h.app.addRoute(h.Name, h, route); err != nil {
+		return fmt.Errorf("webhook_ingest: %w", err)
 	}
 	return nil
 }
@@ -168,12 +168,9 @@ func (h *Ingest) validate(tolerance time.Duration) error {
 	return nil
 }
 
-// Cleanup unregisters this configuration's route; a newer registration of
-// the same name stays in force.
+// Cleanup retires the route's delivery client (the webhooks app unregisters
+// the route).
 func (h *Ingest) Cleanup() error {
-	if h.unregister != nil {
-		h.unregister()
-	}
 	if h.forwarder != nil {
 		h.forwarder.close()
 	}
@@ -199,10 +196,14 @@ func (h *Ingest) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhtt
 	if !h.events.Match(ev.Type) {
 		return h.answer(w, repl, http.StatusOK, "ignored", ev.ID)
 	}
-	if h.Forward == nil {
-		return h.handOn(w, r, next, repl, ev)
+	sp, err := h.app.spoolFor(r.Context())
+	if err != nil {
+		return h.spoolError(w, r, err)
 	}
-	res, err := h.spool.Enqueue(r.Context(), spool.Entry{
+	if h.Forward == nil {
+		return h.handOn(w, r, next, repl, sp, ev)
+	}
+	res, err := sp.Enqueue(r.Context(), spool.Entry{
 		Route:        h.Name,
 		EventID:      ev.ID,
 		Header:       forwardHeaders(r.Header),
@@ -280,7 +281,7 @@ func forwardHeaders(in http.Header) http.Header {
 // handOn is verify-only mode: dedupe, then let the next handler answer and
 // remember the event only if it answered 2xx. A concurrent delivery of the
 // same event gets 409 with Retry-After while the first is being handled.
-func (h *Ingest) handOn(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, repl *caddy.Replacer, ev *verifier.Event) error {
+func (h *Ingest) handOn(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, repl *caddy.Replacer, sp *spool.Spool, ev *verifier.Event) error {
 	// Claim the event before checking it was seen: the claim is held until
 	// it is remembered, so no second delivery can slip in between.
 	key := h.Name + "\x00" + ev.ID
@@ -289,7 +290,7 @@ func (h *Ingest) handOn(w http.ResponseWriter, r *http.Request, next caddyhttp.H
 		return h.reject(r, http.StatusConflict, "in_progress", errors.New("this event is being handled"))
 	}
 	defer handingOn.done(key)
-	st, err := h.spool.Seen(h.Name, ev.ID, ev.Body)
+	st, err := sp.Seen(h.Name, ev.ID, ev.Body)
 	if err != nil {
 		return h.spoolError(w, r, err)
 	}
@@ -312,7 +313,7 @@ func (h *Ingest) handOn(w http.ResponseWriter, r *http.Request, next caddyhttp.H
 	// The upstream has the event: record it even if the sender hangs up now.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 10*time.Second)
 	defer cancel()
-	if _, err := h.spool.Remember(ctx, spool.Entry{Route: h.Name, EventID: ev.ID, Body: ev.Body, DedupeWindow: h.dedupeWindow}); err != nil {
+	if _, err := sp.Remember(ctx, spool.Entry{Route: h.Name, EventID: ev.ID, Body: ev.Body, DedupeWindow: h.dedupeWindow}); err != nil {
 		// The upstream has it; a retry by the sender is delivered again.
 		h.log.Error("recording a handed-on event as seen failed", zap.String("route", h.Name), zap.String("event_id", ev.ID), zap.Error(err))
 	}
@@ -389,6 +390,11 @@ func (h *Ingest) spoolError(w http.ResponseWriter, r *http.Request, err error) e
 		w.Header().Set("Retry-After", retryAfterFull)
 		h.log.Warn("spool full: refusing events", zap.String("route", h.Name), zap.Error(err))
 		return h.respond(w, repl, http.StatusServiceUnavailable, "unavailable", "", "the spool is full; retry later")
+	}
+	if errors.Is(err, errNotStarted) || errors.Is(err, spool.ErrClosed) {
+		w.Header().Set("Retry-After", "5")
+		h.log.Warn("spool not open: refusing events", zap.String("route", h.Name), zap.Error(err))
+		return h.respond(w, repl, http.StatusServiceUnavailable, "unavailable", "", "the gateway is starting or stopping; retry later")
 	}
 	if r.Context().Err() != nil {
 		// The sender hung up while the write was pending; it may still have

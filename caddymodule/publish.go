@@ -63,8 +63,7 @@ type Publish struct {
 	// Subscribers receive the events.
 	Subscribers []Subscriber `json:"subscribers,omitempty"`
 
-	spool       *spool.Spool
-	unregister  []func()
+	app         *App
 	forwarders  []*forwarder
 	subscribers []subscriber
 	maxBody     int64
@@ -131,8 +130,7 @@ func (p *Publish) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return err
 	}
-	app := appIface.(*App)
-	p.spool = app.Spool()
+	p.app = appIface.(*App)
 	attempts := p.Attempts
 	if attempts <= 0 {
 		attempts = defaultPublishAttempts
@@ -174,17 +172,16 @@ func (p *Publish) Provision(ctx caddy.Context) error {
 		// The subscriber's delivery settings are its own and the publisher's.
 		settings := *p
 		settings.Subscribers = []Subscriber{sub}
-		if err := app.claimRoute(route, settings); err != nil {
-			return fmt.Errorf("webhook_publish: subscriber %s: %w", sub.Name, err)
-		}
 		p.forwarders = append(p.forwarders, fw)
-		p.unregister = append(p.unregister, p.spool.RegisterRoute(route, spool.Route{
+		if err := p.app.addRoute(route, settings, &spool.Route{
 			Deliverer:   fw,
 			Policy:      policy,
 			Timeout:     durationOr(p.Timeout, defaultPublishTimeout),
 			Target:      redactURL(sub.URL),
 			LogAttempts: true,
-		}))
+		}); err != nil {
+			return fmt.Errorf("webhook_publish: subscriber %s: %w", sub.Name, err)
+		}
 		p.subscribers = append(p.subscribers, subscriber{name: sub.Name, route: route, events: events})
 		p.log.Info("subscriber registered", zap.String("subscriber", sub.Name), zap.String("url", redactURL(sub.URL)))
 	}
@@ -232,11 +229,9 @@ func parsePrefix(s string) (netip.Prefix, error) {
 	return netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()), nil
 }
 
-// Cleanup unregisters this configuration's subscriber routes.
+// Cleanup retires the subscribers' delivery clients (the webhooks app
+// unregisters their routes).
 func (p *Publish) Cleanup() error {
-	for _, u := range p.unregister {
-		u()
-	}
 	for _, fw := range p.forwarders {
 		fw.close()
 	}
@@ -323,12 +318,21 @@ func (p *Publish) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 	if len(names) == 0 {
 		return answerPublish(w, http.StatusOK, publishAnswer{Status: "no_subscribers", EventID: req.eventID, Subscribers: names})
 	}
-	results, err := p.spool.EnqueueAll(r.Context(), entries)
+	sp, err := p.app.spoolFor(r.Context())
+	var results []spool.Result
+	if err == nil {
+		results, err = sp.EnqueueAll(r.Context(), entries)
+	}
 	if err != nil {
 		if errors.Is(err, spool.ErrFull) {
 			w.Header().Set("Retry-After", retryAfterFull)
 			p.log.Warn("spool full: refusing events", zap.Error(err))
 			return answerPublish(w, http.StatusServiceUnavailable, publishAnswer{Status: "unavailable", Error: "the spool is full; retry later", Subscribers: []string{}})
+		}
+		if errors.Is(err, errNotStarted) || errors.Is(err, spool.ErrClosed) {
+			w.Header().Set("Retry-After", "5")
+			p.log.Warn("spool not open: refusing events", zap.Error(err))
+			return answerPublish(w, http.StatusServiceUnavailable, publishAnswer{Status: "unavailable", Error: "the gateway is starting or stopping; retry later", Subscribers: []string{}})
 		}
 		p.log.Error("spool write failed", zap.Error(err))
 		return answerPublish(w, http.StatusInternalServerError, publishAnswer{Status: "error", Error: "the event could not be stored", Subscribers: []string{}})

@@ -406,3 +406,36 @@ func TestShutdownWithinGracePeriod(t *testing.T) {
 		t.Fatalf("X-Webhook-Attempt %s after a released lease, want 1", r.Attempt)
 	}
 }
+
+// TestValidateLeavesTheSpoolAlone: caddy validate provisions the
+// configuration but never starts it, so it neither needs the storage's lock
+// (it works next to the running gateway) nor delivers what is pending.
+func TestValidateLeavesTheSpoolAlone(t *testing.T) {
+	t.Parallel()
+	g, secret := newSecretGateway(t, "HG_SECRET")
+	port := freePort(t) // the upstream is down: events stay pending
+	config := g.globals("") + forwardSite(g, "{env.HG_SECRET}", fmt.Sprintf("http://127.0.0.1:%d/in", port), "name pending", "backoff 100ms 200ms")
+	file := g.writeConfig(config)
+	validate := func(when string) {
+		t.Helper()
+		cmd := exec.Command(caddyBin, "validate", "--config", file, "--adapter", "caddyfile")
+		cmd.Env, cmd.Dir = g.env, g.dir
+		if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), "Valid configuration") {
+			t.Fatalf("caddy validate %s: %v\n%s", when, err, out)
+		}
+	}
+	g.start(config)
+	ids := newSender(g, hookPath, secret).sendAccepted(t, 3)
+	validate("next to the running gateway")
+	if err := g.terminate(30 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	up := newUpstreamAt(t, port)
+	validate("on the stopped gateway's storage")
+	time.Sleep(time.Second)
+	if n := up.count(); n != 0 {
+		t.Fatalf("validating delivered %d requests", n)
+	}
+	g.start(config)
+	waitDelivered(t, 10*time.Second, ids, up)
+}

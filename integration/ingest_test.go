@@ -425,7 +425,8 @@ func TestSpoolFull(t *testing.T) {
 	if code, body, err := g.load(config(4)); err != nil || code != 200 {
 		t.Fatalf("reload with max_items 4: %d %s %v", code, body, err)
 	}
-	expectAnswer(t, "after raising max_items", s.mustPost(t, over), 202, "accepted")
+	s.client.CloseIdleConnections() // the old server closes them
+	expectAnswer(t, "after raising max_items", s.mustPostAfterReload(t, over), 202, "accepted")
 	ids = append(ids, over.ID)
 	over = s.event(typeOK)
 	if a := s.mustPost(t, over); a.Code != 503 {

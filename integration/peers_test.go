@@ -372,6 +372,23 @@ func (s *sender) mustPost(t testing.TB, d *delivery) answer {
 	return a
 }
 
+// mustPostAfterReload is mustPost for the moments after a reload, when the
+// old server may still close a connection it has just accepted: a
+// transport error is retried a few times, as a sender would (a retry of a
+// delivery that did get through is answered 200 duplicate).
+func (s *sender) mustPostAfterReload(t testing.TB, d *delivery) answer {
+	t.Helper()
+	a, err := s.post(d)
+	for try := 0; err != nil && isConnErr(err) && try < 3; try++ {
+		time.Sleep(20 * time.Millisecond)
+		a, err = s.post(d)
+	}
+	if err != nil {
+		t.Fatalf("posting %s: %v", d.ID, err)
+	}
+	return a
+}
+
 // signedSend builds a fresh event, signs it and posts it, retrying up to
 // retries times on a transport error (as a sender does; the retry is then
 // accepted or a duplicate). It holds the read lock throughout, so that
