@@ -231,6 +231,7 @@ func (h *Ingest) parseForward(d *caddyfile.Dispenser) error {
 //		subscriber <name> <url> {
 //			secret <secret> [<secret>...]
 //			events <pattern>...
+//			allow_private <cidr>...
 //			header <name> <value>
 //		}
 //	}
@@ -264,16 +265,7 @@ func (p *Publish) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "max_body":
 			err = oneArg(d, sizeArg(d, &p.MaxBody))
 		case "allow_private":
-			args := d.RemainingArgs()
-			if len(args) == 0 {
-				return d.ArgErr()
-			}
-			for _, a := range args {
-				if _, err := parsePrefix(a); err != nil {
-					return d.Errf("allow_private: %q is not a CIDR or an address", a)
-				}
-			}
-			p.AllowPrivate = append(p.AllowPrivate, args...)
+			err = allowPrivateArgs(d, &p.AllowPrivate)
 		case "subscriber":
 			err = p.parseSubscriber(d)
 		default:
@@ -304,6 +296,10 @@ func (p *Publish) parseSubscriber(d *caddyfile.Dispenser) error {
 			if err := eventArgs(d, &sub.Events); err != nil {
 				return err
 			}
+		case "allow_private":
+			if err := allowPrivateArgs(d, &sub.AllowPrivate); err != nil {
+				return err
+			}
 		case "header":
 			var name, value string
 			if !d.AllArgs(&name, &value) {
@@ -318,6 +314,21 @@ func (p *Publish) parseSubscriber(d *caddyfile.Dispenser) error {
 		}
 	}
 	p.Subscribers = append(p.Subscribers, sub)
+	return nil
+}
+
+// allowPrivateArgs reads one or more CIDRs or addresses.
+func allowPrivateArgs(d *caddyfile.Dispenser, dst *[]string) error {
+	args := d.RemainingArgs()
+	if len(args) == 0 {
+		return d.ArgErr()
+	}
+	for _, a := range args {
+		if _, err := parsePrefix(a); err != nil {
+			return d.Errf("allow_private: %q is not a CIDR or an address", a)
+		}
+	}
+	*dst = append(*dst, args...)
 	return nil
 }
 

@@ -82,6 +82,9 @@ type Subscriber struct {
 	Secrets []string `json:"secrets,omitempty"`
 	// Events are the event types it receives (patterns). Default: all.
 	Events []string `json:"events,omitempty"`
+	// AllowPrivate lists more CIDRs or addresses this subscriber may resolve
+	// to, on top of the handler's.
+	AllowPrivate []string `json:"allow_private,omitempty"`
 	// Header adds headers to every delivery.
 	Header http.Header `json:"header,omitempty"`
 }
@@ -113,13 +116,9 @@ func (p *Publish) Provision(ctx caddy.Context) error {
 	if err := p.validate(); err != nil {
 		return err
 	}
-	guard := &addressGuard{}
-	for _, s := range p.AllowPrivate {
-		prefix, err := parsePrefix(s)
-		if err != nil {
-			return fmt.Errorf("webhook_publish: allow_private: %w", err)
-		}
-		guard.allow = append(guard.allow, prefix)
+	allow, err := parsePrefixes(p.AllowPrivate)
+	if err != nil {
+		return fmt.Errorf("webhook_publish: allow_private: %w", err)
 	}
 	p.maxBody = p.MaxBody
 	if p.maxBody <= 0 {
@@ -161,6 +160,11 @@ func (p *Publish) Provision(ctx caddy.Context) error {
 		if err != nil {
 			return fmt.Errorf("webhook_publish: subscriber %s: %w", sub.Name, err)
 		}
+		subAllow, err := parsePrefixes(sub.AllowPrivate)
+		if err != nil {
+			return fmt.Errorf("webhook_publish: subscriber %s: allow_private: %w", sub.Name, err)
+		}
+		guard := &addressGuard{allow: append(slices.Clip(allow), subAllow...)}
 		fw := &forwarder{
 			url:        sub.URL,
 			header:     header,
@@ -227,6 +231,19 @@ func parsePrefix(s string) (netip.Prefix, error) {
 		return netip.Prefix{}, err
 	}
 	return netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()), nil
+}
+
+// parsePrefixes parses allow_private entries.
+func parsePrefixes(list []string) ([]netip.Prefix, error) {
+	out := make([]netip.Prefix, 0, len(list))
+	for _, s := range list {
+		p, err := parsePrefix(s)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, p)
+	}
+	return out, nil
 }
 
 // Cleanup retires the subscribers' delivery clients (the webhooks app

@@ -557,11 +557,12 @@ func TestPublishRetries(t *testing.T) {
 // TestPublishRefusesPrivateAddresses: without allow_private, a subscriber on
 // loopback (also spelled 0.0.0.0 or as an IPv4-mapped IPv6 address) is
 // refused at dial time and never receives a request; an allow_private for
-// another range does not open loopback.
+// another range does not open loopback; a subscriber's own allow_private
+// opens it for that subscriber only.
 func TestPublishRefusesPrivateAddresses(t *testing.T) {
 	t.Parallel()
 	g, _ := newSecretGateway(t, "ACME_SECRET")
-	up := newSubscriber(t, g)
+	up, allowed := newSubscriber(t, g), newSubscriber(t, g)
 	port := up.addr[strings.LastIndex(up.addr, ":")+1:]
 	g.start(g.globals("") + publishSite(g,
 		publishHandle(publishPath,
@@ -578,11 +579,14 @@ func TestPublishRefusesPrivateAddresses(t *testing.T) {
 			"backoff 100ms 400ms",
 			"allow_private 10.0.0.0/8",
 			subscriberBlock("loop10", up.url("/hook"), "secret {env.ACME_SECRET}"),
+			subscriberBlock("allowed", allowed.url("/hook"), "secret {env.ACME_SECRET}", "allow_private 127.0.0.1"),
 		),
 	))
 	const id = "evt_private_1"
 	expectPublished(t, "publish", publish(t, g, publishPath, publishBody(typeOK, id, `{"n":1}`)), 202, "accepted", "loop", "zero", "mapped")
-	expectPublished(t, "publish (allow_private 10.0.0.0/8)", publish(t, g, "/publish-ten", publishBody(typeOK, id, `{"n":1}`)), 202, "accepted", "loop10")
+	expectPublished(t, "publish (allow_private 10.0.0.0/8)", publish(t, g, "/publish-ten", publishBody(typeOK, id, `{"n":1}`)), 202, "accepted", "loop10", "allowed")
+	// A subscriber's own allow_private opens loopback for it alone.
+	waitDelivered(t, 10*time.Second, []string{id}, allowed)
 
 	wantErr := map[string]string{
 		"loop":   "refusing to dial 127.0.0.1",
