@@ -356,7 +356,9 @@ func (s *Spool) deliver(key []byte, st state, route Route) {
 		s.send(&finishOp{key: key, to: toRelease})
 		return
 	}
-	v := route.Policy.decide(out, d.Attempt, time.Since(d.ReceivedAt))
+	// Age counts from the state's start, which a replay resets, not from the
+	// message's receive time.
+	v := route.Policy.decide(out, d.Attempt, time.Since(time.UnixMilli(st.ReceivedMs)))
 	o := &finishOp{key: key, status: out.StatusCode, lastErr: rec.Error, attempt: &rec}
 	switch {
 	case v.ack:

@@ -1014,25 +1014,34 @@ func TestEnqueueAllStandsOrFallsTogether(t *testing.T) {
 }
 
 // TestReplayRestartsMaxAge: a dead letter replayed after MaxAge has passed
-// since it was received gets a fresh age budget and is attempted, instead of
-// dying again at once.
+// since it was received gets a fresh age budget: it is attempted, and a
+// failed attempt is retried, instead of dying again at once.
 func TestReplayRestartsMaxAge(t *testing.T) {
 	s := openTest(t, Options{})
-	pol := Policy{MaxAttempts: 100, MaxAge: 300 * time.Millisecond, BackoffMin: 50 * time.Millisecond, BackoffMax: 50 * time.Millisecond}
+	pol := Policy{MaxAttempts: 100, MaxAge: time.Second, BackoffMin: 50 * time.Millisecond, BackoffMax: 50 * time.Millisecond}
 	s.RegisterRoute("r", Route{Policy: pol, Deliverer: newRecorder(func(*Delivery) Outcome { return Outcome{StatusCode: 503} })})
 	res := mustEnqueue(t, s, entry("r", "evt_1", "x"))
 	eventually(t, 5*time.Second, "a max_age dead letter", func() bool {
 		d, _, _ := s.ListDead(DeadFilter{Route: "r", Reason: ReasonMaxAge}, 0, 1)
 		return len(d) == 1
 	})
-	time.Sleep(400 * time.Millisecond) // replayed well after MaxAge
-	healthy := newRecorder(nil)
+	time.Sleep(1100 * time.Millisecond) // replayed well after MaxAge
+	healthy := newRecorder(func(d *Delivery) Outcome {
+		if d.Attempt == 1 {
+			return Outcome{StatusCode: 503}
+		}
+		return Outcome{StatusCode: 200}
+	})
 	s.RegisterRoute("r", Route{Policy: pol, Deliverer: healthy})
 	if n, err := s.Replay(context.Background(), res.ID); n != 1 || err != nil {
 		t.Fatalf("Replay = %d, %v", n, err)
 	}
+	// The upstream fails once more: that is retried within the fresh budget.
 	if a := healthy.next(t, 2*time.Second); a.EventID != "evt_1" || a.Attempt != 1 {
 		t.Fatalf("after replay: %s attempt %d", a.EventID, a.Attempt)
+	}
+	if a := healthy.next(t, 2*time.Second); a.EventID != "evt_1" || a.Attempt != 2 {
+		t.Fatalf("after replay: %s attempt %d, want the retry", a.EventID, a.Attempt)
 	}
 	eventually(t, 2*time.Second, "delivered", func() bool { st, _ := s.Lookup("r", "evt_1"); return st.State == StateDelivered })
 }
