@@ -11,9 +11,11 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyevents"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
@@ -30,6 +32,14 @@ func init() {
 // delivery workers start with the first configuration that uses the
 // directory and stop when the last one is unloaded.
 var spools = caddy.NewUsagePool()
+
+// current is, per storage directory, the app of the configuration that
+// started last: the spool runs with its limits. A configuration whose load
+// fails after its webhooks app started hands them back to the one before.
+var (
+	currentMu sync.Mutex
+	current   = map[string]*App{}
+)
 
 // App is the webhooks app: it owns the spool that webhook_ingest routes write
 // to and deliver from. It is optional; without a webhooks global option the
@@ -53,13 +63,14 @@ type App struct {
 	// kept. Default 7 days.
 	AttemptRetention caddy.Duration `json:"attempt_retention,omitempty"`
 
-	dir    string
-	opts   spool.Options
-	spool  *spool.Spool // set by Start
-	opened bool         // Start took a use of the spool that Cleanup gives back
-	log    *zap.Logger
-	ctx    caddy.Context
-	grace  time.Duration // what deliveries in flight get at shutdown
+	dir      string
+	opts     spool.Options
+	spool    *spool.Spool // set by Start
+	opened   bool         // Start took a use of the spool that Cleanup gives back; under currentMu
+	previous *App         // the app that was current before Start; under currentMu
+	log      *zap.Logger
+	ctx      caddy.Context
+	grace    time.Duration // what deliveries in flight get at shutdown
 
 	routes     []appRoute    // this configuration's spool routes
 	unregister []func()      // undoes Start's route registrations
@@ -125,6 +136,13 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
 		return fmt.Errorf("webhooks: metrics: %w", err)
 	}
+	ev, err := ctx.App("events")
+	if err != nil {
+		return err
+	}
+	if err := ev.(*caddyevents.App).On("stopping", exitHandler{a}); err != nil {
+		return fmt.Errorf("webhooks: %w", err)
+	}
 	return nil
 }
 
@@ -136,12 +154,17 @@ func (a *App) Validate() error {
 	return nil
 }
 
-// Start opens the spool, or shares the one an earlier configuration opened
-// (its limits and retentions then change to this configuration's: only now,
-// so a reload that fails leaves the running ones alone), registers this
-// configuration's routes, and takes the http app's grace period for the
-// deliveries in flight at shutdown.
+// Start opens the spool, or shares the one an earlier configuration opened,
+// and makes this configuration's limits and retentions the spool's (should
+// the load still fail, Cleanup gives the running configuration's back);
+// then it registers this configuration's routes. It takes the http app's
+// grace period for the deliveries in flight at shutdown.
 func (a *App) Start() error {
+	if h, err := a.ctx.AppIfConfigured("http"); err == nil {
+		if h, ok := h.(*caddyhttp.App); ok && h.GracePeriod > 0 {
+			a.grace = time.Duration(h.GracePeriod)
+		}
+	}
 	val, loaded, err := spools.LoadOrNew(a.dir, func() (caddy.Destructor, error) {
 		s, err := spool.Open(a.opts)
 		if err != nil {
@@ -155,36 +178,53 @@ func (a *App) Start() error {
 		}
 		return fmt.Errorf("webhooks storage %s: %w (if another Caddy process uses it, reload that one instead)", a.dir, err)
 	}
-	a.spool, a.opened = val.(spoolHandle).Spool, true
 	if loaded {
 		a.log.Debug("sharing the open spool", zap.String("storage", a.dir))
 	} else {
 		a.log.Info("spool opened", zap.String("storage", a.dir))
 	}
+	currentMu.Lock()
+	a.spool, a.opened = val.(spoolHandle).Spool, true
+	a.previous, current[a.dir] = current[a.dir], a
 	a.spool.Reconfigure(a.opts)
+	currentMu.Unlock()
 	for _, r := range a.routes {
 		if r.route != nil {
 			a.unregister = append(a.unregister, a.spool.RegisterRoute(r.name, *r.route))
 		}
 	}
 	close(a.ready)
-	if h, err := a.ctx.AppIfConfigured("http"); err == nil {
-		if h, ok := h.(*caddyhttp.App); ok && h.GracePeriod > 0 {
-			a.grace = time.Duration(h.GracePeriod)
-		}
-	}
 	return nil
 }
 
-// Stop starts winding deliveries down when the process is exiting, so they
-// get the same grace period as the HTTP servers, in parallel with them;
-// events still arriving meanwhile are stored. A reload stops the old
-// configuration too, but the spool and its workers carry on for the new one;
-// the spool closes when the last configuration using it is cleaned up.
+// Stop winds deliveries down if the process is exiting (see beginExit). A
+// reload stops the old configuration too, but the spool and its workers
+// carry on for the new one; the spool closes when the last configuration
+// using it is cleaned up.
 func (a *App) Stop() error {
+	a.beginExit()
+	return nil
+}
+
+// beginExit, when the process is exiting, stops new deliveries and gives
+// those in flight the grace period, so that they wind down in parallel with
+// the HTTP servers' grace; events still arriving meanwhile are stored. It
+// runs on Caddy's "stopping" event, before any app stops, and again from
+// Stop in case the events app is not there.
+func (a *App) beginExit() {
+	currentMu.Lock()
+	defer currentMu.Unlock()
 	if caddy.Exiting() && a.opened {
 		a.spool.StopDelivering(a.grace)
 	}
+}
+
+// exitHandler runs beginExit on Caddy's "stopping" event.
+type exitHandler struct{ a *App }
+
+// Handle implements caddyevents.Handler.
+func (h exitHandler) Handle(context.Context, caddy.Event) error {
+	h.a.beginExit()
 	return nil
 }
 
@@ -196,10 +236,23 @@ func (a *App) Cleanup() error {
 		u()
 	}
 	a.unregister = nil
+	currentMu.Lock()
 	if !a.opened {
+		currentMu.Unlock()
 		return nil
 	}
 	a.opened = false // requests of this configuration still finishing keep a.spool
+	if current[a.dir] == a {
+		// Still the latest: its load failed, or nothing replaces it.
+		if prev := a.previous; prev != nil && prev.opened {
+			current[a.dir] = prev
+			a.spool.Reconfigure(prev.opts)
+		} else {
+			delete(current, a.dir)
+		}
+	}
+	a.previous = nil
+	currentMu.Unlock()
 	_, err := spools.Delete(a.dir)
 	return err
 }
@@ -250,6 +303,8 @@ func (a *App) spoolFor(ctx context.Context) (*spool.Spool, error) {
 		return a.spool, nil
 	case <-ctx.Done():
 		return nil, ctx.Err()
+	case <-a.ctx.Done(): // this configuration failed to start
+		return nil, errNotStarted
 	case <-t.C:
 		return nil, errNotStarted
 	}

@@ -173,9 +173,14 @@ func (p *Publish) Provision(ctx caddy.Context) error {
 			goneReason: ReasonGone,
 		}
 		route := subscriberRoute(sub.Name)
-		// The subscriber's delivery settings are its own and the publisher's.
-		settings := *p
-		settings.Subscribers = []Subscriber{sub}
+		// What decides how the subscriber's route delivers: its own settings
+		// and the publisher's retry and dial settings.
+		settings := struct {
+			Subscriber
+			Attempts                     int
+			BackoffMin, BackoffMax, Time caddy.Duration
+			AllowPrivate                 []string
+		}{sub, p.Attempts, p.BackoffMin, p.BackoffMax, p.Timeout, p.AllowPrivate}
 		p.forwarders = append(p.forwarders, fw)
 		if err := p.app.addRoute(route, settings, &spool.Route{
 			Deliverer:   fw,

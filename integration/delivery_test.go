@@ -3,6 +3,7 @@ package integration
 import (
 	"bytes"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -365,9 +366,9 @@ func TestGracefulShutdown(t *testing.T) {
 }
 
 // TestShutdownWithinGracePeriod: a forward that would outlast the grace
-// period (grace_period 2s) is cut off when it ends, not CloseTimeout after
-// the HTTP servers stopped; its lease is released, so after a restart it is
-// delivered at once as attempt 1.
+// period (grace_period 2s) is cut off when it ends, even while a slow sender
+// keeps the HTTP servers busy for all of their grace; its lease is released,
+// so after a restart it is delivered at once as attempt 1.
 func TestShutdownWithinGracePeriod(t *testing.T) {
 	t.Parallel()
 	g, secret := newSecretGateway(t, "HG_SECRET")
@@ -387,13 +388,23 @@ func TestShutdownWithinGracePeriod(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the forward never reached the upstream")
 	}
+	// A sender that is slow to send its body keeps the HTTP servers in their
+	// grace period for all of it: the deliveries' grace must run alongside,
+	// not after it.
+	slow, err := net.Dial("tcp", g.site)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slow.Close()
+	fmt.Fprintf(slow, "POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{", hookPath, g.site)
+	time.Sleep(100 * time.Millisecond)
 	begin := time.Now()
 	if err := g.terminate(30 * time.Second); err != nil {
 		t.Fatal(err)
 	}
-	// 2 s of grace plus the close itself; without the grace period the
-	// spool would wait its own 10 s.
-	if took := time.Since(begin); took > 7*time.Second {
+	// 2 s of grace plus the close itself; after the servers' grace it would
+	// be 4 s, and without the grace period the spool would wait its own 10 s.
+	if took := time.Since(begin); took > 3500*time.Millisecond {
 		t.Fatalf("shutdown took %v with a 2s grace period", took)
 	}
 	if n := len(hung.delivered()); n != 0 {

@@ -296,14 +296,10 @@ func (s *Spool) Close() error {
 		<-s.dispatcherDone
 		done := make(chan struct{})
 		go func() { s.workers.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(time.Until(s.giveUpAt)):
+		if !waitUntil(done, s.giveUpAt) {
 			s.log.Warn("deliveries still in flight at close; cancelling them")
 			s.cancelWork()
-			select {
-			case <-done:
-			case <-time.After(5 * time.Second):
+			if !waitUntil(done, time.Now().Add(5*time.Second)) {
 				s.log.Error("deliveries ignored cancellation; their leases will expire")
 			}
 		}
@@ -321,6 +317,24 @@ func (s *Spool) Close() error {
 		openMu.Unlock()
 	})
 	return s.closeErr
+}
+
+// waitUntil waits for done to close until deadline and reports whether it
+// did; a deadline already past still counts a done channel as closed.
+func waitUntil(done <-chan struct{}, deadline time.Time) bool {
+	t := time.NewTimer(time.Until(deadline))
+	defer t.Stop()
+	select {
+	case <-done:
+		return true
+	case <-t.C:
+	}
+	select {
+	case <-done:
+		return true
+	default:
+		return false
+	}
 }
 
 // Dir is the spool's absolute directory.

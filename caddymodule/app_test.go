@@ -1,0 +1,60 @@
+package caddymodule
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2"
+
+	"github.com/hookgate/hookgate/spool"
+)
+
+// failingApp is an app whose Start fails, like an http app whose port is
+// taken: the configuration that contains it fails to load after the other
+// apps may have started.
+type failingApp struct{}
+
+func (failingApp) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{ID: "hookgate_test_failing", New: func() caddy.Module { return new(failingApp) }}
+}
+func (failingApp) Start() error { return errors.New("cannot start") }
+func (failingApp) Stop() error  { return nil }
+
+func init() { caddy.RegisterModule(failingApp{}) }
+
+// TestFailedReloadKeepsTheRunningLimits: Caddy starts apps in map order, so
+// the webhooks app of a configuration that then fails may have started and
+// applied its limits to the shared spool; the running configuration's must
+// be back once the failed one is cleaned up.
+func TestFailedReloadKeepsTheRunningLimits(t *testing.T) {
+	dir := t.TempDir()
+	config := func(maxItems int, extra string) []byte {
+		return fmt.Appendf(nil, `{"admin":{"disabled":true},"apps":{"webhooks":{"storage":%q,"max_items":%d,"min_free_disk":1048576}%s}}`,
+			dir, maxItems, extra)
+	}
+	if err := caddy.Load(config(100, ""), true); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { caddy.Stop() })
+	// Map order is random: enough tries that the webhooks app starts before
+	// the failing one in some of them.
+	for range 20 {
+		if err := caddy.Load(config(1, `,"hookgate_test_failing":{}`), true); err == nil {
+			t.Fatal("a configuration with an app that cannot start loaded")
+		}
+	}
+	val, _, err := spools.LoadOrNew(filepath.Clean(dir), func() (caddy.Destructor, error) { return nil, errors.New("the spool is not open") })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer spools.Delete(filepath.Clean(dir))
+	sp := val.(spoolHandle).Spool
+	for i := range 3 {
+		if _, err := sp.Enqueue(context.Background(), spool.Entry{Route: "r", EventID: fmt.Sprint("evt_", i), Body: []byte("{}")}); err != nil {
+			t.Fatalf("event %d refused under the running configuration's max_items 100: %v", i, err)
+		}
+	}
+}
