@@ -251,7 +251,7 @@ func readBody(w http.ResponseWriter, r *http.Request, max int64, timeout time.Du
 	if err := rc.SetReadDeadline(time.Now().Add(timeout)); err == nil {
 		defer rc.SetReadDeadline(time.Time{})
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, max))
+	body, err := readAll(http.MaxBytesReader(w, r.Body, max), r.ContentLength)
 	var tooLarge *http.MaxBytesError
 	var handlerErr caddyhttp.HandlerError
 	switch {
@@ -265,6 +265,26 @@ func readBody(w http.ResponseWriter, r *http.Request, max int64, timeout time.Du
 		return nil, http.StatusRequestTimeout, errors.New("reading the body timed out")
 	}
 	return nil, http.StatusBadRequest, errors.New("reading the body failed")
+}
+
+// readAll is io.ReadAll with the buffer sized from the request's
+// Content-Length (already checked against max_body), so that a large body
+// is read without growing and copying the buffer on the way.
+func readAll(rd io.Reader, length int64) ([]byte, error) {
+	b := make([]byte, 0, max(length, 511)+1) // +1: room to see EOF
+	for {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+		n, err := rd.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err == io.EOF {
+			return b, nil
+		}
+		if err != nil {
+			return b, err
+		}
+	}
 }
 
 // forwardHeaders are the delivery's headers kept for the upstream.

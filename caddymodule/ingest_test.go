@@ -1,9 +1,12 @@
 package caddymodule
 
 import (
+	"io"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
+	"testing/iotest"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
@@ -29,5 +32,32 @@ func TestStatusRecorderSkipsInformational(t *testing.T) {
 				t.Fatalf("recorded %d, want %d", rec.status, tt.want)
 			}
 		})
+	}
+}
+
+// TestReadAll: the body comes back whole whatever the length hint says.
+func TestReadAll(t *testing.T) {
+	big := strings.Repeat("x", 70_000)
+	for _, tt := range []struct {
+		name string
+		body string
+		hint int64
+	}{
+		{"empty, unknown length", "", -1},
+		{"empty, length 0", "", 0},
+		{"small, unknown length", `{"a":1}`, -1},
+		{"exact", big, int64(len(big))},
+		{"hint too small", big, 10},
+		{"hint too large", `{"a":1}`, 1 << 20},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := readAll(iotest.OneByteReader(strings.NewReader(tt.body)), tt.hint)
+			if err != nil || string(got) != tt.body {
+				t.Fatalf("got %d bytes, %v; want %d bytes", len(got), err, len(tt.body))
+			}
+		})
+	}
+	if _, err := readAll(iotest.ErrReader(io.ErrUnexpectedEOF), 5); err != io.ErrUnexpectedEOF {
+		t.Fatalf("a read error: %v", err)
 	}
 }
