@@ -267,14 +267,22 @@ func readBody(w http.ResponseWriter, r *http.Request, max int64, timeout time.Du
 	return nil, http.StatusBadRequest, errors.New("reading the body failed")
 }
 
-// readAll is io.ReadAll with the buffer sized from the request's
-// Content-Length (already checked against max_body), so that a large body
-// is read without growing and copying the buffer on the way.
+// readAll is io.ReadAll that uses the request's Content-Length (already
+// checked against max_body) to size its buffer, so that a large body is not
+// copied over and over as the buffer grows. The length is trusted only as
+// far as bytes arrive: the first buffer holds at most firstRead bytes, and
+// only a sender that filled it gets one of the announced size.
 func readAll(rd io.Reader, length int64) ([]byte, error) {
-	b := make([]byte, 0, max(length, 511)+1) // +1: room to see EOF
+	const firstRead = 32 << 10
+	want := max(length, 511) + 1 // +1: room to see EOF
+	b := make([]byte, 0, min(want, firstRead))
 	for {
 		if len(b) == cap(b) {
-			b = append(b, 0)[:len(b)]
+			if int64(cap(b)) < want {
+				b = append(make([]byte, 0, want), b...)
+			} else {
+				b = append(b, 0)[:len(b)]
+			}
 		}
 		n, err := rd.Read(b[len(b):cap(b)])
 		b = b[:len(b)+n]

@@ -61,3 +61,23 @@ func TestReadAll(t *testing.T) {
 		t.Fatalf("a read error: %v", err)
 	}
 }
+
+// firstRead records the size of the buffer of the first Read, then ends.
+type firstRead struct{ size int }
+
+func (f *firstRead) Read(p []byte) (int, error) {
+	f.size = len(p)
+	return 0, io.EOF
+}
+
+// TestReadAllTrustsLengthOnlyAsBytesArrive: a sender that announces a large
+// body and sends nothing must not make the gateway allocate it up front.
+func TestReadAllTrustsLengthOnlyAsBytesArrive(t *testing.T) {
+	var f firstRead
+	if _, err := readAll(&f, 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	if f.size > 32<<10 {
+		t.Fatalf("the first read offered %d bytes for an announced 1 MiB", f.size)
+	}
+}
