@@ -33,9 +33,8 @@ func init() {
 // directory and stop when the last one is unloaded.
 var spools = caddy.NewUsagePool()
 
-// current is, per storage directory, the app of the configuration that
-// started last: the spool runs with its limits. A configuration whose load
-// fails after its webhooks app started hands them back to the one before.
+// current is, per storage directory, the app of the configuration that took
+// over last (see takeOver): the spool runs with its limits.
 var (
 	currentMu sync.Mutex
 	current   = map[string]*App{}
@@ -67,7 +66,7 @@ type App struct {
 	opts     spool.Options
 	spool    *spool.Spool // set by Start
 	opened   bool         // Start took a use of the spool that Cleanup gives back; under currentMu
-	previous *App         // the app that was current before Start; under currentMu
+	previous *App         // the app that was current before takeOver; under currentMu
 	log      *zap.Logger
 	ctx      caddy.Context
 	grace    time.Duration // what deliveries in flight get at shutdown
@@ -140,8 +139,10 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := ev.(*caddyevents.App).On("stopping", exitHandler{a}); err != nil {
-		return fmt.Errorf("webhooks: %w", err)
+	for _, name := range []string{"started", "stopping"} {
+		if err := ev.(*caddyevents.App).On(name, lifecycle{a}); err != nil {
+			return fmt.Errorf("webhooks: %w", err)
+		}
 	}
 	return nil
 }
@@ -154,11 +155,10 @@ func (a *App) Validate() error {
 	return nil
 }
 
-// Start opens the spool, or shares the one an earlier configuration opened,
-// and makes this configuration's limits and retentions the spool's (should
-// the load still fail, Cleanup gives the running configuration's back);
-// then it registers this configuration's routes. It takes the http app's
-// grace period for the deliveries in flight at shutdown.
+// Start opens the spool, or shares the one an earlier configuration opened
+// (whose limits stay until this configuration has fully started, see
+// takeOver), and registers this configuration's routes. It takes the http
+// app's grace period for the deliveries in flight at shutdown.
 func (a *App) Start() error {
 	if h, err := a.ctx.AppIfConfigured("http"); err == nil {
 		if h, ok := h.(*caddyhttp.App); ok && h.GracePeriod > 0 {
@@ -185,8 +185,6 @@ func (a *App) Start() error {
 	}
 	currentMu.Lock()
 	a.spool, a.opened = val.(spoolHandle).Spool, true
-	a.previous, current[a.dir] = current[a.dir], a
-	a.spool.Reconfigure(a.opts)
 	currentMu.Unlock()
 	for _, r := range a.routes {
 		if r.route != nil {
@@ -219,12 +217,32 @@ func (a *App) beginExit() {
 	}
 }
 
-// exitHandler runs beginExit on Caddy's "stopping" event.
-type exitHandler struct{ a *App }
+// takeOver makes this configuration's limits and retentions the spool's. It
+// runs on Caddy's "started" event, once every app of the configuration has
+// started, so that a load that fails on the way never changes them; should
+// it still fail after that, Cleanup gives the previous configuration's back.
+func (a *App) takeOver() {
+	currentMu.Lock()
+	defer currentMu.Unlock()
+	if !a.opened || current[a.dir] == a {
+		return
+	}
+	a.previous, current[a.dir] = current[a.dir], a
+	a.spool.Reconfigure(a.opts)
+}
+
+// lifecycle runs takeOver on Caddy's "started" event and beginExit on its
+// "stopping" event.
+type lifecycle struct{ a *App }
 
 // Handle implements caddyevents.Handler.
-func (h exitHandler) Handle(context.Context, caddy.Event) error {
-	h.a.beginExit()
+func (h lifecycle) Handle(_ context.Context, e caddy.Event) error {
+	switch e.Name() {
+	case "started":
+		h.a.takeOver()
+	case "stopping":
+		h.a.beginExit()
+	}
 	return nil
 }
 
@@ -250,6 +268,9 @@ func (a *App) Cleanup() error {
 		} else {
 			delete(current, a.dir)
 		}
+	}
+	if c := current[a.dir]; c != nil && c.previous == a {
+		c.previous = nil // keep no cleaned-up configuration alive
 	}
 	a.previous = nil
 	currentMu.Unlock()
