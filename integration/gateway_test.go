@@ -17,20 +17,39 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 )
 
-// freePort returns a loopback port that was free a moment ago.
+// Ports for the tests' listeners come from below the kernel's ephemeral
+// range (32768 and up on Linux), one after the other: the kernel hands out a
+// port that freePort just closed to the next bind to port 0 now and then,
+// and two parallel tests must not get the same one.
+const (
+	firstPort = 20000
+	numPorts  = 12000
+)
+
+var lastPort atomic.Int32
+
+func init() { lastPort.Store(int32(os.Getpid() % numPorts)) } // apart from another run's
+
+// freePort returns a loopback port that was free a moment ago and that no
+// other test of this process gets.
 func freePort(t testing.TB) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("finding a free port: %v", err)
+	for range numPorts {
+		port := firstPort + int(lastPort.Add(1))%numPorts
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err == nil {
+			l.Close()
+			return port
+		}
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	t.Fatal("no free loopback port")
+	return 0
 }
 
 // syncBuffer is a bytes.Buffer safe for concurrent writers and readers.
