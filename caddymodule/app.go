@@ -11,7 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
-	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -23,7 +23,7 @@ import (
 )
 
 func init() {
-	caddy.RegisterModule(App{})
+	caddy.RegisterModule(new(App))
 }
 
 // spools holds one open spool per storage directory for the whole process.
@@ -32,13 +32,6 @@ func init() {
 // delivery workers start with the first configuration that uses the
 // directory and stop when the last one is unloaded.
 var spools = caddy.NewUsagePool()
-
-// current is, per storage directory, the app of the configuration that took
-// over last (see takeOver): the spool runs with its limits.
-var (
-	currentMu sync.Mutex
-	current   = map[string]*App{}
-)
 
 // App is the webhooks app: it owns the spool that webhook_ingest routes write
 // to and deliver from. It is optional; without a webhooks global option the
@@ -62,14 +55,13 @@ type App struct {
 	// kept. Default 7 days.
 	AttemptRetention caddy.Duration `json:"attempt_retention,omitempty"`
 
-	dir      string
-	opts     spool.Options
-	spool    *spool.Spool // set by Start
-	opened   bool         // Start took a use of the spool that Cleanup gives back; under currentMu
-	previous *App         // the app that was current before takeOver; under currentMu
-	log      *zap.Logger
-	ctx      caddy.Context
-	grace    time.Duration // what deliveries in flight get at shutdown
+	dir    string
+	opts   spool.Options
+	spool  *spool.Spool // set by Start
+	opened atomic.Bool  // Start took a use of the spool (and set spool) that Cleanup gives back
+	log    *zap.Logger
+	ctx    caddy.Context
+	grace  time.Duration // what deliveries in flight get at shutdown
 
 	routes     []appRoute    // this configuration's spool routes
 	unregister []func()      // undoes Start's route registrations
@@ -88,7 +80,7 @@ type appRoute struct {
 const defaultGrace = 10 * time.Second
 
 // CaddyModule returns the Caddy module information.
-func (App) CaddyModule() caddy.ModuleInfo {
+func (*App) CaddyModule() caddy.ModuleInfo {
 	return caddy.ModuleInfo{
 		ID:  "webhooks",
 		New: func() caddy.Module { return new(App) },
@@ -183,9 +175,8 @@ func (a *App) Start() error {
 	} else {
 		a.log.Info("spool opened", zap.String("storage", a.dir))
 	}
-	currentMu.Lock()
-	a.spool, a.opened = val.(spoolHandle).Spool, true
-	currentMu.Unlock()
+	a.spool = val.(spoolHandle).Spool
+	a.opened.Store(true)
 	for _, r := range a.routes {
 		if r.route != nil {
 			a.unregister = append(a.unregister, a.spool.RegisterRoute(r.name, *r.route))
@@ -210,25 +201,18 @@ func (a *App) Stop() error {
 // runs on Caddy's "stopping" event, before any app stops, and again from
 // Stop in case the events app is not there.
 func (a *App) beginExit() {
-	currentMu.Lock()
-	defer currentMu.Unlock()
-	if caddy.Exiting() && a.opened {
+	if caddy.Exiting() && a.opened.Load() {
 		a.spool.StopDelivering(a.grace)
 	}
 }
 
 // takeOver makes this configuration's limits and retentions the spool's. It
 // runs on Caddy's "started" event, once every app of the configuration has
-// started, so that a load that fails on the way never changes them; should
-// it still fail after that, Cleanup gives the previous configuration's back.
+// started, so that a load that fails on the way never changes them.
 func (a *App) takeOver() {
-	currentMu.Lock()
-	defer currentMu.Unlock()
-	if !a.opened || current[a.dir] == a {
-		return
+	if a.opened.Load() {
+		a.spool.Reconfigure(a.opts)
 	}
-	a.previous, current[a.dir] = current[a.dir], a
-	a.spool.Reconfigure(a.opts)
 }
 
 // lifecycle runs takeOver on Caddy's "started" event and beginExit on its
@@ -254,26 +238,9 @@ func (a *App) Cleanup() error {
 		u()
 	}
 	a.unregister = nil
-	currentMu.Lock()
-	if !a.opened {
-		currentMu.Unlock()
+	if !a.opened.Swap(false) { // requests of this configuration still finishing keep a.spool
 		return nil
 	}
-	a.opened = false // requests of this configuration still finishing keep a.spool
-	if current[a.dir] == a {
-		// Still the latest: its load failed, or nothing replaces it.
-		if prev := a.previous; prev != nil && prev.opened {
-			current[a.dir] = prev
-			a.spool.Reconfigure(prev.opts)
-		} else {
-			delete(current, a.dir)
-		}
-	}
-	if c := current[a.dir]; c != nil && c.previous == a {
-		c.previous = nil // keep no cleaned-up configuration alive
-	}
-	a.previous = nil
-	currentMu.Unlock()
 	_, err := spools.Delete(a.dir)
 	return err
 }

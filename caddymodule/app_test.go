@@ -26,9 +26,9 @@ func (failingApp) Stop() error  { return nil }
 func init() { caddy.RegisterModule(failingApp{}) }
 
 // TestFailedReloadKeepsTheRunningLimits: Caddy starts apps in map order, so
-// the webhooks app of a configuration that then fails may have started and
-// applied its limits to the shared spool; the running configuration's must
-// be back once the failed one is cleaned up.
+// the webhooks app of a configuration that then fails may have started; its
+// limits must never reach the shared spool, which the running configuration
+// keeps using.
 func TestFailedReloadKeepsTheRunningLimits(t *testing.T) {
 	dir := t.TempDir()
 	config := func(maxItems int, extra string) []byte {

@@ -35,9 +35,20 @@ const (
 	// clockSkew is the margin the dedupe window must keep over the
 	// tolerance, so that a replay is either a duplicate or stale.
 	clockSkew = 5 * time.Minute
-	// retryAfterFull is the Retry-After sent with a 503 when the spool is full.
-	retryAfterFull = "30"
 )
+
+// spoolFailure is the answer to a spool write that failed: 503 with a
+// Retry-After while the spool is full (30 s) or not open (starting or
+// stopping, 5 s), else 500.
+func spoolFailure(err error) (code int, retryAfter, msg string) {
+	switch {
+	case errors.Is(err, spool.ErrFull):
+		return http.StatusServiceUnavailable, "30", "the spool is full; retry later"
+	case errors.Is(err, errNotStarted), errors.Is(err, spool.ErrClosed):
+		return http.StatusServiceUnavailable, "5", "the gateway is starting or stopping; retry later"
+	}
+	return http.StatusInternalServerError, "", "the event could not be stored"
+}
 
 // Ingest is the webhook_ingest handler. It verifies a delivery's signature,
 // envelope, event header and freshness, dedupes it by route and eventId,
@@ -414,15 +425,11 @@ func (h *Ingest) answerResult(w http.ResponseWriter, r *http.Request, repl *cadd
 // level; see the README on filtering them.)
 func (h *Ingest) spoolError(w http.ResponseWriter, r *http.Request, err error) error {
 	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
-	if errors.Is(err, spool.ErrFull) {
-		w.Header().Set("Retry-After", retryAfterFull)
-		h.log.Warn("spool full: refusing events", zap.String("route", h.Name), zap.Error(err))
-		return h.respond(w, repl, http.StatusServiceUnavailable, "unavailable", "", "the spool is full; retry later")
-	}
-	if errors.Is(err, errNotStarted) || errors.Is(err, spool.ErrClosed) {
-		w.Header().Set("Retry-After", "5")
-		h.log.Warn("spool not open: refusing events", zap.String("route", h.Name), zap.Error(err))
-		return h.respond(w, repl, http.StatusServiceUnavailable, "unavailable", "", "the gateway is starting or stopping; retry later")
+	code, retryAfter, msg := spoolFailure(err)
+	if retryAfter != "" {
+		w.Header().Set("Retry-After", retryAfter)
+		h.log.Warn("refusing events: "+msg, zap.String("route", h.Name), zap.Error(err))
+		return h.respond(w, repl, code, "unavailable", "", msg)
 	}
 	if r.Context().Err() != nil {
 		// The sender hung up while the write was pending; it may still have
@@ -431,7 +438,7 @@ func (h *Ingest) spoolError(w http.ResponseWriter, r *http.Request, err error) e
 	} else {
 		h.log.Error("spool write failed", zap.String("route", h.Name), zap.Error(err))
 	}
-	return h.respond(w, repl, http.StatusInternalServerError, "error", "", "the event could not be stored")
+	return h.respond(w, repl, code, "error", "", msg)
 }
 
 // answer writes a success response: {"status": ..., "eventId": ...}.

@@ -346,18 +346,16 @@ func (p *Publish) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 		results, err = sp.EnqueueAll(r.Context(), entries)
 	}
 	if err != nil {
-		if errors.Is(err, spool.ErrFull) {
-			w.Header().Set("Retry-After", retryAfterFull)
-			p.log.Warn("spool full: refusing events", zap.Error(err))
-			return answerPublish(w, http.StatusServiceUnavailable, publishAnswer{Status: "unavailable", Error: "the spool is full; retry later", Subscribers: []string{}})
+		code, retryAfter, msg := spoolFailure(err)
+		status := "error"
+		if retryAfter != "" {
+			w.Header().Set("Retry-After", retryAfter)
+			p.log.Warn("refusing events: "+msg, zap.Error(err))
+			status = "unavailable"
+		} else {
+			p.log.Error("spool write failed", zap.Error(err))
 		}
-		if errors.Is(err, errNotStarted) || errors.Is(err, spool.ErrClosed) {
-			w.Header().Set("Retry-After", "5")
-			p.log.Warn("spool not open: refusing events", zap.Error(err))
-			return answerPublish(w, http.StatusServiceUnavailable, publishAnswer{Status: "unavailable", Error: "the gateway is starting or stopping; retry later", Subscribers: []string{}})
-		}
-		p.log.Error("spool write failed", zap.Error(err))
-		return answerPublish(w, http.StatusInternalServerError, publishAnswer{Status: "error", Error: "the event could not be stored", Subscribers: []string{}})
+		return answerPublish(w, code, publishAnswer{Status: status, Error: msg, Subscribers: []string{}})
 	}
 	accepted := false
 	for _, res := range results[1:] {

@@ -378,11 +378,7 @@ func (s *sender) mustPost(t testing.TB, d *delivery) answer {
 // delivery that did get through is answered 200 duplicate).
 func (s *sender) mustPostAfterReload(t testing.TB, d *delivery) answer {
 	t.Helper()
-	a, err := s.post(d)
-	for try := 0; err != nil && isConnErr(err) && try < 3; try++ {
-		time.Sleep(20 * time.Millisecond)
-		a, err = s.post(d)
-	}
+	a, err := s.postRetrying(d, 3)
 	if err != nil {
 		t.Fatalf("posting %s: %v", d.ID, err)
 	}
@@ -402,12 +398,18 @@ func (s *sender) signedSend(typ string, retries int) (*delivery, answer, error) 
 	d.Header.Set("Content-Type", "application/json")
 	d.Header.Set(verifier.EventHeader, typ)
 	s.signWith(d, s.secret)
+	a, err := s.postRetrying(d, retries)
+	return d, a, err
+}
+
+// postRetrying posts d, retrying up to retries times on a connection error.
+func (s *sender) postRetrying(d *delivery, retries int) (answer, error) {
 	a, err := s.post(d)
 	for try := 0; err != nil && isConnErr(err) && try < retries; try++ {
 		time.Sleep(20 * time.Millisecond)
 		a, err = s.post(d)
 	}
-	return d, a, err
+	return a, err
 }
 
 // sendAccepted sends n fresh signed events, requires each to be answered 202
