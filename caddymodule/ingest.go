@@ -169,6 +169,9 @@ func (h *Ingest) validate(tolerance time.Duration) error {
 	if h.Name == publishScope || strings.HasPrefix(h.Name, subscriberRoute("")) {
 		return fmt.Errorf("webhook_ingest: the name %q is reserved for webhook_publish", h.Name)
 	}
+	if err := checkMaxBody(h.maxBody); err != nil {
+		return fmt.Errorf("webhook_ingest %s: %w", h.Name, err)
+	}
 	if h.dedupeWindow < tolerance+clockSkew {
 		return fmt.Errorf("webhook_ingest %s: dedupe_window %v must be at least tolerance %v plus %v of clock skew",
 			h.Name, h.dedupeWindow, tolerance, clockSkew)
@@ -479,6 +482,14 @@ func defaultRouteName(raw string) string {
 		return raw // validate refuses it
 	}
 	return u.Scheme + "://" + u.Host + u.Path
+}
+
+// checkMaxBody refuses a max_body that one spool entry cannot hold.
+func checkMaxBody(n int64) error {
+	if n > spool.MaxBodySize {
+		return fmt.Errorf("max_body %d is above %d bytes, the most one spooled event can hold", n, spool.MaxBodySize)
+	}
+	return nil
 }
 
 func durationOr(d caddy.Duration, def time.Duration) time.Duration {

@@ -3,6 +3,7 @@ package spool
 import (
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/dgraph-io/badger/v4"
 	"go.uber.org/zap"
@@ -37,8 +38,8 @@ func (rc *routeCounts) oldestMs() int64 {
 	}
 	if !rc.minOK {
 		first := true
-		for id := range rc.pending {
-			if first || id < rc.minID {
+		for id, ms := range rc.pending {
+			if first || ms < rc.pending[rc.minID] || (ms == rc.pending[rc.minID] && id < rc.minID) {
 				rc.minID, first = id, false
 			}
 		}
@@ -54,7 +55,8 @@ type catalog struct {
 	ridByName map[string]uint32
 	names     map[uint32]string
 	nextRid   uint32
-	paused    map[uint32]bool
+	paused    map[uint32]int64  // route id -> since when it is paused (ms)
+	pauses    map[uint32]int64  // route id -> paused time (ms) in pauses that ended
 	disabled  map[uint32]string // route id -> why
 	counts    map[uint32]*routeCounts
 	items     int64 // stored messages, dead letters included
@@ -66,7 +68,8 @@ func newCatalog() catalog {
 		ridByName: map[string]uint32{},
 		names:     map[uint32]string{},
 		nextRid:   1,
-		paused:    map[uint32]bool{},
+		paused:    map[uint32]int64{},
+		pauses:    map[uint32]int64{},
 		disabled:  map[uint32]string{},
 		counts:    map[uint32]*routeCounts{},
 	}
@@ -76,6 +79,21 @@ func (c *catalog) addRoute(name string, rid uint32) {
 	c.ridByName[name] = rid
 	c.names[rid] = name
 	c.nextRid = max(c.nextRid, rid+1)
+}
+
+// pausedMs is how long route rid has been paused in all, up to nowMs.
+func (c *catalog) pausedMs(rid uint32, nowMs int64) int64 {
+	t := c.pauses[rid]
+	if since, ok := c.paused[rid]; ok {
+		t += max(nowMs-since, 0)
+	}
+	return t
+}
+
+// ageMs is how long item st has waited by its MaxAge clock at nowMs: since
+// it was received or replayed, less the time its route was paused.
+func (c *catalog) ageMs(st *state, nowMs int64) int64 {
+	return nowMs - st.clockMs() - (c.pausedMs(st.Route, nowMs) - st.PausedMs)
 }
 
 func (c *catalog) route(rid uint32) *routeCounts {
@@ -106,7 +124,7 @@ func (c *catalog) apply(id uint64, from, to *state) {
 		rc.n[to.class()]++
 		if to.class() != classDead && (from == nil || from.class() == classDead) {
 			rc.pending[id] = to.ReceivedMs
-			if rc.minOK && id < rc.minID {
+			if rc.minOK && to.ReceivedMs < rc.pending[rc.minID] {
 				rc.minID = id
 			}
 		}
@@ -123,23 +141,27 @@ func (c *catalog) apply(id uint64, from, to *state) {
 	}
 }
 
-// load builds the catalog from the database and makes every item leased by a
-// previous process due now.
+// load builds the catalog from the database, brings its schema up to date
+// and makes every item leased by a previous process due now.
 func (s *Spool) load() error {
 	s.cat = newCatalog()
 	var stale []leasedItem // leased by the previous process
+	var dead []diedAt      // every dead letter, while the y/ index is missing
+	loadedMs := nowMs()
+	version := byte(schemaVersion)
 	err := s.db.View(func(txn *badger.Txn) error {
 		if item, err := txn.Get(keySchema); err == nil {
 			v, _ := item.ValueCopy(nil)
-			if len(v) != 1 || v[0] != recordVersion {
+			if len(v) != 1 || v[0] < 1 || v[0] > schemaVersion {
 				return fmt.Errorf("spool: unknown schema version %v in %s", v, s.opts.Dir)
 			}
+			version = v[0]
 		} else if !errors.Is(err, badger.ErrKeyNotFound) {
 			return err
 		}
 		it := txn.NewIterator(badger.DefaultIteratorOptions)
 		defer it.Close()
-		for _, p := range []byte{prefixRoute, prefixPaused, prefixOff, prefixQueue, prefixDead} {
+		for _, p := range []byte{prefixRoute, prefixPaused, prefixPauses, prefixOff, prefixQueue, prefixDead} {
 			prefix := []byte{p, '/'}
 			for it.Seek(prefix); it.ValidForPrefix(prefix); it.Next() {
 				item := it.Item()
@@ -155,7 +177,15 @@ func (s *Spool) load() error {
 					}
 				case prefixPaused:
 					if len(k) == 6 {
-						s.cat.paused[beUint32(k[2:])] = true
+						since := loadedMs // paused before the pause's start was kept
+						if len(v) == 8 {
+							since = int64(beUint64(v))
+						}
+						s.cat.paused[beUint32(k[2:])] = since
+					}
+				case prefixPauses:
+					if len(k) == 6 && len(v) == 8 {
+						s.cat.pauses[beUint32(k[2:])] = int64(beUint64(v))
 					}
 				case prefixOff:
 					if len(k) == 6 {
@@ -175,6 +205,9 @@ func (s *Spool) load() error {
 						st.Flags &^= flagLeased
 						stale = append(stale, leasedItem{item.KeyCopy(nil), st})
 					}
+					if p == prefixDead && version < 2 {
+						dead = append(dead, diedAt{id, st.DeadMs})
+					}
 					s.cat.apply(id, nil, &st)
 				}
 			}
@@ -184,11 +217,41 @@ func (s *Spool) load() error {
 	if err != nil {
 		return err
 	}
-	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Set(keySchema, []byte{recordVersion}) }); err != nil {
+	if err := s.indexDead(dead); err != nil {
+		return err
+	}
+	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Set(keySchema, []byte{schemaVersion}) }); err != nil {
 		return err
 	}
 	return s.recoverLeases(stale)
 }
+
+// diedAt is a dead letter's place in the y/ index.
+type diedAt struct {
+	id     uint64
+	deadMs int64
+}
+
+// indexDead writes the y/ index of dead letters stored by schema version 1.
+func (s *Spool) indexDead(dead []diedAt) error {
+	for chunk := range slices.Chunk(dead, loadChunk) {
+		err := s.db.Update(func(txn *badger.Txn) error {
+			for _, d := range chunk {
+				if err := txn.Set(diedAtKey(d.deadMs, d.id), nil); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("spool: indexing dead letters: %w", err)
+		}
+	}
+	return nil
+}
+
+// loadChunk is how many items one transaction at open rewrites.
+const loadChunk = 256
 
 type leasedItem struct {
 	key []byte
@@ -196,24 +259,37 @@ type leasedItem struct {
 }
 
 // recoverLeases rewrites items leased by a previous process as due now. The
-// attempt they were leased for keeps counting against max_attempts.
+// attempt they were leased for keeps counting against max_attempts. Each
+// item moves in one transaction, so a crash cannot leave it under both keys
+// or under none.
 func (s *Spool) recoverLeases(items []leasedItem) error {
 	if len(items) > 0 {
 		s.log.Info("redelivering items leased by the previous process", zap.Int("items", len(items)))
 	}
 	now := nowMs()
-	wb := s.db.NewWriteBatch()
-	defer wb.Cancel()
-	for _, it := range items {
-		rid, _, id, _ := parseQueueKey(it.key)
-		if err := wb.Delete(it.key); err != nil {
-			return err
+	for len(items) > 0 {
+		n := 0
+		err := s.db.Update(func(txn *badger.Txn) error {
+			for size := 0; n < len(items) && size < s.batchBudget(); n++ {
+				it := items[n]
+				rid, _, id, _ := parseQueueKey(it.key)
+				v := it.st.encode()
+				if err := txn.Delete(it.key); err != nil {
+					return err
+				}
+				if err := txn.Set(queueKey(rid, now, id), v); err != nil {
+					return err
+				}
+				size += 2*(queueKeyLen+16) + len(v)
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("spool: recovering leases: %w", err)
 		}
-		if err := wb.Set(queueKey(rid, now, id), it.st.encode()); err != nil {
-			return err
-		}
+		items = items[n:]
 	}
-	return wb.Flush()
+	return nil
 }
 
 // idOfKey returns the item id at the end of a q/ or z/ key.

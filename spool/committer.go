@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"slices"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -15,7 +16,8 @@ import (
 // callers share each fsync.
 type op interface {
 	// stage adds the op's writes to the batch's transaction. An error it
-	// returns fails the whole batch; a refusal of the op alone (full, lease
+	// returns fails the op: the batch is staged again without it (or split,
+	// for badger.ErrTxnTooBig). A refusal of the op alone (full, lease
 	// lost) is recorded in the op, which then must not have staged anything.
 	stage(b *batch) error
 	// size estimates the bytes the op adds to the transaction.
@@ -40,6 +42,30 @@ type batch struct {
 	items   int64             // messages added in this batch
 	bytes   int64
 	free    int64 // free disk bytes, -1 until read
+	pauses  map[uint32]*pauseView
+}
+
+// pauseView is a route's pause state as the batch has staged it so far.
+type pauseView struct {
+	paused       bool
+	since, total int64 // as in catalog.paused and catalog.pauses
+}
+
+// pause returns route rid's pause state: the catalog's, with the changes
+// staged in this batch.
+func (b *batch) pause(rid uint32) *pauseView {
+	if p, ok := b.pauses[rid]; ok {
+		return p
+	}
+	b.s.mu.Lock()
+	since, paused := b.s.cat.paused[rid]
+	p := &pauseView{paused: paused, since: since, total: b.s.cat.pauses[rid]}
+	b.s.mu.Unlock()
+	if b.pauses == nil {
+		b.pauses = map[uint32]*pauseView{}
+	}
+	b.pauses[rid] = p
+	return p
 }
 
 type effect struct {
@@ -58,6 +84,15 @@ func (b *batch) change(id uint64, from, to *state) {
 		b.bytes -= from.Size
 	}
 	b.effects = append(b.effects, effect{id: id, from: from, to: to})
+}
+
+// pausedMs is route rid's total paused time now (see catalog.pausedMs).
+func (b *batch) pausedMs(rid uint32) int64 {
+	p := b.pause(rid)
+	if p.paused {
+		return p.total + max(b.nowMs-p.since, 0)
+	}
+	return p.total
 }
 
 // queued notes a q/ key written, so the dispatcher can rewind to it.
@@ -170,17 +205,24 @@ func (s *Spool) drain() {
 	}
 }
 
-// commit writes ops in one transaction and reports the result to each.
+// commit writes ops in one transaction and reports the result to each. An
+// op that fails to stage fails alone: the others are committed without it.
+// A batch too big for one transaction is split.
 func (s *Spool) commit(ops []op) {
-	err := s.commitOnce(ops)
-	if errors.Is(err, badger.ErrTxnTooBig) && len(ops) > 1 {
+	bad, err := s.commitOnce(ops)
+	switch {
+	case errors.Is(err, badger.ErrTxnTooBig) && len(ops) > 1:
 		half := len(ops) / 2
 		s.commit(ops[:half])
 		s.commit(ops[half:])
 		return
-	}
-	if errors.Is(err, badger.ErrTxnTooBig) {
+	case errors.Is(err, badger.ErrTxnTooBig):
 		err = ErrTooLarge
+	case bad >= 0 && len(ops) > 1:
+		s.log.Error("spool write failed", zap.Error(err))
+		ops[bad].finish(err)
+		s.commit(slices.Delete(slices.Clone(ops), bad, bad+1))
+		return
 	}
 	if err != nil {
 		s.log.Error("spool commit failed", zap.Int("ops", len(ops)), zap.Error(err))
@@ -190,7 +232,9 @@ func (s *Spool) commit(ops []op) {
 	}
 }
 
-func (s *Spool) commitOnce(ops []op) error {
+// commitOnce writes ops in one transaction. If an op fails to stage, it
+// returns that op's index and error, and nothing is written.
+func (s *Spool) commitOnce(ops []op) (bad int, err error) {
 	txn := s.db.NewTransaction(true)
 	defer txn.Discard()
 	b := &batch{
@@ -201,13 +245,13 @@ func (s *Spool) commitOnce(ops []op) error {
 		rewind: map[uint32][]byte{},
 		free:   -1,
 	}
-	for _, o := range ops {
+	for i, o := range ops {
 		if err := o.stage(b); err != nil {
-			return err
+			return i, err
 		}
 	}
 	if err := txn.Commit(); err != nil {
-		return err
+		return -1, err
 	}
 	s.mu.Lock()
 	for _, e := range b.effects {
@@ -228,7 +272,7 @@ func (s *Spool) commitOnce(ops []op) error {
 		s.rewindMu.Unlock()
 		s.nudge()
 	}
-	return nil
+	return -1, nil
 }
 
 // getState reads the state under key k; found is false if k is gone.

@@ -1,6 +1,7 @@
 package spool
 
 import (
+	"bytes"
 	"context"
 	"slices"
 	"time"
@@ -112,8 +113,51 @@ func (s *Spool) ReplayMatching(ctx context.Context, f DeadFilter) (int, error) {
 
 // PurgeDead deletes dead letters that died before t and returns how many.
 func (s *Spool) PurgeDead(ctx context.Context, t time.Time) (int, error) {
-	ms := t.UnixMilli()
-	return s.eachDeadChunk(ctx, DeadFilter{}, func(st *state) bool { return st.DeadMs < ms }, true)
+	n, _, _, err := s.purge(ctx, t.UnixMilli(), nil)
+	return n, err
+}
+
+// purge deletes the dead letters that died before beforeMs, walking the y/
+// index from from (nil: its start), so that its cost follows what expires,
+// not what is stored. It returns how many it deleted, how many index keys it
+// read, and where the next purge can start.
+func (s *Spool) purge(ctx context.Context, beforeMs int64, from []byte) (n, read int, next []byte, err error) {
+	prefix := []byte{prefixDiedAt, '/'}
+	end := diedAtKey(beforeMs, 0)
+	next = from
+	if next == nil {
+		next = prefix
+	}
+	for {
+		var batch []diedAt
+		err := s.db.View(func(txn *badger.Txn) error {
+			it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
+			defer it.Close()
+			for it.Seek(next); it.ValidForPrefix(prefix) && len(batch) < deadChunk; it.Next() {
+				k := it.Item().Key()
+				if bytes.Compare(k, end) >= 0 {
+					break
+				}
+				read++
+				if ms, id, ok := parseDiedAtKey(k); ok {
+					batch = append(batch, diedAt{id, ms})
+				}
+				next = append(it.Item().KeyCopy(nil), 0) // the next key after it
+			}
+			return nil
+		})
+		if err != nil || len(batch) == 0 {
+			return n, read, next, err
+		}
+		o := &deadOp{delete: true, purge: batch, done: make(chan struct{})}
+		if err := s.submit(ctx, o, o.done); err != nil {
+			return n, read, next, err
+		}
+		if o.err != nil {
+			return n, read, next, o.err
+		}
+		n += o.n
+	}
 }
 
 // deadChunk is how many dead letters one commit replays or deletes.

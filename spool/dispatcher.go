@@ -98,7 +98,7 @@ func (d *dispatcher) pass() (time.Time, error) {
 	var refs []routeRef
 	s.mu.Lock()
 	for rid, name := range s.cat.names {
-		if !s.cat.paused[rid] {
+		if _, paused := s.cat.paused[rid]; !paused {
 			refs = append(refs, routeRef{rid, name, s.cat.disabled[rid]})
 		}
 	}
@@ -252,7 +252,9 @@ func (d *dispatcher) start(found []candidate, nowMs int64) (leaseEnd int64, err 
 		case st.Attempt >= c.route.Policy.MaxAttempts:
 			// Its last attempt never reported back: the process died or the lease expired.
 			s.send(&finishOp{key: c.key, to: toDead, reason: ReasonMaxAttempts})
-		case c.route.Policy.MaxAge > 0 && time.Duration(nowMs-st.ReceivedMs)*time.Millisecond > c.route.Policy.MaxAge:
+		case st.Attempt > 0 && c.route.Policy.MaxAge > 0 && time.Duration(s.ageMs(&st, nowMs))*time.Millisecond > c.route.Policy.MaxAge:
+			// Never before the first attempt: a gateway that was down, or
+			// a route that was paused, delivers what it held.
 			s.send(&finishOp{key: c.key, to: toDead, reason: ReasonMaxAge})
 		default:
 			lease := c.route.Timeout + s.opts.LeaseMargin
@@ -356,9 +358,9 @@ func (s *Spool) deliver(key []byte, st state, route Route) {
 		s.send(&finishOp{key: key, to: toRelease})
 		return
 	}
-	// Age counts from the state's start, which a replay resets, not from the
-	// message's receive time.
-	v := route.Policy.decide(out, d.Attempt, time.Since(time.UnixMilli(st.ReceivedMs)))
+	// Age counts from the state's clock, which a replay resets, less the
+	// time the route was paused.
+	v := route.Policy.decide(out, d.Attempt, time.Duration(s.ageMs(&st, nowMs()))*time.Millisecond)
 	o := &finishOp{key: key, status: out.StatusCode, lastErr: rec.Error, attempt: &rec}
 	switch {
 	case v.ack:
@@ -389,6 +391,13 @@ func (s *Spool) observe(route string, a Attempt, outcome string) {
 	if s.opts.Observe != nil {
 		s.opts.Observe(route, a, outcome)
 	}
+}
+
+// ageMs is an item's age by its MaxAge clock (see catalog.ageMs).
+func (s *Spool) ageMs(st *state, nowMs int64) int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cat.ageMs(st, nowMs)
 }
 
 // message reads an item's message.

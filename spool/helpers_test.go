@@ -138,3 +138,43 @@ func statsString(rs RouteStats) string {
 func fastPolicy(attempts int) Policy {
 	return Policy{MaxAttempts: attempts, BackoffMin: 10 * time.Millisecond, BackoffMax: 40 * time.Millisecond}
 }
+
+// enqueueN enqueues n small entries evt_0… on route, 500 per commit, and
+// returns their item ids.
+func enqueueN(t testing.TB, s *Spool, route string, n int) []uint64 {
+	t.Helper()
+	var ids []uint64
+	for i := 0; i < n; i += 500 {
+		var es []Entry
+		for j := i; j < min(i+500, n); j++ {
+			es = append(es, entry(route, fmt.Sprintf("evt_%d", j), "x"))
+		}
+		rs, err := s.EnqueueAll(context.Background(), es)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range rs {
+			ids = append(ids, r.ID)
+		}
+	}
+	return ids
+}
+
+// deadN makes n dead letters on route at once: queued on the paused route,
+// which is then disabled and resumed.
+func deadN(t testing.TB, s *Spool, route string, n int) {
+	t.Helper()
+	ctx := context.Background()
+	s.RegisterRoute(route, Route{Deliverer: newRecorder(nil)})
+	if err := s.Pause(ctx, route); err != nil {
+		t.Fatal(err)
+	}
+	enqueueN(t, s, route, n)
+	if err := s.Disable(ctx, route, "off"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Resume(ctx, route); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "all dead", func() bool { return routeStats(s, route).Dead == int64(n) })
+}

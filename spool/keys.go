@@ -11,21 +11,25 @@ import (
 //	v/schema                       format version
 //	s/item                         Badger sequence for item ids
 //	r/<route name>                 route id (uint32)
-//	p/<rid:4>                      present while the route is paused
+//	p/<rid:4>                      present while the route is paused: since when (ms)
+//	t/<rid:4>                      the route's total paused time (ms) in pauses that ended
 //	x/<rid:4>                      the reason, while the route is disabled
 //	m/<id:8>                       the immutable message: route, event id, headers, body
 //	q/<rid:4><due ms:8><id:8>      one time-ordered index per route: queued, leased and scheduled items
 //	z/<id:8>                       dead letter state (its m/ record is kept until purged or replayed)
+//	y/<dead ms:8><id:8>            one per dead letter, in the order they died: what the purge walks
 //	d/<sha256(route 0 eventId)[:16]> dedupe record: id and body hash, expires with the dedupe window
 //	a/<id:8><attempt:4>            one delivery attempt's record, expires after the attempt retention
 //	e/<id:8>                       present once a dead letter was deleted or purged; expires like a/
 const (
 	prefixRoute   = 'r'
 	prefixPaused  = 'p'
+	prefixPauses  = 't'
 	prefixOff     = 'x'
 	prefixMessage = 'm'
 	prefixQueue   = 'q'
 	prefixDead    = 'z'
+	prefixDiedAt  = 'y'
 	prefixDedupe  = 'd'
 	prefixAttempt = 'a'
 	prefixErased  = 'e'
@@ -47,6 +51,10 @@ func pausedKey(rid uint32) []byte {
 	return binary.BigEndian.AppendUint32([]byte{prefixPaused, '/'}, rid)
 }
 
+func pausesKey(rid uint32) []byte {
+	return binary.BigEndian.AppendUint32([]byte{prefixPauses, '/'}, rid)
+}
+
 func disabledKey(rid uint32) []byte {
 	return binary.BigEndian.AppendUint32([]byte{prefixOff, '/'}, rid)
 }
@@ -57,6 +65,20 @@ func msgKey(id uint64) []byte {
 
 func deadKey(id uint64) []byte {
 	return binary.BigEndian.AppendUint64([]byte{prefixDead, '/'}, id)
+}
+
+// diedAtKey indexes a dead letter by the time it died.
+func diedAtKey(deadMs int64, id uint64) []byte {
+	k := binary.BigEndian.AppendUint64([]byte{prefixDiedAt, '/'}, uint64(max(deadMs, 0)))
+	return binary.BigEndian.AppendUint64(k, id)
+}
+
+// parseDiedAtKey splits a y/ key; ok is false for anything else.
+func parseDiedAtKey(k []byte) (deadMs int64, id uint64, ok bool) {
+	if len(k) != 2+8+8 || k[0] != prefixDiedAt || k[1] != '/' {
+		return 0, 0, false
+	}
+	return int64(binary.BigEndian.Uint64(k[2:])), binary.BigEndian.Uint64(k[10:]), true
 }
 
 func erasedKey(id uint64) []byte {

@@ -15,25 +15,35 @@ const (
 	gcInterval    = 5 * time.Minute
 )
 
-// maintenanceLoop purges expired dead letters and reclaims value log space.
+// maintenanceLoop purges dead letters past their retention every minute and
+// reclaims value log space.
 func (s *Spool) maintenanceLoop() {
 	defer s.loops.Done()
 	purge := time.NewTicker(purgeInterval)
 	defer purge.Stop()
 	gc := time.NewTicker(gcInterval)
 	defer gc.Stop()
+	// Each purge starts where the last one stopped, past the index keys it
+	// deleted; once an hour it starts from the beginning again, in case the
+	// clock went back.
+	var from []byte
+	restartAt := time.Now().Add(time.Hour)
 	for {
 		select {
 		case <-s.stopping:
 			return
 		case <-purge.C:
+			if time.Now().After(restartAt) {
+				from, restartAt = nil, time.Now().Add(time.Hour)
+			}
 			retention := s.live.Load().deadRetention
-			n, err := s.PurgeDead(context.Background(), time.Now().Add(-retention))
+			n, _, next, err := s.purge(context.Background(), time.Now().Add(-retention).UnixMilli(), from)
 			if err != nil && !errors.Is(err, ErrClosed) {
 				s.log.Error("purging dead letters failed", zap.Error(err))
 			} else if n > 0 {
 				s.log.Info("purged dead letters past retention", zap.Int("count", n), zap.Duration("retention", retention))
 			}
+			from = next
 		case <-gc.C:
 			s.valueLogGC()
 		}

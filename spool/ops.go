@@ -67,9 +67,13 @@ func (o *enqueueOp) stage(b *batch) error {
 	if o.conflicted() {
 		return nil
 	}
-	if err := b.admit(n, size); err != nil {
-		o.err, o.results = err, nil
-		return nil
+	// Only new items are held to the bounds: a duplicate is answered, and
+	// a dedupe-only record (a few dozen bytes) is written, even when full.
+	if n > 0 {
+		if err := b.admit(n, size); err != nil {
+			o.err, o.results = err, nil
+			return nil
+		}
 	}
 	for i, e := range o.entries {
 		if o.results[i].Status != Accepted {
@@ -91,7 +95,7 @@ func (o *enqueueOp) stage(b *batch) error {
 			return err
 		}
 		id++ // ids start at 1
-		st := &state{Route: rid, ReceivedMs: e.received, Size: int64(len(e.msg))}
+		st := &state{Route: rid, ReceivedMs: e.received, Size: int64(len(e.msg)), PausedMs: b.pausedMs(rid)}
 		rec := append(appendUint64(nil, id), e.hash[:]...)
 		qk := queueKey(rid, b.nowMs, id)
 		if err := b.txn.SetEntry(badger.NewEntry(e.dedupe, rec).WithTTL(e.window)); err != nil {
@@ -194,6 +198,9 @@ func (o *claimOp) finish(err error) {
 
 func (o *claimOp) stage(b *batch) error {
 	for _, c := range o.claims {
+		c.granted = false // a batch split after a failed commit stages its ops again
+	}
+	for _, c := range o.claims {
 		st, found, err := getState(b.txn, c.key)
 		if err != nil || !found {
 			if err != nil && !errors.Is(err, errCorrupt) {
@@ -260,7 +267,7 @@ func (o *finishOp) stage(b *batch) error {
 		return err
 	}
 	if a := o.attempt; a != nil {
-		e := badger.NewEntry(attemptKey(id, a.Number), a.encode()).WithTTL(b.s.live.Load().attemptRetention)
+		e := badger.NewEntry(attemptKey(id, st.Earlier+a.Number), a.encode()).WithTTL(b.s.live.Load().attemptRetention)
 		if err := b.txn.SetEntry(e); err != nil {
 			return err
 		}
@@ -279,6 +286,9 @@ func (o *finishOp) stage(b *batch) error {
 		if err := b.txn.Set(deadKey(id), st.encode()); err != nil {
 			return err
 		}
+		if err := b.txn.Set(diedAtKey(st.DeadMs, id), nil); err != nil {
+			return err
+		}
 		b.change(id, &from, &st)
 		return nil
 	case toRelease:
@@ -293,23 +303,50 @@ func (o *finishOp) stage(b *batch) error {
 	return nil
 }
 
-// deadOp replays or deletes dead letters by id.
+// deadOp replays or deletes dead letters by id, or purges them by their
+// place in the y/ index.
 type deadOp struct {
 	ids    []uint64
-	delete bool // delete instead of replay
-	n      int  // how many were found
+	purge  []diedAt // with delete, instead of ids: y/ keys to delete with their dead letters
+	delete bool     // delete instead of replay
+	n      int      // how many were found
 	err    error
 	done   chan struct{}
 }
 
-func (o *deadOp) size() int        { return len(o.ids) * 128 }
+func (o *deadOp) size() int        { return (len(o.ids) + len(o.purge)) * 128 }
 func (o *deadOp) finish(err error) { o.err = err; close(o.done) }
 
 func (o *deadOp) stage(b *batch) error {
 	o.n = 0 // a batch split after a failed commit stages its ops again
-	for _, id := range o.ids {
+	ids := o.ids
+	for _, d := range o.purge {
+		// The index key goes in any case: a dead letter replayed or
+		// deleted meanwhile took its own y/ key with it.
+		if err := b.txn.Delete(diedAtKey(d.deadMs, d.id)); err != nil {
+			return err
+		}
+		if st, found, err := getState(b.txn, deadKey(d.id)); err == nil && found && st.DeadMs != d.deadMs {
+			continue // a stale index key of a dead letter that died again later
+		}
+		ids = append(ids, d.id)
+	}
+	for _, id := range ids {
 		dk := deadKey(id)
 		st, found, err := getState(b.txn, dk)
+		if errors.Is(err, errCorrupt) && o.delete {
+			// Unreadable, so never listed nor replayed: deleting it is all
+			// that can be done. Its y/ key goes with the purge.
+			b.s.log.Warn("deleting a corrupt dead letter", zap.Uint64("id", id))
+			if err := b.txn.Delete(dk); err != nil {
+				return err
+			}
+			if err := b.txn.Delete(msgKey(id)); err != nil {
+				return err
+			}
+			o.n++
+			continue
+		}
 		if err != nil {
 			return err
 		}
@@ -318,6 +355,9 @@ func (o *deadOp) stage(b *batch) error {
 		}
 		from := st
 		if err := b.txn.Delete(dk); err != nil {
+			return err
+		}
+		if err := b.txn.Delete(diedAtKey(st.DeadMs, id)); err != nil {
 			return err
 		}
 		o.n++
@@ -332,8 +372,10 @@ func (o *deadOp) stage(b *batch) error {
 			b.change(id, &from, nil)
 			continue
 		}
-		// A fresh budget: attempts and age count from the replay.
-		st = state{Route: st.Route, ReceivedMs: b.nowMs, Size: st.Size, LastStatus: st.LastStatus, LastError: st.LastError}
+		// A fresh budget: attempts and age count from the replay. The
+		// receive time and the attempt history stay.
+		st = state{Route: st.Route, ReceivedMs: st.ReceivedMs, Size: st.Size, LastStatus: st.LastStatus, LastError: st.LastError,
+			ClockMs: b.nowMs, PausedMs: b.pausedMs(st.Route), Earlier: st.Earlier + st.Attempt}
 		qk := queueKey(st.Route, b.nowMs, id)
 		if err := b.txn.Set(qk, st.encode()); err != nil {
 			return err
@@ -360,10 +402,20 @@ func (o *pauseOp) stage(b *batch) error {
 	if err != nil {
 		return err
 	}
+	p := b.pause(rid)
+	if o.paused == p.paused {
+		return nil
+	}
 	if o.paused {
-		err = b.txn.Set(pausedKey(rid), nil)
+		p.since = b.nowMs
+		err = b.txn.Set(pausedKey(rid), appendUint64(nil, uint64(p.since)))
 	} else {
-		err = b.txn.Delete(pausedKey(rid))
+		// The pause's length no longer counts toward the age of the
+		// route's items (see catalog.ageMs).
+		p.total += max(b.nowMs-p.since, 0)
+		if err = b.txn.Delete(pausedKey(rid)); err == nil {
+			err = b.txn.Set(pausesKey(rid), appendUint64(nil, uint64(p.total)))
+		}
 		// Everything of the route that came due meanwhile is behind the
 		// dispatcher's cursor for it.
 		b.rewind[rid] = queuePrefix(rid)
@@ -371,12 +423,14 @@ func (o *pauseOp) stage(b *batch) error {
 	if err != nil {
 		return err
 	}
-	paused := o.paused
+	p.paused = o.paused
+	v := *p
 	b.effects = append(b.effects, effect{apply: func(c *catalog) {
-		if paused {
-			c.paused[rid] = true
+		if v.paused {
+			c.paused[rid] = v.since
 		} else {
 			delete(c.paused, rid)
+			c.pauses[rid] = v.total
 		}
 	}})
 	return nil

@@ -10,7 +10,12 @@ import (
 // errCorrupt reports a record that cannot be decoded.
 var errCorrupt = errors.New("spool: corrupt record")
 
+// recordVersion is the first byte of every message, state and attempt record.
 const recordVersion = 1
+
+// schemaVersion is the layout of the database, kept under v/schema. Version
+// 2 added the y/ index of dead letters, built when a version 1 spool opens.
+const schemaVersion = 2
 
 // message is the immutable part of an item, stored once under m/<id>.
 type message struct {
@@ -86,13 +91,21 @@ const (
 type state struct {
 	Flags      uint8
 	Route      uint32
-	Attempt    int
-	ReceivedMs int64 // when MaxAge starts counting: received, or last replayed
+	Attempt    int   // attempts of the current run: since it was received, or last replayed
+	ReceivedMs int64 // when the message was received; a replay keeps it
 	Size       int64 // message bytes, for accounting
 	LastStatus int
 	LastError  string
 	DeadMs     int64
 	Reason     string
+	// The age clock: MaxAge counts from ClockMs (0: ReceivedMs), less the
+	// time its route spent paused since then; PausedMs is the route's
+	// total paused time at ClockMs (see catalog.pausedMs).
+	ClockMs  int64
+	PausedMs int64
+	// Earlier is the number of attempts made in earlier runs, so that the
+	// attempt records of a replayed item follow those of its earlier runs.
+	Earlier int
 }
 
 func (s *state) leased() bool { return s.Flags&flagLeased != 0 }
@@ -123,7 +136,10 @@ func (s *state) encode() []byte {
 	b = binary.AppendUvarint(b, uint64(s.LastStatus))
 	b = appendString(b, truncate(s.LastError, maxErrorLen))
 	b = binary.AppendVarint(b, s.DeadMs)
-	return appendString(b, s.Reason)
+	b = appendString(b, s.Reason)
+	b = binary.AppendVarint(b, s.ClockMs)
+	b = binary.AppendVarint(b, s.PausedMs)
+	return binary.AppendUvarint(b, uint64(s.Earlier))
 }
 
 func decodeState(b []byte) (state, error) {
@@ -139,7 +155,23 @@ func decodeState(b []byte) (state, error) {
 	s.LastError = r.string()
 	s.DeadMs = r.varint()
 	s.Reason = r.string()
+	if len(r.b) > 0 { // absent in records written before they existed
+		s.ClockMs = r.varint()
+		s.PausedMs = r.varint()
+		s.Earlier = int(r.uvarint())
+	}
+	if r.err == nil && len(r.b) > 0 {
+		return state{}, errCorrupt
+	}
 	return s, r.err
+}
+
+// clockMs is when the item's MaxAge clock started.
+func (s *state) clockMs() int64 {
+	if s.ClockMs != 0 {
+		return s.ClockMs
+	}
+	return s.ReceivedMs
 }
 
 func truncate(s string, n int) string {

@@ -236,7 +236,7 @@ func badgerOptions(dir string, memTableSize int64, log *zap.Logger) badger.Optio
 		WithSyncWrites(true).
 		WithLogger(badgerLogger{log.Named("badger").Sugar()}).
 		WithValueThreshold(64 << 10).
-		WithValueLogFileSize(64 << 20).
+		WithValueLogFileSize(valueLogFileSize).
 		WithMemTableSize(memTableSize).
 		WithNumMemtables(3).
 		WithNumCompactors(2).
@@ -403,6 +403,14 @@ type Entry struct {
 	DedupeOnly bool
 }
 
+// MaxBodySize is the largest Entry.Body the spool stores; a larger one is
+// refused with ErrTooLarge. A message is one Badger value, and a value must
+// fit in one value log file (valueLogFileSize), headers included.
+const MaxBodySize = 32 << 20
+
+// valueLogFileSize is the size of Badger's value log files.
+const valueLogFileSize = 64 << 20
+
 // DefaultDedupeWindow is used for entries without a DedupeWindow.
 const DefaultDedupeWindow = 72 * time.Hour
 
@@ -503,9 +511,16 @@ func (s *Spool) enqueue(ctx context.Context, entries []Entry) ([]Result, error) 
 			route:      e.Route,
 			dedupe:     dedupeKey(e.Route, e.EventID),
 			hash:       fingerprint(e),
-			msg:        msg.encode(),
 			received:   msg.ReceivedMs,
 			window:     window,
+		}
+		if !e.DedupeOnly {
+			if len(e.Body) > MaxBodySize {
+				return nil, fmt.Errorf("%w: a body of %d bytes is over %d", ErrTooLarge, len(e.Body), MaxBodySize)
+			}
+			if o.entries[i].msg = msg.encode(); len(o.entries[i].msg) > valueLogFileSize {
+				return nil, fmt.Errorf("%w: a message of %d bytes", ErrTooLarge, len(o.entries[i].msg))
+			}
 		}
 	}
 	if err := s.submit(ctx, o, o.done); err != nil {

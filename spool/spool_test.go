@@ -1052,20 +1052,7 @@ func TestReplayAndDeleteManyIDs(t *testing.T) {
 	s := openTest(t, Options{MemTableSize: 1 << 20}) // a transaction holds ~2,000 entries
 	s.RegisterRoute("r", Route{Policy: fastPolicy(1), Concurrency: 64, Deliverer: newRecorder(func(*Delivery) Outcome { return Outcome{StatusCode: 400} })})
 	const n = 6000
-	var ids []uint64
-	for i := 0; i < n; i += 500 {
-		var es []Entry
-		for j := i; j < i+500; j++ {
-			es = append(es, entry("r", fmt.Sprintf("evt_%d", j), "x"))
-		}
-		rs, err := s.EnqueueAll(context.Background(), es)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, r := range rs {
-			ids = append(ids, r.ID)
-		}
-	}
+	ids := enqueueN(t, s, "r", n)
 	eventually(t, 60*time.Second, "all dead", func() bool { return routeStats(s, "r").Dead == n })
 	if err := s.Pause(context.Background(), "r"); err != nil {
 		t.Fatal(err)
@@ -1084,27 +1071,5 @@ func TestReplayAndDeleteManyIDs(t *testing.T) {
 // TestDisabledRouteDrainsAtOnce: a disabled route's backlog becomes dead
 // letters without waiting for the dispatcher's idle wake-ups between passes.
 func TestDisabledRouteDrainsAtOnce(t *testing.T) {
-	s := openTest(t, Options{})
-	s.RegisterRoute("r", Route{Deliverer: newRecorder(nil)})
-	ctx := context.Background()
-	if err := s.Pause(ctx, "r"); err != nil {
-		t.Fatal(err)
-	}
-	const n = 2000
-	for i := 0; i < n; i += 500 {
-		var es []Entry
-		for j := i; j < i+500; j++ {
-			es = append(es, entry("r", fmt.Sprintf("evt_%d", j), "x"))
-		}
-		if _, err := s.EnqueueAll(ctx, es); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := s.Disable(ctx, "r", "off"); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Resume(ctx, "r"); err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, 10*time.Second, "all dead", func() bool { return routeStats(s, "r").Dead == n })
+	deadN(t, openTest(t, Options{}), "r", 2000)
 }

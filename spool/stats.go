@@ -36,7 +36,8 @@ func (s *Spool) Stats() []RouteStats {
 	byName := map[string]*RouteStats{}
 	s.mu.Lock()
 	for rid, name := range s.cat.names {
-		rs := &RouteStats{Route: name, Paused: s.cat.paused[rid], Disabled: s.cat.disabled[rid]}
+		_, paused := s.cat.paused[rid]
+		rs := &RouteStats{Route: name, Paused: paused, Disabled: s.cat.disabled[rid]}
 		if rc := s.cat.counts[rid]; rc != nil {
 			rs.Queued, rs.Scheduled = rc.n[classQueued], rc.n[classScheduled]
 			rs.InFlight, rs.Dead = rc.n[classInFlight], rc.n[classDead]

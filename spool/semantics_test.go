@@ -1,0 +1,446 @@
+package spool
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// TestMaxAgeNeverBeforeTheFirstAttempt: an event held longer than max_age
+// (a gateway that was down) still gets its first attempt.
+func TestMaxAgeNeverBeforeTheFirstAttempt(t *testing.T) {
+	s := openTest(t, Options{})
+	rec := newRecorder(nil)
+	s.RegisterRoute("r", Route{Deliverer: rec, Policy: Policy{MaxAge: time.Hour}})
+	e := entry("r", "evt_old", "x")
+	e.ReceivedAt = time.Now().Add(-2 * time.Hour)
+	mustEnqueue(t, s, e)
+	if a := rec.next(t, 5*time.Second); a.EventID != "evt_old" || a.Attempt != 1 {
+		t.Fatalf("attempt %+v, want the first attempt of evt_old", a)
+	}
+	eventually(t, 5*time.Second, "delivered", func() bool { st, _ := s.Lookup("r", "evt_old"); return st.State == StateDelivered })
+}
+
+// TestPauseDoesNotCountTowardMaxAge: an item that failed once waits out a
+// pause longer than max_age and is attempted again after the resume.
+func TestPauseDoesNotCountTowardMaxAge(t *testing.T) {
+	const maxAge = time.Second
+	s := openTest(t, Options{})
+	ctx := context.Background()
+	rec := newRecorder(func(d *Delivery) Outcome {
+		if d.Attempt == 1 {
+			// Paused before this attempt's outcome is recorded, so the
+			// retry is held by the pause.
+			if err := s.Pause(ctx, "r"); err != nil {
+				t.Error(err)
+			}
+			return Outcome{StatusCode: 503}
+		}
+		return Outcome{StatusCode: 200}
+	})
+	pol := Policy{MaxAttempts: 5, MaxAge: maxAge, BackoffMin: 10 * time.Millisecond, BackoffMax: 10 * time.Millisecond}
+	s.RegisterRoute("r", Route{Deliverer: rec, Policy: pol})
+	mustEnqueue(t, s, entry("r", "evt_1", "x"))
+	rec.next(t, 5*time.Second)
+	eventually(t, 5*time.Second, "the retry scheduled", func() bool { return routeStats(s, "r").Scheduled == 1 })
+	time.Sleep(maxAge + 500*time.Millisecond) // paused for longer than max_age
+	if err := s.Resume(ctx, "r"); err != nil {
+		t.Fatal(err)
+	}
+	if a := rec.next(t, 5*time.Second); a.Attempt != 2 {
+		t.Fatalf("after resume: attempt %d, want 2", a.Attempt)
+	}
+	eventually(t, 5*time.Second, "delivered", func() bool { st, _ := s.Lookup("r", "evt_1"); return st.State == StateDelivered })
+	if d, _, _ := s.ListDead(DeadFilter{}, 0, 10); len(d) != 0 {
+		t.Fatalf("dead letters %+v", d)
+	}
+}
+
+// TestPausedTimeSurvivesRestart: the time a route spent paused is kept
+// across a restart, and a pause that outlives the process keeps counting
+// from its start.
+func TestPausedTimeSurvivesRestart(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	s := openTest(t, Options{Dir: dir})
+	if err := s.Pause(ctx, "r"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if err := s.Resume(ctx, "r"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Pause(ctx, "r"); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s = openTest(t, Options{Dir: dir})
+	rid := s.cat.ridByName["r"]
+	s.mu.Lock()
+	total := s.cat.pauses[rid]
+	since, paused := s.cat.paused[rid]
+	s.mu.Unlock()
+	if total < 200 || !paused || since > nowMs() || since < nowMs()-60_000 {
+		t.Fatalf("after reopen: paused %v since %d, %d ms paused before; want paused, >= 200 ms", paused, since, total)
+	}
+}
+
+// TestDuplicatesAnsweredWhenFull: a sender's retry of an accepted event is
+// a duplicate, not a refusal, whatever bound is reached; so is a dedupe
+// record of a verify-only route.
+func TestDuplicatesAnsweredWhenFull(t *testing.T) {
+	s := openTest(t, Options{MaxItems: 1})
+	ctx := context.Background()
+	mustEnqueue(t, s, entry("r", "evt_a", "a"))
+	if _, err := s.Enqueue(ctx, entry("r", "evt_b", "b")); !errors.Is(err, ErrFull) {
+		t.Fatalf("second item: %v, want ErrFull", err)
+	}
+	if r, err := s.Enqueue(ctx, entry("r", "evt_a", "a")); err != nil || r.Status != Duplicate {
+		t.Fatalf("retry at max_items: %v, %v; want a duplicate", r.Status, err)
+	}
+	// Below the free-disk floor.
+	s.Reconfigure(Options{MaxItems: 100, MinFreeDisk: 1 << 60})
+	if _, err := s.Enqueue(ctx, entry("r", "evt_c", "c")); !errors.Is(err, ErrFull) {
+		t.Fatalf("new item below the floor: %v, want ErrFull", err)
+	}
+	if r, err := s.Enqueue(ctx, entry("r", "evt_a", "a")); err != nil || r.Status != Duplicate {
+		t.Fatalf("retry below the floor: %v, %v; want a duplicate", r.Status, err)
+	}
+	if r, err := s.Enqueue(ctx, entry("r", "evt_a", "other")); err != nil || r.Status != Conflict {
+		t.Fatalf("other body below the floor: %v, %v; want a conflict", r.Status, err)
+	}
+	if r, err := s.Remember(ctx, entry("v", "evt_v", "v")); err != nil || r.Status != Accepted {
+		t.Fatalf("Remember below the floor: %v, %v", r.Status, err)
+	}
+	if st, err := s.Seen("v", "evt_v", []byte("v")); err != nil || st != Duplicate {
+		t.Fatalf("Seen after Remember: %v, %v", st, err)
+	}
+}
+
+// failingOp stages a write and then fails, as a corrupt record or a
+// Badger error would.
+type failingOp struct {
+	sideEffect func()
+	err        error
+	done       chan struct{}
+}
+
+func (o *failingOp) stage(b *batch) error {
+	if err := b.txn.Set([]byte("t/failing"), []byte("half-written")); err != nil {
+		return err
+	}
+	if o.sideEffect != nil {
+		o.sideEffect()
+	}
+	return errors.New("staging failed")
+}
+func (o *failingOp) size() int        { return 64 }
+func (o *failingOp) finish(err error) { o.err = err; close(o.done) }
+
+func prepared(t *testing.T, s *Spool, e Entry) *enqueueOp {
+	t.Helper()
+	msg := message{Route: e.Route, EventID: e.EventID, ReceivedMs: nowMs(), Body: e.Body}
+	return &enqueueOp{done: make(chan struct{}), entries: []preparedEntry{{
+		route: e.Route, dedupe: dedupeKey(e.Route, e.EventID), hash: fingerprint(e), msg: msg.encode(), received: msg.ReceivedMs, window: time.Hour,
+	}}}
+}
+
+// TestOneFailingOpDoesNotFailItsBatch: the ops committed with a failing
+// one are stored; the failing one's writes are not.
+func TestOneFailingOpDoesNotFailItsBatch(t *testing.T) {
+	s := openTest(t, Options{})
+	a, b := prepared(t, s, entry("r", "evt_a", "a")), prepared(t, s, entry("r", "evt_b", "b"))
+	bad := &failingOp{done: make(chan struct{})}
+	s.commit([]op{a, bad, b})
+	if bad.err == nil {
+		t.Fatal("the failing op reported no error")
+	}
+	for _, o := range []*enqueueOp{a, b} {
+		if o.err != nil || len(o.results) != 1 || o.results[0].Status != Accepted {
+			t.Fatalf("an op batched with a failing one: %+v, %v", o.results, o.err)
+		}
+	}
+	for _, id := range []string{"evt_a", "evt_b"} {
+		if st, err := s.Lookup("r", id); err != nil || st.State != StatePending {
+			t.Fatalf("%s: %v, %v", id, st.State, err)
+		}
+	}
+	err := s.db.View(func(txn *badger.Txn) error { _, err := txn.Get([]byte("t/failing")); return err })
+	if !errors.Is(err, badger.ErrKeyNotFound) {
+		t.Fatalf("the failing op's write: %v, want none", err)
+	}
+}
+
+// TestRestagedClaimStartsAfresh: a claim staged again after its batch
+// failed reports only what the second staging granted.
+func TestRestagedClaimStartsAfresh(t *testing.T) {
+	s := openTest(t, Options{})
+	ctx := context.Background()
+	if err := s.Pause(ctx, "r"); err != nil { // nothing dispatched
+		t.Fatal(err)
+	}
+	mustEnqueue(t, s, entry("r", "evt_1", "x"))
+	var key []byte
+	s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixQueue, '/'}})
+		defer it.Close()
+		it.Rewind()
+		key = it.Item().KeyCopy(nil)
+		return nil
+	})
+	c := &claimOp{claims: []*claim{{key: key, leaseMs: 60_000}}, done: make(chan struct{})}
+	// The failing op removes the item behind the claim's back, so that the
+	// second staging finds nothing to lease.
+	bad := &failingOp{done: make(chan struct{}), sideEffect: func() {
+		if err := s.db.Update(func(txn *badger.Txn) error { return txn.Delete(key) }); err != nil {
+			t.Error(err)
+		}
+	}}
+	s.commit([]op{c, bad})
+	if c.err != nil || c.claims[0].granted {
+		t.Fatalf("claim of a vanished item: granted %v, err %v", c.claims[0].granted, c.err)
+	}
+}
+
+// TestCorruptDeadLettersCanBeDeletedAndPurged: a dead letter whose record
+// cannot be read is still deleted by id and by the purge, and it fails no
+// other op of its batch.
+func TestCorruptDeadLettersCanBeDeletedAndPurged(t *testing.T) {
+	s := openTest(t, Options{})
+	ctx := context.Background()
+	s.RegisterRoute("r", Route{Deliverer: newRecorder(func(*Delivery) Outcome { return Outcome{StatusCode: 400} })})
+	for i := range 3 {
+		mustEnqueue(t, s, entry("r", fmt.Sprintf("evt_%d", i), "x"))
+	}
+	eventually(t, 5*time.Second, "3 dead letters", func() bool { return routeStats(s, "r").Dead == 3 })
+	dead, _, _ := s.ListDead(DeadFilter{}, 0, 10)
+	for _, d := range dead[:2] {
+		if err := s.db.Update(func(txn *badger.Txn) error { return txn.Set(deadKey(d.ID), []byte{0xff}) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, err := s.DeleteDead(ctx, dead[0].ID, dead[2].ID); n != 2 || err != nil {
+		t.Fatalf("DeleteDead of a corrupt and a sound one = %d, %v", n, err)
+	}
+	if n, err := s.PurgeDead(ctx, time.Now().Add(time.Minute)); n != 1 || err != nil {
+		t.Fatalf("PurgeDead of the other corrupt one = %d, %v", n, err)
+	}
+	err := s.db.View(func(txn *badger.Txn) error {
+		for _, d := range dead {
+			for _, k := range [][]byte{deadKey(d.ID), msgKey(d.ID)} {
+				if _, err := txn.Get(k); !errors.Is(err, badger.ErrKeyNotFound) {
+					return fmt.Errorf("key %q of dead letter %d: %v", k, d.ID, err)
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestTooLargeBodyRefused: a body over MaxBodySize is refused before it
+// reaches a batch.
+func TestTooLargeBodyRefused(t *testing.T) {
+	s := openTest(t, Options{})
+	e := entry("r", "evt_big", "")
+	e.Body = make([]byte, MaxBodySize+1)
+	if _, err := s.Enqueue(context.Background(), e); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("Enqueue of %d bytes: %v, want ErrTooLarge", len(e.Body), err)
+	}
+	e.Body = e.Body[:64<<10]
+	if r, err := s.Enqueue(context.Background(), e); err != nil || r.Status != Accepted {
+		t.Fatalf("Enqueue of 64 KiB: %v, %v", r.Status, err)
+	}
+}
+
+// TestOldestPendingIsTheOldestReceiveTime: a replayed dead letter keeps its
+// receive time, and no younger item hides an older one.
+func TestOldestPendingIsTheOldestReceiveTime(t *testing.T) {
+	s := openTest(t, Options{})
+	ctx := context.Background()
+	s.RegisterRoute("r", Route{Deliverer: newRecorder(func(*Delivery) Outcome { return Outcome{StatusCode: 400} })})
+	now := time.Now()
+	old := entry("r", "evt_old", "x")
+	old.ReceivedAt = now.Add(-2 * time.Hour)
+	res := mustEnqueue(t, s, old)
+	eventually(t, 5*time.Second, "a dead letter", func() bool { return routeStats(s, "r").Dead == 1 })
+	if err := s.Pause(ctx, "r"); err != nil {
+		t.Fatal(err)
+	}
+	stalled := entry("r", "evt_stalled", "y")
+	stalled.ReceivedAt = now.Add(-time.Hour)
+	mustEnqueue(t, s, stalled)
+	if got := routeStats(s, "r").Oldest; !got.Equal(stalled.ReceivedAt.Truncate(time.Millisecond)) {
+		t.Fatalf("oldest %v, want the stalled item's %v", got, stalled.ReceivedAt)
+	}
+	if n, err := s.Replay(ctx, res.ID); n != 1 || err != nil {
+		t.Fatalf("Replay = %d, %v", n, err)
+	}
+	if got := routeStats(s, "r").Oldest; !got.Equal(old.ReceivedAt.Truncate(time.Millisecond)) {
+		t.Fatalf("oldest after the replay %v, want the replayed item's receive time %v", got, old.ReceivedAt)
+	}
+}
+
+// TestLeaseRecoveryIsAtomicPerItem: every item leased by a previous process
+// moves to its new key in the transaction that deletes its old one, even
+// when the recovery takes many transactions.
+func TestLeaseRecoveryIsAtomicPerItem(t *testing.T) {
+	dir := t.TempDir()
+	const n = 3000
+	s := openTest(t, Options{Dir: dir, MemTableSize: 1 << 20})
+	enqueueN(t, s, "r", n)
+	s.Close()
+	// Lease every item, as a process that died mid-delivery leaves them;
+	// errors of various lengths make the transactions split at odd places.
+	db, err := badger.Open(badgerOptions(dir, 1<<20, s.log))
+	if err != nil {
+		t.Fatal(err)
+	}
+	prefix := []byte{prefixQueue, '/'}
+	for done := false; !done; {
+		err := db.Update(func(txn *badger.Txn) error {
+			it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
+			defer it.Close()
+			count := 0
+			for it.Rewind(); it.Valid(); it.Next() {
+				st, err := decodeState(mustValue(t, it.Item()))
+				if err != nil {
+					return err
+				}
+				if st.leased() {
+					continue
+				}
+				st.Flags |= flagLeased
+				st.Attempt = 1
+				st.LastError = strings.Repeat("e", int(count*37%250))
+				if err := txn.Set(it.Item().KeyCopy(nil), st.encode()); err != nil {
+					return err
+				}
+				if count++; count == 200 {
+					return nil
+				}
+			}
+			done = true
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	db.Close()
+
+	s = openTest(t, Options{Dir: dir, MemTableSize: 1 << 20})
+	type versions struct{ deleted, set uint64 }
+	byID := map[uint64]*versions{}
+	s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, AllVersions: true})
+		defer it.Close()
+		var last []byte
+		for it.Rewind(); it.Valid(); it.Next() {
+			item := it.Item()
+			if bytes.Equal(item.Key(), last) {
+				continue // only the newest version of each key
+			}
+			last = item.KeyCopy(last[:0])
+			_, _, id, _ := parseQueueKey(item.Key())
+			v := byID[id]
+			if v == nil {
+				v = &versions{}
+				byID[id] = v
+			}
+			if item.IsDeletedOrExpired() {
+				v.deleted = item.Version()
+			} else {
+				v.set = item.Version()
+			}
+		}
+		return nil
+	})
+	if len(byID) != n {
+		t.Fatalf("%d items after recovery, want %d", len(byID), n)
+	}
+	for id, v := range byID {
+		if v.deleted == 0 || v.deleted != v.set {
+			t.Fatalf("item %d: old key deleted at version %d, new key written at %d", id, v.deleted, v.set)
+		}
+	}
+	if rs := routeStats(s, "r"); rs.Scheduled != n {
+		t.Fatalf("after recovery: %s, want %d scheduled", statsString(rs), n)
+	}
+}
+
+func mustValue(t *testing.T, item *badger.Item) []byte {
+	v, err := item.ValueCopy(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// TestReplayKeepsAttemptHistory: the attempts of a replayed item follow
+// those of its earlier run instead of overwriting them.
+func TestReplayKeepsAttemptHistory(t *testing.T) {
+	s := openTest(t, Options{})
+	var calls atomic.Int32
+	s.RegisterRoute("r", Route{Deliverer: DelivererFunc(func(context.Context, *Delivery) Outcome {
+		if calls.Add(1) == 1 {
+			return Outcome{StatusCode: 400}
+		}
+		return Outcome{StatusCode: 204}
+	})})
+	res := mustEnqueue(t, s, entry("r", "evt_1", "x"))
+	eventually(t, 5*time.Second, "a dead letter", func() bool { return routeStats(s, "r").Dead == 1 })
+	if n, err := s.Replay(context.Background(), res.ID); n != 1 || err != nil {
+		t.Fatalf("Replay = %d, %v", n, err)
+	}
+	var st ItemStatus
+	eventually(t, 5*time.Second, "delivered", func() bool { st, _ = s.Lookup("r", "evt_1"); return st.State == StateDelivered })
+	if len(st.Attempts) != 2 || st.Attempts[0].StatusCode != 400 || st.Attempts[1].StatusCode != 204 ||
+		st.Attempts[0].Number != 1 || st.Attempts[1].Number != 2 {
+		t.Fatalf("attempts %+v, want 400 then 204, numbered 1 and 2", st.Attempts)
+	}
+}
+
+// TestPurgeReadsWhatExpires: a purge reads the dead letters that expire,
+// not every dead letter; one stored by schema version 1 is indexed at open.
+func TestPurgeReadsWhatExpires(t *testing.T) {
+	dir := t.TempDir()
+	s := openTest(t, Options{Dir: dir})
+	ctx := context.Background()
+	const n = 1000
+	deadN(t, s, "r", n)
+	if got, read, _, err := s.purge(ctx, time.Now().Add(-time.Hour).UnixMilli(), nil); got != 0 || read != 0 || err != nil {
+		t.Fatalf("a purge with nothing to expire deleted %d and read %d index keys (%v)", got, read, err)
+	}
+
+	// As version 1 left them: no y/ index.
+	s.Close()
+	db, err := badger.Open(badgerOptions(dir, 16<<20, s.log))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.DropPrefix([]byte{prefixDiedAt, '/'}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Update(func(txn *badger.Txn) error { return txn.Set(keySchema, []byte{1}) }); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	s = openTest(t, Options{Dir: dir})
+	got, read, _, err := s.purge(ctx, time.Now().Add(time.Minute).UnixMilli(), nil)
+	if got != n || read != n || err != nil {
+		t.Fatalf("purge deleted %d and read %d, want %d (%v)", got, read, n, err)
+	}
+	if items, _ := s.Usage(); items != 0 {
+		t.Fatalf("%d items left", items)
+	}
+}
