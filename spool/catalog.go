@@ -22,30 +22,9 @@ const (
 
 // routeCounts are one route's statistics, kept in memory and rebuilt at open.
 type routeCounts struct {
-	n     [numClasses]int64
-	bytes int64
-	// pending maps each pending item's id to its receive time (ms), for the
-	// oldest pending age. minID caches the oldest while minOK.
-	pending map[uint64]int64
-	minID   uint64
-	minOK   bool
-}
-
-// oldestMs returns the receive time of the oldest pending item, 0 if none.
-func (rc *routeCounts) oldestMs() int64 {
-	if len(rc.pending) == 0 {
-		return 0
-	}
-	if !rc.minOK {
-		first := true
-		for id, ms := range rc.pending {
-			if first || ms < rc.pending[rc.minID] || (ms == rc.pending[rc.minID] && id < rc.minID) {
-				rc.minID, first = id, false
-			}
-		}
-		rc.minOK = true
-	}
-	return rc.pending[rc.minID]
+	n       [numClasses]int64
+	bytes   int64
+	pending receiveSeconds // for the oldest pending age
 }
 
 // catalog is the spool's in-memory view of what the database holds: route
@@ -99,7 +78,7 @@ func (c *catalog) ageMs(st *state, nowMs int64) int64 {
 func (c *catalog) route(rid uint32) *routeCounts {
 	rc := c.counts[rid]
 	if rc == nil {
-		rc = &routeCounts{pending: map[uint64]int64{}}
+		rc = &routeCounts{}
 		c.counts[rid] = rc
 	}
 	return rc
@@ -107,26 +86,20 @@ func (c *catalog) route(rid uint32) *routeCounts {
 
 // apply records an item's change of state: from nil means the item was
 // stored, to nil means its message was deleted.
-func (c *catalog) apply(id uint64, from, to *state) {
+func (c *catalog) apply(from, to *state) {
 	var rc *routeCounts
 	if from != nil {
 		rc = c.route(from.Route)
 		rc.n[from.class()]--
 		if from.class() != classDead && (to == nil || to.class() == classDead) {
-			delete(rc.pending, id)
-			if rc.minOK && rc.minID == id {
-				rc.minOK = false
-			}
+			rc.pending.remove(from.ReceivedMs)
 		}
 	}
 	if to != nil {
 		rc = c.route(to.Route)
 		rc.n[to.class()]++
 		if to.class() != classDead && (from == nil || from.class() == classDead) {
-			rc.pending[id] = to.ReceivedMs
-			if rc.minOK && to.ReceivedMs < rc.pending[rc.minID] {
-				rc.minID = id
-			}
+			rc.pending.add(to.ReceivedMs)
 		}
 	}
 	switch {
@@ -208,7 +181,7 @@ func (s *Spool) load() error {
 					if p == prefixDead && version < 2 {
 						dead = append(dead, diedAt{id, st.DeadMs})
 					}
-					s.cat.apply(id, nil, &st)
+					s.cat.apply(nil, &st)
 				}
 			}
 		}

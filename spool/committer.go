@@ -69,13 +69,12 @@ func (b *batch) pause(rid uint32) *pauseView {
 }
 
 type effect struct {
-	id       uint64
 	from, to *state
 	apply    func(*catalog) // for changes other than an item's state
 }
 
 // change records an item's change of state for the catalog.
-func (b *batch) change(id uint64, from, to *state) {
+func (b *batch) change(from, to *state) {
 	if from == nil && to != nil {
 		b.items++
 		b.bytes += to.Size
@@ -83,7 +82,7 @@ func (b *batch) change(id uint64, from, to *state) {
 		b.items--
 		b.bytes -= from.Size
 	}
-	b.effects = append(b.effects, effect{id: id, from: from, to: to})
+	b.effects = append(b.effects, effect{from: from, to: to})
 }
 
 // pausedMs is route rid's total paused time now (see catalog.pausedMs).
@@ -258,7 +257,7 @@ func (s *Spool) commitOnce(ops []op) (bad int, err error) {
 		if e.apply != nil {
 			e.apply(&s.cat)
 		} else {
-			s.cat.apply(e.id, e.from, e.to)
+			s.cat.apply(e.from, e.to)
 		}
 	}
 	s.mu.Unlock()

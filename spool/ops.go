@@ -107,7 +107,7 @@ func (o *enqueueOp) stage(b *batch) error {
 		if err := b.txn.Set(qk, st.encode()); err != nil {
 			return err
 		}
-		b.change(id, nil, st)
+		b.change(nil, st)
 		b.queued(qk)
 		o.results[i].ID = id
 	}
@@ -219,7 +219,7 @@ func (o *claimOp) stage(b *batch) error {
 		if err := b.txn.Set(nk, st.encode()); err != nil {
 			return err
 		}
-		b.change(id, &from, &st)
+		b.change(&from, &st)
 		c.granted, c.leased, c.st = true, nk, st
 	}
 	return nil
@@ -273,7 +273,7 @@ func (o *finishOp) stage(b *batch) error {
 		}
 	}
 	if o.to == toDelivered {
-		b.change(id, &from, nil)
+		b.change(&from, nil)
 		return b.txn.Delete(msgKey(id))
 	}
 	st.Flags &^= flagLeased
@@ -289,7 +289,7 @@ func (o *finishOp) stage(b *batch) error {
 		if err := b.txn.Set(diedAtKey(st.DeadMs, id), nil); err != nil {
 			return err
 		}
-		b.change(id, &from, &st)
+		b.change(&from, &st)
 		return nil
 	case toRelease:
 		st.Attempt = max(st.Attempt-1, 0)
@@ -298,7 +298,7 @@ func (o *finishOp) stage(b *batch) error {
 	if err := b.txn.Set(nk, st.encode()); err != nil {
 		return err
 	}
-	b.change(id, &from, &st)
+	b.change(&from, &st)
 	b.queued(nk)
 	return nil
 }
@@ -369,7 +369,7 @@ func (o *deadOp) stage(b *batch) error {
 			if err := b.txn.SetEntry(badger.NewEntry(erasedKey(id), nil).WithTTL(b.s.live.Load().attemptRetention)); err != nil {
 				return err
 			}
-			b.change(id, &from, nil)
+			b.change(&from, nil)
 			continue
 		}
 		// A fresh budget: attempts and age count from the replay. The
@@ -380,7 +380,7 @@ func (o *deadOp) stage(b *batch) error {
 		if err := b.txn.Set(qk, st.encode()); err != nil {
 			return err
 		}
-		b.change(id, &from, &st)
+		b.change(&from, &st)
 		b.queued(qk)
 	}
 	return nil

@@ -17,7 +17,7 @@ type RouteStats struct {
 	Scheduled int64 // waiting for a retry
 	Dead      int64
 	Bytes     int64     // message bytes, dead letters included
-	Oldest    time.Time // receive time of the oldest item not yet delivered or dead; zero if none
+	Oldest    time.Time // receive time (to the second) of the oldest item not yet delivered or dead; zero if none
 	Paused    bool
 	Disabled  string // why the route is disabled; "" while it is enabled
 }
@@ -42,7 +42,7 @@ func (s *Spool) Stats() []RouteStats {
 			rs.Queued, rs.Scheduled = rc.n[classQueued], rc.n[classScheduled]
 			rs.InFlight, rs.Dead = rc.n[classInFlight], rc.n[classDead]
 			rs.Bytes = rc.bytes
-			if ms := rc.oldestMs(); ms != 0 {
+			if ms := rc.pending.oldestMs(); ms != 0 {
 				rs.Oldest = time.UnixMilli(ms)
 			}
 		}
