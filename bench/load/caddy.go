@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -182,20 +183,32 @@ func killAll() {
 	}
 }
 
-// peakRSS is the process's VmHWM in bytes.
-func (p *caddyProc) peakRSS() int64 {
+// procStatus reads the named fields of /proc/<pid>/status (all of them
+// sizes in kB there) and returns them in bytes; a field it lacks is absent.
+func (p *caddyProc) procStatus(names ...string) map[string]int64 {
+	out := make(map[string]int64, len(names))
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
 	if err != nil {
-		return -1
+		return out
 	}
 	for _, line := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-			f := strings.Fields(rest)
-			if len(f) >= 1 {
-				kb, _ := strconv.ParseInt(f[0], 10, 64)
-				return kb << 10
+		k, v, ok := strings.Cut(line, ":")
+		if !ok || !slices.Contains(names, k) {
+			continue
+		}
+		if f := strings.Fields(v); len(f) > 0 {
+			if kb, err := strconv.ParseInt(f[0], 10, 64); err == nil {
+				out[k] = kb << 10
 			}
 		}
+	}
+	return out
+}
+
+// peakRSS is the process's VmHWM in bytes.
+func (p *caddyProc) peakRSS() int64 {
+	if v, ok := p.procStatus("VmHWM")["VmHWM"]; ok {
+		return v
 	}
 	return -1
 }
@@ -235,27 +248,8 @@ func (m *memSampler) finish() (anon, file int64) {
 
 // rss is the process's current RssAnon and RssFile in bytes.
 func (p *caddyProc) rss() (anon, file int64) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
-	if err != nil {
-		return 0, 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		k, v, ok := strings.Cut(line, ":")
-		if !ok || (k != "RssAnon" && k != "RssFile") {
-			continue
-		}
-		f := strings.Fields(v)
-		if len(f) == 0 {
-			continue
-		}
-		kb, _ := strconv.ParseInt(f[0], 10, 64)
-		if k == "RssAnon" {
-			anon = kb << 10
-		} else {
-			file = kb << 10
-		}
-	}
-	return anon, file
+	st := p.procStatus("RssAnon", "RssFile")
+	return st["RssAnon"], st["RssFile"]
 }
 
 // procStat is the process's CPU time and page faults so far.
@@ -332,25 +326,40 @@ func benign(line string) bool {
 
 // profile fetches a CPU profile of seconds from the admin endpoint into path.
 func (p *caddyProc) profile(seconds int, path string) error {
-	client := &http.Client{Timeout: time.Duration(seconds+30) * time.Second}
-	resp, err := client.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", p.admin, seconds))
+	return p.saveAdmin(fmt.Sprintf("/debug/pprof/profile?seconds=%d", seconds), path, time.Duration(seconds+30)*time.Second)
+}
+
+// adminDo sends a request to the admin endpoint and returns the body of
+// its answer (at most 64 MiB) if the status is 200.
+func (p *caddyProc) adminDo(ctx context.Context, method, path string, timeout time.Duration) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, method, "http://"+p.admin+path, nil)
 	if err != nil {
-		return err
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
-		return fmt.Errorf("profile: %s: %s", resp.Status, b)
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return nil, err
 	}
-	f, err := os.Create(path)
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("%s %s: %s: %.200s", method, path, resp.Status, bytes.TrimSpace(b))
+	}
+	return b, nil
+}
+
+// saveAdmin writes the answer to a GET of the admin endpoint's path into file.
+func (p *caddyProc) saveAdmin(path, file string, timeout time.Duration) error {
+	b, err := p.adminDo(context.Background(), http.MethodGet, path, timeout)
 	if err != nil {
 		return err
 	}
-	if _, err := io.Copy(f, resp.Body); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
+	return os.WriteFile(file, b, 0o644)
 }
 
 // tail returns the last lines of the given files, for error messages.
