@@ -29,6 +29,9 @@ type caddyProc struct {
 	exited  chan struct{}
 }
 
+// benchRoute is the name of the gateway's webhook_ingest route.
+const benchRoute = "bench"
+
 // live tracks the running Caddy processes so a signal can stop them.
 var live struct {
 	sync.Mutex
@@ -73,7 +76,7 @@ func startCaddy(ctx context.Context, bin, root, mode string, cellName string, up
 	case modeGateway:
 		global = fmt.Sprintf("\twebhooks {\n\t\tstorage %s\n\t\tmin_free_disk 64MiB\n\t\tmax_bytes 16GiB\n\t}\n", filepath.Join(dir, "spool"))
 		site = fmt.Sprintf(`	webhook_ingest {
-		name bench
+		name %s
 		secret {env.BENCH_SECRET}
 		tolerance 1h
 		forward http://%s/ {
@@ -81,7 +84,7 @@ func startCaddy(ctx context.Context, bin, root, mode string, cellName string, up
 			timeout 10s
 		}
 	}
-`, upstreamAddr)
+`, benchRoute, upstreamAddr)
 	default:
 		return nil, fmt.Errorf("unknown mode %q", mode)
 	}

@@ -201,7 +201,6 @@ type result struct {
 	drain       time.Duration // last delivery - end of load (gateway)
 	undelivered int
 	dups        int64
-	badLength   int64
 	peakRSS     int64
 	peakAnon    int64 // sampled every 100 ms
 	peakFile    int64
@@ -210,10 +209,29 @@ type result struct {
 	faultsPer   float64 // minor page faults per event
 	upConns     int64   // connections the upstream accepted
 	upRequests  int64
-	logWarn     int
-	logErr      int
-	logSample   string
 	profile     string
+	health
+}
+
+// health is what every cell checks besides its figures: the body lengths
+// the upstream got and what Caddy logged.
+type health struct {
+	badLength int64 // upstream requests with the wrong body length
+	logWarn   int
+	logErr    int
+	logSample string
+}
+
+// report prints a note for each problem and says whether one fails the run.
+func (h health) report(label string) (fail bool) {
+	if h.badLength > 0 {
+		fmt.Printf("- %s: %d upstream requests had the wrong body length\n", label, h.badLength)
+		fail = true
+	}
+	if h.logErr > 0 || h.logWarn > 0 {
+		fmt.Printf("- %s: Caddy logged %d warnings and %d errors, e.g. %s\n", label, h.logWarn, h.logErr, h.logSample)
+	}
+	return fail
 }
 
 func runCell(ctx context.Context, cfg config, root string, up *upstream, mode string, size int, cell byte, secret string) (*result, error) {
@@ -484,24 +502,15 @@ func report(cfg config, all []*result, load0 string) int {
 			fmt.Printf("- %s: %d accepted events never reached the upstream within %v\n", label, r.undelivered, cfg.drain)
 			fail = true
 		}
-		if r.badLength > 0 {
-			fmt.Printf("- %s: %d upstream requests had the wrong body length\n", label, r.badLength)
+		if r.health.report(label) {
 			fail = true
-		}
-		if r.logErr > 0 || r.logWarn > 0 {
-			fmt.Printf("- %s: Caddy logged %d warnings and %d errors, e.g. %s\n", label, r.logWarn, r.logErr, r.logSample)
 		}
 	}
 	for _, r := range results {
 		if r.profile == "" || r.mode != modeGateway {
 			continue
 		}
-		fmt.Printf("\nCPU profile of %s %s (%s), top 25:\n", r.mode, sizeName(r.size), r.profile)
-		out, err := exec.Command("go", "tool", "pprof", "-top", "-nodecount=25", r.profile).CombinedOutput()
-		if err != nil {
-			fmt.Printf("go tool pprof: %v\n", err)
-		}
-		os.Stdout.Write(out)
+		printTop(fmt.Sprintf("CPU profile of %s %s", r.mode, sizeName(r.size)), r.profile)
 	}
 	if fail {
 		fmt.Println("\nRESULT: FAIL (errors or undelivered events)")
@@ -513,6 +522,17 @@ func report(cfg config, all []*result, load0 string) int {
 	}
 	fmt.Println("\nRESULT: OK")
 	return 0
+}
+
+// printTop prints the top 25 entries of a pprof profile.
+func printTop(title, path string, pprofArgs ...string) {
+	fmt.Printf("\n%s (%s), top 25:\n", title, path)
+	args := append([]string{"tool", "pprof", "-top", "-nodecount=25"}, pprofArgs...)
+	out, err := exec.Command("go", append(args, path)...).CombinedOutput()
+	if err != nil {
+		fmt.Printf("go tool pprof: %v\n", err)
+	}
+	os.Stdout.Write(out)
 }
 
 func mib(n int64) string { return fmt.Sprintf("%.0f MiB", float64(n)/(1<<20)) }
