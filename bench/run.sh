@@ -3,14 +3,16 @@
 #
 #   bash bench/run.sh                      # the full table, ~1 minute
 #   bash bench/run.sh -profile /tmp/prof   # also CPU-profile each gateway cell
+#   bash bench/run.sh -backlog 100000,1000000   # backlog mode (issue 11), several minutes
 #
 # It builds ./cmd/caddy and the load tool into a temporary directory, then runs
 # bench/load, which starts a trivial upstream, one fresh Caddy per cell
 # (reverse_proxy, then webhook_ingest, for each body size) and 64 senders, all
 # on 127.0.0.1, with bounded time and request counts. Extra arguments go to the
 # load tool (see `go run ./bench/load -h`); with -rounds N also raise -timeout
-# and BENCH_TIMEOUT (the outer bound, default 200s). Nothing is installed; Go modules
-# come from the module cache or the Go module proxy.
+# and BENCH_TIMEOUT (the outer bound, default 200s; 5000s with -backlog, whose
+# own -timeout defaults to two minutes per size plus a millisecond per event).
+# Nothing is installed; Go modules come from the module cache or the Go module proxy.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -25,6 +27,10 @@ go build -o "$tmp/load" ./bench/load
 
 # Not exec: the trap removes the binaries afterwards. The load tool stops its
 # Caddy processes on SIGINT/SIGTERM and they die with it (PDEATHSIG) anyway.
+outer=200s
+for arg in "$@"; do
+	case "$arg" in -backlog | --backlog | -backlog=* | --backlog=*) outer=5000s ;; esac
+done
 status=0
-timeout --signal=TERM --kill-after=10s "${BENCH_TIMEOUT:-200s}" "$tmp/load" -caddy "$tmp/caddy" "$@" || status=$?
+timeout --signal=TERM --kill-after=10s "${BENCH_TIMEOUT:-$outer}" "$tmp/load" -caddy "$tmp/caddy" "$@" || status=$?
 exit "$status"

@@ -221,6 +221,7 @@ func (p *caddyProc) peakRSS() int64 {
 type memSampler struct {
 	stop      chan struct{}
 	done      chan struct{}
+	once      sync.Once
 	anon, fil int64
 }
 
@@ -243,8 +244,9 @@ func (p *caddyProc) sampleMem(every time.Duration) *memSampler {
 	return m
 }
 
+// finish stops the sampling (if it runs) and returns the peaks.
 func (m *memSampler) finish() (anon, file int64) {
-	close(m.stop)
+	m.once.Do(func() { close(m.stop) })
 	<-m.done
 	return m.anon, m.fil
 }

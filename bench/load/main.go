@@ -46,11 +46,14 @@ type config struct {
 	keep        bool
 	minRatio    float64
 	rounds      int
+	backlog     []int // backlog mode: the backlog sizes, one fresh Caddy each
+	body        int   // backlog mode: body size
+	strict      bool  // backlog mode: a missed target fails the run
 }
 
 func main() {
 	var cfg config
-	var sizes string
+	var sizes, backlog string
 	flag.StringVar(&cfg.caddyBin, "caddy", "", "the Caddy binary with Hookgate's modules (required)")
 	flag.IntVar(&cfg.senders, "senders", 64, "concurrent senders (one keep-alive connection each)")
 	flag.DurationVar(&cfg.warmup, "warmup", 2*time.Second, "warm-up per cell, not counted in accepted/s or latency")
@@ -64,6 +67,9 @@ func main() {
 	flag.BoolVar(&cfg.keep, "keep", false, "keep the temporary directories (Caddyfiles, logs, spools)")
 	flag.Float64Var(&cfg.minRatio, "min-ratio", 1.0, "required gateway delivered/s ÷ reverse_proxy requests/s at the smallest body size")
 	flag.IntVar(&cfg.rounds, "rounds", 1, "repeat the whole set of cells this many times, interleaved, and report the median of each figure (for noisy machines; raise -timeout too)")
+	flag.StringVar(&backlog, "backlog", "", "backlog mode: pause the gateway's route, fill it with this many events, read the memory, resume and time the drain; comma-separated sizes, each from a fresh Caddy (at most "+strconv.Itoa(maxBacklog)+")")
+	flag.IntVar(&cfg.body, "body", 1024, "backlog mode: body size in bytes")
+	flag.BoolVar(&cfg.strict, "strict", false, "backlog mode: exit non-zero if a target of issue 11 is missed, not only on errors and lost events")
 	flag.Parse()
 	if cfg.senders < 1 || cfg.senders > 99 {
 		fmt.Fprintln(os.Stderr, "load: -senders must be 1..99")
@@ -84,6 +90,17 @@ func main() {
 	if cfg.rounds < 1 || cfg.rounds*len(cfg.sizes)*2 > 26 {
 		fmt.Fprintln(os.Stderr, "load: -rounds × sizes × 2 modes must be 1..26 cells")
 		os.Exit(2)
+	}
+	if backlog != "" {
+		if err := parseBacklog(&cfg, backlog); err != nil {
+			fmt.Fprintln(os.Stderr, "load:", err)
+			os.Exit(2)
+		}
+		timeoutSet := false
+		flag.Visit(func(f *flag.Flag) { timeoutSet = timeoutSet || f.Name == "timeout" })
+		if !timeoutSet {
+			cfg.total = backlogTimeout(cfg.backlog)
+		}
 	}
 	os.Exit(run(cfg))
 }
@@ -130,6 +147,9 @@ func run(cfg config) int {
 	defer up.srv.Close()
 
 	load0 := loadavg()
+	if len(cfg.backlog) > 0 {
+		return runBacklog(ctx, cfg, root, up, secret, load0)
+	}
 	fmt.Printf("Hookgate load benchmark: %d senders, %v warm-up + %v measured per cell, loopback only\n",
 		cfg.senders, cfg.warmup, cfg.duration)
 	fmt.Printf("machine: %d CPUs (load generator, upstream and Caddy share them), load average at start: %s\n\n",
