@@ -71,6 +71,12 @@ func main() {
 	flag.IntVar(&cfg.body, "body", 1024, "backlog mode: body size in bytes")
 	flag.BoolVar(&cfg.strict, "strict", false, "backlog mode: exit non-zero if a target of issue 11 is missed, not only on errors and lost events")
 	flag.Parse()
+	if cfg.profileDir != "" {
+		if err := os.MkdirAll(cfg.profileDir, 0o755); err != nil {
+			fmt.Fprintln(os.Stderr, "load: -profile:", err)
+			os.Exit(2)
+		}
+	}
 	if cfg.senders < 1 || cfg.senders > 99 {
 		fmt.Fprintln(os.Stderr, "load: -senders must be 1..99")
 		os.Exit(2)
