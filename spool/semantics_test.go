@@ -444,3 +444,14 @@ func TestPurgeReadsWhatExpires(t *testing.T) {
 		t.Fatalf("%d items left", items)
 	}
 }
+
+// TestStatesStayInTheLSMTree: the largest state record is under the value
+// threshold, so that only messages go to the value log.
+func TestStatesStayInTheLSMTree(t *testing.T) {
+	st := state{Flags: 0xff, Route: 1<<32 - 1, Attempt: 1 << 30, ReceivedMs: 1 << 62, Size: 1 << 62, LastStatus: 999,
+		LastError: strings.Repeat("e", 2*maxErrorLen), DeadMs: 1 << 62, Reason: strings.Repeat("r", 64),
+		ClockMs: 1 << 62, PausedMs: 1 << 62, Earlier: 1 << 30}
+	if n := len(st.encode()); n >= valueThreshold {
+		t.Fatalf("a state of %d bytes would go to the value log (threshold %d)", n, valueThreshold)
+	}
+}

@@ -226,16 +226,24 @@ func open(opts Options) (*Spool, error) {
 }
 
 // badgerOptions tunes Badger for a durable queue on a small machine: fsync on
-// every commit (throughput comes from the committer's batching), messages
-// under 64 KiB inline in the LSM tree, small value log files that GC can
+// every commit (throughput comes from the committer's batching), messages in
+// the value log and only small records (states, dedupe and attempt records,
+// message pointers) in the LSM tree, small value log files that GC can
 // reclaim, no compression and no block cache. Conflict detection is off: the
 // committer is the only writer, so transactions cannot conflict, and
 // tracking their reads costs CPU on every commit.
+//
+// Messages go to the value log (valueThreshold) because a backlog of them
+// in the LSM tree costs anonymous memory in proportion to its size: every
+// memtable flush and compaction copies them through table builders whose
+// buffers Badger pools. Written once to a mapped, append-only file, they
+// cost page cache, which the kernel reclaims. See bench/README.md's backlog
+// mode for the figures.
 func badgerOptions(dir string, memTableSize int64, log *zap.Logger) badger.Options {
 	return badger.DefaultOptions(dir).
 		WithSyncWrites(true).
 		WithLogger(badgerLogger{log.Named("badger").Sugar()}).
-		WithValueThreshold(64 << 10).
+		WithValueThreshold(valueThreshold).
 		WithValueLogFileSize(valueLogFileSize).
 		WithMemTableSize(memTableSize).
 		WithNumMemtables(3).
@@ -410,6 +418,11 @@ const MaxBodySize = 32 << 20
 
 // valueLogFileSize is the size of Badger's value log files.
 const valueLogFileSize = 64 << 20
+
+// valueThreshold is the size from which a value goes to the value log: above
+// the largest state record (a 256-byte error, its reason and numbers) and
+// below a message with a realistic body.
+const valueThreshold = 512
 
 // DefaultDedupeWindow is used for entries without a DedupeWindow.
 const DefaultDedupeWindow = 72 * time.Hour
