@@ -35,6 +35,10 @@ const (
 	// clockSkew is the margin the dedupe window must keep over the
 	// tolerance, so that a replay is either a duplicate or stale.
 	clockSkew = 5 * time.Minute
+	// drainWait is how long the rest of a refused request's body is read
+	// after the answer before the connection closes: a sender still
+	// writing it then reads the answer rather than a connection reset.
+	drainWait = time.Second
 )
 
 // spoolFailure is the answer to a spool write that failed: 503 with a
@@ -237,7 +241,19 @@ func (h *Ingest) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhtt
 // DESIGN.md section 4 (POST, JSON without a content encoding, the size
 // before and while reading, the read deadline), and returns the body, or
 // the status, a short reason and the error of the first failure.
-func readRequest(w http.ResponseWriter, r *http.Request, max int64, timeout time.Duration) ([]byte, int, string, error) {
+//
+// A failure leaves the body unread, so the answer closes the connection,
+// and what the server then reads of the body is bounded by drainWait:
+// otherwise it would first drain the body (Caddy wraps the body, which
+// hides how much is left), waiting for a sender that announced a large body
+// and holds it back, or sending a 100 Continue to one that asked.
+func readRequest(w http.ResponseWriter, r *http.Request, max int64, timeout time.Duration) (body []byte, status int, reason string, err error) {
+	defer func() {
+		if err != nil && r.ContentLength != 0 && r.ProtoMajor == 1 {
+			w.Header().Set("Connection", "close")
+			http.NewResponseController(w).SetReadDeadline(time.Now().Add(drainWait))
+		}
+	}()
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
 		return nil, http.StatusMethodNotAllowed, "method", errors.New("only POST is accepted")
@@ -251,8 +267,7 @@ func readRequest(w http.ResponseWriter, r *http.Request, max int64, timeout time
 	if r.ContentLength > max {
 		return nil, http.StatusRequestEntityTooLarge, "too_large", fmt.Errorf("body over %d bytes", max)
 	}
-	body, status, err := readBody(w, r, max, timeout)
-	if err != nil {
+	if body, status, err = readBody(w, r, max, timeout); err != nil {
 		return nil, status, "body", err
 	}
 	return body, 0, "", nil
