@@ -54,6 +54,10 @@ type App struct {
 	// AttemptRetention is how long the record of each delivery attempt is
 	// kept. Default 7 days.
 	AttemptRetention caddy.Duration `json:"attempt_retention,omitempty"`
+	// MaxUnverifiedBytes bounds the bytes that request bodies hold while
+	// they are read and verified, over all handlers; past it requests are
+	// answered 503. It must be above every handler's max_body. Default 64 MiB.
+	MaxUnverifiedBytes int64 `json:"max_unverified_bytes,omitempty"`
 
 	dir    string
 	opts   spool.Options
@@ -63,6 +67,7 @@ type App struct {
 	ctx    caddy.Context
 	grace  time.Duration // what deliveries in flight get at shutdown
 
+	unverified *byteBudget   // the request bodies being read and verified
 	routes     []appRoute    // this configuration's spool routes
 	unregister []func()      // undoes Start's route registrations
 	ready      chan struct{} // closed once Start has set spool
@@ -78,6 +83,9 @@ type appRoute struct {
 // defaultGrace is what deliveries in flight get at shutdown when the http
 // app's grace period is eternal or unset.
 const defaultGrace = 10 * time.Second
+
+// defaultMaxUnverifiedBytes is the default of MaxUnverifiedBytes.
+const defaultMaxUnverifiedBytes = 64 << 20
 
 // CaddyModule returns the Caddy module information.
 func (*App) CaddyModule() caddy.ModuleInfo {
@@ -102,6 +110,10 @@ func (a *App) Provision(ctx caddy.Context) error {
 	a.log = ctx.Logger()
 	a.ctx, a.grace = ctx, defaultGrace
 	a.ready = make(chan struct{})
+	a.unverified = &byteBudget{limit: a.MaxUnverifiedBytes}
+	if a.unverified.limit <= 0 {
+		a.unverified.limit = defaultMaxUnverifiedBytes
+	}
 	dir := a.Storage
 	if dir == "" {
 		dir = filepath.Join(caddy.AppDataDir(), "webhooks")
@@ -141,7 +153,8 @@ func (a *App) Provision(ctx caddy.Context) error {
 
 // Validate checks the limits.
 func (a *App) Validate() error {
-	if a.MaxItems < 0 || a.MaxBytes < 0 || a.MinFreeDisk < 0 || a.Workers < 0 || a.DeadRetention < 0 || a.AttemptRetention < 0 {
+	if a.MaxItems < 0 || a.MaxBytes < 0 || a.MinFreeDisk < 0 || a.Workers < 0 || a.DeadRetention < 0 || a.AttemptRetention < 0 ||
+		a.MaxUnverifiedBytes < 0 {
 		return errors.New("webhooks: limits must not be negative")
 	}
 	return nil
@@ -266,6 +279,15 @@ func (a *App) addRoute(name string, settings any, route *spool.Route) error {
 		return nil
 	}
 	a.routes = append(a.routes, appRoute{name: name, settings: js, route: route})
+	return nil
+}
+
+// checkMaxBody refuses a handler's max_body that a body could not be read
+// up to within max_unverified_bytes.
+func (a *App) checkMaxBody(maxBody int64) error {
+	if maxBody >= a.unverified.limit {
+		return fmt.Errorf("max_body %d must be below the webhooks max_unverified_bytes %d", maxBody, a.unverified.limit)
+	}
 	return nil
 }
 

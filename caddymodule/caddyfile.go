@@ -37,6 +37,7 @@ func init() {
 //		workers        <n>
 //		dead_retention <duration>
 //		attempt_retention <duration>
+//		max_unverified_bytes <size>
 //	}
 func parseGlobalOption(d *caddyfile.Dispenser, _ any) (any, error) {
 	app := new(App)
@@ -69,6 +70,8 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			err = oneArg(d, durationArg(d, &a.DeadRetention))
 		case "attempt_retention":
 			err = oneArg(d, durationArg(d, &a.AttemptRetention))
+		case "max_unverified_bytes":
+			err = oneArg(d, sizeArg(d, &a.MaxUnverifiedBytes))
 		default:
 			return d.Errf("webhooks: unknown option %q", opt)
 		}

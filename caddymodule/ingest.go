@@ -12,6 +12,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -41,11 +42,14 @@ const (
 	drainWait = time.Second
 )
 
-// spoolFailure is the answer to a spool write that failed: 503 with a
-// Retry-After while the spool is full (30 s) or not open (starting or
-// stopping, 5 s), else 500.
+// spoolFailure is the answer to a spool write that failed, or to a body
+// refused with errBusy: 503 with a Retry-After while the spool is full
+// (30 s), not open (starting or stopping, 5 s) or the bodies being read
+// hold max_unverified_bytes (5 s), else 500.
 func spoolFailure(err error) (code int, retryAfter, msg string) {
 	switch {
+	case errors.Is(err, errBusy):
+		return http.StatusServiceUnavailable, "5", err.Error()
 	case errors.Is(err, spool.ErrFull):
 		return http.StatusServiceUnavailable, "30", "the spool is full; retry later"
 	case errors.Is(err, errNotStarted), errors.Is(err, spool.ErrClosed):
@@ -148,6 +152,9 @@ func (h *Ingest) Provision(ctx caddy.Context) error {
 		return err
 	}
 	h.app = appIface.(*App)
+	if err := h.app.checkMaxBody(h.maxBody); err != nil {
+		return fmt.Errorf("webhook_ingest %s: %w", h.Name, err)
+	}
 	var route *spool.Route
 	if h.Forward != nil {
 		header, err := h.Forward.resolveHeaders()
@@ -198,11 +205,17 @@ func (h *Ingest) Cleanup() error {
 // ServeHTTP runs the checks of DESIGN.md section 4 in order.
 func (h *Ingest) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	start := time.Now()
-	body, status, reason, err := readRequest(w, r, h.maxBody, h.readTimeout)
+	held := h.app.unverified.hold()
+	defer held.release()
+	body, status, reason, err := readRequest(w, r, h.maxBody, h.readTimeout, &held)
+	if errors.Is(err, errBusy) {
+		return h.spoolError(w, r, err)
+	}
 	if err != nil {
 		return h.reject(r, status, reason, err)
 	}
 	ev, err := h.verifier.Verify(r.Header, body)
+	held.release() // verified or refused: the body no longer counts
 	if err != nil {
 		return h.reject(r, verifier.KindOf(err).Status(), verifier.KindOf(err).String(), err)
 	}
@@ -240,14 +253,16 @@ func (h *Ingest) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhtt
 // readRequest runs the checks every webhook request gets, in the order of
 // DESIGN.md section 4 (POST, JSON without a content encoding, the size
 // before and while reading, the read deadline), and returns the body, or
-// the status, a short reason and the error of the first failure.
+// the status, a short reason and the error of the first failure. The
+// body's buffer is reserved in held, which the caller releases once the
+// body is verified.
 //
 // A failure leaves the body unread, so the answer closes the connection,
 // and what the server then reads of the body is bounded by drainWait:
 // otherwise it would first drain the body (Caddy wraps the body, which
 // hides how much is left), waiting for a sender that announced a large body
 // and holds it back, or sending a 100 Continue to one that asked.
-func readRequest(w http.ResponseWriter, r *http.Request, max int64, timeout time.Duration) (body []byte, status int, reason string, err error) {
+func readRequest(w http.ResponseWriter, r *http.Request, max int64, timeout time.Duration, held *hold) (body []byte, status int, reason string, err error) {
 	defer func() {
 		if err != nil && r.ContentLength != 0 && r.ProtoMajor == 1 {
 			w.Header().Set("Connection", "close")
@@ -267,25 +282,32 @@ func readRequest(w http.ResponseWriter, r *http.Request, max int64, timeout time
 	if r.ContentLength > max {
 		return nil, http.StatusRequestEntityTooLarge, "too_large", fmt.Errorf("body over %d bytes", max)
 	}
-	if body, status, err = readBody(w, r, max, timeout); err != nil {
+	if body, status, err = readBody(w, r, max, timeout, held); err != nil {
 		return nil, status, "body", err
 	}
 	return body, 0, "", nil
 }
 
-// readBody reads a request body of at most max bytes within timeout, and
-// says which status a failure maps to (413, 408, or 400).
-func readBody(w http.ResponseWriter, r *http.Request, max int64, timeout time.Duration) ([]byte, int, error) {
+// readBody reads a request body of at most max bytes within timeout, its
+// buffer reserved in held, and says which status a failure maps to (413,
+// 408, 503 with errBusy, or 400).
+func readBody(w http.ResponseWriter, r *http.Request, max int64, timeout time.Duration, held *hold) ([]byte, int, error) {
 	rc := http.NewResponseController(w)
 	if err := rc.SetReadDeadline(time.Now().Add(timeout)); err == nil {
 		defer rc.SetReadDeadline(time.Time{})
 	}
-	body, err := readAll(http.MaxBytesReader(w, r.Body, max), r.ContentLength)
+	size := max + 1 // +1: room to see EOF, or the byte over max
+	if r.ContentLength >= 0 {
+		size = r.ContentLength + 1
+	}
+	body, err := readAll(http.MaxBytesReader(w, r.Body, max), size, held)
 	var tooLarge *http.MaxBytesError
 	var handlerErr caddyhttp.HandlerError
 	switch {
 	case err == nil:
 		return body, 0, nil
+	case errors.Is(err, errBusy):
+		return nil, http.StatusServiceUnavailable, err
 	case errors.As(err, &tooLarge):
 		return nil, http.StatusRequestEntityTooLarge, fmt.Errorf("body over %d bytes", max)
 	case errors.As(err, &handlerErr): // e.g. request_body's own limit
@@ -296,22 +318,25 @@ func readBody(w http.ResponseWriter, r *http.Request, max int64, timeout time.Du
 	return nil, http.StatusBadRequest, errors.New("reading the body failed")
 }
 
-// readAll is io.ReadAll that uses the request's Content-Length (already
-// checked against max_body) to size its buffer, so that a large body is not
-// copied over and over as the buffer grows. The length is trusted only as
-// far as bytes arrive: the first buffer holds at most firstRead bytes, and
-// only a sender that filled it gets one of the announced size.
-func readAll(rd io.Reader, length int64) ([]byte, error) {
-	const firstRead = 32 << 10
-	want := max(length, 511) + 1 // +1: room to see EOF
-	b := make([]byte, 0, min(want, firstRead))
+// readAll is io.ReadAll for a body of at most size bytes. Its buffer grows
+// with the bytes that arrived, by a quarter at a time (as append grows large
+// slices), so that a sender that announces a large body and sends little of
+// it gets little memory; each
+// growth is first reserved in held, and readAll gives up with errBusy when
+// that fails.
+func readAll(rd io.Reader, size int64, held *hold) ([]byte, error) {
+	const minGrowth = 4 << 10
+	var b []byte
 	for {
 		if len(b) == cap(b) {
-			if int64(cap(b)) < want {
-				b = append(make([]byte, 0, want), b...)
-			} else {
-				b = append(b, 0)[:len(b)]
+			grow := max(len(b)/4, minGrowth)
+			if rest := size - int64(len(b)); rest > 0 {
+				grow = int(min(int64(grow), rest))
 			}
+			if !held.reserve(grow) {
+				return b, errBusy
+			}
+			b = append(make([]byte, 0, len(b)+grow), b...)
 		}
 		n, err := rd.Read(b[len(b):cap(b)])
 		b = b[:len(b)+n]
@@ -322,6 +347,43 @@ func readAll(rd io.Reader, length int64) ([]byte, error) {
 			return b, err
 		}
 	}
+}
+
+// errBusy refuses a body when the bodies being read and verified hold the
+// webhooks app's max_unverified_bytes.
+var errBusy = errors.New("too many request bodies are being read; retry later")
+
+// byteBudget bounds the bytes that request bodies hold until they are
+// verified, over all the handlers of a configuration.
+type byteBudget struct {
+	limit int64
+	used  atomic.Int64
+}
+
+// hold starts an empty hold on the budget.
+func (b *byteBudget) hold() hold { return hold{budget: b} }
+
+// hold is what one request holds of a byteBudget; release gives it back.
+// It is used by one goroutine.
+type hold struct {
+	budget *byteBudget
+	n      int64
+}
+
+// reserve adds n bytes to the hold if the budget has room for them.
+func (h *hold) reserve(n int) bool {
+	if h.budget.used.Add(int64(n)) > h.budget.limit {
+		h.budget.used.Add(-int64(n))
+		return false
+	}
+	h.n += int64(n)
+	return true
+}
+
+// release gives the hold back; it may be called more than once.
+func (h *hold) release() {
+	h.budget.used.Add(-h.n)
+	h.n = 0
 }
 
 // forwardHeaders are the delivery's headers kept for the upstream.

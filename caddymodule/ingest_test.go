@@ -1,14 +1,20 @@
 package caddymodule
 
 import (
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"testing"
 	"testing/iotest"
+	"time"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+
+	"github.com/hookgate/hookgate/verifier"
 )
 
 // TestStatusRecorderSkipsInformational: verify-only mode remembers an event
@@ -35,49 +41,118 @@ func TestStatusRecorderSkipsInformational(t *testing.T) {
 	}
 }
 
-// TestReadAll: the body comes back whole whatever the length hint says.
+// TestReadAll: the body comes back whole whatever the size hint says, and
+// the request's hold covers its buffer until released.
 func TestReadAll(t *testing.T) {
 	big := strings.Repeat("x", 70_000)
 	for _, tt := range []struct {
 		name string
 		body string
-		hint int64
+		size int64
 	}{
-		{"empty, unknown length", "", -1},
-		{"empty, length 0", "", 0},
-		{"small, unknown length", `{"a":1}`, -1},
-		{"exact", big, int64(len(big))},
-		{"hint too small", big, 10},
-		{"hint too large", `{"a":1}`, 1 << 20},
+		{"empty, unknown length", "", 1<<20 + 1},
+		{"empty, length 0", "", 1},
+		{"small, unknown length", `{"a":1}`, 1<<20 + 1},
+		{"exact", big, int64(len(big)) + 1},
+		{"size too small", big, 10},
+		{"size too large", `{"a":1}`, 1 << 20},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := readAll(iotest.OneByteReader(strings.NewReader(tt.body)), tt.hint)
+			budget := &byteBudget{limit: 1 << 30}
+			held := budget.hold()
+			got, err := readAll(iotest.OneByteReader(strings.NewReader(tt.body)), tt.size, &held)
 			if err != nil || string(got) != tt.body {
 				t.Fatalf("got %d bytes, %v; want %d bytes", len(got), err, len(tt.body))
 			}
+			if held.n != int64(cap(got)) || budget.used.Load() != held.n {
+				t.Fatalf("the hold has %d bytes and the budget %d, for a buffer of %d", held.n, budget.used.Load(), cap(got))
+			}
+			held.release()
+			held.release()
+			if n := budget.used.Load(); n != 0 {
+				t.Fatalf("released, the budget still has %d bytes", n)
+			}
 		})
 	}
-	if _, err := readAll(iotest.ErrReader(io.ErrUnexpectedEOF), 5); err != io.ErrUnexpectedEOF {
+	budget := &byteBudget{limit: 1 << 30}
+	held := budget.hold()
+	if _, err := readAll(iotest.ErrReader(io.ErrUnexpectedEOF), 5, &held); err != io.ErrUnexpectedEOF {
 		t.Fatalf("a read error: %v", err)
 	}
 }
 
-// firstRead records the size of the buffer of the first Read, then ends.
-type firstRead struct{ size int }
+// stallingBody gives n bytes in reads of at most 1000, then times out.
+type stallingBody struct{ n int }
 
-func (f *firstRead) Read(p []byte) (int, error) {
-	f.size = len(p)
-	return 0, io.EOF
+func (s *stallingBody) Read(p []byte) (int, error) {
+	if s.n == 0 {
+		return 0, os.ErrDeadlineExceeded
+	}
+	k := min(len(p), s.n, 1000)
+	s.n -= k
+	return k, nil
 }
 
-// TestReadAllTrustsLengthOnlyAsBytesArrive: a sender that announces a large
-// body and sends nothing must not make the gateway allocate it up front.
-func TestReadAllTrustsLengthOnlyAsBytesArrive(t *testing.T) {
-	var f firstRead
-	if _, err := readAll(&f, 1<<20); err != nil {
+// TestReadAllGrowsWithArrivals: a sender that announces 1 MiB and sends
+// part of it makes the buffer grow with what it sent, by a quarter at most,
+// not to the announced size.
+func TestReadAllGrowsWithArrivals(t *testing.T) {
+	for _, sent := range []int{0, 100, 33 << 10, 300 << 10} {
+		budget := &byteBudget{limit: 1 << 30}
+		held := budget.hold()
+		b, err := readAll(&stallingBody{n: sent}, 1<<20+1, &held)
+		if len(b) != sent || !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("sent %d: got %d bytes, %v", sent, len(b), err)
+		}
+		if want := max(4<<10, sent*5/4); cap(b) > want || held.n != int64(cap(b)) {
+			t.Fatalf("sent %d of an announced 1 MiB: a buffer of %d bytes (hold %d), want at most %d", sent, cap(b), held.n, want)
+		}
+	}
+}
+
+// TestIngestRefusesBodiesOverTheBudget: while the bodies being read hold
+// max_unverified_bytes, a request that needs more is answered 503 with a
+// Retry-After and its connection closed; once there is room it is read,
+// and what it held is given back when it is done.
+func TestIngestRefusesBodiesOverTheBudget(t *testing.T) {
+	v, err := verifier.New(verifier.Config{Secrets: [][]byte{[]byte("0123456789abcdef0123456789abcdef")}})
+	if err != nil {
 		t.Fatal(err)
 	}
-	if f.size > 32<<10 {
-		t.Fatalf("the first read offered %d bytes for an announced 1 MiB", f.size)
+	budget := &byteBudget{limit: 16 << 10}
+	h := &Ingest{Name: "busy-test", verifier: v, maxBody: 12 << 10, readTimeout: 5 * time.Second,
+		app: &App{unverified: budget}, log: zap.NewNop()}
+	post := func() *httptest.ResponseRecorder {
+		body := `{"pad":"` + strings.Repeat("x", 10<<10) + `"}`
+		req := httptest.NewRequest(http.MethodPost, "/hook", strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		rec := httptest.NewRecorder()
+		if err := h.ServeHTTP(rec, req, nil); err != nil {
+			var he caddyhttp.HandlerError
+			if !errors.As(err, &he) {
+				t.Fatalf("error %v", err)
+			}
+			rec.Code = he.StatusCode
+		}
+		return rec
+	}
+
+	other := budget.hold() // another request's body being read
+	if !other.reserve(8 << 10) {
+		t.Fatal("no room for the other request")
+	}
+	rec := post()
+	if rec.Code != http.StatusServiceUnavailable || rec.Header().Get("Retry-After") == "" || rec.Header().Get("Connection") != "close" {
+		t.Fatalf("over the budget: %d %v, want 503 with Retry-After and Connection: close", rec.Code, rec.Header())
+	}
+	if n := budget.used.Load(); n != 8<<10 {
+		t.Fatalf("after the refusal the budget holds %d bytes, want the other request's %d", n, 8<<10)
+	}
+	other.release()
+	if rec := post(); rec.Code != http.StatusUnauthorized { // read in full, then the missing signature
+		t.Fatalf("with room: %d, want the body read and refused for its signature (401)", rec.Code)
+	}
+	if n := budget.used.Load(); n != 0 {
+		t.Fatalf("after the request the budget holds %d bytes", n)
 	}
 }

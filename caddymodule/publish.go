@@ -130,6 +130,9 @@ func (p *Publish) Provision(ctx caddy.Context) error {
 		return err
 	}
 	p.app = appIface.(*App)
+	if err := p.app.checkMaxBody(p.maxBody); err != nil {
+		return fmt.Errorf("webhook_publish: %w", err)
+	}
 	attempts := p.Attempts
 	if attempts <= 0 {
 		attempts = defaultPublishAttempts
@@ -304,11 +307,17 @@ func parsePublishRequest(body []byte) (publishRequest, error) {
 // ServeHTTP accepts an event and spools its deliveries.
 func (p *Publish) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
 	start := time.Now()
-	body, status, _, err := readRequest(w, r, p.maxBody, defaultReadTimeout)
+	held := p.app.unverified.hold()
+	defer held.release()
+	body, status, _, err := readRequest(w, r, p.maxBody, defaultReadTimeout, &held)
+	if errors.Is(err, errBusy) {
+		return p.spoolError(w, err)
+	}
 	if err != nil {
 		return rejectPublish(w, status, err)
 	}
 	req, err := parsePublishRequest(body)
+	held.release() // checked: the request no longer counts
 	if err != nil {
 		return rejectPublish(w, http.StatusBadRequest, err)
 	}
@@ -349,16 +358,7 @@ func (p *Publish) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 		results, err = sp.EnqueueAll(r.Context(), entries)
 	}
 	if err != nil {
-		code, retryAfter, msg := spoolFailure(err)
-		status := "error"
-		if retryAfter != "" {
-			w.Header().Set("Retry-After", retryAfter)
-			p.log.Warn("refusing events: "+msg, zap.Error(err))
-			status = "unavailable"
-		} else {
-			p.log.Error("spool write failed", zap.Error(err))
-		}
-		return answerPublish(w, code, publishAnswer{Status: status, Error: msg, Subscribers: []string{}})
+		return p.spoolError(w, err)
 	}
 	accepted := false
 	for _, res := range results[1:] {
@@ -374,6 +374,21 @@ func (p *Publish) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 	p.log.Debug("event published", zap.String("event_id", req.eventID), zap.String("event_type", req.eventType), zap.Strings("subscribers", names))
 	observeAck(publishScope, start)
 	return answerPublish(w, http.StatusAccepted, publishAnswer{Status: "accepted", EventID: req.eventID, Subscribers: names})
+}
+
+// spoolError answers a failed spool write or a body refused with errBusy
+// (see spoolFailure).
+func (p *Publish) spoolError(w http.ResponseWriter, err error) error {
+	code, retryAfter, msg := spoolFailure(err)
+	status := "error"
+	if retryAfter != "" {
+		w.Header().Set("Retry-After", retryAfter)
+		p.log.Warn("refusing events: "+msg, zap.Error(err))
+		status = "unavailable"
+	} else {
+		p.log.Error("spool write failed", zap.Error(err))
+	}
+	return answerPublish(w, code, publishAnswer{Status: status, Error: msg, Subscribers: []string{}})
 }
 
 // rejectPublish answers a refused publish with its reason in the body

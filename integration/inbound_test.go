@@ -6,6 +6,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -66,4 +68,85 @@ func TestOversizedLengthAnsweredAtOnce(t *testing.T) {
 	if n := up.count(); n != 0 {
 		t.Fatalf("the upstream received %d requests", n)
 	}
+}
+
+// TestStalledBodiesHoldWhatTheySent: senders that announce 1 MiB and stall
+// after 33 KiB make the gateway hold about what they sent, not what they
+// announced: once it has read every byte sent, its heap has grown by at
+// most twice the bytes received.
+func TestStalledBodiesHoldWhatTheySent(t *testing.T) {
+	t.Parallel()
+	g, _ := newSecretGateway(t, "HG_SECRET")
+	up := newUpstream(t)
+	g.start(g.globals("") + forwardSite(g, "{env.HG_SECRET}", up.url("/in"), "name stalled\n\t\t\tread_timeout 5m", ""))
+	const conns, sent = 300, 33 << 10
+	_, port, _ := net.SplitHostPort(g.site)
+	before := g.heapAfterGC(t)
+	part := append([]byte(`{"pad":"`), strings.Repeat("x", sent-8)...)
+	for range conns {
+		conn := sendHead(t, g, hookPath, "Content-Type: application/json", "Content-Length: 1048576")
+		if _, err := conn.Write(part); err != nil {
+			t.Fatalf("sending part of the body: %v", err)
+		}
+	}
+	eventually(t, 60*time.Second, func() (bool, string) {
+		n, unread := unreadOnPort(t, port)
+		return n >= conns && unread == 0, fmt.Sprintf("%d of %d connections established, %d bytes not read by the gateway", n, conns, unread)
+	})
+	grown := g.heapAfterGC(t) - before
+	if received := int64(conns * sent); grown > 2*received {
+		t.Fatalf("the heap grew by %d MiB for %d MiB received", grown>>20, received>>20)
+	} else {
+		t.Logf("the heap grew by %.1f MiB for %.1f MiB received", float64(grown)/(1<<20), float64(received)/(1<<20))
+	}
+}
+
+// heapAfterGC returns the gateway's heap in use right after a garbage
+// collection, from the admin endpoint's heap profile.
+func (g *gateway) heapAfterGC(t *testing.T) int64 {
+	t.Helper()
+	code, body, err := g.adminGet("/debug/pprof/heap?debug=1&gc=1")
+	if err != nil || code != http.StatusOK {
+		t.Fatalf("heap profile: %d %v", code, err)
+	}
+	_, rest, ok := strings.Cut(body, "\n# HeapAlloc = ")
+	if !ok {
+		t.Fatal("the heap profile has no HeapAlloc line")
+	}
+	line, _, _ := strings.Cut(rest, "\n")
+	n, err := strconv.ParseInt(line, 10, 64)
+	if err != nil {
+		t.Fatalf("HeapAlloc %q: %v", line, err)
+	}
+	return n
+}
+
+// unreadOnPort reads /proc/net/tcp: the established IPv4 connections whose
+// local port is port (hex), and the bytes in their receive queues, which
+// the process that owns them has not read yet.
+func unreadOnPort(t *testing.T, port string) (conns int, unread int64) {
+	t.Helper()
+	p, err := strconv.Atoi(port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile("/proc/net/tcp")
+	if err != nil {
+		t.Fatalf("reading /proc/net/tcp: %v", err)
+	}
+	suffix := fmt.Sprintf(":%04X", p)
+	for _, line := range strings.Split(string(raw), "\n")[1:] {
+		f := strings.Fields(line)
+		if len(f) < 5 || !strings.HasSuffix(f[1], suffix) || f[3] != "01" {
+			continue
+		}
+		_, rx, _ := strings.Cut(f[4], ":")
+		n, err := strconv.ParseInt(rx, 16, 64)
+		if err != nil {
+			t.Fatalf("/proc/net/tcp queue %q: %v", f[4], err)
+		}
+		conns++
+		unread += n
+	}
+	return conns, unread
 }
