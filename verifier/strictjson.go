@@ -2,11 +2,13 @@ package verifier
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/binary"
 	"math/bits"
 	"slices"
 	"strconv"
 	"sync"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -63,8 +65,9 @@ var reasonText = [...]string{
 //     "\ud800" is rejected: it encodes no Unicode character, and decoders
 //     disagree on what to replace it with);
 //   - no duplicate names in any object at any depth, comparing names after
-//     unescaping ("a" and "\u0061" are duplicates; comparison is
-//     case-sensitive and byte-exact, with no Unicode normalization);
+//     unescaping and as encoding/json matches them to struct fields: under
+//     Unicode simple case folding ("a", "\u0061" and "A" are duplicates, so
+//     are "k" and the Kelvin sign "\u212a"), with no Unicode normalization;
 //   - at most MaxDepth levels of nesting.
 //
 // It never allocates for typical inputs and runs in a single pass.
@@ -80,11 +83,14 @@ func CheckJSON(b []byte) error {
 	return err
 }
 
-// keySpan locates the unescaped bytes of an object key: b[off:off+n] in the
-// input when the key had no escapes (off >= 0), otherwise
-// scratch[^off:^off+n]. It is kept small: every key is appended.
+// keySpan locates an object key in its comparison form: b[off:off+n] in the
+// input when the key is ASCII without escapes (off >= 0), otherwise
+// scratch[^off:^off+n], unescaped and, if not ASCII, case-folded (see
+// foldKey). Two keys are duplicates when their comparison forms are equal
+// but for the case of ASCII letters (see equalKeys). It is kept small:
+// every key is appended.
 type keySpan struct {
-	sig uint64 // the first 8 unescaped bytes, zero-padded (see keySig)
+	sig uint64 // the first 8 bytes, zero-padded, without the ASCII case bit (see keySig)
 	off int32
 	n   int32
 }
@@ -92,9 +98,7 @@ type keySpan struct {
 // maxInput is the largest input CheckJSON accepts (offsets are int32).
 const maxInput = 1<<31 - 1
 
-// keySig packs the first 8 bytes of k, zero-padded. Keys with different
-// signatures or lengths differ; keys of at most 8 bytes with equal
-// signatures and lengths are equal.
+// keySig packs the first 8 bytes of k, zero-padded.
 func keySig(k []byte) uint64 {
 	if len(k) >= 8 {
 		return binary.LittleEndian.Uint64(k)
@@ -395,11 +399,7 @@ key:
 	if r != rOK {
 		return s.fail(r, i)
 	}
-	if esc {
-		if !s.addEscapedKey(start, i-1, depth) {
-			return false
-		}
-	} else if !s.addKey(start, i-1, keySig(b[start:i-1]), depth) {
+	if !s.addSlowKey(start, i-1, esc, depth) {
 		return false
 	}
 keyDone:
@@ -431,18 +431,34 @@ func (s *scanner) addKey(start, end int, sig uint64, depth int) bool {
 	return s.add(keySpan{sig: sig, off: int32(start), n: int32(end - start)}, depth, start-1)
 }
 
-// addEscapedKey records the key b[start:end] that contains escapes,
-// unescaped into s.scratch.
-func (s *scanner) addEscapedKey(start, end int, depth int) bool {
+// addSlowKey records the key b[start:end] that the fast path did not take.
+// Unless it is ASCII without escapes, its comparison form is made in
+// s.scratch: unescaped, then case-folded if it is not ASCII.
+func (s *scanner) addSlowKey(start, end int, esc bool, depth int) bool {
+	raw := s.b[start:end]
+	if !esc && isASCII(raw) {
+		return s.addKey(start, end, keySig(raw), depth)
+	}
 	off := len(s.scratch)
-	s.scratch = appendUnescaped(s.scratch, s.b[start:end])
+	if esc {
+		s.scratch = appendUnescaped(s.scratch, raw)
+	} else {
+		s.scratch = append(s.scratch, raw...)
+	}
 	k := s.scratch[off:]
+	if !isASCII(k) {
+		k = foldKey(k)
+		s.scratch = s.scratch[:off+len(k)]
+	}
 	return s.add(keySpan{sig: keySig(k), off: ^int32(off), n: int32(len(k))}, depth, start-1)
 }
 
 // add checks k against the first linearKeys keys of its object (larger
-// objects are checked in full when they close) and records it.
+// objects are checked in full when they close) and records it. Keys equal
+// but for case share a signature (the ASCII case bit is cleared), so the
+// bloom filter lets through only keys that may be duplicates.
 func (s *scanner) add(k keySpan, depth, pos int) bool {
+	k.sig &^= lsb * 0x20
 	f := &s.frames[depth-1]
 	first := f.keys
 	bit := uint64(1) << (((k.sig + uint64(k.n)) * 0x9E3779B97F4A7C15) >> 58)
@@ -450,8 +466,8 @@ func (s *scanner) add(k keySpan, depth, pos int) bool {
 	f.bloom |= bit
 	if seen && len(s.keys)-first < linearKeys {
 		for _, p := range s.keys[first:] {
-			if p.sig == k.sig && p.n == k.n && (k.n <= 8 || bytes.Equal(s.key(p), s.key(k))) {
-				return s.failDup(s.key(k), depth, pos)
+			if p.sig == k.sig && p.n == k.n && equalKeys(s.key(p), s.key(k)) {
+				return s.failDup(s.key(p), s.key(k), depth, pos)
 			}
 		}
 	}
@@ -460,25 +476,113 @@ func (s *scanner) add(k keySpan, depth, pos int) bool {
 }
 
 // checkSorted finds duplicates among all keys of a large object (the keys
-// from index first on) by sorting them: O(n log n), no allocation.
+// from index first on) by sorting them: O(n log n), no allocation. Any
+// order in which duplicates are neighbours will do.
 func (s *scanner) checkSorted(first, depth, closing int) bool {
 	seg := s.keys[first:]
 	slices.SortFunc(seg, func(a, b keySpan) int {
-		return bytes.Compare(s.key(a), s.key(b))
+		if c := cmp.Compare(a.sig, b.sig); c != 0 {
+			return c
+		}
+		if c := cmp.Compare(a.n, b.n); c != 0 {
+			return c
+		}
+		return compareKeys(s.key(a), s.key(b))
 	})
 	for j := 1; j < len(seg); j++ {
-		if seg[j].n == seg[j-1].n && bytes.Equal(s.key(seg[j]), s.key(seg[j-1])) {
-			return s.failDup(s.key(seg[j]), depth, max(keyPos(seg[j], closing), keyPos(seg[j-1], closing)))
+		if seg[j].sig == seg[j-1].sig && seg[j].n == seg[j-1].n && equalKeys(s.key(seg[j]), s.key(seg[j-1])) {
+			return s.failDup(s.key(seg[j-1]), s.key(seg[j]), depth, max(keyPos(seg[j], closing), keyPos(seg[j-1], closing)))
 		}
 	}
 	return true
 }
 
-func (s *scanner) failDup(k []byte, depth, pos int) bool {
+// failDup fails on the duplicate keys a and b of the object at depth.
+func (s *scanner) failDup(a, b []byte, depth, pos int) bool {
 	if depth == 1 {
-		s.dupField = lookupField(k)
+		if s.dupField = lookupField(a); s.dupField < 0 {
+			s.dupField = lookupField(b)
+		}
 	}
 	return s.fail(rDuplicate, pos)
+}
+
+// upperASCII maps the ASCII lower-case letters to upper case.
+func upperASCII(c byte) byte {
+	if c-'a' < 26 {
+		c -= 'a' - 'A'
+	}
+	return c
+}
+
+// equalKeys reports whether two comparison forms are equal but for the case
+// of ASCII letters: then the keys are equal under case folding.
+func equalKeys(a, b []byte) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] && upperASCII(a[i]) != upperASCII(b[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+// compareKeys orders comparison forms consistently with equalKeys.
+func compareKeys(a, b []byte) int {
+	for i := range min(len(a), len(b)) {
+		if c := cmp.Compare(upperASCII(a[i]), upperASCII(b[i])); c != 0 {
+			return c
+		}
+	}
+	return cmp.Compare(len(a), len(b))
+}
+
+// foldKey rewrites k, valid UTF-8, in its case-folded form, in place, and
+// returns it: ASCII letters in upper case and every other character as the
+// least character it equals under Unicode simple case folding (the Kelvin
+// sign as "K"). Keys are equal under case folding exactly when their folded
+// forms are equal, which is how encoding/json matches names to fields. The
+// folded form is never longer: a smaller character is never longer in UTF-8.
+func foldKey(k []byte) []byte {
+	out := k[:0]
+	for i := 0; i < len(k); {
+		if c := k[i]; c < utf8.RuneSelf {
+			out = append(out, upperASCII(c))
+			i++
+			continue
+		}
+		r, n := utf8.DecodeRune(k[i:])
+		i += n
+		out = utf8.AppendRune(out, leastFold(r))
+	}
+	return out
+}
+
+// leastFold returns the least character of r's case-folding orbit.
+func leastFold(r rune) rune {
+	least := r
+	for f := unicode.SimpleFold(r); f != r; f = unicode.SimpleFold(f) {
+		least = min(least, f)
+	}
+	return least
+}
+
+// isASCII reports whether b holds only ASCII bytes.
+func isASCII(b []byte) bool {
+	for len(b) >= 8 {
+		if binary.LittleEndian.Uint64(b)&msb != 0 {
+			return false
+		}
+		b = b[8:]
+	}
+	for _, c := range b {
+		if c >= utf8.RuneSelf {
+			return false
+		}
+	}
+	return true
 }
 
 func skipWS(b []byte, i int) int {

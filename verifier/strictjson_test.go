@@ -8,6 +8,7 @@ import (
 	"io"
 	"strings"
 	"testing"
+	"unicode/utf16"
 	"unicode/utf8"
 )
 
@@ -38,7 +39,22 @@ func TestCheckJSON(t *testing.T) {
 		{" \t\r\n{ \"a\" : [ 1 , { } , [ ] ] } \n", rOK},
 		{`{"a":1,"b":{"a":2},"c":[{"a":3},{"a":4}]}`, rOK},
 		{`{"":1,"\u0000":2," ":3}`, rOK},
-		{`{"a":1,"A":2}`, rOK},
+		{`{"a":1,"A":2}`, rDuplicate},
+		{`{"eventId":1,"EVENTID":2}`, rDuplicate},
+		{`{"a":{"b":[{"Key":1,"kEY":2}]}}`, rDuplicate},
+		{`{"k":1,"\u212a":2}`, rDuplicate},     // the Kelvin sign folds to K
+		{"{\"K\":1,\"\u212a\":2}", rDuplicate}, // raw
+		{`{"ſ":1,"S":2}`, rDuplicate},          // long s
+		{`{"time\u017ftamp":1,"TIMESTAMP":2}`, rDuplicate},
+		{`{"é":1,"É":2}`, rDuplicate},
+		{`{"\u00c9":1,"é":2}`, rDuplicate},
+		{`{"σ":1,"ς":2}`, rDuplicate},
+		{`{"ß":1,"ẞ":2}`, rDuplicate},
+		{`{"Å":1,"\u212b":2}`, rDuplicate}, // the Angstrom sign
+		{`{"abcdefghijklmnopqrstuvwxyz":1,"ABCDEFGHIJKLMNOPQRSTUVWXYZ":2}`, rDuplicate},
+		{`{"a@":1,"a` + "`" + `":2,"[":3,"{":4,"_":5,"\u007f":6}`, rOK}, // same but for bit 0x20, not letters
+		{`{"I":1,"ı":2,"İ":3}`, rOK},                                    // dotless and dotted i fold apart
+		{`{"é":1,"e":2}`, rOK},
 		{`{"é":1,"\u00e9":2}`, rDuplicate},
 		{`{"e\u0301":1,"é":2}`, rOK}, // no Unicode normalization
 		{`{"\ud83d\ude00":1,"😀":2}`, rDuplicate},
@@ -53,6 +69,10 @@ func TestCheckJSON(t *testing.T) {
 		{manyKeys(200, ""), rOK},
 		{manyKeys(200, `"k007":1,`), rDuplicate},
 		{manyKeys(200, `"k\u0030\u00307":1,`), rDuplicate},
+		{manyKeys(200, `"K007":1,`), rDuplicate},
+		{manyKeys(200, `"\u212a007":1,`), rDuplicate},
+		{manyKeys(20, `"K019":1,`), rDuplicate},
+		{manyKeys(200, `"K200":1,"k 07":1,`), rOK},
 		{manyKeys(15, `"k000":1,`), rDuplicate},
 		{manyKeys(16, `"k000":1,`), rDuplicate},
 		{manyKeys(17, `"k016":1,`), rDuplicate},
@@ -180,7 +200,8 @@ func TestUnescape(t *testing.T) {
 }
 
 // refStrict is a slow reference for CheckJSON built from encoding/json:
-// json.Valid, utf8.Valid, then a token walk for depth and duplicate keys.
+// json.Valid, utf8.Valid, then a token walk for depth and duplicate keys,
+// compared pairwise with strings.EqualFold (as encoding/json matches names).
 // It cannot see lone surrogate escapes (encoding/json turns them into
 // U+FFFD), so it accepts those.
 func refStrict(data []byte) bool {
@@ -190,7 +211,7 @@ func refStrict(data []byte) bool {
 	type frame struct {
 		obj     bool
 		wantKey bool
-		keys    map[string]bool
+		keys    []string
 	}
 	var stack []*frame
 	onValue := func() {
@@ -211,7 +232,7 @@ func refStrict(data []byte) bool {
 		switch t := tok.(type) {
 		case json.Delim:
 			if t == '{' || t == '[' {
-				stack = append(stack, &frame{obj: t == '{', wantKey: true, keys: map[string]bool{}})
+				stack = append(stack, &frame{obj: t == '{', wantKey: true})
 				if len(stack) > MaxDepth {
 					return false
 				}
@@ -222,10 +243,12 @@ func refStrict(data []byte) bool {
 		case string:
 			if n := len(stack); n > 0 && stack[n-1].obj && stack[n-1].wantKey {
 				top := stack[n-1]
-				if top.keys[t] {
-					return false
+				for _, k := range top.keys {
+					if strings.EqualFold(k, t) {
+						return false
+					}
 				}
-				top.keys[t] = true
+				top.keys = append(top.keys, t)
 				top.wantKey = false
 				continue
 			}
@@ -310,4 +333,68 @@ func FuzzParseEnvelope(f *testing.F) {
 			t.Fatalf("payload %q vs %q", env.Payload, raw)
 		}
 	})
+}
+
+// FuzzCaseFoldedKeys: keys of one object are duplicates exactly when
+// strings.EqualFold (how encoding/json matches names) says two of them are
+// equal, in small objects and in large ones (checked by sorting), written
+// plainly or as \u escapes.
+func FuzzCaseFoldedKeys(f *testing.F) {
+	for _, p := range [][2]string{
+		{"eventId", "EVENTID"}, {"k", "\u212a"}, {"ſ", "S"}, {"a@", "a`"}, {"I", "ı"}, {"é", "É"},
+		{"σ", "ς"}, {"", ""}, {"abcdefghijklmnopq", "ABCDEFGHIJKLMNOPQ"}, {"f007", "F007"}, {"😀", "😀"},
+	} {
+		f.Add(p[0], p[1], false, uint8(0))
+		f.Add(p[0], p[1], true, uint8(30))
+	}
+	f.Fuzz(func(t *testing.T, a, b string, escape bool, fillers uint8) {
+		if !utf8.ValidString(a) || !utf8.ValidString(b) {
+			return // not a JSON string
+		}
+		keys := []string{a}
+		for i := range int(fillers % 40) {
+			keys = append(keys, fmt.Sprintf("f%03d", i))
+		}
+		keys = append(keys, b)
+		want := false
+		for i := range keys {
+			for j := range i {
+				want = want || strings.EqualFold(keys[i], keys[j])
+			}
+		}
+		var body strings.Builder
+		body.WriteByte('{')
+		for i, k := range keys {
+			if i > 0 {
+				body.WriteByte(',')
+			}
+			body.WriteString(jsonKey(k, escape) + ":0")
+		}
+		body.WriteByte('}')
+		err := CheckJSON([]byte(body.String()))
+		if (err != nil) != want || (err != nil && !strings.Contains(err.Error(), reasonText[rDuplicate])) {
+			t.Fatalf("%s: %v, want a duplicate: %v", body.String(), err, want)
+		}
+	})
+}
+
+// jsonKey writes k as a JSON string, every character as a \u escape if
+// escape is set.
+func jsonKey(k string, escape bool) string {
+	if !escape {
+		js, _ := json.Marshal(k)
+		return string(js)
+	}
+	var b strings.Builder
+	b.WriteByte('"')
+	for _, r := range k {
+		if r > 0xffff {
+			hi, lo := utf16.EncodeRune(r)
+			fmt.Fprintf(&b, `\u%04x\u%04x`, hi, lo)
+			continue
+		}
+		fmt.Fprintf(&b, `\u%04x`, r)
+	}
+	b.WriteByte('"')
+	return b.String()
 }

@@ -218,11 +218,17 @@ func TestVerify(t *testing.T) {
 		{name: "duplicate nested key", body: envelope("payload", `{"a":{"b":1,"c":2,"b":3}}`), kind: EnvelopeInvalid, status: 400},
 		{name: "duplicate key in array element", body: envelope("payload", `[{"a":1},{"a":1,"a":1}]`), kind: EnvelopeInvalid, status: 400},
 		{name: "same key in sibling objects ok", body: envelope("payload", `[{"a":1},{"a":1}]`), kind: ok},
-		{name: "EVENTID is an unknown member", body: envelope("EVENTID", `"other"`, "eventid", `5`), kind: ok, check: func(t *testing.T, ev *Event) {
+		{name: "eventID is an unknown member", body: envelope("eventID2", `"other"`, "event_id", `5`), kind: ok, check: func(t *testing.T, ev *Event) {
 			if ev.ID != "evt_1743418800000_inv9x2" {
 				t.Fatal(ev.ID)
 			}
 		}},
+		// encoding/json matches names to fields case-insensitively: a Go
+		// upstream would read the last of these as its eventId.
+		{name: "EVENTID next to eventId", body: envelope("EVENTID", `"other"`), kind: EnvelopeInvalid, status: 400},
+		{name: "eventid next to eventId", body: envelope("eventid", `"evt_1743418800000_inv9x2"`), kind: EnvelopeInvalid, status: 400},
+		{name: "timestamp with a long s", body: envelope("time\u017ftamp", `"2020-01-01T00:00:00Z"`), kind: EnvelopeInvalid, status: 400},
+		{name: "case variants in the payload", body: envelope("payload", `{"items":[{"Sku":1,"sKU":2}]}`), kind: EnvelopeInvalid, status: 400},
 		{name: "unknown members allowed", body: envelope("version", `2`, "meta", `{"a":[1,{"b":null}]}`), kind: ok},
 		{name: "invalid UTF-8 in key", body: envelope("x\xff", `1`), kind: EnvelopeInvalid, status: 400},
 		{name: "invalid UTF-8 in value", body: envelope("payload", "\"\xc3\x28\""), kind: EnvelopeInvalid, status: 400},
@@ -429,6 +435,7 @@ func TestErrorMessages(t *testing.T) {
 	v := mustNew(t, Config{Secrets: [][]byte{testSecret}})
 	tests := []struct{ body, want string }{
 		{`{"eventId":"a","eventId":"b"}`, `envelope: duplicate key "eventId"`},
+		{`{"EventID":"a","eventId":"b"}`, `envelope: duplicate key "eventId"`},
 		{`{"zzmarker":1,"zzmarker":2}`, `envelope: invalid JSON: duplicate key at offset 14`},
 		{envelope("eventId", `"a b"`), `envelope: eventId: invalid characters`},
 		{envelope("eventId", `7`), `envelope: eventId: not a string`},
