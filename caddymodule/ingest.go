@@ -74,7 +74,8 @@ type Ingest struct {
 	// resolved in the configuration.
 	Secrets []string `json:"secrets,omitempty"`
 	// InsecureNoSignature accepts unsigned deliveries. Every other check
-	// still runs; a warning is logged at every start.
+	// still runs; a sender's X-Webhook-Signature, unchecked, is not passed
+	// on. A warning is logged at every start.
 	InsecureNoSignature bool `json:"insecure_no_signature,omitempty"`
 	// Events are the accepted event types (document.processed, document.*,
 	// *); others are answered 200 "ignored" and dropped. Default: all.
@@ -218,6 +219,11 @@ func (h *Ingest) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhtt
 	held.release() // verified or refused: the body no longer counts
 	if err != nil {
 		return h.reject(r, verifier.KindOf(err).Status(), verifier.KindOf(err).String(), err)
+	}
+	if h.InsecureNoSignature {
+		// Unchecked, a signature is whatever the sender chose: the
+		// upstream must not take it for one the gateway verified.
+		r.Header.Del(verifier.SignatureHeader)
 	}
 	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	if repl != nil {

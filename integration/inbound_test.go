@@ -150,3 +150,51 @@ func unreadOnPort(t *testing.T, port string) (conns int, unread int64) {
 	}
 	return conns, unread
 }
+
+// TestInsecureRoutesDropTheSignature: a route with insecure_no_signature
+// checks no signature, so whatever a sender puts in X-Webhook-Signature is
+// its own choice: it never reaches the upstream, forwarded or handed on.
+func TestInsecureRoutesDropTheSignature(t *testing.T) {
+	t.Parallel()
+	g := newGateway(t)
+	up := newUpstream(t)
+	g.start(g.globals("") + fmt.Sprintf(`http://%s {
+	handle /hooks/forward {
+		webhook_ingest {
+			insecure_no_signature
+			name insecure-forward
+			forward %s {
+				backoff 100ms 500ms
+			}
+		}
+	}
+	handle /hooks/verify {
+		webhook_ingest {
+			insecure_no_signature
+			name insecure-verify
+		}
+		reverse_proxy %s
+	}
+}
+`, g.site, up.url("/in"), up.addr))
+	forged := "sha256=" + strings.Repeat("ab", 32)
+	var ids []string
+	for _, path := range []string{"/hooks/forward", "/hooks/verify"} {
+		s := newSender(g, path, randomSecret(32))
+		d := s.event(typeOK)
+		d.Header.Set("X-Webhook-Signature", forged)
+		a := s.mustPost(t, d)
+		if a.Code != http.StatusAccepted && a.Code != http.StatusOK {
+			t.Fatalf("%s: %s", path, a)
+		}
+		ids = append(ids, d.ID)
+	}
+	eventually(t, 10*time.Second, func() (bool, string) {
+		return len(requestsWithBody(up, ids[0])) == 1 && len(requestsWithBody(up, ids[1])) == 1, "waiting for both events upstream"
+	})
+	for _, r := range up.requests() {
+		if v := r.Header.Values("X-Webhook-Signature"); len(v) > 0 {
+			t.Errorf("the upstream received the sender's signature header %q (event %s)", v, idOfBody(r.Body))
+		}
+	}
+}
