@@ -426,7 +426,7 @@ func (h *Ingest) handOn(w http.ResponseWriter, r *http.Request, next caddyhttp.H
 	r.Body = io.NopCloser(bytes.NewReader(ev.Body))
 	r.ContentLength = int64(len(ev.Body))
 	r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(ev.Body)), nil }
-	rec := &statusRecorder{ResponseWriterWrapper: &caddyhttp.ResponseWriterWrapper{ResponseWriter: w}}
+	rec := &statusRecorder{ResponseWriter: w}
 	if err := next.ServeHTTP(rec, r); err != nil {
 		return err
 	}
@@ -445,9 +445,13 @@ func (h *Ingest) handOn(w http.ResponseWriter, r *http.Request, next caddyhttp.H
 	return nil
 }
 
-// statusRecorder notes the status the next handler wrote.
+// statusRecorder notes the final status the next handler answered with,
+// however it wrote it: WriteHeader, Write, a flush, or io.Copy, which goes
+// through Write as the recorder has no ReadFrom (a wrapper's ReadFrom would
+// write around it). Other http.ResponseController methods reach the
+// wrapped writer through Unwrap.
 type statusRecorder struct {
-	*caddyhttp.ResponseWriterWrapper
+	http.ResponseWriter
 	status int
 }
 
@@ -455,14 +459,32 @@ func (s *statusRecorder) WriteHeader(code int) {
 	if s.status == 0 && code >= 200 { // 1xx answers are not final
 		s.status = code
 	}
-	s.ResponseWriterWrapper.WriteHeader(code)
+	s.ResponseWriter.WriteHeader(code)
 }
 
 func (s *statusRecorder) Write(b []byte) (int, error) {
+	s.implicitOK()
+	return s.ResponseWriter.Write(b)
+}
+
+// FlushError flushes the answer, which sends a 200 if no status was written.
+func (s *statusRecorder) FlushError() error {
+	s.implicitOK()
+	return http.NewResponseController(s.ResponseWriter).Flush()
+}
+
+// Flush is FlushError for http.Flusher.
+func (s *statusRecorder) Flush() { _ = s.FlushError() }
+
+// Unwrap returns the wrapped writer, for http.ResponseController.
+func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+// implicitOK notes the 200 that writing or flushing sends when no final
+// status was written.
+func (s *statusRecorder) implicitOK() {
 	if s.status == 0 {
 		s.status = http.StatusOK
 	}
-	return s.ResponseWriterWrapper.Write(b)
 }
 
 // handingOn holds the events being handed on in verify-only mode, by route

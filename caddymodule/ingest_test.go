@@ -14,13 +14,15 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
+	"github.com/hookgate/hookgate/spool"
 	"github.com/hookgate/hookgate/verifier"
 )
 
-// TestStatusRecorderSkipsInformational: verify-only mode remembers an event
-// by the next handler's final status, so a 103 Early Hints passed on before
-// the 200 must not count as the answer.
-func TestStatusRecorderSkipsInformational(t *testing.T) {
+// TestStatusRecorder: verify-only mode remembers an event by the next
+// handler's final status, however the handler writes it; a 103 Early Hints
+// passed on before the 200 does not count as the answer.
+func TestStatusRecorder(t *testing.T) {
+	body := func() io.Reader { return iotest.OneByteReader(strings.NewReader("streamed")) } // no WriteTo
 	for _, tt := range []struct {
 		name  string
 		write func(w http.ResponseWriter)
@@ -30,14 +32,50 @@ func TestStatusRecorderSkipsInformational(t *testing.T) {
 		{"103 then body", func(w http.ResponseWriter) { w.WriteHeader(http.StatusEarlyHints); w.Write([]byte("x")) }, 200},
 		{"502", func(w http.ResponseWriter) { w.WriteHeader(http.StatusBadGateway); w.WriteHeader(http.StatusOK) }, 502},
 		{"body only", func(w http.ResponseWriter) { w.Write([]byte("x")) }, 200},
+		{"io.Copy only", func(w http.ResponseWriter) { io.Copy(w, body()) }, 200},
+		{"201 then io.Copy", func(w http.ResponseWriter) { w.WriteHeader(http.StatusCreated); io.Copy(w, body()) }, 201},
+		{"flush only", func(w http.ResponseWriter) { w.(http.Flusher).Flush() }, 200},
+		{"ResponseController flush", func(w http.ResponseWriter) { http.NewResponseController(w).Flush() }, 200},
+		{"503 then flush", func(w http.ResponseWriter) { w.WriteHeader(503); http.NewResponseController(w).Flush() }, 503},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			rec := &statusRecorder{ResponseWriterWrapper: &caddyhttp.ResponseWriterWrapper{ResponseWriter: httptest.NewRecorder()}}
+			// As in Caddy, the writer handed on is a wrapper with a ReadFrom.
+			rec := &statusRecorder{ResponseWriter: &caddyhttp.ResponseWriterWrapper{ResponseWriter: httptest.NewRecorder()}}
 			tt.write(rec)
 			if rec.status != tt.want {
 				t.Fatalf("recorded %d, want %d", rec.status, tt.want)
 			}
 		})
+	}
+}
+
+// TestHandOnRemembersAStreamedAnswer: a next handler that streams its 200
+// through io.Copy without WriteHeader has the event remembered, so the
+// sender's retry is a duplicate and is not handed on again.
+func TestHandOnRemembersAStreamedAnswer(t *testing.T) {
+	sp, err := spool.Open(spool.Options{Dir: t.TempDir(), MinFreeDisk: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sp.Close()
+	h := &Ingest{Name: "streamed", dedupeWindow: time.Hour, log: zap.NewNop()}
+	calls := 0
+	next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+		calls++
+		_, err := io.Copy(w, iotest.OneByteReader(r.Body))
+		return err
+	})
+	ev := &verifier.Event{ID: "evt_streamed_1", Body: []byte(`{"eventId":"evt_streamed_1"}`)}
+	for i, want := range []int{http.StatusOK, http.StatusOK} {
+		under := httptest.NewRecorder()
+		w := &caddyhttp.ResponseWriterWrapper{ResponseWriter: under}
+		r := httptest.NewRequest(http.MethodPost, "/hook", nil)
+		if err := h.handOn(w, r, next, nil, sp, ev); err != nil || under.Code != want {
+			t.Fatalf("delivery %d: %d, %v", i+1, under.Code, err)
+		}
+	}
+	if calls != 1 {
+		t.Fatalf("the next handler was called %d times, want once: the streamed 200 was not seen", calls)
 	}
 }
 
