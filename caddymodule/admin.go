@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -115,6 +116,7 @@ type routeStats struct {
 	OldestPendingAge float64 `json:"oldest_pending_age_seconds"`
 	Paused           bool    `json:"paused"`
 	Disabled         string  `json:"disabled,omitempty"`
+	VerifyOnly       bool    `json:"verify_only,omitempty"` // no queue: dedupe records only
 }
 
 func (a *AdminAPI) stats(w http.ResponseWriter, s *spool.Spool) error {
@@ -137,8 +139,15 @@ func (a *AdminAPI) stats(w http.ResponseWriter, s *spool.Spool) error {
 		out.Routes = append(out.Routes, routeStats{
 			Route: rs.Route, Subscriber: sub, Queued: rs.Queued, InFlight: rs.InFlight, Scheduled: rs.Scheduled,
 			Dead: rs.Dead, Bytes: rs.Bytes, OldestPendingAge: rs.OldestAge(now).Seconds(), Paused: rs.Paused, Disabled: rs.Disabled,
+			VerifyOnly: verifyOnly.has(s, rs.Route),
 		})
 	}
+	for _, name := range verifyOnly.list(s) {
+		if !slices.ContainsFunc(out.Routes, func(r routeStats) bool { return r.Route == name }) {
+			out.Routes = append(out.Routes, routeStats{Route: name, VerifyOnly: true})
+		}
+	}
+	slices.SortFunc(out.Routes, func(a, b routeStats) int { return strings.Compare(a.Route, b.Route) })
 	return writeJSON(w, http.StatusOK, out)
 }
 
@@ -273,6 +282,11 @@ func (a *AdminAPI) event(w http.ResponseWriter, r *http.Request, s *spool.Spool,
 		for _, rs := range s.Stats() {
 			if rs.Route != publishScope {
 				routes = append(routes, rs.Route)
+			}
+		}
+		for _, name := range verifyOnly.list(s) {
+			if !slices.Contains(routes, name) {
+				routes = append(routes, name)
 			}
 		}
 	}

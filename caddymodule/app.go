@@ -10,7 +10,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"path/filepath"
+	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -93,6 +96,55 @@ func (*App) CaddyModule() caddy.ModuleInfo {
 		ID:  "webhooks",
 		New: func() caddy.Module { return new(App) },
 	}
+}
+
+// verifyOnly holds the verify-only routes of the loaded configurations, per
+// spool: the spool keeps their dedupe records but has no route for them,
+// and the admin API lists them with the others.
+var verifyOnly = &routeNames{uses: map[*spool.Spool]map[string]int{}}
+
+// routeNames is a set of route names per spool, with a use count per name:
+// a reloaded configuration adds its names before the old one removes them.
+type routeNames struct {
+	mu   sync.Mutex
+	uses map[*spool.Spool]map[string]int
+}
+
+// add adds name for sp and returns the function that removes this use.
+func (rn *routeNames) add(sp *spool.Spool, name string) (remove func()) {
+	rn.mu.Lock()
+	defer rn.mu.Unlock()
+	if rn.uses[sp] == nil {
+		rn.uses[sp] = map[string]int{}
+	}
+	rn.uses[sp][name]++
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			rn.mu.Lock()
+			defer rn.mu.Unlock()
+			if rn.uses[sp][name]--; rn.uses[sp][name] == 0 {
+				delete(rn.uses[sp], name)
+			}
+			if len(rn.uses[sp]) == 0 {
+				delete(rn.uses, sp)
+			}
+		})
+	}
+}
+
+// has reports whether name is in the set of sp.
+func (rn *routeNames) has(sp *spool.Spool, name string) bool {
+	rn.mu.Lock()
+	defer rn.mu.Unlock()
+	return rn.uses[sp][name] > 0
+}
+
+// list returns the names of sp.
+func (rn *routeNames) list(sp *spool.Spool) []string {
+	rn.mu.Lock()
+	defer rn.mu.Unlock()
+	return slices.Sorted(maps.Keys(rn.uses[sp]))
 }
 
 // spoolHandle lets the usage pool close a spool when its last user goes.
@@ -193,6 +245,8 @@ func (a *App) Start() error {
 	for _, r := range a.routes {
 		if r.route != nil {
 			a.unregister = append(a.unregister, a.spool.RegisterRoute(r.name, *r.route))
+		} else {
+			a.unregister = append(a.unregister, verifyOnly.add(a.spool, r.name))
 		}
 	}
 	close(a.ready)

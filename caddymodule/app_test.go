@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"reflect"
 	"testing"
 
 	"github.com/caddyserver/caddy/v2"
@@ -56,5 +57,25 @@ func TestFailedReloadKeepsTheRunningLimits(t *testing.T) {
 		if _, err := sp.Enqueue(context.Background(), spool.Entry{Route: "r", EventID: fmt.Sprint("evt_", i), Body: []byte("{}")}); err != nil {
 			t.Fatalf("event %d refused under the running configuration's max_items 100: %v", i, err)
 		}
+	}
+}
+
+// TestRouteNamesCountUses: a reloaded configuration adds its verify-only
+// routes before the old one removes the same names; they stay listed until
+// the last use goes, and a remove function counts once.
+func TestRouteNamesCountUses(t *testing.T) {
+	rn := &routeNames{uses: map[*spool.Spool]map[string]int{}}
+	sp := new(spool.Spool) // a key only
+	removeOld := rn.add(sp, "b")
+	rn.add(sp, "a")
+	removeNew := rn.add(sp, "b")
+	removeOld()
+	removeOld()
+	if got := rn.list(sp); !reflect.DeepEqual(got, []string{"a", "b"}) || !rn.has(sp, "b") {
+		t.Fatalf("after the old configuration's cleanup: %v", got)
+	}
+	removeNew()
+	if got := rn.list(sp); !reflect.DeepEqual(got, []string{"a"}) || rn.has(sp, "b") || rn.has(new(spool.Spool), "a") {
+		t.Fatalf("after the last use of b: %v", got)
 	}
 }

@@ -258,6 +258,9 @@ func opsRouteState(r routeStats) string {
 	if r.Disabled != "" {
 		s = append(s, "disabled: "+r.Disabled)
 	}
+	if r.VerifyOnly {
+		s = append(s, "verify-only")
+	}
 	if len(s) == 0 {
 		return "ok"
 	}

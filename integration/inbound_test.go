@@ -198,3 +198,52 @@ func TestInsecureRoutesDropTheSignature(t *testing.T) {
 		}
 	}
 }
+
+// TestVerifyOnlyRoutesInTheAdminAPI: a verify-only route is listed in
+// /webhooks/stats (with nothing queued: it keeps dedupe records only), and
+// /webhooks/events/{id} finds an event it handed on as delivered.
+func TestVerifyOnlyRoutesInTheAdminAPI(t *testing.T) {
+	t.Parallel()
+	g, secret := newSecretGateway(t, "HG_SECRET")
+	up := newUpstream(t)
+	g.start(g.globals("") + fmt.Sprintf(`http://%s {
+	handle %s {
+		webhook_ingest {
+			name verify-only
+			secret {env.HG_SECRET}
+		}
+		reverse_proxy %s
+	}
+}
+`, g.site, hookPath, up.addr))
+	var st struct {
+		Routes []struct {
+			Route      string `json:"route"`
+			Queued     int64  `json:"queued"`
+			Dead       int64  `json:"dead"`
+			VerifyOnly bool   `json:"verify_only"`
+		} `json:"routes"`
+	}
+	if code := g.adminDo(t, http.MethodGet, "/webhooks/stats", "", &st); code != 200 || len(st.Routes) != 1 {
+		t.Fatalf("stats: %d %+v, want the verify-only route", code, st)
+	}
+	if r := st.Routes[0]; r.Route != "verify-only" || !r.VerifyOnly || r.Queued != 0 || r.Dead != 0 {
+		t.Fatalf("stats of the verify-only route: %+v", r)
+	}
+
+	s := newSender(g, hookPath, secret)
+	d := s.event(typeOK)
+	if a := s.mustPost(t, d); a.Code != http.StatusOK {
+		t.Fatalf("handed on: %s, want the upstream's 200", a)
+	}
+	var ev struct {
+		Routes []struct{ Route, State string } `json:"routes"`
+	}
+	if code := g.adminDo(t, http.MethodGet, "/webhooks/events/"+d.ID, "", &ev); code != 200 || len(ev.Routes) != 1 ||
+		ev.Routes[0].Route != "verify-only" || ev.Routes[0].State != "delivered" {
+		t.Fatalf("events/%s: %d %+v, want delivered on route verify-only", d.ID, code, ev)
+	}
+	if code := g.adminDo(t, http.MethodGet, "/webhooks/events/evt_never_sent", "", nil); code != http.StatusNotFound {
+		t.Fatalf("an unknown event: %d, want 404", code)
+	}
+}
