@@ -8,7 +8,6 @@ import (
 	"io"
 	"mime"
 	"net/http"
-	"net/url"
 	"os"
 	"strings"
 	"sync"
@@ -65,8 +64,9 @@ func spoolFailure(err error) (code int, retryAfter, msg string) {
 // hands the request to the next handler (verify-only mode).
 type Ingest struct {
 	// Name identifies the route in the spool, the stats and the dedupe scope;
-	// keep it stable across reloads. Default: the forward URL without its
-	// credentials and query. Required in verify-only mode.
+	// keep it stable across reloads. Default: the forward URL's scheme, host
+	// and port (its path, credentials and query may hold tokens, and the name
+	// shows in logs, metrics and the admin API). Required in verify-only mode.
 	Name string `json:"name,omitempty"`
 	// Secrets are the HMAC secrets; a delivery signed with any of them is
 	// accepted (rotation). Write them as placeholders ({env.NAME},
@@ -116,8 +116,8 @@ func (Ingest) CaddyModule() caddy.ModuleInfo {
 func (h *Ingest) Provision(ctx caddy.Context) error {
 	h.log = ctx.Logger()
 	if h.Name == "" && h.Forward != nil {
-		h.Name = defaultRouteName(h.Forward.URL)
-		h.log.Warn("webhook_ingest has no name: its route is named after the forward URL, so changing the URL starts a new route "+
+		h.Name = redactURL(h.Forward.URL)
+		h.log.Warn("webhook_ingest has no name: its route is named after the forward URL's scheme, host and port, so changing them starts a new route "+
 			"(new dedupe records; the old route's pending events wait for it and become dead letters); set name to avoid this",
 			zap.String("route", h.Name))
 	}
@@ -576,17 +576,6 @@ func (h *Ingest) reject(r *http.Request, code int, outcome string, err error) er
 	countRequest(h.Name, outcome)
 	h.log.Debug("webhook rejected", zap.String("route", h.Name), zap.Int("status", code), zap.String("reason", outcome), zap.Error(err))
 	return caddyhttp.Error(code, err)
-}
-
-// defaultRouteName names a route after its forward URL, without the
-// credentials and query it may carry: the name shows in logs, metrics and
-// the admin API.
-func defaultRouteName(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return raw // validate refuses it
-	}
-	return u.Scheme + "://" + u.Host + u.Path
 }
 
 // checkMaxBody refuses a max_body that one spool entry cannot hold.

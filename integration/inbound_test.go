@@ -247,3 +247,47 @@ func TestVerifyOnlyRoutesInTheAdminAPI(t *testing.T) {
 		t.Fatalf("an unknown event: %d, want 404", code)
 	}
 }
+
+// TestUnnamedRouteName: an unnamed route is named after its forward URL's
+// scheme, host and port. The path and query may hold a token, and the name
+// reaches log lines, metric labels and the admin API.
+func TestUnnamedRouteName(t *testing.T) {
+	t.Parallel()
+	g, secret := newSecretGateway(t, "HG_SECRET")
+	up := newUpstream(t)
+	g.start(g.globals("") + forwardSite(g, "{env.HG_SECRET}", up.url("/hooks/t0kenInPath?key=t0kenInQuery"), "", ""))
+	want := "http://" + up.addr
+	if !g.hasRoute(t, want) {
+		t.Fatalf("no route %s in the stats", want)
+	}
+	s := newSender(g, hookPath, secret)
+	d := s.event(typeOK)
+	expectAnswer(t, "delivery", s.mustPost(t, d), http.StatusAccepted, "accepted")
+	waitDelivered(t, 10*time.Second, []string{d.ID}, up)
+	_, metrics, err := g.adminGet("/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(metrics, `route="`+want+`"`) {
+		t.Errorf("no metric labelled route=%q", want)
+	}
+	for what, text := range map[string]string{"logs": g.logs(), "metrics": metrics} {
+		if strings.Contains(text, "t0ken") {
+			t.Errorf("the %s hold the forward URL's path or query", what)
+		}
+	}
+}
+
+// hasRoute reports whether /webhooks/stats lists route.
+func (g *gateway) hasRoute(t *testing.T, route string) bool {
+	var st adminStats
+	if code := g.adminDo(t, http.MethodGet, "/webhooks/stats", "", &st); code != 200 {
+		t.Fatalf("stats: %d", code)
+	}
+	for _, r := range st.Routes {
+		if r.Route == route {
+			return true
+		}
+	}
+	return false
+}
