@@ -108,8 +108,9 @@ func (f *Forward) route(header http.Header) (spool.Route, *forwarder) {
 // newDeliveryClient makes the HTTP client of one delivery target: no proxy
 // from the environment (it would also hide the dialed address from the
 // guard), no redirects followed (a 3xx is a failed attempt; following one
-// would re-send the body and signature elsewhere), TLS verified, and, with a
-// guard, every dialed address checked.
+// would re-send the body and signature elsewhere), no Accept-Encoding of
+// its own (answers are dropped unread), TLS verified, and, with a guard,
+// every dialed address checked.
 func newDeliveryClient(concurrency int, guard *addressGuard) *http.Client {
 	dialer := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
 	if guard != nil {
@@ -119,6 +120,7 @@ func newDeliveryClient(concurrency int, guard *addressGuard) *http.Client {
 		Transport: &http.Transport{
 			Proxy:                 nil,
 			DialContext:           dialer.DialContext,
+			DisableCompression:    true,
 			MaxIdleConnsPerHost:   concurrency,
 			IdleConnTimeout:       90 * time.Second,
 			TLSHandshakeTimeout:   10 * time.Second,
@@ -129,7 +131,8 @@ func newDeliveryClient(concurrency int, guard *addressGuard) *http.Client {
 }
 
 // forwarder delivers spooled events to an upstream: the original body and
-// signature, plus X-Webhook-Id and X-Webhook-Attempt. Redirects are not
+// signature, plus X-Webhook-Id, X-Webhook-Attempt and the User-Agent
+// Hookgate/<version>, then the configured headers. Redirects are not
 // followed: a 3xx is a failed attempt.
 //
 // Each configuration has its own forwarders. Once its configuration is
@@ -167,6 +170,7 @@ func (f *forwarder) Deliver(ctx context.Context, d *spool.Delivery) spool.Outcom
 	}
 	req.Header.Set(headerID, d.EventID)
 	req.Header.Set(headerAttempt, strconv.Itoa(d.Attempt))
+	req.Header.Set("User-Agent", userAgent)
 	for k, vs := range f.header {
 		req.Header[k] = vs
 	}

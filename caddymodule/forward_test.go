@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"regexp"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -80,11 +81,17 @@ func TestForwarderRequest(t *testing.T) {
 	for k, v := range map[string]string{
 		"X-Webhook-Id": "evt_1", "X-Webhook-Attempt": "3", "X-Webhook-Event": "a.b",
 		"X-Webhook-Signature": "sha256=00", "Content-Type": "application/json", "X-Tenant": "acme",
-		"Authorization": "Bearer t0ken",
+		"Authorization": "Bearer t0ken", "User-Agent": userAgent,
 	} {
 		if s.header.Get(k) != v {
 			t.Errorf("%s = %q, want %q", k, s.header.Get(k), v)
 		}
+	}
+	if !regexp.MustCompile(`^Hookgate/\S+$`).MatchString(userAgent) {
+		t.Errorf("User-Agent %q", userAgent)
+	}
+	if v := s.header.Values("Accept-Encoding"); len(v) > 0 {
+		t.Errorf("the transport added Accept-Encoding %q", v)
 	}
 }
 

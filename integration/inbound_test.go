@@ -7,6 +7,8 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -290,4 +292,74 @@ func (g *gateway) hasRoute(t *testing.T, route string) bool {
 		}
 	}
 	return false
+}
+
+// TestForwardedHeadersAreExactlyTheDocumentedSet: what a sender or an
+// internal app adds (cookies, credentials, forwarding headers, its own
+// X-Webhook-Id ...) never reaches the upstream or a subscriber; they get
+// exactly the documented headers, with User-Agent Hookgate/<version> and no
+// Accept-Encoding of the gateway's own.
+func TestForwardedHeadersAreExactlyTheDocumentedSet(t *testing.T) {
+	t.Parallel()
+	g, secret := newSecretGateway(t, "HG_SECRET")
+	up := newUpstream(t)
+	sub := newSubscriber(t, g)
+	g.start(g.globals("") + publishSite(g,
+		fmt.Sprintf("\thandle %s {\n\t\twebhook_ingest {\n\t\t\tname in\n\t\t\tsecret {env.HG_SECRET}\n\t\t\tforward %s {\n\t\t\t\theader_up X-Gateway hookgate-it\n\t\t\t}\n\t\t}\n\t}",
+			hookPath, up.url("/in")),
+		publishHandle(publishPath, "allow_private 127.0.0.1",
+			subscriberBlock("acme", sub.url("/hook"), "secret {env.HG_SECRET}", "header X-Tenant acme")),
+	))
+	extra := http.Header{
+		"Cookie":            {"session=s3cret"},
+		"Authorization":     {"Bearer sender-token"},
+		"X-Forwarded-For":   {"10.1.2.3"},
+		"X-Real-Ip":         {"10.1.2.3"},
+		"Forwarded":         {"for=10.1.2.3"},
+		"Via":               {"1.1 sender-proxy"},
+		"Origin":            {"https://sender.example"},
+		"User-Agent":        {"sender/1.0"},
+		"Accept-Encoding":   {"br"},
+		"X-Webhook-Id":      {"spoofed"},
+		"X-Webhook-Attempt": {"99"},
+		"X-Custom":          {"anything"},
+	}
+	s := newSender(g, hookPath, secret)
+	d := s.event(typeOK)
+	for k, vs := range extra {
+		d.Header[k] = vs
+	}
+	expectAnswer(t, "delivery", s.mustPost(t, d), http.StatusAccepted, "accepted")
+	if a := publishRaw(t, g, http.MethodPost, publishPath, "application/json", extra, publishBody(typeOK, "evt_headers_1", `{}`)); a.Code != http.StatusAccepted {
+		t.Fatalf("publish: %s", a)
+	}
+	waitDelivered(t, 10*time.Second, []string{d.ID}, up)
+	waitDelivered(t, 10*time.Second, []string{"evt_headers_1"}, sub)
+
+	ua := regexp.MustCompile(`^Hookgate/\S+$`)
+	for _, tc := range []struct {
+		name  string
+		r     recorded
+		extra string // the configured header
+	}{
+		{"forwarded", up.requests()[0], "X-Gateway"},
+		{"published", sub.requests()[0], "X-Tenant"},
+	} {
+		var got []string
+		for k := range tc.r.Header {
+			got = append(got, k)
+		}
+		slices.Sort(got)
+		want := []string{"Content-Length", "Content-Type", "User-Agent", tc.extra, "X-Webhook-Attempt", "X-Webhook-Event", "X-Webhook-Id", "X-Webhook-Signature"}
+		slices.Sort(want)
+		if !slices.Equal(got, want) {
+			t.Errorf("%s: the headers are %v, want exactly %v", tc.name, got, want)
+		}
+		if v := tc.r.Header.Values("User-Agent"); len(v) != 1 || !ua.MatchString(v[0]) {
+			t.Errorf("%s: User-Agent %q, want Hookgate/<version>", tc.name, v)
+		}
+		if tc.r.Attempt != "1" || tc.r.ID == "spoofed" {
+			t.Errorf("%s: X-Webhook-Id %q, X-Webhook-Attempt %q", tc.name, tc.r.ID, tc.r.Attempt)
+		}
+	}
 }
