@@ -2,10 +2,12 @@ package caddymodule
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/caddyserver/caddy/v2"
@@ -77,5 +79,33 @@ func TestRouteNamesCountUses(t *testing.T) {
 	removeNew()
 	if got := rn.list(sp); !reflect.DeepEqual(got, []string{"a"}) || rn.has(sp, "b") || rn.has(new(spool.Spool), "a") {
 		t.Fatalf("after the last use of b: %v", got)
+	}
+}
+
+// TestMaxBodyBelowTheUnverifiedBudget: a handler whose max_body could never
+// be read within max_unverified_bytes is refused when the config loads.
+func TestMaxBodyBelowTheUnverifiedBudget(t *testing.T) {
+	config := func(handler string) []byte {
+		return fmt.Appendf(nil, `{"admin":{"disabled":true},"apps":{
+			"webhooks":{"storage":%q,"max_unverified_bytes":1048576},
+			"http":{"servers":{"s":{"listen":["127.0.0.1:0"],"routes":[{"handle":[%s]}]}}}}}`, t.TempDir(), handler)
+	}
+	for _, tt := range []struct {
+		handler string
+		ok      bool
+	}{
+		{`{"handler":"webhook_ingest","name":"a","insecure_no_signature":true,"max_body":1048575}`, true},
+		{`{"handler":"webhook_ingest","name":"a","insecure_no_signature":true,"max_body":1048576}`, false},
+		{`{"handler":"webhook_ingest","name":"a","insecure_no_signature":true}`, false}, // the default 1 MiB
+		{`{"handler":"webhook_publish","organization":"o","project":"p","max_body":2097152}`, false},
+	} {
+		var cfg caddy.Config
+		if err := json.Unmarshal(config(tt.handler), &cfg); err != nil {
+			t.Fatal(err)
+		}
+		err := caddy.Validate(&cfg)
+		if (err == nil) != tt.ok || (err != nil && !strings.Contains(err.Error(), "max_unverified_bytes")) {
+			t.Errorf("%s: %v", tt.handler, err)
+		}
 	}
 }
