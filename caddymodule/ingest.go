@@ -327,9 +327,8 @@ func readBody(w http.ResponseWriter, r *http.Request, max int64, timeout time.Du
 // readAll is io.ReadAll for a body of at most size bytes. Its buffer grows
 // with the bytes that arrived, by a quarter at a time (as append grows large
 // slices), so that a sender that announces a large body and sends little of
-// it gets little memory; each
-// growth is first reserved in held, and readAll gives up with errBusy when
-// that fails.
+// it gets little memory; each growth is first reserved in held, and readAll
+// gives up with errBusy when that fails.
 func readAll(rd io.Reader, size int64, held *hold) ([]byte, error) {
 	const minGrowth = 4 << 10
 	var b []byte
