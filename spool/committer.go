@@ -142,9 +142,9 @@ func (b *batch) admit(n, size int64) error {
 			b.free = 1 << 62
 		}
 	}
-	// Keep the floor even if every byte of this batch lands on disk twice
-	// (write-ahead log and table).
-	if b.free-2*(max(b.bytes, 0)+size) < o.minFreeDisk {
+	// Keep the floor and the reserve even if every byte of this batch lands
+	// on disk twice (write-ahead log and table).
+	if b.free-2*(max(b.bytes, 0)+size)-b.s.reserve < o.minFreeDisk {
 		return &FullError{Limit: "min_free_disk"}
 	}
 	return nil

@@ -3,33 +3,98 @@
 package spool
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
+	"time"
 
 	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
 )
 
-// TestDiskFullRefusesBeforeBadgerDies fills a small tmpfs. Badger dies of
-// SIGBUS when a file system fills under its mmapped files, so the spool must
-// refuse with a full error while the floor is still free, stay up, and keep
-// everything it accepted. It mounts a tmpfs, so it needs root (as CI has).
-func TestDiskFullRefusesBeforeBadgerDies(t *testing.T) {
-	dir := t.TempDir()
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=160m", "tmpfs", dir).CombinedOutput(); err != nil {
-		t.Fatalf("mounting a tmpfs (this test needs root): %v: %s", err, out)
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
-			t.Errorf("umount %s: %v: %s", dir, err, out)
+// diskChildEnv tells a test binary that it runs a disk test's child half on
+// a tmpfs it mounts itself; its value is the tmpfs size.
+const diskChildEnv = "HOOKGATE_SPOOL_TMPFS"
+
+// inTmpfsChild runs the test named by t in a child process of the test
+// binary, built without the race detector (so that it has a production
+// build's timing), in a mount namespace of its own where the child mounts a
+// tmpfs of size over dir. The mount goes away with the child however it
+// ends, and a child that crashes (SIGBUS when Badger writes to a full file
+// system) fails the test. It reports whether the caller is the child,
+// which then runs the test's body on dir.
+func inTmpfsChild(t *testing.T, size string) (dir string, child bool) {
+	t.Helper()
+	if size := os.Getenv(diskChildEnv); size != "" {
+		dir := t.TempDir()
+		if err := unix.Mount("tmpfs", dir, "tmpfs", 0, "size="+size); err != nil {
+			t.Fatalf("mounting a tmpfs (the child needs root): %v", err)
 		}
-	})
+		// Before TempDir's cleanup, which cannot remove a mount point.
+		t.Cleanup(func() { unix.Unmount(dir, unix.MNT_DETACH) })
+		return dir, true
+	}
+	bin := os.Args[0]
+	if raceEnabled {
+		bin = filepath.Join(t.TempDir(), "spool.test")
+		if out, err := exec.Command("go", "test", "-c", "-o", bin, ".").CombinedOutput(); err != nil {
+			t.Fatalf("building the test binary without -race: %v\n%s", err, out)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "-test.run=^"+t.Name()+"$", "-test.v", "-test.count=1")
+	cmd.Env = append(os.Environ(), diskChildEnv+"="+size)
+	// A private mount namespace: the child's tmpfs is never seen here and
+	// disappears when the child exits, even if it dies of a signal.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Unshareflags: syscall.CLONE_NEWNS}
+	out, err := cmd.CombinedOutput()
+	// Go's runtime turns a fault in an mmapped file (SIGBUS) into "fatal
+	// error: fault" and exit status 2; another signal kills the child.
+	if i := bytes.Index(out, []byte("fatal error:")); i >= 0 {
+		t.Fatalf("the child crashed:\n%s", firstLines(out[i:], 30))
+	}
+	if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		t.Fatalf("the child died of %v:\n%s", ws.Signal(), lastLines(out, 40))
+	}
+	if err != nil {
+		t.Fatalf("the child failed: %v\n%s", err, lastLines(out, 40))
+	}
+	t.Logf("child:\n%s", lastLines(out, 10))
+	return "", false
+}
+
+func firstLines(out []byte, n int) string {
+	lines := strings.SplitN(string(out), "\n", n+1)
+	return strings.Join(lines[:min(len(lines), n)], "\n")
+}
+
+func lastLines(out []byte, n int) string {
+	lines := strings.Split(strings.TrimRight(string(out), "\n"), "\n")
+	return strings.Join(lines[max(len(lines)-n, 0):], "\n")
+}
+
+// TestDiskFullRefusesBeforeBadgerDies fills a tmpfs. Badger dies of SIGBUS
+// when a file system fills under its mmapped files, so the spool must refuse
+// with a full error while its floor and its reserve are still free, stay up
+// while its flushes and compactions use the reserve, leave the floor free,
+// and keep everything it accepted.
+func TestDiskFullRefusesBeforeBadgerDies(t *testing.T) {
+	dir, child := inTmpfsChild(t, "384m")
+	if !child {
+		return
+	}
 	const floor = 48 << 20
-	s, err := Open(Options{Dir: dir, MemTableSize: 8 << 20, MinFreeDisk: floor, Logger: zap.NewNop()})
+	opts := Options{Dir: dir, MemTableSize: 8 << 20, MinFreeDisk: floor, Logger: zap.NewNop()}
+	s, err := Open(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,20 +129,23 @@ func TestDiskFullRefusesBeforeBadgerDies(t *testing.T) {
 		t.Fatalf("filling stopped with %v, want a min_free_disk full error", fullErr)
 	}
 	free, _ := freeDisk(dir)
-	t.Logf("accepted %d items of 16 KiB; refused with %v at %d MiB free", len(accepted), fullErr, free>>20)
+	t.Logf("accepted %d items of 16 KiB; refused with %v at %d MiB free (reserve %d MiB)",
+		len(accepted), fullErr, free>>20, s.reserve>>20)
 	if len(accepted) < 1000 {
 		t.Fatalf("only %d items accepted before full", len(accepted))
-	}
-	if free <= 0 {
-		t.Fatal("the file system filled up")
 	}
 	if err := s.Close(); err != nil {
 		t.Fatalf("close: %v", err)
 	}
+	// Close flushed the last memtable; what Badger wrote came out of the
+	// reserve, not the floor.
+	if free, _ := freeDisk(dir); free < floor {
+		t.Fatalf("%d MiB free after close, below the floor of %d MiB", free>>20, floor>>20)
+	}
 
 	// Everything acknowledged is intact, and the spool opens again below
 	// its floor so that it can drain.
-	s, err = Open(Options{Dir: dir, MemTableSize: 8 << 20, MinFreeDisk: floor, Logger: zap.NewNop()})
+	s, err = Open(opts)
 	if err != nil {
 		t.Fatalf("reopen: %v", err)
 	}
@@ -89,5 +157,71 @@ func TestDiskFullRefusesBeforeBadgerDies(t *testing.T) {
 	}
 	if items, _ := s.Usage(); items != int64(len(accepted)) {
 		t.Fatalf("%d items stored, %d accepted", items, len(accepted))
+	}
+}
+
+// TestReserveStaysFree sets the free space of a tmpfs with another file, as
+// another process would, and checks where the spool refuses: it needs its
+// floor, its reserve for Badger's background work and twice the entry free
+// to accept, and the reserve to open.
+func TestReserveStaysFree(t *testing.T) {
+	dir, child := inTmpfsChild(t, "320m")
+	if !child {
+		return
+	}
+	const floor = 16 << 20
+	opts := Options{Dir: filepath.Join(dir, "spool"), MemTableSize: 8 << 20, MinFreeDisk: floor, Logger: zap.NewNop()}
+	s, err := Open(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	other, err := os.Create(filepath.Join(dir, "other"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	// setFree resizes the other file so that want bytes are free.
+	setFree := func(want int64) {
+		t.Helper()
+		free, _ := freeDisk(dir)
+		st, err := other.Stat()
+		if err != nil {
+			t.Fatal(err)
+		}
+		size := st.Size() + free - want
+		if size < st.Size() {
+			err = other.Truncate(size)
+		} else {
+			err = unix.Fallocate(int(other.Fd()), 0, 0, size)
+		}
+		if err != nil {
+			t.Fatalf("resizing the other file to %d: %v", size, err)
+		}
+	}
+	e := entry("r", "evt", strings.Repeat("x", 4<<10))
+	need := floor + s.reserve + 2*int64(len((&message{Route: e.Route, EventID: e.EventID, Header: e.Header, Body: e.Body}).encode()))
+	for _, tt := range []struct {
+		name   string
+		free   int64
+		accept bool
+	}{
+		{"room for floor, reserve and entry", need + 1<<20, true},
+		{"a MiB short", need - 1<<20, false},
+		{"the floor without the reserve", floor + s.reserve/2, false},
+	} {
+		setFree(tt.free)
+		e.EventID = tt.name
+		_, err := s.Enqueue(context.Background(), e)
+		var full *FullError
+		if tt.accept && err != nil || !tt.accept && !(errors.As(err, &full) && full.Limit == "min_free_disk") {
+			t.Errorf("%s (%d MiB free, reserve %d MiB): %v", tt.name, tt.free>>20, s.reserve>>20, err)
+		}
+	}
+
+	setFree(s.reserve - 1<<20)
+	if s2, err := Open(Options{Dir: filepath.Join(dir, "other-spool"), MemTableSize: 8 << 20, Logger: zap.NewNop()}); err == nil {
+		s2.Close()
+		t.Fatalf("opened with %d MiB free, less than the reserve of %d MiB", (s.reserve-1<<20)>>20, s.reserve>>20)
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -57,7 +58,7 @@ type Options struct {
 	Logger           *zap.Logger
 	MaxItems         int64         // stored items, dead letters included; default 1,000,000
 	MaxBytes         int64         // stored message bytes; default 1 GiB
-	MinFreeDisk      int64         // free bytes to keep on the file system; default 512 MiB
+	MinFreeDisk      int64         // free bytes left to others, on top of the reserve for Badger's own work; default 512 MiB
 	Workers          int           // deliveries in flight over all routes; default 64
 	LeaseMargin      time.Duration // a lease lasts the route's timeout plus this; default 30s
 	RouteGrace       time.Duration // how long items wait for a missing route; default 10m
@@ -103,11 +104,12 @@ func (o Options) withDefaults() Options {
 // Spool is a durable delivery queue in one directory. Its methods are safe for
 // concurrent use.
 type Spool struct {
-	opts Options // as opened; read the changeable fields through live
-	live atomic.Pointer[liveOptions]
-	log  *zap.Logger
-	db   *badger.DB
-	seq  *badger.Sequence
+	opts    Options // as opened; read the changeable fields through live
+	live    atomic.Pointer[liveOptions]
+	reserve int64 // disk space kept for Badger's flushes and compactions
+	log     *zap.Logger
+	db      *badger.DB
+	seq     *badger.Sequence
 
 	ops           chan op
 	commitStop    chan struct{}
@@ -184,12 +186,15 @@ func Open(opts Options) (*Spool, error) {
 func open(opts Options) (*Spool, error) {
 	log := opts.Logger.Named("spool")
 	bopts := badgerOptions(opts.Dir, opts.MemTableSize, log)
-	// Badger writes a new write-ahead log through mmap when it opens, and
-	// dies of SIGBUS if the disk fills under it. Refuse to open without room
-	// for it; above this, a spool that stopped accepting at min_free_disk can
-	// still start and drain.
-	if free, ok := freeDisk(opts.Dir); ok && free < openFloor(opts) {
-		return nil, fmt.Errorf("spool: %d bytes free in %s, need %d to open", free, opts.Dir, openFloor(opts))
+	// Badger replays its logs into tables and may compact as soon as it
+	// opens, so it needs its reserve then too. Only the reserve: a spool that
+	// stopped accepting at min_free_disk can still start and drain.
+	reserve := diskReserve(bopts)
+	if err := os.MkdirAll(opts.Dir, 0o700); err != nil { // as Badger would, but measured first
+		return nil, fmt.Errorf("spool: %w", err)
+	}
+	if free, ok := freeDisk(opts.Dir); ok && free < reserve {
+		return nil, fmt.Errorf("spool: %d bytes free in %s, need %d to open", free, opts.Dir, reserve)
 	}
 	db, err := badger.Open(bopts)
 	if err != nil {
@@ -197,6 +202,7 @@ func open(opts Options) (*Spool, error) {
 	}
 	s := &Spool{
 		opts:           opts,
+		reserve:        reserve,
 		log:            log,
 		db:             db,
 		ops:            make(chan op, 4096),
@@ -276,9 +282,6 @@ func (s *Spool) Reconfigure(o Options) {
 	s.live.Store(liveOf(o))
 	s.nudge() // more workers may be allowed
 }
-
-// openFloor is the free space Open requires.
-func openFloor(o Options) int64 { return min(3*o.MemTableSize, o.MinFreeDisk) }
 
 // StopDelivering starts no more deliveries and gives those in flight until
 // within from now to finish; Close cancels the ones still running then. Writes

@@ -1,0 +1,6 @@
+//go:build race
+
+package spool
+
+// raceEnabled: the race detector changes timing enough to hide some crashes.
+const raceEnabled = true
