@@ -41,7 +41,7 @@ type batch struct {
 	rewind  map[uint32][]byte // earliest q/ key written per route
 	items   int64             // messages added in this batch
 	bytes   int64
-	free    int64 // free disk bytes, -1 until read
+	free    int64 // free disk bytes when the batch began
 	pauses  map[uint32]*pauseView
 }
 
@@ -135,13 +135,6 @@ func (b *batch) admit(n, size int64) error {
 	case stored+size > o.maxBytes:
 		return &FullError{Limit: "max_bytes"}
 	}
-	if b.free < 0 {
-		if free, ok := freeDisk(b.s.opts.Dir); ok {
-			b.free = free
-		} else {
-			b.free = 1 << 62
-		}
-	}
 	// Keep the floor and the reserve even if every byte of this batch lands
 	// on disk twice (write-ahead log and table).
 	if b.free-2*(max(b.bytes, 0)+size)-b.s.reserve < o.minFreeDisk {
@@ -219,21 +212,48 @@ func (s *Spool) commit(ops []op) {
 		err = ErrTooLarge
 	case bad >= 0 && len(ops) > 1:
 		s.log.Error("spool write failed", zap.Error(err))
+		s.rewindFailedClaims(ops[bad : bad+1])
 		ops[bad].finish(err)
 		s.commit(slices.Delete(slices.Clone(ops), bad, bad+1))
 		return
 	}
-	if err != nil {
+	if err != nil && err != errDiskFull { // diskFull logged that one
 		s.log.Error("spool commit failed", zap.Int("ops", len(ops)), zap.Error(err))
+	}
+	if err != nil {
+		s.rewindFailedClaims(ops)
 	}
 	for _, o := range ops {
 		o.finish(err)
 	}
 }
 
+// rewindFailedClaims points the dispatcher back at the items of claims that
+// did not commit: they are still due, behind the keys it has scanned.
+func (s *Spool) rewindFailedClaims(ops []op) {
+	s.rewindMu.Lock()
+	defer s.rewindMu.Unlock()
+	for _, o := range ops {
+		c, ok := o.(*claimOp)
+		if !ok {
+			continue
+		}
+		for _, cl := range c.claims {
+			rid, _, _, _ := parseQueueKey(cl.key)
+			if cur, ok := s.rewind[rid]; !ok || bytes.Compare(cl.key, cur) < 0 {
+				s.rewind[rid] = cl.key
+			}
+		}
+	}
+}
+
 // commitOnce writes ops in one transaction. If an op fails to stage, it
 // returns that op's index and error, and nothing is written.
 func (s *Spool) commitOnce(ops []op) (bad int, err error) {
+	free := s.freeNow()
+	if s.diskFull(free) {
+		return -1, errDiskFull
+	}
 	txn := s.db.NewTransaction(true)
 	defer txn.Discard()
 	b := &batch{
@@ -242,7 +262,7 @@ func (s *Spool) commitOnce(ops []op) (bad int, err error) {
 		nowMs:  time.Now().UnixMilli(),
 		routes: map[string]uint32{},
 		rewind: map[uint32][]byte{},
-		free:   -1,
+		free:   free,
 	}
 	for i, o := range ops {
 		if err := o.stage(b); err != nil {

@@ -225,3 +225,69 @@ func TestReserveStaysFree(t *testing.T) {
 		t.Fatalf("opened with %d MiB free, less than the reserve of %d MiB", (s.reserve-1<<20)>>20, s.reserve>>20)
 	}
 }
+
+// TestDiskFilledByAnotherProcess fills the tmpfs with another file, as
+// another process would. Badger faults on its next write, so the spool must
+// write nothing until there is room again: no delivery is started (a lease
+// is a write), new events get a full error, and Close leaves the database
+// to its write-ahead log. It must not crash.
+func TestDiskFilledByAnotherProcess(t *testing.T) {
+	dir, child := inTmpfsChild(t, "320m")
+	if !child {
+		return
+	}
+	s, err := Open(Options{Dir: filepath.Join(dir, "spool"), MemTableSize: 8 << 20, MinFreeDisk: 16 << 20, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for i := range 100 {
+		mustEnqueue(t, s, entry("r", fmt.Sprint("evt_", i), strings.Repeat("x", 1024)))
+	}
+	otherPath := filepath.Join(dir, "other")
+	fill := func() {
+		t.Helper()
+		f, err := os.Create(otherPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		buf := make([]byte, 1<<20)
+		for err == nil {
+			_, err = f.Write(buf)
+		}
+		if !errors.Is(err, syscall.ENOSPC) {
+			t.Fatalf("filling the disk: %v", err)
+		}
+	}
+	fill()
+
+	_, err = s.Enqueue(ctx, entry("r", "evt_late", "x"))
+	var full *FullError
+	if !errors.As(err, &full) || full.Limit != "min_free_disk" {
+		t.Fatalf("enqueue on a full disk: %v, want a min_free_disk full error", err)
+	}
+	rec := newRecorder(nil)
+	s.RegisterRoute("r", Route{Deliverer: rec})
+	passes := s.passes.Load()
+	eventually(t, 10*time.Second, "two dispatch passes", func() bool { return s.passes.Load() >= passes+2 })
+	if n := len(rec.snapshot()); n != 0 {
+		t.Fatalf("%d deliveries started on a full disk", n)
+	}
+
+	// Room again: the spool picks up where it stopped.
+	if err := os.Remove(otherPath); err != nil {
+		t.Fatal(err)
+	}
+	for range 100 {
+		rec.next(t, 10*time.Second)
+	}
+	mustEnqueue(t, s, entry("r", "evt_later", "x"))
+	rec.next(t, 10*time.Second)
+	eventually(t, 10*time.Second, "everything delivered", func() bool { items, _ := s.Usage(); return items == 0 })
+
+	fill()
+	if err := s.Close(); err == nil || !strings.Contains(err.Error(), "disk full") {
+		t.Fatalf("Close on a full disk: %v, want a disk full error", err)
+	}
+}

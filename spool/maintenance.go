@@ -53,6 +53,9 @@ func (s *Spool) maintenanceLoop() {
 // valueLogGC rewrites value log files until Badger finds none worth it.
 func (s *Spool) valueLogGC() {
 	for range 16 {
+		if s.diskFull(s.freeNow()) { // GC writes before it frees
+			return
+		}
 		select {
 		case <-s.stopping:
 			return

@@ -106,7 +106,8 @@ func (o Options) withDefaults() Options {
 type Spool struct {
 	opts    Options // as opened; read the changeable fields through live
 	live    atomic.Pointer[liveOptions]
-	reserve int64 // disk space kept for Badger's flushes and compactions
+	reserve int64       // disk space kept for Badger's flushes and compactions
+	full    atomic.Bool // the disk is full: nothing is written (see diskFull)
 	log     *zap.Logger
 	db      *badger.DB
 	seq     *badger.Sequence
@@ -317,11 +318,17 @@ func (s *Spool) Close() error {
 		s.cancelWork()
 		close(s.commitStop)
 		s.loops.Wait()
-		if err := s.seq.Release(); err != nil {
-			s.closeErr = err
-		}
-		if err := s.db.Close(); err != nil && s.closeErr == nil {
-			s.closeErr = err
+		if s.diskFull(s.freeNow()) {
+			// Closing writes the last memtable to a new table, which would
+			// fault; the write-ahead log has every commit for the next Open.
+			s.closeErr = fmt.Errorf("spool: disk full: %s left open, as its write-ahead log has it", s.opts.Dir)
+		} else {
+			if err := s.seq.Release(); err != nil {
+				s.closeErr = err
+			}
+			if err := s.db.Close(); err != nil && s.closeErr == nil {
+				s.closeErr = err
+			}
 		}
 		openMu.Lock()
 		delete(openDirs, s.opts.Dir)
