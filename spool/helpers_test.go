@@ -178,3 +178,40 @@ func deadN(t testing.TB, s *Spool, route string, n int) {
 	}
 	eventually(t, 10*time.Second, "all dead", func() bool { return routeStats(s, route).Dead == int64(n) })
 }
+
+// gate is a Deliverer whose attempts wait until released (one per value
+// sent on release, all once it is closed) and answer 204. It counts the
+// attempts in flight and their peak, and reports each start on started.
+type gate struct {
+	started        chan string
+	release        chan struct{}
+	mu             sync.Mutex
+	inFlight, peak int
+}
+
+func newGate() *gate {
+	return &gate{started: make(chan string, 1000), release: make(chan struct{})}
+}
+
+func (g *gate) Deliver(ctx context.Context, d *Delivery) Outcome {
+	g.mu.Lock()
+	g.inFlight++
+	g.peak = max(g.peak, g.inFlight)
+	g.mu.Unlock()
+	g.started <- d.EventID
+	select {
+	case <-g.release:
+	case <-ctx.Done():
+	}
+	g.mu.Lock()
+	g.inFlight--
+	g.mu.Unlock()
+	return Outcome{StatusCode: 204}
+}
+
+// counts returns the attempts in flight and their peak so far.
+func (g *gate) counts() (inFlight, peak int) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.inFlight, g.peak
+}

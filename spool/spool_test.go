@@ -161,27 +161,14 @@ func TestDeliveryHappyPath(t *testing.T) {
 
 func TestPerRouteConcurrencyCap(t *testing.T) {
 	s := openTest(t, Options{})
-	var mu sync.Mutex
-	inFlight, peak := 0, 0
-	release := make(chan struct{})
-	slow := DelivererFunc(func(ctx context.Context, d *Delivery) Outcome {
-		mu.Lock()
-		inFlight++
-		peak = max(peak, inFlight)
-		mu.Unlock()
-		<-release
-		mu.Lock()
-		inFlight--
-		mu.Unlock()
-		return Outcome{StatusCode: 204}
-	})
+	slow := newGate()
 	fast := newRecorder(nil)
 	s.RegisterRoute("slow", Route{Deliverer: slow, Concurrency: 2})
 	s.RegisterRoute("fast", Route{Deliverer: fast})
 	for i := range 10 {
 		mustEnqueue(t, s, entry("slow", fmt.Sprintf("s%d", i), "x"))
 	}
-	eventually(t, 2*time.Second, "two slow deliveries", func() bool { mu.Lock(); defer mu.Unlock(); return inFlight == 2 })
+	eventually(t, 2*time.Second, "two slow deliveries", func() bool { n, _ := slow.counts(); return n == 2 })
 	// The slow route is at its cap; another route still flows.
 	for i := range 5 {
 		mustEnqueue(t, s, entry("fast", fmt.Sprintf("f%d", i), "x"))
@@ -192,12 +179,12 @@ func TestPerRouteConcurrencyCap(t *testing.T) {
 	if rs := routeStats(s, "slow"); rs.InFlight != 2 || rs.Queued != 8 {
 		t.Fatalf("slow route: %s; want 2 in flight, 8 queued", statsString(rs))
 	}
-	close(release)
+	close(slow.release)
 	eventually(t, 5*time.Second, "the slow route to drain", func() bool {
 		rs := routeStats(s, "slow")
 		return rs.Queued+rs.InFlight == 0
 	})
-	if peak != 2 {
+	if _, peak := slow.counts(); peak != 2 {
 		t.Fatalf("peak concurrency %d, want 2", peak)
 	}
 }

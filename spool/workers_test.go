@@ -1,0 +1,61 @@
+package spool
+
+import (
+	"fmt"
+	"testing"
+	"time"
+)
+
+// TestWorkersCapHoldsAcrossRoutes: routes that each allow more deliveries
+// than the spool's workers share the workers; each delivery that ends lets
+// one more start.
+func TestWorkersCapHoldsAcrossRoutes(t *testing.T) {
+	const workers, routes, perRoute = 3, 4, 5
+	s := openTest(t, Options{Workers: workers, CloseTimeout: time.Second})
+	g := newGate()
+	for r := range routes {
+		name := fmt.Sprint("route", r)
+		s.RegisterRoute(name, Route{Deliverer: g, Concurrency: 2 * perRoute, Timeout: time.Minute})
+		for i := range perRoute {
+			mustEnqueue(t, s, entry(name, fmt.Sprint("evt_", i), "x"))
+		}
+	}
+	next := func() {
+		t.Helper()
+		select {
+		case <-g.started:
+		case <-time.After(10 * time.Second):
+			t.Fatal("no delivery started")
+		}
+	}
+	// settled makes the dispatcher look for due items twice more, so that
+	// whatever it was going to start has started.
+	settled := func() {
+		t.Helper()
+		p := s.passes.Load()
+		eventually(t, 10*time.Second, "two more dispatch passes", func() bool {
+			s.nudge()
+			return s.passes.Load() >= p+2
+		})
+	}
+	for range workers {
+		next()
+	}
+	for remaining := routes*perRoute - workers; remaining >= 0; remaining-- {
+		settled()
+		select {
+		case id := <-g.started:
+			t.Fatalf("%s started with %d deliveries in flight already", id, workers)
+		default:
+		}
+		if remaining > 0 {
+			g.release <- struct{}{}
+			next()
+		}
+	}
+	close(g.release)
+	eventually(t, 10*time.Second, "every item delivered", func() bool { items, _ := s.Usage(); return items == 0 })
+	if _, peak := g.counts(); peak != workers {
+		t.Fatalf("at most %d deliveries were in flight, want %d", peak, workers)
+	}
+}
