@@ -9,11 +9,12 @@ import (
 	"go.uber.org/zap"
 )
 
-// Maintenance intervals.
-const (
-	purgeInterval = time.Minute
-	gcInterval    = 5 * time.Minute
-)
+// purgeInterval is how often dead letters past retention are purged; a
+// variable so that tests can shorten it.
+var purgeInterval = time.Minute
+
+// gcInterval is how often value log GC runs.
+const gcInterval = 5 * time.Minute
 
 // maintenanceLoop purges dead letters past their retention every minute and
 // reclaims value log space.
