@@ -6,8 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
+	"regexp"
 	"strings"
 	"testing"
+	"time"
 	"unicode/utf16"
 	"unicode/utf8"
 )
@@ -275,7 +278,16 @@ func FuzzParseEnvelope(f *testing.F) {
 	} {
 		f.Add([]byte(s))
 	}
+	for _, ts := range []string{
+		"2026-03-31T11:00:00Z", "2026-03-31T10:59:59.999999999Z", "2026-03-31T13:00:00.000000001Z",
+		"2026-03-31T14:00:00+01:00", "2026-03-31T07:00:00-05:00", "2026-03-31T12:00:00.1234567890Z",
+		"2026-03-31T12:00:00+24:00", "2026-03-31T12:00:00z", "2026-03-31 12:00:00Z", "2026-03-31T23:59:60Z",
+		"2026-04-31T12:00:00Z", "2026-03-31T12:00:00", "0000-01-01T00:00:00Z", "9999-12-31T23:59:59.999999999-23:59",
+	} {
+		f.Add([]byte(envelope("timestamp", `"`+ts+`"`)))
+	}
 	f.Add(benchBody(2 << 10))
+	fresh := mustNew(f, Config{InsecureNoSignature: true, Tolerance: time.Hour, Now: fixedClock(baseTime)})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		orig := bytes.Clone(data)
 		cerr := CheckJSON(data)
@@ -302,6 +314,9 @@ func FuzzParseEnvelope(f *testing.F) {
 		if perr != nil {
 			if KindOf(perr) != EnvelopeInvalid || env != nil {
 				t.Fatalf("ParseEnvelope: %v, %v", env, perr)
+			}
+			if cerr == nil && validEnvelope(data) {
+				t.Fatalf("ParseEnvelope rejects an envelope that follows its rules: %v", perr)
 			}
 			return
 		}
@@ -331,6 +346,30 @@ func FuzzParseEnvelope(f *testing.F) {
 		}
 		if raw, ok := m["payload"]; ok != (env.Payload != nil) || !bytes.Equal(raw, env.Payload) {
 			t.Fatalf("payload %q vs %q", env.Payload, raw)
+		}
+		ts := str("timestamp")
+		want, ok := refTimestamp(ts)
+		if !ok {
+			t.Fatalf("timestamp %q accepted against the rule", ts)
+		}
+		_, off := env.Timestamp.Zone()
+		if _, wantOff := want.Zone(); !env.Timestamp.Equal(want) || off != wantOff {
+			t.Fatalf("timestamp %q parsed as %v, want %v", ts, env.Timestamp, want)
+		}
+		// Verify's freshness check: within the tolerance of now either way,
+		// both ends included.
+		_, err := fresh.Verify(http.Header{EventHeader: {env.Type}}, data)
+		switch {
+		case want.Before(baseTime.Add(-time.Hour)):
+			if KindOf(err) != TimestampStale {
+				t.Fatalf("timestamp %s, now %s, tolerance 1h: %v, want stale", ts, baseTime, err)
+			}
+		case want.After(baseTime.Add(time.Hour)):
+			if KindOf(err) != TimestampFuture {
+				t.Fatalf("timestamp %s, now %s, tolerance 1h: %v, want future", ts, baseTime, err)
+			}
+		case err != nil:
+			t.Fatalf("timestamp %s, now %s, tolerance 1h: %v, want fresh", ts, baseTime, err)
 		}
 	})
 }
@@ -397,4 +436,42 @@ func jsonKey(k string, escape bool) string {
 	}
 	b.WriteByte('"')
 	return b.String()
+}
+
+// timestampShape is the envelope's timestamp rule, written apart from
+// rfc3339Shape: RFC 3339 with an upper-case "T", at most 9 fractional digits
+// and a zone of "Z" or ±hh:mm.
+var timestampShape = regexp.MustCompile(`^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$`)
+
+// refTimestamp parses s if it follows the timestamp rule and names an
+// instant that exists (no 24:00, no leap second, no 31 April).
+func refTimestamp(s string) (time.Time, bool) {
+	if !timestampShape.MatchString(s) {
+		return time.Time{}, false
+	}
+	t, err := time.Parse(time.RFC3339Nano, s)
+	return t, err == nil
+}
+
+// validEnvelope reports, with encoding/json, whether a strict JSON body
+// follows the envelope rules: the three required members and the optional
+// tenant ids are strings that pass their checks.
+func validEnvelope(data []byte) bool {
+	var m map[string]json.RawMessage
+	if json.Unmarshal(data, &m) != nil {
+		return false
+	}
+	member := func(name string, required bool, valid func(string) bool) bool {
+		raw, ok := m[name]
+		if !ok {
+			return !required
+		}
+		var s string
+		return bytes.HasPrefix(raw, []byte(`"`)) && json.Unmarshal(raw, &s) == nil && valid(s)
+	}
+	tenant := func(s string) bool { return len(s) <= MaxTenantIDLen }
+	timestamp := func(s string) bool { _, ok := refTimestamp(s); return ok }
+	return member("eventId", true, ValidEventID) && member("eventType", true, ValidEventType) &&
+		member("timestamp", true, timestamp) && member("organizationId", false, tenant) &&
+		member("projectId", false, tenant)
 }
