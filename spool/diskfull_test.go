@@ -24,11 +24,11 @@ import (
 // a tmpfs it mounts itself; its value is the tmpfs size.
 const diskChildEnv = "HOOKGATE_SPOOL_TMPFS"
 
-// inTmpfsChild runs the test named by t in a child process of the test
-// binary, built without the race detector (so that it has a production
-// build's timing), in a mount namespace of its own where the child mounts a
-// tmpfs of size over dir. The mount goes away with the child however it
-// ends, and a child that crashes (SIGBUS when Badger writes to a full file
+// inTmpfsChild runs test t again in a child process: the test binary built
+// without the race detector (so that it has a production build's timing),
+// in a mount namespace of its own, where the child mounts a tmpfs of the
+// given size on dir. The mount goes away with the child however it ends,
+// and a child that crashes (SIGBUS when Badger writes to a full file
 // system) fails the test. It reports whether the caller is the child,
 // which then runs the test's body on dir.
 func inTmpfsChild(t *testing.T, size string) (dir string, child bool) {
