@@ -55,7 +55,8 @@ func FuzzDecodeRecords(f *testing.F) {
 
 		// Errors are kept to maxErrorLen bytes.
 		st := state{Flags: small, Route: uint32(n3), Attempt: int(n3), ReceivedMs: n1, Size: n2,
-			LastStatus: int(n3 >> 8), LastError: text, DeadMs: n2 ^ n1, Reason: hval}
+			LastStatus: int(n3 >> 8), LastError: text, DeadMs: n2 ^ n1, Reason: hval,
+			ClockMs: n1 - n2, PausedMs: n2 >> 3, Earlier: int(small)}
 		want := st
 		want.LastError = truncate(text, maxErrorLen)
 		if got, err := decodeState(st.encode()); err != nil || got != want {
