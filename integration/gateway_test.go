@@ -398,6 +398,9 @@ func (g *gateway) checkLogsClean() {
 	if leaks := g.leaks(); len(leaks) > 0 {
 		g.t.Errorf("the gateway's logs contain %d secret or signature values, e.g. %s", len(leaks), leaks[0])
 	}
+	if races := g.logLines("WARNING: DATA RACE"); len(races) > 0 {
+		g.t.Errorf("the race detector found %d data races in the gateway (see its logs)", len(races))
+	}
 }
 
 // logLines returns the log lines that contain every one of words

@@ -10,7 +10,8 @@ import (
 )
 
 var (
-	// caddyBin is the binary built from ./cmd/caddy by TestMain.
+	// caddyBin is the binary built from ./cmd/caddy by TestMain, with the
+	// race detector when the tests run with it.
 	caddyBin string
 	update   = flag.Bool("update", false, "rewrite the expected JSON of testdata/caddyfile_adapt/*.caddytest")
 )
@@ -23,7 +24,11 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	caddyBin = filepath.Join(dir, "caddy")
-	build := exec.Command(goTool(), "build", "-o", caddyBin, "./cmd/caddy")
+	args := []string{"build", "-o", caddyBin}
+	if raceEnabled { // the gateway's races show up as its own failures
+		args = append(args, "-race")
+	}
+	build := exec.Command(goTool(), append(args, "./cmd/caddy")...)
 	build.Dir = ".." // the repository root
 	if out, err := build.CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "building ./cmd/caddy: %v\n%s", err, out)
