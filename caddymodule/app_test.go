@@ -15,38 +15,37 @@ import (
 	"github.com/hookgate/hookgate/spool"
 )
 
-// failingApp is an app whose Start fails, like an http app whose port is
-// taken: the configuration that contains it fails to load after the other
-// apps may have started.
-type failingApp struct{}
-
-func (failingApp) CaddyModule() caddy.ModuleInfo {
-	return caddy.ModuleInfo{ID: "hookgate_test_failing", New: func() caddy.Module { return new(failingApp) }}
-}
-func (failingApp) Start() error { return errors.New("cannot start") }
-func (failingApp) Stop() error  { return nil }
-
-func init() { caddy.RegisterModule(failingApp{}) }
-
-// TestFailedReloadKeepsTheRunningLimits: Caddy starts apps in map order, so
-// the webhooks app of a configuration that then fails may have started; its
+// TestFailedReloadKeepsTheRunningLimits: the webhooks app of a configuration
+// that fails to start may have started before the app that failed; its
 // limits must never reach the shared spool, which the running configuration
 // keeps using.
 func TestFailedReloadKeepsTheRunningLimits(t *testing.T) {
 	dir := t.TempDir()
 	config := func(maxItems int, extra string) []byte {
-		return fmt.Appendf(nil, `{"admin":{"disabled":true},"apps":{"webhooks":{"storage":%q,"max_items":%d,"min_free_disk":1048576}%s}}`,
+		return fmt.Appendf(nil, `{"admin":{"disabled":true,"config":{"persist":false}},"apps":{"webhooks":{"storage":%q,"max_items":%d,"min_free_disk":1048576}%s}}`,
 			dir, maxItems, extra)
 	}
 	if err := caddy.Load(config(100, ""), true); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { caddy.Stop() })
-	// Map order is random: enough tries that the webhooks app starts before
-	// the failing one in some of them.
-	for range 20 {
-		if err := caddy.Load(config(1, `,"hookgate_test_failing":{}`), true); err == nil {
+	// Caddy starts apps in map order: load until the webhooks app starts
+	// before the gate, which then fails the configuration.
+	gate.started, gate.release = make(chan *gateApp), make(chan error)
+	for tries := 0; ; tries++ {
+		if tries == 100 {
+			t.Fatal("Caddy never started the webhooks app before the gate in 100 loads")
+		}
+		loaded := make(chan error, 1)
+		go func() { loaded <- caddy.Load(config(1, `,"hookgate_test_gate":{}`), true) }()
+		g := <-gate.started
+		webhooksFirst := g.webhooksStarted()
+		gate.release <- errors.New("cannot start")
+		if err := <-loaded; err == nil {
 			t.Fatal("a configuration with an app that cannot start loaded")
+		}
+		if webhooksFirst {
+			break
 		}
 	}
 	val, _, err := spools.LoadOrNew(filepath.Clean(dir), func() (caddy.Destructor, error) { return nil, errors.New("the spool is not open") })
