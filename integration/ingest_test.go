@@ -204,16 +204,8 @@ func slowPost(t *testing.T, g *gateway, d *delivery, pause time.Duration) answer
 		t.Fatalf("dial: %v", err)
 	}
 	defer conn.Close()
-	var head strings.Builder
-	fmt.Fprintf(&head, "POST %s HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\nConnection: close\r\n", d.Path, g.site, len(d.Body))
-	for k, vs := range d.Header {
-		for _, v := range vs {
-			fmt.Fprintf(&head, "%s: %s\r\n", k, v)
-		}
-	}
-	head.WriteString("\r\n")
 	half := len(d.Body) / 2
-	if _, err := conn.Write(append([]byte(head.String()), d.Body[:half]...)); err != nil {
+	if _, err := conn.Write(append([]byte(d.head(g.site, "Connection: close")), d.Body[:half]...)); err != nil {
 		t.Fatalf("writing the first part: %v", err)
 	}
 	time.Sleep(pause)
@@ -347,28 +339,36 @@ func TestVerifyOnlyReverseProxy(t *testing.T) {
 		mu.Lock()
 		slow[d.ID] = true
 		mu.Unlock()
-		for len(arrived) > 0 {
-			<-arrived
-		}
-		first := make(chan answer, 1)
-		go func() { a, _ := s.post(d); first <- a }()
-		select {
-		case <-arrived:
-		case <-time.After(10 * time.Second):
-			t.Fatal("the first delivery never reached the upstream")
-		}
-		a := s.mustPost(t, d)
+		a, first := postDuringFirst(t, s, d, arrived)
 		if a.Code != 409 || a.Header.Get("Retry-After") == "" {
 			t.Errorf("concurrent duplicate: want 409 with Retry-After, got %s (Retry-After %q)", a, a.Header.Get("Retry-After"))
 		}
-		if a := <-first; a.Code != 200 || a.Body != "slow ok" {
-			t.Errorf("first delivery: want the upstream's 200, got %s", a)
+		if first.Code != 200 || first.Body != "slow ok" {
+			t.Errorf("first delivery: want the upstream's 200, got %s", first)
 		}
 		expectAnswer(t, "after the first finished", s.mustPost(t, d), 200, "duplicate")
 		if n := len(requestsWithBody(up, d.ID)); n != 1 {
 			t.Errorf("upstream got %d requests for %s, want 1", n, d.ID)
 		}
 	})
+}
+
+// postDuringFirst posts d and, once the upstream has it (arrived), posts it
+// again; it returns the second answer, then the first.
+func postDuringFirst(t testing.TB, s *sender, d *delivery, arrived chan *recorded) (second, first answer) {
+	t.Helper()
+	for len(arrived) > 0 {
+		<-arrived
+	}
+	firstc := make(chan answer, 1)
+	go func() { a, _ := s.post(d); firstc <- a }()
+	select {
+	case <-arrived:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the first delivery never reached the upstream")
+	}
+	second = s.mustPost(t, d)
+	return second, <-firstc
 }
 
 // idOfBody extracts the eventId of an envelope (verify-only forwards carry no

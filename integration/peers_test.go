@@ -238,6 +238,23 @@ type delivery struct {
 	NoLength bool
 }
 
+// head is d's request line and headers as they go on the wire, with its
+// Content-Length and extra header lines ("Name: value").
+func (d *delivery) head(host string, extra ...string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s %s HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\n", d.Method, d.Path, host, len(d.Body))
+	for _, h := range extra {
+		b.WriteString(h + "\r\n")
+	}
+	for k, vs := range d.Header {
+		for _, v := range vs {
+			fmt.Fprintf(&b, "%s: %s\r\n", k, v)
+		}
+	}
+	b.WriteString("\r\n")
+	return b.String()
+}
+
 // answer is the gateway's answer to a delivery.
 type answer struct {
 	Code    int
