@@ -35,17 +35,23 @@ func (g *gateway) adminDo(t testing.TB, method, path, body string, out any) int 
 }
 
 type adminStats struct {
-	Items  int64 `json:"items"`
-	Routes []struct {
-		Route      string `json:"route"`
-		Subscriber string `json:"subscriber"`
-		Queued     int64  `json:"queued"`
-		InFlight   int64  `json:"in_flight"`
-		Scheduled  int64  `json:"scheduled"`
-		Dead       int64  `json:"dead"`
-		Paused     bool   `json:"paused"`
-		Disabled   string `json:"disabled"`
-	} `json:"routes"`
+	Storage string       `json:"storage"`
+	Items   int64        `json:"items"`
+	Routes  []routeState `json:"routes"`
+}
+
+// routeState is one route of GET /webhooks/stats.
+type routeState struct {
+	Route            string  `json:"route"`
+	Subscriber       string  `json:"subscriber"`
+	Queued           int64   `json:"queued"`
+	InFlight         int64   `json:"in_flight"`
+	Scheduled        int64   `json:"scheduled"`
+	Dead             int64   `json:"dead"`
+	Bytes            int64   `json:"bytes"`
+	OldestPendingAge float64 `json:"oldest_pending_age_seconds"`
+	Paused           bool    `json:"paused"`
+	Disabled         string  `json:"disabled"`
 }
 
 func (g *gateway) routeStat(t testing.TB, route string) (dead, pending int64, paused bool, disabled string) {
