@@ -280,12 +280,17 @@ func (g *gateway) signal(sig syscall.Signal, timeout time.Duration) error {
 
 // load posts a Caddyfile to the admin endpoint's /load.
 func (g *gateway) load(config string) (int, string, error) {
+	return g.loadAs("text/caddyfile", config)
+}
+
+// loadAs posts a configuration of a content type to /load.
+func (g *gateway) loadAs(contentType, config string) (int, string, error) {
 	g.writeConfig(config) // kept for debugging
 	req, err := http.NewRequest(http.MethodPost, "http://"+g.admin+"/load", strings.NewReader(config))
 	if err != nil {
 		return 0, "", err
 	}
-	req.Header.Set("Content-Type", "text/caddyfile")
+	req.Header.Set("Content-Type", contentType)
 	resp, err := (&http.Client{Timeout: 60 * time.Second}).Do(req)
 	if err != nil {
 		return 0, "", err
