@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"bufio"
 	"bytes"
 	"fmt"
 	"net"
@@ -366,18 +367,26 @@ func TestGracefulShutdown(t *testing.T) {
 }
 
 // TestShutdownWithinGracePeriod: a forward that would outlast the grace
-// period (grace_period 2s) is cut off when it ends, even while a slow sender
-// keeps the HTTP servers busy for all of their grace; its lease is released,
-// so after a restart it is delivered at once as attempt 1.
+// period is cut off when it ends, even while a slow sender keeps the HTTP
+// servers busy for all of their grace; its lease is released, so after a
+// restart it is delivered at once as attempt 1.
+//
+// The deliveries' grace must run alongside the servers', not after them:
+// with the sender holding the servers for their whole grace G, a grace that
+// began after theirs could not cut the forward off before 2G, and the
+// spool's own close timeout (10 s) would not either. So the forward must end
+// before 2G; G is long enough that this leaves a busy machine G of slack.
 func TestShutdownWithinGracePeriod(t *testing.T) {
 	t.Parallel()
+	const grace = 4 * time.Second
 	g, secret := newSecretGateway(t, "HG_SECRET")
 	hung := newUpstream(t)
 	hung.setRespond(func(*recorded) reply { return reply{Status: 200, Delay: time.Minute} })
 	arrived := make(chan *recorded, 4)
 	hung.notify(arrived)
 	config := func(u *upstream) string {
-		return g.globals("") + forwardSite(g, "{env.HG_SECRET}", u.url("/in"), "name grace", "timeout 5m")
+		return strings.Replace(g.globals(""), "grace_period 2s", fmt.Sprintf("grace_period %v", grace), 1) +
+			forwardSite(g, "{env.HG_SECRET}", u.url("/in"), "name grace", "timeout 5m")
 	}
 	g.start(config(hung))
 	s := newSender(g, hookPath, secret)
@@ -389,26 +398,31 @@ func TestShutdownWithinGracePeriod(t *testing.T) {
 		t.Fatal("the forward never reached the upstream")
 	}
 	// A sender that is slow to send its body keeps the HTTP servers in their
-	// grace period for all of it: the deliveries' grace must run alongside,
-	// not after it.
+	// grace period for all of it; its 100 Continue says that the handler is
+	// reading.
 	slow, err := net.Dial("tcp", g.site)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer slow.Close()
-	fmt.Fprintf(slow, "POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{", hookPath, g.site)
-	time.Sleep(100 * time.Millisecond)
-	begin := time.Now()
-	if err := g.terminate(30 * time.Second); err != nil {
-		t.Fatal(err)
+	fmt.Fprintf(slow, "POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: 100\r\nExpect: 100-continue\r\n\r\n", hookPath, g.site)
+	slow.SetReadDeadline(time.Now().Add(30 * time.Second))
+	if resp, err := http.ReadResponse(bufio.NewReader(slow), nil); err != nil || resp.StatusCode != http.StatusContinue {
+		t.Fatalf("waiting for 100 Continue: %v %v", resp, err)
 	}
-	// 2 s of grace plus the close itself; after the servers' grace it would
-	// be 4 s, and without the grace period the spool would wait its own 10 s.
-	if took := time.Since(begin); took > 3500*time.Millisecond {
-		t.Fatalf("shutdown took %v with a 2s grace period", took)
+	begin := time.Now()
+	if err := g.terminate(60 * time.Second); err != nil {
+		t.Fatal(err)
 	}
 	if n := len(hung.delivered()); n != 0 {
 		t.Fatalf("%d deliveries completed to the hung upstream", n)
+	}
+	r := hung.requests()[0]
+	if r.Ended.IsZero() {
+		t.Fatal("the forward to the hung upstream was not cut off by the shutdown")
+	}
+	if took := r.Ended.Sub(begin); took >= 2*grace {
+		t.Fatalf("the forward was cut off %v after SIGTERM, with a grace period of %v", took, grace)
 	}
 	fastUp := newUpstream(t)
 	g.start(config(fastUp))

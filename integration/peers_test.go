@@ -32,6 +32,9 @@ type recorded struct {
 	// was written in full (a slow answer can be cut short by the gateway).
 	Status    int
 	Completed bool
+	// Ended is when the upstream was done with the request: answered, or
+	// the gateway gave up on it.
+	Ended time.Time
 }
 
 // reply is an upstream's answer to a request: status, an optional delay
@@ -143,6 +146,9 @@ func (u *upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		rp = respond(rec)
 	}
 	if !sleepCtx(r.Context(), rp.Delay) {
+		u.mu.Lock()
+		rec.Ended = time.Now()
+		u.mu.Unlock()
 		return // the gateway gave up on this attempt
 	}
 	for k, vs := range rp.Header {
@@ -156,6 +162,7 @@ func (u *upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	u.mu.Lock()
 	rec.Status = rp.Status
 	rec.Completed = err == nil && r.Context().Err() == nil
+	rec.Ended = time.Now()
 	u.mu.Unlock()
 }
 
