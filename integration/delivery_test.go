@@ -439,7 +439,8 @@ func TestValidateLeavesTheSpoolAlone(t *testing.T) {
 	t.Parallel()
 	g, secret := newSecretGateway(t, "HG_SECRET")
 	port := freePort(t) // the upstream is down: events stay pending
-	config := g.globals("") + forwardSite(g, "{env.HG_SECRET}", fmt.Sprintf("http://127.0.0.1:%d/in", port), "name pending", "backoff 100ms 200ms")
+	config := g.globals("") + forwardSite(g, "{env.HG_SECRET}", fmt.Sprintf("http://127.0.0.1:%d/in", port), "name pending",
+		"backoff 100ms 200ms\n\t\t\t\tmax_attempts 1000") // pending however long validate takes
 	file := g.writeConfig(config)
 	validate := func(when string) {
 		t.Helper()
