@@ -72,6 +72,37 @@ func TestOversizedLengthAnsweredAtOnce(t *testing.T) {
 	}
 }
 
+// TestStalledBodyGetsItsTimeout: a sender that stops in the middle of its
+// body gets a 408 once read_timeout has passed, and the connection closes:
+// the server does not wait for the rest of the body before answering.
+func TestStalledBodyGetsItsTimeout(t *testing.T) {
+	t.Parallel()
+	g, _ := newSecretGateway(t, "HG_SECRET")
+	up := newUpstream(t)
+	g.start(g.globals("") + forwardSite(g, "{env.HG_SECRET}", up.url("/in"), "name stalled\n\t\t\tread_timeout 1s", ""))
+	conn := sendHead(t, g, hookPath, "Content-Type: application/json", "Content-Length: 1000")
+	if _, err := conn.Write([]byte(`{"eventId":"evt_stalled"`)); err != nil {
+		t.Fatal(err)
+	}
+	conn.SetReadDeadline(time.Now().Add(20 * time.Second))
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("no answer to a stalled body: %v", err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestTimeout {
+		t.Fatalf("answer %d, want 408", resp.StatusCode)
+	}
+	if _, err := br.ReadByte(); err != io.EOF {
+		t.Fatalf("after the 408 the connection was not closed: %v", err)
+	}
+	if n := up.count(); n != 0 {
+		t.Fatalf("the upstream received %d requests", n)
+	}
+}
+
 // TestStalledBodiesHoldWhatTheySent: senders that announce 1 MiB and stall
 // after 33 KiB make the gateway hold about what they sent, not what they
 // announced: once it has read every byte sent, its heap has grown by at
