@@ -294,13 +294,24 @@ func (o *finishOp) stage(b *batch) error {
 	case toRelease:
 		st.Attempt = max(st.Attempt-1, 0)
 	}
-	nk := queueKey(rid, b.nowMs+o.delay.Milliseconds(), id)
+	nk := queueKey(rid, dueAfter(b.nowMs, o.delay), id)
 	if err := b.txn.Set(nk, st.encode()); err != nil {
 		return err
 	}
 	b.change(&from, &st)
 	b.queued(nk)
 	return nil
+}
+
+// dueAfter is the due time (ms) of a retry delay after nowMs, rounded up:
+// nowMs is the current time rounded down, and the dispatcher starts an item
+// once the current time, rounded down, reaches its due time, so that a retry
+// never starts before its delay or Retry-After has passed.
+func dueAfter(nowMs int64, delay time.Duration) int64 {
+	if delay <= 0 {
+		return nowMs
+	}
+	return nowMs + 1 + (delay + time.Millisecond - 1).Milliseconds()
 }
 
 // deadOp replays or deletes dead letters by id, or purges them by their

@@ -455,3 +455,20 @@ func TestStatesStayInTheLSMTree(t *testing.T) {
 		t.Fatalf("a state of %d bytes would go to the value log (threshold %d)", n, valueThreshold)
 	}
 }
+
+// TestDueAfterNeverEarly: a retry's due time, kept in whole milliseconds,
+// never falls before its delay has passed, and at most 2 ms after.
+func TestDueAfterNeverEarly(t *testing.T) {
+	for _, d := range []time.Duration{0, time.Microsecond, 999 * time.Microsecond, time.Millisecond, 50 * time.Millisecond, 50*time.Millisecond + 1} {
+		for _, frac := range []int64{0, 1, 500_000, 999_999} { // ns past nowMs
+			nowNs := int64(1_700_000_000_000)*1e6 + frac
+			due := dueAfter(nowNs/1e6, d)
+			if d > 0 && due*1e6 < nowNs+int64(d) {
+				t.Fatalf("delay %v at +%dns: due %d ms is before %d ns", d, frac, due, nowNs+int64(d))
+			}
+			if d > 0 && due*1e6 > nowNs+int64(d)+2e6 {
+				t.Fatalf("delay %v at +%dns: due %d ms is over 2 ms late", d, frac, due)
+			}
+		}
+	}
+}
