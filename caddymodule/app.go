@@ -47,8 +47,10 @@ type App struct {
 	MaxItems int64 `json:"max_items,omitempty"`
 	// MaxBytes bounds the stored message bytes. Default 1 GiB.
 	MaxBytes int64 `json:"max_bytes,omitempty"`
-	// MinFreeDisk is the free space to keep on the storage's file system;
-	// below it new events are answered 503. Default 512 MiB.
+	// MinFreeDisk is the free space the spool leaves to others on the
+	// storage's file system, on top of the reserve it keeps for Badger's
+	// flushes and compactions; new events that would cut into it are
+	// answered 503. Default 512 MiB.
 	MinFreeDisk int64 `json:"min_free_disk,omitempty"`
 	// Workers bounds the deliveries in flight over all routes. Default 64.
 	Workers int `json:"workers,omitempty"`

@@ -38,7 +38,9 @@ func (s *Spool) dispatchLoop() {
 			if errors.Is(err, ErrClosed) {
 				return
 			}
-			s.log.Error("dispatch failed", zap.Error(err))
+			if !errors.Is(err, errDiskFull) { // diskFull logs when that starts and ends
+				s.log.Error("dispatch failed", zap.Error(err))
+			}
 			next = time.Now().Add(time.Second)
 		}
 		wait := maxIdle
