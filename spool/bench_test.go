@@ -216,3 +216,19 @@ func BenchmarkDispatchPass(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkPrepare measures what an enqueue costs before the committer:
+// encoding the message and taking its fingerprint.
+func BenchmarkPrepare(b *testing.B) {
+	for _, size := range []int{1 << 10, 64 << 10} {
+		e := entry("r", "evt_bench", strings.Repeat("x", size))
+		b.Run(fmt.Sprintf("%dKiB", size>>10), func(b *testing.B) {
+			b.SetBytes(int64(size))
+			for b.Loop() {
+				if _, err := prepare([]Entry{e}, time.Now()); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

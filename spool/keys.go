@@ -18,7 +18,8 @@ import (
 //	q/<rid:4><due ms:8><id:8>      one time-ordered index per route: queued, leased and scheduled items
 //	z/<id:8>                       dead letter state (its m/ record is kept until purged or replayed)
 //	y/<dead ms:8><id:8>            one per dead letter, in the order they died: what the purge walks
-//	d/<sha256(route 0 eventId)[:16]> dedupe record: id and body hash, expires with the dedupe window
+//	d/<sha256(route 0 eventId)[:16]> dedupe record: id and the fingerprint's xxhash (a SHA-256 in records
+//	                               written before), expires with the dedupe window
 //	a/<id:8><attempt:4>            one delivery attempt's record, expires after the attempt retention
 //	e/<id:8>                       present once a dead letter was deleted or purged; expires like a/
 const (

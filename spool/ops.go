@@ -2,6 +2,7 @@ package spool
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"errors"
 	"slices"
 	"time"
@@ -15,7 +16,8 @@ type preparedEntry struct {
 	dedupeOnly bool
 	route      string
 	dedupe     []byte
-	hash       [32]byte
+	hash       uint64 // xxhash of source: the fingerprint
+	source     []byte // what the fingerprint is taken of
 	msg        []byte
 	received   int64
 	window     time.Duration
@@ -80,7 +82,7 @@ func (o *enqueueOp) stage(b *batch) error {
 			continue
 		}
 		if e.dedupeOnly {
-			rec := append(appendUint64(nil, 0), e.hash[:]...)
+			rec := appendUint64(appendUint64(nil, 0), e.hash)
 			if err := b.txn.SetEntry(badger.NewEntry(e.dedupe, rec).WithTTL(e.window)); err != nil {
 				return err
 			}
@@ -96,7 +98,7 @@ func (o *enqueueOp) stage(b *batch) error {
 		}
 		id++ // ids start at 1
 		st := &state{Route: rid, ReceivedMs: e.received, Size: int64(len(e.msg)), PausedMs: b.pausedMs(rid)}
-		rec := append(appendUint64(nil, id), e.hash[:]...)
+		rec := appendUint64(appendUint64(nil, id), e.hash)
 		qk := queueKey(rid, b.nowMs, id)
 		if err := b.txn.SetEntry(badger.NewEntry(e.dedupe, rec).WithTTL(e.window)); err != nil {
 			return err
@@ -157,9 +159,15 @@ func (o *enqueueOp) lookup(txn *badger.Txn, i int) (res Result, first int, err e
 		return Result{}, -1, err
 	}
 	res = Result{Status: Conflict}
-	if len(rec) == 8+32 {
+	switch len(rec) {
+	case 8 + 8:
 		res.ID = beUint64(rec)
-		if bytes.Equal(rec[8:], e.hash[:]) {
+		if beUint64(rec[8:]) == e.hash {
+			res.Status = Duplicate
+		}
+	case 8 + sha256.Size: // written before fingerprints were xxhash
+		res.ID = beUint64(rec)
+		if sum := sha256.Sum256(e.source); bytes.Equal(rec[8:], sum[:]) {
 			res.Status = Duplicate
 		}
 	}

@@ -3,6 +3,7 @@ package spool
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"strings"
@@ -146,10 +147,11 @@ func (o *failingOp) finish(err error) { o.err = err; close(o.done) }
 
 func prepared(t *testing.T, s *Spool, e Entry) *enqueueOp {
 	t.Helper()
-	msg := message{Route: e.Route, EventID: e.EventID, ReceivedMs: nowMs(), Body: e.Body}
-	return &enqueueOp{done: make(chan struct{}), entries: []preparedEntry{{
-		route: e.Route, dedupe: dedupeKey(e.Route, e.EventID), hash: fingerprint(e), msg: msg.encode(), received: msg.ReceivedMs, window: time.Hour,
-	}}}
+	o, err := prepare([]Entry{e}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return o
 }
 
 // TestOneFailingOpDoesNotFailItsBatch: the ops committed with a failing
@@ -470,5 +472,28 @@ func TestDueAfterNeverEarly(t *testing.T) {
 				t.Fatalf("delay %v at +%dns: due %d ms is over 2 ms late", d, frac, due)
 			}
 		}
+	}
+}
+
+// TestSHA256FingerprintsStillMatch: a dedupe record written with a SHA-256
+// fingerprint (before xxhash) still tells a duplicate from a conflict.
+func TestSHA256FingerprintsStillMatch(t *testing.T) {
+	s := openTest(t, Options{})
+	ctx := context.Background()
+	body := []byte(`{"eventId":"evt_old"}`)
+	sum := sha256.Sum256(body)
+	if err := s.db.Update(func(txn *badger.Txn) error {
+		return txn.Set(dedupeKey("r", "evt_old"), append(appendUint64(nil, 7), sum[:]...))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := s.Enqueue(ctx, Entry{Route: "r", EventID: "evt_old", Body: body}); err != nil || r.Status != Duplicate || r.ID != 7 {
+		t.Fatalf("same body: %+v, %v; want a duplicate of item 7", r, err)
+	}
+	if r, err := s.Enqueue(ctx, Entry{Route: "r", EventID: "evt_old", Body: []byte(`{}`)}); err != nil || r.Status != Conflict {
+		t.Fatalf("other body: %+v, %v; want a conflict", r, err)
+	}
+	if st, err := s.Seen("r", "evt_old", body); err != nil || st != Duplicate {
+		t.Fatalf("Seen: %v, %v", st, err)
 	}
 }

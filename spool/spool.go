@@ -12,7 +12,6 @@ package spool
 
 import (
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"net/http"
@@ -23,6 +22,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cespare/xxhash/v2"
 	"github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/options"
 	"go.uber.org/zap"
@@ -504,7 +504,7 @@ func (s *Spool) Remember(ctx context.Context, e Entry) (Result, error) {
 // Seen reports without writing whether a route already has an event id:
 // Duplicate (same body), Conflict (another body) or Accepted (not seen).
 func (s *Spool) Seen(route, eventID string, body []byte) (Status, error) {
-	o := &enqueueOp{entries: []preparedEntry{{dedupe: dedupeKey(route, eventID), hash: sha256.Sum256(body)}}}
+	o := &enqueueOp{entries: []preparedEntry{{dedupe: dedupeKey(route, eventID), hash: xxhash.Sum64(body), source: body}}}
 	var res Result
 	err := s.db.View(func(txn *badger.Txn) (err error) {
 		res, _, err = o.lookup(txn, 0)
@@ -514,8 +514,19 @@ func (s *Spool) Seen(route, eventID string, body []byte) (Status, error) {
 }
 
 func (s *Spool) enqueue(ctx context.Context, entries []Entry) ([]Result, error) {
+	o, err := prepare(entries, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	if err := s.submit(ctx, o, o.done); err != nil {
+		return nil, err
+	}
+	return o.results, o.err
+}
+
+// prepare encodes entries for the committer, outside of it.
+func prepare(entries []Entry, now time.Time) (*enqueueOp, error) {
 	o := &enqueueOp{entries: make([]preparedEntry, len(entries)), done: make(chan struct{})}
-	now := time.Now()
 	for i, e := range entries {
 		if e.Route == "" || e.EventID == "" {
 			return nil, errors.New("spool: entry needs a route and an event id")
@@ -528,12 +539,14 @@ func (s *Spool) enqueue(ctx context.Context, entries []Entry) ([]Result, error) 
 		if window <= 0 {
 			window = DefaultDedupeWindow
 		}
+		source := fingerprintSource(e)
 		msg := message{Route: e.Route, EventID: e.EventID, ReceivedMs: received.UnixMilli(), Header: e.Header, Body: e.Body}
 		o.entries[i] = preparedEntry{
 			dedupeOnly: e.DedupeOnly,
 			route:      e.Route,
 			dedupe:     dedupeKey(e.Route, e.EventID),
-			hash:       fingerprint(e),
+			hash:       xxhash.Sum64(source),
+			source:     source,
 			received:   msg.ReceivedMs,
 			window:     window,
 		}
@@ -546,17 +559,15 @@ func (s *Spool) enqueue(ctx context.Context, entries []Entry) ([]Result, error) 
 			}
 		}
 	}
-	if err := s.submit(ctx, o, o.done); err != nil {
-		return nil, err
-	}
-	return o.results, o.err
+	return o, nil
 }
 
-func fingerprint(e Entry) [32]byte {
+// fingerprintSource is what an entry's fingerprint is taken of.
+func fingerprintSource(e Entry) []byte {
 	if e.Fingerprint != nil {
-		return sha256.Sum256(e.Fingerprint)
+		return e.Fingerprint
 	}
-	return sha256.Sum256(e.Body)
+	return e.Body
 }
 
 // submit hands an op to the committer and waits for its commit.
