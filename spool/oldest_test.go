@@ -40,7 +40,7 @@ func TestReceiveSeconds(t *testing.T) {
 					t.Fatalf("step %d (%+v): oldest %d, want %d", i, st, got, st.oldest)
 				}
 			}
-			if len(r.order) > len(r.count) {
+			if len(r.order) > 2*len(r.count)+64 {
 				t.Fatalf("%d seconds in the heap, %d counted", len(r.order), len(r.count))
 			}
 		})
@@ -56,5 +56,28 @@ func TestReceiveSecondsMemoryFollowsSeconds(t *testing.T) {
 	}
 	if len(r.count) != 3 || len(r.order) != 3 {
 		t.Fatalf("%d entries for 3 seconds", len(r.count))
+	}
+}
+
+// TestReceiveSecondsForgetsDeliveredSeconds: what was received and
+// delivered leaves nothing behind, even with no one asking for the oldest
+// age, and even behind an item that stays pending.
+func TestReceiveSecondsForgetsDeliveredSeconds(t *testing.T) {
+	var r receiveSeconds
+	r.add(0) // pending throughout
+	for sec := range int64(100_000) {
+		ms := 1_000 + sec*1000
+		r.add(ms)
+		r.remove(ms)
+	}
+	if len(r.count) != 1 || len(r.order) > 2+64 {
+		t.Fatalf("%d seconds counted, %d in the heap after 100k delivered", len(r.count), len(r.order))
+	}
+	if got := r.oldestMs(); got != 0 {
+		t.Fatalf("oldest %d, want 0", got)
+	}
+	r.remove(0)
+	if len(r.count) != 0 || len(r.order) != 0 || r.oldestMs() != 0 {
+		t.Fatalf("left %d counted, %d in the heap", len(r.count), len(r.order))
 	}
 }
