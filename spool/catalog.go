@@ -118,8 +118,9 @@ func (c *catalog) apply(from, to *state) {
 // and makes every item leased by a previous process due now.
 func (s *Spool) load() error {
 	s.cat = newCatalog()
-	var stale []leasedItem // leased by the previous process
-	var dead []diedAt      // every dead letter, while the y/ index is missing
+	var stale []leasedItem   // leased by the previous process
+	var dead []diedAt        // every dead letter, while the y/ index is missing
+	var pauseStarts []uint32 // routes paused without a recorded start
 	loadedMs := nowMs()
 	version := byte(schemaVersion)
 	err := s.db.View(func(txn *badger.Txn) error {
@@ -150,9 +151,14 @@ func (s *Spool) load() error {
 					}
 				case prefixPaused:
 					if len(k) == 6 {
-						since := loadedMs // paused before the pause's start was kept
+						var since int64
 						if len(v) == 8 {
 							since = int64(beUint64(v))
+						} else {
+							// Paused by schema version 1, which kept no
+							// start: the pause counts from now on.
+							since = loadedMs
+							pauseStarts = append(pauseStarts, beUint32(k[2:]))
 						}
 						s.cat.paused[beUint32(k[2:])] = since
 					}
@@ -165,13 +171,16 @@ func (s *Spool) load() error {
 						s.cat.disabled[beUint32(k[2:])] = string(v)
 					}
 				case prefixQueue, prefixDead:
+					id, ok := idOfKey(k)
+					if !ok {
+						continue
+					}
 					st, err := decodeState(v)
 					if err != nil {
 						s.log.Error("skipping a corrupt item state", zap.ByteString("key", k))
-						continue
-					}
-					id, ok := idOfKey(k)
-					if !ok {
+						if p == prefixDead && version < 2 {
+							dead = append(dead, diedAt{id, 0}) // for the purge to remove
+						}
 						continue
 					}
 					if st.leased() {
@@ -191,6 +200,16 @@ func (s *Spool) load() error {
 		return err
 	}
 	if err := s.indexDead(dead); err != nil {
+		return err
+	}
+	if err := s.db.Update(func(txn *badger.Txn) error {
+		for _, rid := range pauseStarts {
+			if err := txn.Set(pausedKey(rid), appendUint64(nil, uint64(loadedMs))); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
 		return err
 	}
 	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Set(keySchema, []byte{schemaVersion}) }); err != nil {

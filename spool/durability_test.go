@@ -91,9 +91,9 @@ func TestEnqueueAnswersAfterSync(t *testing.T) {
 
 	s := openTest(t, Options{Dir: filepath.Join(dir, "spool")})
 	for i := range 100 {
-		body := strings.Repeat("x", 48<<10)
+		body := strings.Repeat("x", 100) // inline, in the write-ahead log
 		if i%2 == 1 {
-			body = strings.Repeat("v", 100<<10) // to the value log
+			body = strings.Repeat("v", 48<<10) // to the value log
 		}
 		id := fmt.Sprint("evt_", i)
 		mustEnqueue(t, s, entry("r", id, body))

@@ -32,7 +32,7 @@ func TestMaxAgeNeverBeforeTheFirstAttempt(t *testing.T) {
 // TestPauseDoesNotCountTowardMaxAge: an item that failed once waits out a
 // pause longer than max_age and is attempted again after the resume.
 func TestPauseDoesNotCountTowardMaxAge(t *testing.T) {
-	const maxAge = time.Second
+	const maxAge = 3 * time.Second
 	s := openTest(t, Options{})
 	ctx := context.Background()
 	rec := newRecorder(func(d *Delivery) Outcome {
@@ -51,7 +51,7 @@ func TestPauseDoesNotCountTowardMaxAge(t *testing.T) {
 	mustEnqueue(t, s, entry("r", "evt_1", "x"))
 	rec.next(t, 5*time.Second)
 	eventually(t, 5*time.Second, "the retry scheduled", func() bool { return routeStats(s, "r").Scheduled == 1 })
-	time.Sleep(maxAge + 500*time.Millisecond) // paused for longer than max_age
+	time.Sleep(maxAge + time.Second) // paused for longer than max_age
 	if err := s.Resume(ctx, "r"); err != nil {
 		t.Fatal(err)
 	}
@@ -424,7 +424,8 @@ func TestPurgeReadsWhatExpires(t *testing.T) {
 		t.Fatalf("a purge with nothing to expire deleted %d and read %d index keys (%v)", got, read, err)
 	}
 
-	// As version 1 left them: no y/ index.
+	// As version 1 left them: no y/ index; and one dead letter is corrupt.
+	dead, _, _ := s.ListDead(DeadFilter{}, 0, 1)
 	s.Close()
 	db, err := badger.Open(badgerOptions(dir, 16<<20, s.log))
 	if err != nil {
@@ -433,7 +434,12 @@ func TestPurgeReadsWhatExpires(t *testing.T) {
 	if err := db.DropPrefix([]byte{prefixDiedAt, '/'}); err != nil {
 		t.Fatal(err)
 	}
-	if err := db.Update(func(txn *badger.Txn) error { return txn.Set(keySchema, []byte{1}) }); err != nil {
+	if err := db.Update(func(txn *badger.Txn) error {
+		if err := txn.Set(deadKey(dead[0].ID), []byte{0xff}); err != nil {
+			return err
+		}
+		return txn.Set(keySchema, []byte{1})
+	}); err != nil {
 		t.Fatal(err)
 	}
 	db.Close()
@@ -444,6 +450,9 @@ func TestPurgeReadsWhatExpires(t *testing.T) {
 	}
 	if items, _ := s.Usage(); items != 0 {
 		t.Fatalf("%d items left", items)
+	}
+	if err := s.db.View(func(txn *badger.Txn) error { _, err := txn.Get(msgKey(dead[0].ID)); return err }); !errors.Is(err, badger.ErrKeyNotFound) {
+		t.Fatalf("the corrupt dead letter's message: %v, want it purged", err)
 	}
 }
 
@@ -495,5 +504,33 @@ func TestSHA256FingerprintsStillMatch(t *testing.T) {
 	}
 	if st, err := s.Seen("r", "evt_old", body); err != nil || st != Duplicate {
 		t.Fatalf("Seen: %v, %v", st, err)
+	}
+}
+
+// TestPauseFromSchema1KeepsItsStart: a route paused by schema version 1
+// (no start recorded) counts its pause from the first open after the
+// upgrade, and keeps that start across later restarts.
+func TestPauseFromSchema1KeepsItsStart(t *testing.T) {
+	dir := t.TempDir()
+	s := openTest(t, Options{Dir: dir})
+	if err := s.Pause(context.Background(), "r"); err != nil {
+		t.Fatal(err)
+	}
+	rid := s.cat.ridByName["r"]
+	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Set(pausedKey(rid), nil) }); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	since := func() int64 {
+		s = openTest(t, Options{Dir: dir})
+		defer s.Close()
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.cat.paused[rid]
+	}
+	first := since()
+	time.Sleep(20 * time.Millisecond)
+	if again := since(); again != first || first == 0 {
+		t.Fatalf("pause start %d at the first open after the upgrade, %d at the next", first, again)
 	}
 }
