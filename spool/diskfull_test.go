@@ -286,8 +286,27 @@ func TestDiskFilledByAnotherProcess(t *testing.T) {
 	rec.next(t, 10*time.Second)
 	eventually(t, 10*time.Second, "everything delivered", func() bool { items, _ := s.Usage(); return items == 0 })
 
+	mustEnqueue(t, s, entry("kept", "evt_kept", "x")) // no route: it waits
 	fill()
 	if err := s.Close(); err == nil || !strings.Contains(err.Error(), "disk full") {
 		t.Fatalf("Close on a full disk: %v, want a disk full error", err)
+	}
+
+	// The database Close left open is closed by the next Open, once there
+	// is room for its last memtable, and nothing is lost.
+	opts := Options{Dir: filepath.Join(dir, "spool"), MemTableSize: 8 << 20, MinFreeDisk: 16 << 20, Logger: zap.NewNop()}
+	if _, err := Open(opts); err == nil || !strings.Contains(err.Error(), "free space") {
+		t.Fatalf("reopen on a full disk: %v, want an error saying to free space", err)
+	}
+	if err := os.Remove(otherPath); err != nil {
+		t.Fatal(err)
+	}
+	s, err = Open(opts)
+	if err != nil {
+		t.Fatalf("reopen once there is room: %v", err)
+	}
+	defer s.Close()
+	if st, err := s.Lookup("kept", "evt_kept"); err != nil || st.State != StatePending {
+		t.Fatalf("after the reopen: %v, %v", st.State, err)
 	}
 }

@@ -147,6 +147,9 @@ type registration struct{ route Route }
 var (
 	openMu   sync.Mutex
 	openDirs = map[string]bool{}
+	// leftOpen holds the databases that Close left open because the disk
+	// was full; Open closes one before it opens its directory again.
+	leftOpen = map[string]*badger.DB{}
 )
 
 // Open opens or creates the spool in opts.Dir and starts its committer,
@@ -174,7 +177,10 @@ func Open(opts Options) (*Spool, error) {
 	openDirs[dir] = true
 	openMu.Unlock()
 
-	s, err := open(opts)
+	s, err := closeLeftOpen(dir, opts)
+	if err == nil {
+		s, err = open(opts)
+	}
 	if err != nil {
 		openMu.Lock()
 		delete(openDirs, dir)
@@ -182,6 +188,28 @@ func Open(opts Options) (*Spool, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// closeLeftOpen closes the database of dir that a Close on a full disk left
+// open, once there is room again to write its last memtable.
+func closeLeftOpen(dir string, opts Options) (*Spool, error) {
+	openMu.Lock()
+	db := leftOpen[dir]
+	openMu.Unlock()
+	if db == nil {
+		return nil, nil
+	}
+	if free, ok := freeDisk(dir); ok && free < opts.MemTableSize {
+		return nil, fmt.Errorf("spool: %s was closed while its disk was full and is still open; free space on it, then open it again", dir)
+	}
+	err := db.Close()
+	openMu.Lock()
+	delete(leftOpen, dir)
+	openMu.Unlock()
+	if err != nil {
+		return nil, fmt.Errorf("spool: closing %s, left open on a full disk: %w", dir, err)
+	}
+	return nil, nil
 }
 
 func open(opts Options) (*Spool, error) {
@@ -322,6 +350,9 @@ func (s *Spool) Close() error {
 			// Closing writes the last memtable to a new table, which would
 			// fault; the write-ahead log has every commit for the next Open.
 			s.closeErr = fmt.Errorf("spool: disk full: %s left open, as its write-ahead log has it", s.opts.Dir)
+			openMu.Lock()
+			leftOpen[s.opts.Dir] = s.db
+			openMu.Unlock()
 		} else {
 			if err := s.seq.Release(); err != nil {
 				s.closeErr = err
