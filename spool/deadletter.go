@@ -17,7 +17,7 @@ type DeadLetter struct {
 	Reason     string // ReasonMaxAttempts, ReasonMaxAge, ReasonRejected, ReasonRouteRemoved, or a deliverer's
 	LastStatus int    // the last attempt's response status, 0 if none
 	LastError  string
-	Attempts   int
+	Attempts   int // attempts of its last run (since it was received or replayed)
 	Size       int64
 	ReceivedAt time.Time
 	DeadAt     time.Time
@@ -108,7 +108,24 @@ func (s *Spool) DeleteDead(ctx context.Context, ids ...uint64) (int, error) {
 // ReplayMatching replays every dead letter matching f (all of them for an
 // empty filter) and returns how many it replayed.
 func (s *Spool) ReplayMatching(ctx context.Context, f DeadFilter) (int, error) {
-	return s.eachDeadChunk(ctx, f, func(*state) bool { return true }, false)
+	total := 0
+	var after uint64
+	for {
+		var ids []uint64
+		err := s.scanDead(f, after, func(_ *badger.Txn, id uint64, _ *state) (bool, error) {
+			after = id
+			ids = append(ids, id)
+			return len(ids) < deadChunk, nil
+		})
+		if err != nil || len(ids) == 0 {
+			return total, err
+		}
+		n, err := s.deadOp(ctx, ids, false)
+		total += n
+		if err != nil {
+			return total, err
+		}
+	}
 }
 
 // PurgeDead deletes dead letters that died before t and returns how many.
@@ -162,34 +179,6 @@ func (s *Spool) purge(ctx context.Context, beforeMs int64, from []byte) (n, read
 
 // deadChunk is how many dead letters one commit replays or deletes.
 const deadChunk = 256
-
-// eachDeadChunk replays or deletes the matching dead letters deadChunk at a
-// time.
-func (s *Spool) eachDeadChunk(ctx context.Context, f DeadFilter, pick func(*state) bool, del bool) (int, error) {
-	total := 0
-	var after uint64
-	for {
-		var ids []uint64
-		err := s.scanDead(f, after, func(_ *badger.Txn, id uint64, st *state) (bool, error) {
-			after = id
-			if pick(st) {
-				ids = append(ids, id)
-			}
-			return len(ids) < deadChunk, nil
-		})
-		if err != nil {
-			return total, err
-		}
-		if len(ids) == 0 {
-			return total, nil
-		}
-		n, err := s.deadOp(ctx, ids, del)
-		total += n
-		if err != nil {
-			return total, err
-		}
-	}
-}
 
 // deadOp replays or deletes the dead letters ids, deadChunk per commit, and
 // returns how many it found; on an error, the chunks before it stand.

@@ -39,12 +39,17 @@ func (s *Spool) maintenanceLoop() {
 			}
 			retention := s.live.Load().deadRetention
 			n, _, next, err := s.purge(context.Background(), time.Now().Add(-retention).UnixMilli(), from)
-			if err != nil && !errors.Is(err, ErrClosed) {
+			switch {
+			case err != nil && !errors.Is(err, ErrClosed):
+				// From the same place next time: next may be past the
+				// chunk that failed.
 				s.log.Error("purging dead letters failed", zap.Error(err))
-			} else if n > 0 {
-				s.log.Info("purged dead letters past retention", zap.Int("count", n), zap.Duration("retention", retention))
+			case err == nil:
+				if n > 0 {
+					s.log.Info("purged dead letters past retention", zap.Int("count", n), zap.Duration("retention", retention))
+				}
+				from = next
 			}
-			from = next
 		case <-gc.C:
 			s.valueLogGC()
 		}
