@@ -169,7 +169,7 @@ func (h *Ingest) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	if h.Forward == nil && h.Name == "" {
 		return d.Err("webhook_ingest: name is required without forward (verify-only mode)")
 	}
-	if err := checkMaxBody(h.MaxBody); err != nil {
+	if err := checkSpoolable(h.MaxBody); err != nil {
 		return d.Errf("webhook_ingest: %v", err)
 	}
 	return nil

@@ -181,7 +181,7 @@ func (h *Ingest) validate(tolerance time.Duration) error {
 	if h.Name == publishScope || strings.HasPrefix(h.Name, subscriberRoute("")) {
 		return fmt.Errorf("webhook_ingest: the name %q is reserved for webhook_publish", h.Name)
 	}
-	if err := checkMaxBody(h.maxBody); err != nil {
+	if err := checkSpoolable(h.maxBody); err != nil {
 		return fmt.Errorf("webhook_ingest %s: %w", h.Name, err)
 	}
 	if h.dedupeWindow < tolerance+clockSkew {
@@ -429,6 +429,9 @@ func (h *Ingest) handOn(w http.ResponseWriter, r *http.Request, next caddyhttp.H
 	if err := next.ServeHTTP(rec, r); err != nil {
 		return err
 	}
+	if rec.status == 0 {
+		rec.status = http.StatusOK // nothing written: the server answers 200
+	}
 	if rec.status < 200 || rec.status > 299 {
 		countRequest(h.Name, "handed_on_failed")
 		return nil
@@ -577,8 +580,8 @@ func (h *Ingest) reject(r *http.Request, code int, outcome string, err error) er
 	return caddyhttp.Error(code, err)
 }
 
-// checkMaxBody refuses a max_body that one spool entry cannot hold.
-func checkMaxBody(n int64) error {
+// checkSpoolable refuses a max_body that one spool entry cannot hold.
+func checkSpoolable(n int64) error {
 	if n > spool.MaxBodySize {
 		return fmt.Errorf("max_body %d is above %d bytes, the most one spooled event can hold", n, spool.MaxBodySize)
 	}

@@ -49,33 +49,47 @@ func TestStatusRecorder(t *testing.T) {
 	}
 }
 
-// TestHandOnRemembersAStreamedAnswer: a next handler that streams its 200
-// through io.Copy without WriteHeader has the event remembered, so the
-// sender's retry is a duplicate and is not handed on again.
-func TestHandOnRemembersAStreamedAnswer(t *testing.T) {
+// TestHandOnRemembersASuccessHoweverWritten: a next handler that streams
+// its 200 through io.Copy without WriteHeader, or writes nothing at all (the
+// server then answers 200), has the event remembered, so the sender's retry
+// is a duplicate and is not handed on again.
+func TestHandOnRemembersASuccessHoweverWritten(t *testing.T) {
 	sp, err := spool.Open(spool.Options{Dir: t.TempDir(), MinFreeDisk: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer sp.Close()
-	h := &Ingest{Name: "streamed", dedupeWindow: time.Hour, log: zap.NewNop()}
-	calls := 0
-	next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
-		calls++
-		_, err := io.Copy(w, iotest.OneByteReader(r.Body))
-		return err
-	})
-	ev := &verifier.Event{ID: "evt_streamed_1", Body: []byte(`{"eventId":"evt_streamed_1"}`)}
-	for i, want := range []int{http.StatusOK, http.StatusOK} {
-		under := httptest.NewRecorder()
-		w := &caddyhttp.ResponseWriterWrapper{ResponseWriter: under}
-		r := httptest.NewRequest(http.MethodPost, "/hook", nil)
-		if err := h.handOn(w, r, next, nil, sp, ev); err != nil || under.Code != want {
-			t.Fatalf("delivery %d: %d, %v", i+1, under.Code, err)
-		}
-	}
-	if calls != 1 {
-		t.Fatalf("the next handler was called %d times, want once: the streamed 200 was not seen", calls)
+	for _, tt := range []struct {
+		name  string
+		write func(w http.ResponseWriter, r *http.Request) error
+	}{
+		{"streamed", func(w http.ResponseWriter, r *http.Request) error {
+			_, err := io.Copy(w, iotest.OneByteReader(r.Body))
+			return err
+		}},
+		{"nothing written", func(http.ResponseWriter, *http.Request) error { return nil }},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			h := &Ingest{Name: "handed-on", dedupeWindow: time.Hour, log: zap.NewNop()}
+			calls := 0
+			next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+				calls++
+				return tt.write(w, r)
+			})
+			id := "evt_" + strings.ReplaceAll(tt.name, " ", "_")
+			ev := &verifier.Event{ID: id, Body: []byte(`{"eventId":"` + id + `"}`)}
+			for i := range 2 {
+				under := httptest.NewRecorder()
+				w := &caddyhttp.ResponseWriterWrapper{ResponseWriter: under}
+				r := httptest.NewRequest(http.MethodPost, "/hook", nil)
+				if err := h.handOn(w, r, next, nil, sp, ev); err != nil || under.Code != http.StatusOK {
+					t.Fatalf("delivery %d: %d, %v", i+1, under.Code, err)
+				}
+			}
+			if calls != 1 {
+				t.Fatalf("the next handler was called %d times, want once: its 200 was not seen", calls)
+			}
+		})
 	}
 }
 

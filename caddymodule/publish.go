@@ -208,7 +208,7 @@ func (p *Publish) validate() error {
 	if p.BackoffMax > 0 && p.BackoffMin > p.BackoffMax {
 		return errors.New("webhook_publish: backoff minimum is above its maximum")
 	}
-	if err := checkMaxBody(p.MaxBody); err != nil {
+	if err := checkSpoolable(p.MaxBody); err != nil {
 		return fmt.Errorf("webhook_publish: %w", err)
 	}
 	seen := map[string]bool{}
