@@ -203,7 +203,7 @@ func (h *Ingest) Cleanup() error {
 	return nil
 }
 
-// ServeHTTP runs the checks of DESIGN.md section 4 in order.
+// ServeHTTP runs the checks of docs/ingest.md, "The check order", in order.
 func (h *Ingest) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	start := time.Now()
 	held := h.app.unverified.hold()
@@ -257,7 +257,7 @@ func (h *Ingest) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhtt
 }
 
 // readRequest runs the checks every webhook request gets, in the order of
-// DESIGN.md section 4 (POST, JSON without a content encoding, the size
+// docs/ingest.md (POST, JSON without a content encoding, the size
 // before and while reading, the read deadline), and returns the body, or
 // the status, a short reason and the error of the first failure. The
 // body's buffer is reserved in held, which the caller releases once the

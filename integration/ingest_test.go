@@ -40,7 +40,7 @@ func forwardSite(g *gateway, secrets, forwardURL, ingest, forward string) string
 `, g.site, hookPath, secrets, ingest, forwardURL, forward)
 }
 
-// TestIngestRejections runs every check of DESIGN.md section 4 with a
+// TestIngestRejections runs every check of docs/ingest.md with a
 // delivery that fails it, then proves that nothing was spooled or forwarded
 // and that no dedupe record was written: the upstream stays silent, and a
 // valid delivery with the same eventId is accepted as new.

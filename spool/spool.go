@@ -8,6 +8,7 @@
 //
 // The package has no Caddy dependency; the Caddy glue shares one Spool per
 // directory across config reloads and registers its routes with RegisterRoute.
+// docs/spool.md describes its key schema and guarantees.
 package spool
 
 import (

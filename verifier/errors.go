@@ -57,7 +57,7 @@ func (k Kind) String() string {
 }
 
 // Status returns the HTTP status a receiver answers with for this kind
-// (DESIGN.md section 4, rows 4-7); 500 for KindUnknown.
+// (docs/ingest.md, check order rows 4-7); 500 for KindUnknown.
 func (k Kind) Status() int {
 	switch k {
 	case SignatureMissing, SignatureMalformed, SignatureMismatch, TimestampStale, TimestampFuture:
