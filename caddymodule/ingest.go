@@ -61,7 +61,16 @@ func spoolFailure(err error) (code int, retryAfter, msg string) {
 // envelope, event header and freshness, dedupes it by route and eventId,
 // spools it durably and answers 202; the spool forwards it to the upstream
 // with retries. Without a forward target it only verifies and dedupes, then
-// hands the request to the next handler (verify-only mode).
+// hands the request to the next handler (verify-only mode). The checks and
+// their statuses are in docs/ingest.md.
+//
+// This handler sets these placeholders, for access logs and handle_errors:
+//
+// Placeholder | Description
+// ------------|-------------
+// `{http.webhook.event_id}` | the envelope's eventId, once the signature and envelope are verified
+// `{http.webhook.event_type}` | the envelope's eventType, likewise
+// `{http.webhook.outcome}` | accepted, duplicate, ignored, conflict, handed_on, handed_on_failed, in_progress, unavailable, error, or the rejection's reason (method, content_type, too_large, body, signature_mismatch, timestamp_stale, …)
 type Ingest struct {
 	// Name identifies the route in the spool, the stats and the dedupe scope;
 	// keep it stable across reloads. Default: the forward URL's scheme, host
@@ -433,10 +442,10 @@ func (h *Ingest) handOn(w http.ResponseWriter, r *http.Request, next caddyhttp.H
 		rec.status = http.StatusOK // nothing written: the server answers 200
 	}
 	if rec.status < 200 || rec.status > 299 {
-		countRequest(h.Name, "handed_on_failed")
+		h.outcome(repl, "handed_on_failed")
 		return nil
 	}
-	countRequest(h.Name, "handed_on")
+	h.outcome(repl, "handed_on")
 	// The upstream has the event: record it even if the sender hangs up now.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 10*time.Second)
 	defer cancel()
@@ -558,10 +567,7 @@ func (h *Ingest) answer(w http.ResponseWriter, repl *caddy.Replacer, code int, s
 
 // respond writes a JSON answer: {"status", "eventId", "error"}, empty fields left out.
 func (h *Ingest) respond(w http.ResponseWriter, repl *caddy.Replacer, code int, status, id, msg string) error {
-	if repl != nil {
-		repl.Set("http.webhook.outcome", status)
-	}
-	countRequest(h.Name, status)
+	h.outcome(repl, status)
 	return writeJSON(w, code, struct {
 		Status  string `json:"status"`
 		EventID string `json:"eventId,omitempty"`
@@ -572,12 +578,19 @@ func (h *Ingest) respond(w http.ResponseWriter, repl *caddy.Replacer, code int, 
 // reject returns a handler error, so that handle_errors can shape the
 // response; err's message is safe to show.
 func (h *Ingest) reject(r *http.Request, code int, outcome string, err error) error {
-	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
+	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	h.outcome(repl, outcome)
+	h.log.Debug("webhook rejected", zap.String("route", h.Name), zap.Int("status", code), zap.String("reason", outcome), zap.Error(err))
+	return caddyhttp.Error(code, err)
+}
+
+// outcome records how a request ended, in the {http.webhook.outcome}
+// placeholder and the requests metric.
+func (h *Ingest) outcome(repl *caddy.Replacer, outcome string) {
+	if repl != nil {
 		repl.Set("http.webhook.outcome", outcome)
 	}
 	countRequest(h.Name, outcome)
-	h.log.Debug("webhook rejected", zap.String("route", h.Name), zap.Int("status", code), zap.String("reason", outcome), zap.Error(err))
-	return caddyhttp.Error(code, err)
 }
 
 // checkSpoolable refuses a max_body that one spool entry cannot hold.

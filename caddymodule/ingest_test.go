@@ -11,6 +11,7 @@ import (
 	"testing/iotest"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
@@ -82,8 +83,12 @@ func TestHandOnRemembersASuccessHoweverWritten(t *testing.T) {
 				under := httptest.NewRecorder()
 				w := &caddyhttp.ResponseWriterWrapper{ResponseWriter: under}
 				r := httptest.NewRequest(http.MethodPost, "/hook", nil)
-				if err := h.handOn(w, r, next, nil, sp, ev); err != nil || under.Code != http.StatusOK {
+				repl := caddy.NewReplacer()
+				if err := h.handOn(w, r, next, repl, sp, ev); err != nil || under.Code != http.StatusOK {
 					t.Fatalf("delivery %d: %d, %v", i+1, under.Code, err)
+				}
+				if got, _ := repl.Get("http.webhook.outcome"); i == 0 && got != "handed_on" {
+					t.Fatalf("{http.webhook.outcome} = %v, want handed_on", got)
 				}
 			}
 			if calls != 1 {
