@@ -134,7 +134,7 @@ func TestIngestRejections(t *testing.T) {
 		}
 		var a answer
 		if tc.slow {
-			a = slowPost(t, g, d, time.Second+500*time.Millisecond)
+			a = slowPost(t, g, d, func() { time.Sleep(time.Second + 500*time.Millisecond) })
 		} else {
 			a = s.mustPost(t, d)
 		}
@@ -195,9 +195,9 @@ func TestIngestRejections(t *testing.T) {
 	})
 }
 
-// slowPost sends d over a raw connection: the headers and half the body, a
-// pause, then the rest; it returns the gateway's answer.
-func slowPost(t *testing.T, g *gateway, d *delivery, pause time.Duration) answer {
+// slowPost sends d over a raw connection: the headers and half the body,
+// then, once wait returns, the rest; it returns the gateway's answer.
+func slowPost(t *testing.T, g *gateway, d *delivery, wait func()) answer {
 	t.Helper()
 	conn, err := net.DialTimeout("tcp", g.site, 5*time.Second)
 	if err != nil {
@@ -208,7 +208,7 @@ func slowPost(t *testing.T, g *gateway, d *delivery, pause time.Duration) answer
 	if _, err := conn.Write(append([]byte(d.head(g.site, "Connection: close")), d.Body[:half]...)); err != nil {
 		t.Fatalf("writing the first part: %v", err)
 	}
-	time.Sleep(pause)
+	wait()
 	_, _ = conn.Write(d.Body[half:]) // the gateway may have answered and closed already
 	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
 	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)

@@ -1,9 +1,7 @@
 package integration
 
 import (
-	"bufio"
 	"fmt"
-	"net"
 	"net/http"
 	"sort"
 	"strings"
@@ -13,30 +11,6 @@ import (
 
 	"github.com/hookgate/hookgate/verifier"
 )
-
-// stalledPost sends d's headers and the first half of its body, waits until
-// arrived reports that the gateway has given up on the body, then sends the
-// rest and returns the answer. (Go's server reads what is left of a small
-// body before it writes the answer.)
-func stalledPost(t *testing.T, g *gateway, d *delivery, gaveUp func() bool) answer {
-	t.Helper()
-	conn, err := net.DialTimeout("tcp", g.site, 5*time.Second)
-	if err != nil {
-		t.Fatalf("dial: %v", err)
-	}
-	defer conn.Close()
-	half := len(d.Body) / 2
-	fmt.Fprintf(conn, "%s%s", d.head(g.site, "Connection: close"), d.Body[:half])
-	eventually(t, 30*time.Second, func() (bool, string) { return gaveUp(), "the gateway is still reading the stalled body" })
-	conn.Write(d.Body[half:])
-	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
-	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
-	if err != nil {
-		t.Fatalf("reading the answer to a stalled body: %v", err)
-	}
-	resp.Body.Close()
-	return answer{Code: resp.StatusCode, Header: resp.Header}
-}
 
 // webhookCounters scrapes the request and attempt counters.
 func webhookCounters(t *testing.T, g *gateway) map[string]float64 {
@@ -172,7 +146,13 @@ func TestEveryMetricOutcome(t *testing.T) {
 	}
 	// in: a body slower than read_timeout.
 	const bodyOutcome = `caddy_webhook_requests_total{outcome="body",route="in"}`
-	a := stalledPost(t, g, s.event(typeOK), func() bool { return scrapeMetrics(t, g)[bodyOutcome] == 1 })
+	// The rest of the body goes once the gateway has given up on it: Go's
+	// server reads what is left of a small body before it writes the answer.
+	a := slowPost(t, g, s.event(typeOK), func() {
+		eventually(t, 30*time.Second, func() (bool, string) {
+			return scrapeMetrics(t, g)[bodyOutcome] == 1, "the gateway is still reading the stalled body"
+		})
+	})
 	expectAnswer(t, "stalled body", a, 408, "")
 	count("requests_total", "in", "body")
 

@@ -403,20 +403,7 @@ func reportBacklog(cfg config, results []*backlogResult, load0 string) int {
 		}
 	}
 
-	missed := reportTargets(results)
-	switch {
-	case fail:
-		fmt.Println("\nRESULT: FAIL (errors)")
-		return 1
-	case missed > 0 && cfg.strict:
-		fmt.Printf("\nRESULT: FAIL (%d targets missed, -strict)\n", missed)
-		return 1
-	case missed > 0:
-		fmt.Printf("\nRESULT: OK (every event delivered; %d targets missed)\n", missed)
-	default:
-		fmt.Println("\nRESULT: OK (every event delivered)")
-	}
-	return 0
+	return verdict(fail, "errors", reportTargets(results), cfg.strict)
 }
 
 // reportTargets prints a PASS or FAIL line for each target of issue 11 the

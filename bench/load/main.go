@@ -537,11 +537,17 @@ func report(cfg config, all []*result, load0 string) int {
 		}
 		fmt.Printf("%s  %s\n", verdict, t.what)
 	}
+	return verdict(fail, "errors or undelivered events", missed, cfg.strict)
+}
+
+// verdict prints a run's RESULT line and returns its exit status: a failure
+// (why says what) always fails the run, missed targets only with strict.
+func verdict(fail bool, why string, missed int, strict bool) int {
 	switch {
 	case fail:
-		fmt.Println("\nRESULT: FAIL (errors or undelivered events)")
+		fmt.Printf("\nRESULT: FAIL (%s)\n", why)
 		return 1
-	case missed > 0 && cfg.strict:
+	case missed > 0 && strict:
 		fmt.Printf("\nRESULT: FAIL (%d targets missed, -strict)\n", missed)
 		return 1
 	case missed > 0:
