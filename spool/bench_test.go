@@ -200,7 +200,7 @@ func BenchmarkDispatchPass(b *testing.B) {
 	}
 	for _, keep := range []bool{true, false} {
 		b.Run(fmt.Sprintf("cursor=%v", keep), func(b *testing.B) {
-			d := &dispatcher{s: s, cursors: map[uint32][]byte{}, running: map[uint32]int{}, missing: map[uint32]int64{}}
+			d := &dispatcher{s: s, cursors: map[uint32][]byte{}, missing: map[uint32]int64{}}
 			if _, err := d.pass(); err != nil {
 				b.Fatal(err)
 			}

@@ -40,6 +40,7 @@ type catalog struct {
 	counts    map[uint32]*routeCounts
 	items     int64 // stored messages, dead letters included
 	bytes     int64
+	nextID    uint64 // the last item id taken (s/item)
 }
 
 func newCatalog() catalog {
@@ -133,6 +134,21 @@ func (s *Spool) load() error {
 		} else if !errors.Is(err, badger.ErrKeyNotFound) {
 			return err
 		}
+		// Item ids: s/item holds the next one's base (1 less than the id),
+		// written with every batch that takes ids; older versions kept a
+		// Badger Sequence there, whose stored lease is such a base too.
+		if item, err := txn.Get(keySeq); err == nil {
+			v, err := item.ValueCopy(nil)
+			if err != nil {
+				return err
+			}
+			if len(v) != 8 {
+				return fmt.Errorf("spool: corrupt item sequence in %s", s.opts.Dir)
+			}
+			s.cat.nextID = beUint64(v)
+		} else if !errors.Is(err, badger.ErrKeyNotFound) {
+			return err
+		}
 		it := txn.NewIterator(badger.DefaultIteratorOptions)
 		defer it.Close()
 		for _, p := range []byte{prefixRoute, prefixPaused, prefixPauses, prefixOff, prefixQueue, prefixDead} {
@@ -215,7 +231,15 @@ func (s *Spool) load() error {
 	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Set(keySchema, []byte{schemaVersion}) }); err != nil {
 		return err
 	}
-	return s.recoverLeases(stale)
+	if err := s.recoverLeases(stale); err != nil {
+		return err
+	}
+	// Badger does not sync every commit (see Spool.commitOnce); these
+	// must be durable before anything is written on top of them.
+	if err := s.db.Sync(); err != nil {
+		return fmt.Errorf("spool: %w", err)
+	}
+	return nil
 }
 
 // diedAt is a dead letter's place in the y/ index.

@@ -22,7 +22,11 @@ type op interface {
 	stage(b *batch) error
 	// size estimates the bytes the op adds to the transaction.
 	size() int
-	// finish reports the batch's commit error, or nil once it is durable.
+	// durable reports whether the op must be on disk when it finishes.
+	// Leases and outcomes need not be: see Spool.commitOnce.
+	durable() bool
+	// finish reports the batch's commit error, or nil once it is committed
+	// (and durable, for a durable op).
 	finish(err error)
 }
 
@@ -43,6 +47,15 @@ type batch struct {
 	bytes   int64
 	free    int64 // free disk bytes when the batch began
 	pauses  map[uint32]*pauseView
+	lastID  uint64 // the last item id taken, in this batch or before
+	newIDs  bool   // whether this batch took ids
+}
+
+// newID takes the next item id.
+func (b *batch) newID() uint64 {
+	b.lastID++
+	b.newIDs = true
+	return b.lastID
 }
 
 // pauseView is a route's pause state as the batch has staged it so far.
@@ -92,6 +105,28 @@ func (b *batch) pausedMs(rid uint32) int64 {
 		return p.total + max(b.nowMs-p.since, 0)
 	}
 	return p.total
+}
+
+// lease reserves a slot for a new item of route rid (named name) if it can
+// skip the queue: the route is registered, neither paused nor disabled, and
+// has no item waiting for its first attempt, nor any written due in this
+// batch.
+func (b *batch) lease(rid uint32, name string) (Route, bool) {
+	if b.rewind[rid] != nil || b.pause(rid).paused {
+		return Route{}, false
+	}
+	b.s.mu.Lock()
+	_, disabled := b.s.cat.disabled[rid]
+	waiting := b.s.cat.counts[rid] != nil && b.s.cat.counts[rid].n[classQueued] > 0
+	b.s.mu.Unlock()
+	if disabled || waiting {
+		return Route{}, false
+	}
+	route, ok := b.s.route(name)
+	if !ok || b.s.slots.reserve(rid, 1, route.Concurrency, b.s.live.Load().workers) == 0 {
+		return Route{}, false
+	}
+	return route, true
 }
 
 // queued notes a q/ key written, so the dispatcher can rewind to it.
@@ -256,6 +291,9 @@ func (s *Spool) commitOnce(ops []op) (bad int, err error) {
 	}
 	txn := s.db.NewTransaction(true)
 	defer txn.Discard()
+	s.mu.Lock()
+	lastID := s.cat.nextID
+	s.mu.Unlock()
 	b := &batch{
 		s:      s,
 		txn:    txn,
@@ -263,13 +301,22 @@ func (s *Spool) commitOnce(ops []op) (bad int, err error) {
 		routes: map[string]uint32{},
 		rewind: map[uint32][]byte{},
 		free:   free,
+		lastID: lastID,
 	}
+	durable := false
 	for i, o := range ops {
 		if err := o.stage(b); err != nil {
 			return i, err
 		}
+		durable = durable || o.durable()
 	}
-	if err := txn.Commit(); err != nil {
+	if b.newIDs {
+		if err := txn.Set(keySeq, appendUint64(nil, b.lastID)); err != nil {
+			return -1, err
+		}
+		b.effects = append(b.effects, effect{apply: func(c *catalog) { c.nextID = b.lastID }})
+	}
+	if err := s.write(txn, durable); err != nil {
 		return -1, err
 	}
 	s.mu.Lock()
@@ -292,6 +339,46 @@ func (s *Spool) commitOnce(ops []op) (bad int, err error) {
 		s.nudge()
 	}
 	return -1, nil
+}
+
+// write commits txn, and if durable, syncs it and every commit before it to
+// disk before it returns.
+//
+// Badger is opened without SyncWrites, so a commit is in its memory-mapped
+// logs, i.e. in the page cache: it survives the process (a crash, kill -9),
+// not the machine. Only enqueues and the operator's changes must be on disk
+// before they are answered; leases and delivery outcomes may be lost to a
+// power cut, which costs an attempt that is not counted or a delivery made
+// twice, both within at least once. The next durable commit syncs them too.
+//
+// A durable commit syncs before as well as after, when something is
+// unsynced: db.Sync syncs the active memtable's log, and a commit that finds
+// the memtable full writes to a new one, leaving the old log unsynced. Every
+// durable commit then has every commit before it on disk, so after a power
+// cut the database is as it was at some commit, never a later commit
+// without an earlier one. Value log files are synced when they are rotated
+// (Badger truncates them, which syncs).
+func (s *Spool) write(txn *badger.Txn, durable bool) error {
+	if durable && s.unsynced {
+		if err := s.db.Sync(); err != nil {
+			return err
+		}
+		s.unsynced = false
+	}
+	if err := txn.Commit(); err != nil {
+		return err
+	}
+	if !durable {
+		s.unsynced = true
+		return nil
+	}
+	if err := s.db.Sync(); err != nil {
+		// Committed but maybe not on disk: the op fails, and the
+		// sender's retry finds a duplicate.
+		s.unsynced = true
+		return err
+	}
+	return nil
 }
 
 // getState reads the state under key k; found is false if k is gone.

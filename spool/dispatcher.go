@@ -23,7 +23,7 @@ const maxIdle = 30 * time.Second
 // nudge (enqueue, retry, a free worker, a route change) instead of polling.
 func (s *Spool) dispatchLoop() {
 	defer close(s.dispatcherDone)
-	d := &dispatcher{s: s, cursors: map[uint32][]byte{}, running: map[uint32]int{}, missing: map[uint32]int64{}}
+	d := &dispatcher{s: s, cursors: map[uint32][]byte{}, missing: map[uint32]int64{}}
 	resetAt := time.Now().Add(cursorReset)
 	timer := time.NewTimer(0)
 	defer timer.Stop()
@@ -47,6 +47,7 @@ func (s *Spool) dispatchLoop() {
 		if !next.IsZero() {
 			wait = min(max(time.Until(next), 0), maxIdle)
 		}
+		s.wakeAtMs.Store(time.Now().Add(wait).UnixMilli())
 		timer.Reset(wait)
 		select {
 		case <-s.stopping:
@@ -57,12 +58,10 @@ func (s *Spool) dispatchLoop() {
 	}
 }
 
-// dispatcher is the dispatch loop's state; running is shared with workers.
+// dispatcher is the dispatch loop's state.
 type dispatcher struct {
 	s       *Spool
 	cursors map[uint32][]byte // per route: where the next scan starts
-	running map[uint32]int    // deliveries in flight per route, under s.runMu
-	total   int               // under s.runMu
 	missing map[uint32]int64  // when a route with items was first seen unregistered (ms)
 }
 
@@ -74,6 +73,7 @@ type candidate struct {
 	route    Route
 	known    bool
 	disabled string // the route's disable reason
+	slot     bool   // holds a slot reserved for its delivery
 }
 
 // pass leases what is due and returns when the next item falls due (zero if
@@ -116,12 +116,14 @@ func (d *dispatcher) pass() (time.Time, error) {
 	err := s.db.View(func(txn *badger.Txn) error {
 		for _, ref := range refs {
 			route, known := s.route(ref.name)
-			limit := 256 // items of a removed or disabled route become dead letters
+			limit, reserved := 256, 0 // items of a removed or disabled route become dead letters
 			if known && ref.disabled == "" {
 				delete(d.missing, ref.rid)
-				s.runMu.Lock()
-				limit = min(route.Concurrency-d.running[ref.rid], s.live.Load().workers-d.total-len(found))
-				s.runMu.Unlock()
+				reserved = s.slots.reserve(ref.rid, route.Concurrency, route.Concurrency, s.live.Load().workers)
+				if reserved == 0 {
+					s.slots.want()
+				}
+				limit = reserved
 			} else if !known {
 				// A reload may be registering it: wait out the grace period
 				// before its items become dead letters.
@@ -140,17 +142,20 @@ func (d *dispatcher) pass() (time.Time, error) {
 			}
 			due, next, err := d.scan(txn, ref.rid, nowMs, limit)
 			if err != nil {
+				s.slots.release(ref.rid, reserved)
 				return err
 			}
+			s.slots.release(ref.rid, reserved-len(due))
 			later(next)
 			for _, c := range due {
-				c.name, c.route, c.known, c.disabled = ref.name, route, known, ref.disabled
+				c.name, c.route, c.known, c.disabled, c.slot = ref.name, route, known, ref.disabled, reserved > 0
 				found = append(found, c)
 			}
 		}
 		return nil
 	})
 	if err != nil {
+		d.release(found)
 		return time.Time{}, err
 	}
 	leaseEnd, err := d.start(found, nowMs)
@@ -262,45 +267,39 @@ func (d *dispatcher) start(found []candidate, nowMs int64) (leaseEnd int64, err 
 			lease := c.route.Timeout + s.opts.LeaseMargin
 			claims = append(claims, &claim{key: c.key, leaseMs: lease.Milliseconds()})
 			leased = append(leased, c)
+			continue
 		}
+		d.release([]candidate{c})
 	}
 	if len(claims) == 0 {
 		return 0, nil
 	}
 	o := &claimOp{claims: claims, done: make(chan struct{})}
 	if err := s.submit(context.Background(), o, o.done); err != nil {
+		d.release(leased)
 		return 0, err
-	}
-	if o.err != nil {
-		return 0, o.err
 	}
 	for i, cl := range claims {
 		if !cl.granted {
+			d.release(leased[i : i+1])
 			continue
 		}
 		if _, end, _, _ := parseQueueKey(cl.leased); leaseEnd == 0 || end < leaseEnd {
 			leaseEnd = end
 		}
-		c := leased[i]
-		rid := cl.st.Route
-		s.runMu.Lock()
-		d.running[rid]++
-		d.total++
-		s.runMu.Unlock()
-		s.workers.Add(1)
-		go func() {
-			defer func() {
-				s.runMu.Lock()
-				d.running[rid]--
-				d.total--
-				s.runMu.Unlock()
-				s.workers.Done()
-				s.nudge()
-			}()
-			s.deliver(cl.leased, cl.st, c.route)
-		}()
+		go s.deliver(cl.leased, cl.st, leased[i].route, nil)
 	}
-	return leaseEnd, nil
+	return leaseEnd, o.err
+}
+
+// release gives back the slots reserved for candidates that are not
+// delivered.
+func (d *dispatcher) release(cs []candidate) {
+	for _, c := range cs {
+		if c.slot {
+			d.s.slots.release(c.st.Route, 1)
+		}
+	}
 }
 
 // send queues a fire-and-forget op. Losing one on shutdown is safe: the item
@@ -312,14 +311,24 @@ func (s *Spool) send(o op) {
 	}
 }
 
-// deliver makes one attempt for a leased item and records its outcome.
-func (s *Spool) deliver(key []byte, st state, route Route) {
+// deliver makes one attempt for a leased item and records its outcome. It
+// runs as a worker goroutine holding one of the route's slots, which it
+// releases when it ends. msg is the item's message
+// if the caller has it, nil to read it.
+func (s *Spool) deliver(key []byte, st state, route Route, msg *message) {
+	defer func() {
+		if s.slots.end(st.Route) {
+			s.nudge()
+		}
+	}()
 	_, _, id, _ := parseQueueKey(key)
-	msg, err := s.message(id)
-	if err != nil {
-		s.log.Error("cannot read a leased item's message", zap.Uint64("id", id), zap.Error(err))
-		s.send(&finishOp{key: key, to: toDead, reason: "corrupt", lastErr: err.Error()})
-		return
+	if msg == nil {
+		var err error
+		if msg, err = s.message(id); err != nil {
+			s.log.Error("cannot read a leased item's message", zap.Uint64("id", id), zap.Error(err))
+			s.send(&finishOp{key: key, to: toDead, reason: "corrupt", lastErr: err.Error()})
+			return
+		}
 	}
 	d := &Delivery{
 		ID:         id,

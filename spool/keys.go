@@ -9,7 +9,7 @@ import (
 // Key schema. All integers are big-endian so that byte order is numeric order.
 //
 //	v/schema                       format version
-//	s/item                         Badger sequence for item ids
+//	s/item                         the last item id taken (a Badger Sequence before: its lease)
 //	r/<route name>                 route id (uint32)
 //	p/<rid:4>                      present while the route is paused: since when (ms)
 //	t/<rid:4>                      the route's total paused time (ms) in pauses that ended

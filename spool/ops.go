@@ -25,11 +25,27 @@ type preparedEntry struct {
 
 // enqueueOp stores entries with their dedupe records. If any entry
 // conflicts, it stores none of them.
+//
+// A new item whose route has a free slot and nothing else waiting for its
+// first attempt is stored already leased (attempt 1) and handed, message
+// and all, to a worker once the commit is durable: one commit and no read
+// fewer than a lease through the dispatcher, and the attempt count is as
+// durable as with one.
 type enqueueOp struct {
 	entries []preparedEntry
 	results []Result
+	leases  []directLease
+	s       *Spool // set by stage
 	err     error
 	done    chan struct{}
+}
+
+// directLease is an item an enqueue leased to a worker itself.
+type directLease struct {
+	key   []byte
+	st    state
+	route Route
+	msg   []byte // the encoded message
 }
 
 func (o *enqueueOp) size() int {
@@ -39,16 +55,47 @@ func (o *enqueueOp) size() int {
 	}
 	return n
 }
+func (o *enqueueOp) durable() bool { return true }
 
 func (o *enqueueOp) finish(err error) {
 	if err != nil {
 		o.err, o.results = err, nil
+		o.dropLeases()
+	} else {
+		o.started()
 	}
 	close(o.done)
 }
 
+// started hands the items leased at enqueue to workers, once committed. The
+// dispatcher, which sees a lease that ends unreported as a due item, is
+// woken if it planned to sleep past a lease's end.
+func (o *enqueueOp) started() {
+	for _, l := range o.leases {
+		if _, end, _, _ := parseQueueKey(l.key); end < o.s.wakeAtMs.Load() {
+			o.s.nudge()
+		}
+		m, err := decodeMessage(l.msg)
+		if err != nil { // cannot be: encoded by prepare; deliver reads it again
+			m = nil
+		}
+		go o.s.deliver(l.key, l.st, l.route, m)
+	}
+	o.leases = nil
+}
+
+// dropLeases gives back the slots of leases that were not committed.
+func (o *enqueueOp) dropLeases() {
+	for _, l := range o.leases {
+		o.s.slots.release(l.st.Route, 1)
+	}
+	o.leases = nil
+}
+
 func (o *enqueueOp) stage(b *batch) error {
 	o.err = nil // a batch split after a failed commit stages its ops again
+	o.dropLeases()
+	o.s = b.s
 	// Dedupe first: a duplicate is answered even when the spool is full.
 	o.results = make([]Result, len(o.entries))
 	repeats := map[int]int{} // entry index -> index of its first occurrence in the op
@@ -92,14 +139,16 @@ func (o *enqueueOp) stage(b *batch) error {
 		if err != nil {
 			return err
 		}
-		id, err := b.s.seq.Next()
-		if err != nil {
-			return err
-		}
-		id++ // ids start at 1
+		id := b.newID()
 		st := &state{Route: rid, ReceivedMs: e.received, Size: int64(len(e.msg)), PausedMs: b.pausedMs(rid)}
 		rec := appendUint64(appendUint64(nil, id), e.hash)
-		qk := queueKey(rid, b.nowMs, id)
+		due := b.nowMs
+		route, direct := b.lease(rid, e.route)
+		if direct {
+			st.Attempt, st.Flags = 1, flagLeased
+			due += (route.Timeout + b.s.opts.LeaseMargin).Milliseconds()
+		}
+		qk := queueKey(rid, due, id)
 		if err := b.txn.SetEntry(badger.NewEntry(e.dedupe, rec).WithTTL(e.window)); err != nil {
 			return err
 		}
@@ -110,7 +159,11 @@ func (o *enqueueOp) stage(b *batch) error {
 			return err
 		}
 		b.change(nil, st)
-		b.queued(qk)
+		if direct {
+			o.leases = append(o.leases, directLease{key: qk, st: *st, route: route, msg: e.msg})
+		} else {
+			b.queued(qk)
+		}
 		o.results[i].ID = id
 	}
 	for i, first := range repeats {
@@ -192,7 +245,8 @@ type claimOp struct {
 	done   chan struct{}
 }
 
-func (o *claimOp) size() int { return len(o.claims) * 128 }
+func (o *claimOp) size() int     { return len(o.claims) * 128 }
+func (o *claimOp) durable() bool { return false }
 
 func (o *claimOp) finish(err error) {
 	if err != nil {
@@ -256,7 +310,8 @@ type finishOp struct {
 	attempt *Attempt // the attempt that led here, recorded with the attempt retention
 }
 
-func (o *finishOp) size() int { return 256 + len(o.lastErr) }
+func (o *finishOp) size() int     { return 256 + len(o.lastErr) }
+func (o *finishOp) durable() bool { return false }
 
 func (o *finishOp) finish(error) {}
 
@@ -334,6 +389,7 @@ type deadOp struct {
 }
 
 func (o *deadOp) size() int        { return (len(o.ids) + len(o.purge)) * 128 }
+func (o *deadOp) durable() bool    { return true }
 func (o *deadOp) finish(err error) { o.err = err; close(o.done) }
 
 func (o *deadOp) stage(b *batch) error {
@@ -414,6 +470,7 @@ type pauseOp struct {
 }
 
 func (o *pauseOp) size() int        { return 64 + len(o.route) }
+func (o *pauseOp) durable() bool    { return true }
 func (o *pauseOp) finish(err error) { o.err = err; close(o.done) }
 
 func (o *pauseOp) stage(b *batch) error {
@@ -464,7 +521,8 @@ type disableOp struct {
 	done   chan struct{} // nil when nobody waits
 }
 
-func (o *disableOp) size() int { return 64 + len(o.route) + len(o.reason) }
+func (o *disableOp) size() int     { return 64 + len(o.route) + len(o.reason) }
+func (o *disableOp) durable() bool { return true }
 
 func (o *disableOp) finish(err error) {
 	o.err = err

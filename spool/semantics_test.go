@@ -143,6 +143,7 @@ func (o *failingOp) stage(b *batch) error {
 	return errors.New("staging failed")
 }
 func (o *failingOp) size() int        { return 64 }
+func (o *failingOp) durable() bool    { return true }
 func (o *failingOp) finish(err error) { o.err = err; close(o.done) }
 
 func prepared(t *testing.T, s *Spool, e Entry) *enqueueOp {
@@ -532,5 +533,32 @@ func TestPauseFromSchema1KeepsItsStart(t *testing.T) {
 	time.Sleep(20 * time.Millisecond)
 	if again := since(); again != first || first == 0 {
 		t.Fatalf("pause start %d at the first open after the upgrade, %d at the next", first, again)
+	}
+}
+
+// TestItemIDsNeverRepeat: ids go on from the last one taken across a
+// restart, and from the lease of the Badger Sequence that older versions
+// kept under the same key.
+func TestItemIDsNeverRepeat(t *testing.T) {
+	dir := t.TempDir()
+	s := openTest(t, Options{Dir: dir})
+	first := mustEnqueue(t, s, entry("r", "evt_1", "x")).ID
+	s.Close()
+	s = openTest(t, Options{Dir: dir})
+	if id := mustEnqueue(t, s, entry("r", "evt_2", "x")).ID; id <= first {
+		t.Fatalf("id %d after a restart, not past %d", id, first)
+	}
+	// As an older version left it: ids up to 1000 leased by a Sequence.
+	seq, err := s.db.GetSequence(keySeq, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := seq.Next(); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s = openTest(t, Options{Dir: dir})
+	if id := mustEnqueue(t, s, entry("r", "evt_3", "x")).ID; id <= 1000 {
+		t.Fatalf("id %d, within the range an older version leased", id)
 	}
 }

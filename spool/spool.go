@@ -111,9 +111,9 @@ type Spool struct {
 	full    atomic.Bool // the disk is full: nothing is written (see diskFull)
 	log     *zap.Logger
 	db      *badger.DB
-	seq     *badger.Sequence
 
 	ops           chan op
+	unsynced      bool // the committer wrote since its last sync
 	commitStop    chan struct{}
 	committerDone chan struct{}
 
@@ -123,12 +123,12 @@ type Spool struct {
 	giveUpAt       time.Time // when deliveries still in flight are cancelled; set with stopping
 	dispatcherDone chan struct{}
 	loops          sync.WaitGroup // committer and maintenance
-	runMu          sync.Mutex     // guards the dispatcher's in-flight counts
+	slots          slots          // deliveries in flight
+	wakeAtMs       atomic.Int64   // when the dispatcher plans its next pass
 	passes         atomic.Int64   // dispatch passes made, for tests of idleness
 
 	workCtx    context.Context // cancelled when Close gives up waiting
 	cancelWork context.CancelFunc
-	workers    sync.WaitGroup
 
 	routesMu sync.RWMutex
 	routes   map[string][]*registration // stacked per name; the last is in force
@@ -250,10 +250,6 @@ func open(opts Options) (*Spool, error) {
 		db.Close()
 		return nil, err
 	}
-	if s.seq, err = db.GetSequence(keySeq, 1000); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("spool: sequence: %w", err)
-	}
 	s.loops.Add(2)
 	go s.commitLoop()
 	go s.dispatchLoop()
@@ -277,7 +273,7 @@ func open(opts Options) (*Spool, error) {
 // mode for the figures.
 func badgerOptions(dir string, memTableSize int64, log *zap.Logger) badger.Options {
 	return badger.DefaultOptions(dir).
-		WithSyncWrites(true).
+		WithSyncWrites(false). // the committer syncs what must be durable (Spool.write)
 		WithLogger(badgerLogger{log.Named("badger").Sugar()}).
 		WithValueThreshold(valueThreshold).
 		WithValueLogFileSize(valueLogFileSize).
@@ -321,6 +317,7 @@ func (s *Spool) Reconfigure(o Options) {
 // first call has an effect.
 func (s *Spool) StopDelivering(within time.Duration) {
 	s.stopOnce.Do(func() {
+		s.slots.stop() // before close(stopping): no delivery starts after Close waits for them
 		s.giveUpAt = time.Now().Add(within)
 		close(s.stopping)
 	})
@@ -336,7 +333,7 @@ func (s *Spool) Close() error {
 		s.StopDelivering(s.opts.CloseTimeout)
 		<-s.dispatcherDone
 		done := make(chan struct{})
-		go func() { s.workers.Wait(); close(done) }()
+		go func() { s.slots.wait(); close(done) }()
 		if !waitUntil(done, s.giveUpAt) {
 			s.log.Warn("deliveries still in flight at close; cancelling them")
 			s.cancelWork()
@@ -355,12 +352,7 @@ func (s *Spool) Close() error {
 			leftOpen[s.opts.Dir] = s.db
 			openMu.Unlock()
 		} else {
-			if err := s.seq.Release(); err != nil {
-				s.closeErr = err
-			}
-			if err := s.db.Close(); err != nil && s.closeErr == nil {
-				s.closeErr = err
-			}
+			s.closeErr = s.db.Close()
 		}
 		openMu.Lock()
 		delete(openDirs, s.opts.Dir)

@@ -798,7 +798,7 @@ func TestDispatcherCursorSkipsHandledKeys(t *testing.T) {
 	last := queueKey(rid, time.Now().UnixMilli(), ^uint64(0)) // after every deleted key
 	// A fresh dispatcher (as after a restart) scans from the start once, then
 	// from past the tombstones.
-	d := &dispatcher{s: s, cursors: map[uint32][]byte{}, running: map[uint32]int{}, missing: map[uint32]int64{}}
+	d := &dispatcher{s: s, cursors: map[uint32][]byte{}, missing: map[uint32]int64{}}
 	if _, err := d.pass(); err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,76 @@
+package spool
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// TestNewItemsGoStraightToAWorker: an item enqueued to an idle route is
+// stored already leased (attempt 1, due at its lease's end) and handed to a
+// worker with its message, not found by the dispatcher.
+func TestNewItemsGoStraightToAWorker(t *testing.T) {
+	s := openTest(t, Options{LeaseMargin: time.Minute})
+	g := newGate()
+	t.Cleanup(func() { close(g.release) })
+	s.RegisterRoute("r", Route{Deliverer: g, Timeout: time.Minute})
+	eventually(t, 10*time.Second, "the dispatcher idle", func() bool {
+		return s.wakeAtMs.Load() > time.Now().Add(maxIdle/2).UnixMilli()
+	})
+	passes := s.passes.Load()
+	before := time.Now()
+	res := mustEnqueue(t, s, entry("r", "evt_1", "x"))
+	// Committed leased: the key's due time is the lease's end.
+	if due := queueDue(t, s, res.ID); due.Before(before.Add(2*time.Minute - time.Second)) {
+		t.Fatalf("queue key due at %v, want the lease's end, two minutes on", due)
+	}
+	if rs := routeStats(s, "r"); rs.InFlight != 1 || rs.Queued != 0 {
+		t.Fatalf("after the enqueue: %s; want 1 in flight", statsString(rs))
+	}
+	select {
+	case <-g.started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("not delivered")
+	}
+	if n := s.passes.Load() - passes; n != 0 {
+		t.Fatalf("%d dispatch passes for a new item, want none", n)
+	}
+}
+
+// TestSlotsHoldWhoeverLeases: enqueues that lease new items themselves and
+// the dispatcher that leases the queued ones share the route's concurrency;
+// a delivery that ends wakes the dispatcher for the items left waiting (not
+// its idle timer, which is longer than this test may take).
+func TestSlotsHoldWhoeverLeases(t *testing.T) {
+	const concurrency, senders, each = 3, 8, 25
+	s := openTest(t, Options{})
+	var inFlight, peak, delivered atomic.Int64
+	s.RegisterRoute("r", Route{Concurrency: concurrency, Deliverer: DelivererFunc(func(context.Context, *Delivery) Outcome {
+		n := inFlight.Add(1)
+		for p := peak.Load(); n > p && !peak.CompareAndSwap(p, n); p = peak.Load() {
+		}
+		time.Sleep(time.Millisecond)
+		inFlight.Add(-1)
+		delivered.Add(1)
+		return Outcome{StatusCode: 200}
+	})})
+	var wg sync.WaitGroup
+	for i := range senders {
+		wg.Go(func() {
+			for j := range each {
+				mustEnqueue(t, s, entry("r", fmt.Sprintf("evt_%d_%d", i, j), "x"))
+			}
+		})
+	}
+	wg.Wait()
+	eventually(t, maxIdle/2, "every item delivered", func() bool { return delivered.Load() == senders*each })
+	if p := peak.Load(); p > concurrency {
+		t.Fatalf("%d deliveries in flight at once, over the route's %d", p, concurrency)
+	}
+	if rs := routeStats(s, "r"); rs.Queued+rs.InFlight+rs.Scheduled != 0 {
+		t.Fatalf("after delivery: %s", statsString(rs))
+	}
+}
