@@ -333,17 +333,21 @@ func readBody(w http.ResponseWriter, r *http.Request, max int64, timeout time.Du
 	return nil, http.StatusBadRequest, errors.New("reading the body failed")
 }
 
-// readAll is io.ReadAll for a body of at most size bytes. Its buffer grows
-// with the bytes that arrived, by a quarter at a time (as append grows large
-// slices), so that a sender that announces a large body and sends little of
-// it gets little memory; each growth is first reserved in held, and readAll
-// gives up with errBusy when that fails.
+// readAll is io.ReadAll for a body of at most size bytes. Its first buffer
+// takes size bytes up to readAhead; past that it grows with the bytes that
+// arrived, by a quarter at a time (as append grows large slices), so that a
+// sender that announces a large body and sends little of it gets little
+// memory. Each growth is first reserved in held, and readAll gives up with
+// errBusy when that fails.
 func readAll(rd io.Reader, size int64, held *hold) ([]byte, error) {
 	const minGrowth = 4 << 10
 	var b []byte
 	for {
 		if len(b) == cap(b) {
 			grow := max(len(b)/4, minGrowth)
+			if b == nil {
+				grow = max(grow, readAhead)
+			}
 			if rest := size - int64(len(b)); rest > 0 {
 				grow = int(min(int64(grow), rest))
 			}
@@ -362,6 +366,11 @@ func readAll(rd io.Reader, size int64, held *hold) ([]byte, error) {
 		}
 	}
 }
+
+// readAhead is the most readAll takes at once, before any of the body
+// arrived: a body of up to 64 KiB (most webhooks) is read into one buffer
+// of its announced size, with its byte for EOF, not grown and copied.
+const readAhead = 64<<10 + 1
 
 // errBusy refuses a body when the bodies being read and verified hold the
 // webhooks app's max_unverified_bytes.

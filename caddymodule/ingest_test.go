@@ -151,17 +151,17 @@ func (s *stallingBody) Read(p []byte) (int, error) {
 }
 
 // TestReadAllGrowsWithArrivals: a sender that announces 1 MiB and sends
-// part of it makes the buffer grow with what it sent, by a quarter at most,
-// not to the announced size.
+// part of it makes the buffer grow with what it sent, by a quarter at most
+// past the first 64 KiB, not to the announced size.
 func TestReadAllGrowsWithArrivals(t *testing.T) {
-	for _, sent := range []int{0, 100, 33 << 10, 300 << 10} {
+	for _, sent := range []int{0, 100, 33 << 10, 100 << 10, 300 << 10} {
 		budget := &byteBudget{limit: 1 << 30}
 		held := budget.hold()
 		b, err := readAll(&stallingBody{n: sent}, 1<<20+1, &held)
 		if len(b) != sent || !errors.Is(err, os.ErrDeadlineExceeded) {
 			t.Fatalf("sent %d: got %d bytes, %v", sent, len(b), err)
 		}
-		if want := max(4<<10, sent*5/4); cap(b) > want || held.n != int64(cap(b)) {
+		if want := max(readAhead, sent*5/4); cap(b) > want || held.n != int64(cap(b)) {
 			t.Fatalf("sent %d of an announced 1 MiB: a buffer of %d bytes (hold %d), want at most %d", sent, cap(b), held.n, want)
 		}
 	}
@@ -211,5 +211,22 @@ func TestIngestRefusesBodiesOverTheBudget(t *testing.T) {
 	}
 	if n := budget.used.Load(); n != 0 {
 		t.Fatalf("after the request the budget holds %d bytes", n)
+	}
+}
+
+// TestReadAllTakesAnAnnouncedBodyAtOnce: a body of up to 64 KiB whose
+// length is announced is read into one buffer, not grown and copied.
+func TestReadAllTakesAnAnnouncedBodyAtOnce(t *testing.T) {
+	body := strings.Repeat("x", 64<<10)
+	budget := &byteBudget{limit: 1 << 30}
+	allocs := testing.AllocsPerRun(20, func() {
+		held := budget.hold()
+		defer held.release()
+		if b, err := readAll(strings.NewReader(body), int64(len(body))+1, &held); err != nil || len(b) != len(body) {
+			t.Fatalf("%d bytes, %v", len(b), err)
+		}
+	})
+	if allocs > 2 {
+		t.Fatalf("%.0f allocations to read a 64 KiB body, want one buffer", allocs)
 	}
 }
