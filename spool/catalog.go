@@ -40,7 +40,8 @@ type catalog struct {
 	counts    map[uint32]*routeCounts
 	items     int64 // stored messages, dead letters included
 	bytes     int64
-	nextID    uint64 // the last item id taken (s/item)
+	nextID    uint64     // the last item id taken (s/item)
+	records   recordBook // dedupe and attempt records
 }
 
 func newCatalog() catalog {

@@ -47,8 +47,9 @@ type batch struct {
 	bytes   int64
 	free    int64 // free disk bytes when the batch began
 	pauses  map[uint32]*pauseView
-	lastID  uint64 // the last item id taken, in this batch or before
-	newIDs  bool   // whether this batch took ids
+	lastID  uint64      // the last item id taken, in this batch or before
+	newIDs  bool        // whether this batch took ids
+	recs    recordDelta // dedupe and attempt records staged
 }
 
 // newID takes the next item id.
@@ -327,7 +328,11 @@ func (s *Spool) commitOnce(ops []op) (bad int, err error) {
 			s.cat.apply(e.from, e.to)
 		}
 	}
+	trim := b.recs.apply(&s.cat.records, time.Now(), s.live.Load().maxRecordBytes)
 	s.mu.Unlock()
+	if trim {
+		s.nudgeTrim()
+	}
 	if len(b.rewind) > 0 {
 		s.rewindMu.Lock()
 		for rid, k := range b.rewind {

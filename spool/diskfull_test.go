@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -82,6 +83,38 @@ func lastLines(out []byte, n int) string {
 	return strings.Join(lines[max(len(lines)-n, 0):], "\n")
 }
 
+// fillUntilRefused enqueues events g<sender>-<n> with body on route from 8
+// senders until each is refused, calling each (if set, under a lock) after
+// every enqueue. It returns the event ids accepted and the refusals, in the
+// order they came.
+func fillUntilRefused(s *Spool, route, body string, each func()) (accepted []string, refusals []error) {
+	var (
+		mu sync.Mutex
+		wg sync.WaitGroup
+	)
+	for g := range 8 {
+		wg.Go(func() {
+			for n := 0; ; n++ {
+				id := fmt.Sprintf("g%d-%d", g, n)
+				_, err := s.Enqueue(context.Background(), entry(route, id, body))
+				mu.Lock()
+				if each != nil {
+					each()
+				}
+				if err != nil {
+					refusals = append(refusals, err)
+					mu.Unlock()
+					return
+				}
+				accepted = append(accepted, id)
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	return accepted, refusals
+}
+
 // TestDiskFullRefusesBeforeBadgerDies fills a tmpfs. Badger dies of SIGBUS
 // when a file system fills under its mmapped files, so the spool must refuse
 // with a full error while its floor and its reserve are still free, stay up
@@ -98,32 +131,8 @@ func TestDiskFullRefusesBeforeBadgerDies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	body := strings.Repeat("b", 16<<10)
-	var (
-		mu       sync.Mutex
-		accepted []string
-		fullErr  error
-		wg       sync.WaitGroup
-	)
-	for g := range 8 {
-		wg.Go(func() {
-			for n := 0; ; n++ {
-				id := fmt.Sprintf("g%d-%d", g, n)
-				_, err := s.Enqueue(context.Background(), entry("fill", id, body))
-				mu.Lock()
-				if err != nil {
-					if fullErr == nil {
-						fullErr = err
-					}
-					mu.Unlock()
-					return
-				}
-				accepted = append(accepted, id)
-				mu.Unlock()
-			}
-		})
-	}
-	wg.Wait()
+	accepted, refusals := fillUntilRefused(s, "fill", strings.Repeat("b", 16<<10), nil)
+	fullErr := refusals[0]
 	var full *FullError
 	if !errors.As(fullErr, &full) || full.Limit != "min_free_disk" {
 		t.Fatalf("filling stopped with %v, want a min_free_disk full error", fullErr)
@@ -308,5 +317,73 @@ func TestDiskFilledByAnotherProcess(t *testing.T) {
 	defer s.Close()
 	if st, err := s.Lookup("kept", "evt_kept"); err != nil || st.State != StatePending {
 		t.Fatalf("after the reopen: %v, %v", st.State, err)
+	}
+}
+
+// TestRecordBudgetOnTmpfs runs a loop of events, delivered at once, into a
+// small record budget on a tmpfs: the records never go over the budget by
+// more than one batch's, attempt records are trimmed, no dedupe record is
+// lost (every event accepted is still answered as a duplicate), new events
+// are refused with max_record_bytes once the dedupe records fill the
+// budget, and the process does not crash.
+func TestRecordBudgetOnTmpfs(t *testing.T) {
+	dir, child := inTmpfsChild(t, "320m")
+	if !child {
+		return
+	}
+	const budget = 1 << 20
+	s, err := Open(Options{Dir: dir, MemTableSize: 8 << 20, MinFreeDisk: 16 << 20, MaxRecordBytes: budget, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := newRecorder(nil)
+	s.RegisterRoute("r", Route{Deliverer: rec, Concurrency: 16})
+	// A batch's records: a dedupe record and an attempt record (with a
+	// status and no error) per op.
+	slack := int64(maxBatchOps) * (dedupeBytes + recordSize(2+8+4, 16))
+	var peak int64
+	accepted, refusals := fillUntilRefused(s, "r", "x", func() {
+		r := s.Records()
+		peak = max(peak, r.Dedupe.Bytes+r.Attempts.Bytes)
+	})
+	for _, err := range refusals {
+		if !isRecordFull(err) {
+			t.Fatalf("a sender stopped with %v, want a max_record_bytes full error", err)
+		}
+	}
+	eventually(t, time.Minute, "everything delivered", func() bool { items, _ := s.Usage(); return items == 0 })
+	r := s.Records()
+	t.Logf("accepted %d events; records %+v; peak %d bytes", len(accepted), r, peak)
+	if peak > budget+slack || r.Dedupe.Bytes+r.Attempts.Bytes > budget+slack {
+		t.Fatalf("records reached %d bytes (now %+v), over the budget of %d by more than a batch (%d)", peak, r, budget, slack)
+	}
+	if min := budget/dedupeBytes - maxBatchOps; int64(len(accepted)) < min || r.Dedupe.Count != int64(len(accepted)) {
+		t.Fatalf("%d events accepted, %d dedupe records; want at least %d", len(accepted), r.Dedupe.Count, min)
+	}
+	// The first events' attempt records had room when they were written:
+	// gone, they were trimmed.
+	if st, err := s.Lookup("r", "g0-0"); err != nil || st.State != StateDelivered || len(st.Attempts) != 0 {
+		t.Fatalf("the first event: %+v, %v; want delivered, its attempt record trimmed", st, err)
+	}
+	for chunk := range slices.Chunk(accepted, 500) {
+		var es []Entry
+		for _, id := range chunk {
+			es = append(es, entry("r", id, "x"))
+		}
+		res, err := s.EnqueueAll(context.Background(), es)
+		if err != nil {
+			t.Fatalf("the accepted events again: %v", err)
+		}
+		for i, r := range res {
+			if r.Status != Duplicate {
+				t.Fatalf("%s again: %v, want a duplicate", chunk[i], r.Status)
+			}
+		}
+	}
+	if _, err := s.Enqueue(context.Background(), entry("r", "evt_late", "x")); !isRecordFull(err) {
+		t.Fatalf("a new event at the end: %v, want a max_record_bytes full error", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatalf("close: %v", err)
 	}
 }

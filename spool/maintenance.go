@@ -16,7 +16,8 @@ var purgeInterval = time.Minute
 // gcInterval is how often value log GC runs.
 const gcInterval = 5 * time.Minute
 
-// maintenanceLoop purges dead letters past their retention every minute and
+// maintenanceLoop purges dead letters past their retention every minute,
+// trims attempt records when the records are over their budget and
 // reclaims value log space.
 func (s *Spool) maintenanceLoop() {
 	defer s.loops.Done()
@@ -29,10 +30,17 @@ func (s *Spool) maintenanceLoop() {
 	// clock went back.
 	var from []byte
 	restartAt := time.Now().Add(time.Hour)
+	trimmer := &attemptTrimmer{s: s}
 	for {
 		select {
 		case <-s.stopping:
 			return
+		case <-s.trimWake:
+			if n, err := trimmer.run(); err != nil && !errors.Is(err, ErrClosed) {
+				s.log.Error("trimming attempt records failed", zap.Int("deleted", n), zap.Error(err))
+			} else if n > 0 {
+				s.log.Info("deleted the oldest attempt records to stay within max_record_bytes", zap.Int("count", n))
+			}
 		case <-purge.C:
 			if time.Now().After(restartAt) {
 				from, restartAt = nil, time.Now().Add(time.Hour)

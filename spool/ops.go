@@ -99,7 +99,7 @@ func (o *enqueueOp) stage(b *batch) error {
 	// Dedupe first: a duplicate is answered even when the spool is full.
 	o.results = make([]Result, len(o.entries))
 	repeats := map[int]int{} // entry index -> index of its first occurrence in the op
-	var n, size int64
+	var n, size, records int64
 	for i, e := range o.entries {
 		res, first, err := o.lookup(b.txn, i)
 		if err != nil {
@@ -109,6 +109,9 @@ func (o *enqueueOp) stage(b *batch) error {
 			repeats[i] = first
 		}
 		o.results[i] = res
+		if res.Status == Accepted {
+			records += recordSize(len(e.dedupe), dedupeValueLen)
+		}
 		if res.Status == Accepted && !e.dedupeOnly {
 			n, size = n+1, size+int64(len(e.msg))
 		}
@@ -116,13 +119,18 @@ func (o *enqueueOp) stage(b *batch) error {
 	if o.conflicted() {
 		return nil
 	}
-	// Only new items are held to the bounds: a duplicate is answered, and
-	// a dedupe-only record (a few dozen bytes) is written, even when full.
+	// Only new event ids are held to the bounds: a duplicate is answered
+	// even when full. A dedupe-only record is held to the record budget
+	// alone.
 	if n > 0 {
 		if err := b.admit(n, size); err != nil {
 			o.err, o.results = err, nil
 			return nil
 		}
+	}
+	if err := b.admitRecords(records); err != nil {
+		o.err, o.results = err, nil
+		return nil
 	}
 	for i, e := range o.entries {
 		if o.results[i].Status != Accepted {
@@ -130,7 +138,7 @@ func (o *enqueueOp) stage(b *batch) error {
 		}
 		if e.dedupeOnly {
 			rec := appendUint64(appendUint64(nil, 0), e.hash)
-			if err := b.txn.SetEntry(badger.NewEntry(e.dedupe, rec).WithTTL(e.window)); err != nil {
+			if err := b.setRecord(kindDedupe, badger.NewEntry(e.dedupe, rec).WithTTL(e.window)); err != nil {
 				return err
 			}
 			continue
@@ -149,7 +157,7 @@ func (o *enqueueOp) stage(b *batch) error {
 			due += (route.Timeout + b.s.opts.LeaseMargin).Milliseconds()
 		}
 		qk := queueKey(rid, due, id)
-		if err := b.txn.SetEntry(badger.NewEntry(e.dedupe, rec).WithTTL(e.window)); err != nil {
+		if err := b.setRecord(kindDedupe, badger.NewEntry(e.dedupe, rec).WithTTL(e.window)); err != nil {
 			return err
 		}
 		if err := b.txn.Set(msgKey(id), e.msg); err != nil {
@@ -331,7 +339,7 @@ func (o *finishOp) stage(b *batch) error {
 	}
 	if a := o.attempt; a != nil {
 		e := badger.NewEntry(attemptKey(id, st.Earlier+a.Number), a.encode()).WithTTL(b.s.live.Load().attemptRetention)
-		if err := b.txn.SetEntry(e); err != nil {
+		if err := b.setRecord(kindAttempts, e); err != nil {
 			return err
 		}
 	}
@@ -441,7 +449,7 @@ func (o *deadOp) stage(b *batch) error {
 				return err
 			}
 			// So that Lookup tells deleted from delivered.
-			if err := b.txn.SetEntry(badger.NewEntry(erasedKey(id), nil).WithTTL(b.s.live.Load().attemptRetention)); err != nil {
+			if err := b.setRecord(kindAttempts, badger.NewEntry(erasedKey(id), nil).WithTTL(b.s.live.Load().attemptRetention)); err != nil {
 				return err
 			}
 			b.change(&from, nil)

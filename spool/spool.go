@@ -45,20 +45,22 @@ var (
 
 // FullError says which bound refused an enqueue.
 type FullError struct {
-	Limit string // "max_items", "max_bytes" or "min_free_disk"
+	Limit string // "max_items", "max_bytes", "max_record_bytes" or "min_free_disk"
 }
 
 func (e *FullError) Error() string        { return "spool: full (" + e.Limit + ")" }
 func (e *FullError) Is(target error) bool { return target == ErrFull }
 
 // Options configure a Spool. Zero values take the defaults below. The bounds
-// (MaxItems, MaxBytes, MinFreeDisk), Workers and the retentions can be
-// changed while it runs, with Reconfigure; the rest are fixed at Open.
+// (MaxItems, MaxBytes, MaxRecordBytes, MinFreeDisk), Workers and the
+// retentions can be changed while it runs, with Reconfigure; the rest are
+// fixed at Open.
 type Options struct {
 	Dir              string
 	Logger           *zap.Logger
 	MaxItems         int64         // stored items, dead letters included; default 1,000,000
 	MaxBytes         int64         // stored message bytes; default 1 GiB
+	MaxRecordBytes   int64         // dedupe and attempt records (see records.go); default 1 GiB
 	MinFreeDisk      int64         // free bytes left to others, on top of the reserve for Badger's own work; default 512 MiB
 	Workers          int           // deliveries in flight over all routes; default 64
 	LeaseMargin      time.Duration // a lease lasts the route's timeout plus this; default 30s
@@ -86,6 +88,7 @@ func (o Options) withDefaults() Options {
 	}
 	def(&o.MaxItems, 1_000_000)
 	def(&o.MaxBytes, 1<<30)
+	def(&o.MaxRecordBytes, 1<<30)
 	def(&o.MinFreeDisk, 512<<20)
 	def(&o.MemTableSize, 32<<20)
 	if o.Workers <= 0 {
@@ -118,6 +121,7 @@ type Spool struct {
 	committerDone chan struct{}
 
 	wake           chan struct{} // nudges the dispatcher; capacity 1
+	trimWake       chan struct{} // nudges the trim of attempt records; capacity 1
 	stopping       chan struct{} // closed when deliveries stop (StopDelivering or Close)
 	stopOnce       sync.Once
 	giveUpAt       time.Time // when deliveries still in flight are cancelled; set with stopping
@@ -239,6 +243,7 @@ func open(opts Options) (*Spool, error) {
 		commitStop:     make(chan struct{}),
 		committerDone:  make(chan struct{}),
 		wake:           make(chan struct{}, 1),
+		trimWake:       make(chan struct{}, 1),
 		stopping:       make(chan struct{}),
 		dispatcherDone: make(chan struct{}),
 		routes:         map[string][]*registration{},
@@ -250,6 +255,11 @@ func open(opts Options) (*Spool, error) {
 		db.Close()
 		return nil, err
 	}
+	if err := s.loadRecords(); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("spool: counting records: %w", err)
+	}
+	s.nudgeTrim() // the budget may be lower than at the last start
 	s.loops.Add(2)
 	go s.commitLoop()
 	go s.dispatchLoop()
@@ -290,23 +300,26 @@ func badgerOptions(dir string, memTableSize int64, log *zap.Logger) badger.Optio
 // liveOptions are the Options that Reconfigure changes.
 type liveOptions struct {
 	maxItems, maxBytes, minFreeDisk int64
+	maxRecordBytes                  int64
 	workers                         int
 	deadRetention, attemptRetention time.Duration
 }
 
 func liveOf(o Options) *liveOptions {
 	o = o.withDefaults()
-	return &liveOptions{maxItems: o.MaxItems, maxBytes: o.MaxBytes, minFreeDisk: o.MinFreeDisk, workers: o.Workers,
-		deadRetention: o.DeadRetention, attemptRetention: o.AttemptRetention}
+	return &liveOptions{maxItems: o.MaxItems, maxBytes: o.MaxBytes, minFreeDisk: o.MinFreeDisk, maxRecordBytes: o.MaxRecordBytes,
+		workers: o.Workers, deadRetention: o.DeadRetention, attemptRetention: o.AttemptRetention}
 }
 
-// Reconfigure applies o's bounds (MaxItems, MaxBytes, MinFreeDisk), Workers,
-// DeadRetention and AttemptRetention to the running spool, defaults included;
-// its other fields are ignored. Items already stored stay even if they are
-// now over a bound; new ones are refused until there is room.
+// Reconfigure applies o's bounds (MaxItems, MaxBytes, MaxRecordBytes,
+// MinFreeDisk), Workers, DeadRetention and AttemptRetention to the running
+// spool, defaults included; its other fields are ignored. Items already
+// stored stay even if they are now over a bound; new ones are refused until
+// there is room. Attempt records over a lower MaxRecordBytes are trimmed.
 func (s *Spool) Reconfigure(o Options) {
 	s.live.Store(liveOf(o))
 	s.nudge() // more workers may be allowed
+	s.nudgeTrim()
 }
 
 // StopDelivering starts no more deliveries and gives those in flight until
