@@ -5,6 +5,8 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
@@ -231,4 +233,101 @@ func BenchmarkPrepare(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkRecordBytes measures what dedupe and attempt records take on
+// disk, for the README's sizing rule. In three new spools of 100k events
+// each: event ids remembered (dedupe records alone), attempt records alone
+// (written as a delivery writes them: a 204 after 1.5 ms), and events of
+// 1 KiB enqueued and delivered at once. It reports the bytes of Badger's
+// tables per record of the first two, the tables per event of the third
+// (whose delivered items leave tombstones until compactions drop them),
+// and what the record budget counts per record.
+//
+//	go test -run '^$' -bench BenchmarkRecordBytes -benchtime 1x ./spool
+func BenchmarkRecordBytes(b *testing.B) {
+	const events = 100_000
+	body := []byte(strings.Repeat("x", 1024))
+	for range b.N {
+		dedupe := tablesAfter(b, func(s *Spool) {
+			enqueueBench(b, s, events, func(e *Entry) { e.DedupeOnly = true })
+		})
+		attempts := tablesAfter(b, func(s *Spool) {
+			a := Attempt{Number: 1, At: time.Now(), Duration: 1500 * time.Microsecond, StatusCode: 204}
+			for id := uint64(1); id <= events; id += 1000 {
+				err := s.db.Update(func(txn *badger.Txn) error {
+					for i := id; i < id+1000; i++ {
+						if err := txn.SetEntry(badger.NewEntry(attemptKey(i, 1), a.encode()).WithTTL(7 * 24 * time.Hour)); err != nil {
+							return err
+						}
+					}
+					return nil
+				})
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		var usage RecordUsage
+		delivered := tablesAfter(b, func(s *Spool) {
+			s.RegisterRoute("bench", Route{Concurrency: 64, Deliverer: DelivererFunc(func(context.Context, *Delivery) Outcome {
+				return Outcome{StatusCode: 204}
+			})})
+			enqueueBench(b, s, events, func(e *Entry) { e.Body = body })
+			for s.Records().Attempts.Count < events {
+				time.Sleep(10 * time.Millisecond)
+			}
+			usage = s.Records()
+		})
+		b.ReportMetric(float64(dedupe)/events, "dedupe-disk-B/record")
+		b.ReportMetric(float64(attempts)/events, "attempt-disk-B/record")
+		b.ReportMetric(float64(delivered)/events, "tables-after-delivery-B/event")
+		b.ReportMetric(float64(usage.Dedupe.Bytes)/float64(usage.Dedupe.Count), "dedupe-counted-B/record")
+		b.ReportMetric(float64(usage.Attempts.Bytes)/float64(usage.Attempts.Count), "attempt-counted-B/record")
+	}
+}
+
+// enqueueBench enqueues n events on route bench, 500 per commit, each
+// changed by set.
+func enqueueBench(b *testing.B, s *Spool, n int, set func(*Entry)) {
+	b.Helper()
+	batch := make([]Entry, 0, 500)
+	for i := range n {
+		e := Entry{Route: "bench", EventID: fmt.Sprintf("evt_%d", i), Body: []byte("x")}
+		set(&e)
+		if batch = append(batch, e); len(batch) == cap(batch) || i == n-1 {
+			if _, err := s.EnqueueAll(context.Background(), batch); err != nil {
+				b.Fatal(err)
+			}
+			batch = batch[:0]
+		}
+	}
+}
+
+// tablesAfter runs fill on a new spool, closes it (its memtables go to
+// tables) and returns the bytes of its tables.
+func tablesAfter(b *testing.B, fill func(*Spool)) int64 {
+	b.Helper()
+	dir := b.TempDir()
+	s, err := Open(Options{Dir: dir, Logger: zap.NewNop(), MemTableSize: 32 << 20, MinFreeDisk: 1 << 20})
+	if err != nil {
+		b.Fatal(err)
+	}
+	fill(s)
+	if err := s.Close(); err != nil {
+		b.Fatal(err)
+	}
+	files, err := filepath.Glob(filepath.Join(dir, "*.sst"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	var n int64
+	for _, f := range files {
+		fi, err := os.Stat(f)
+		if err != nil {
+			b.Fatal(err)
+		}
+		n += fi.Size()
+	}
+	return n
 }
