@@ -49,6 +49,12 @@ type App struct {
 	MaxItems int64 `json:"max_items,omitempty"`
 	// MaxBytes bounds the stored message bytes. Default 1 GiB.
 	MaxBytes int64 `json:"max_bytes,omitempty"`
+	// MaxRecordBytes bounds the dedupe records (kept for each route's
+	// dedupe window) and attempt records (kept for attempt_retention),
+	// which outlive their events: the oldest attempt records are deleted to
+	// make room, and new events are answered 503 once the dedupe records
+	// fill it. Default 1 GiB.
+	MaxRecordBytes int64 `json:"max_record_bytes,omitempty"`
 	// MinFreeDisk is the free space the spool leaves to others on the
 	// storage's file system, on top of the reserve it keeps for Badger's
 	// flushes and compactions; new events that would cut into it are
@@ -183,6 +189,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 		Dir:              a.dir,
 		MaxItems:         a.MaxItems,
 		MaxBytes:         a.MaxBytes,
+		MaxRecordBytes:   a.MaxRecordBytes,
 		MinFreeDisk:      a.MinFreeDisk,
 		Workers:          a.Workers,
 		DeadRetention:    time.Duration(a.DeadRetention),
@@ -209,7 +216,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 
 // Validate checks the limits.
 func (a *App) Validate() error {
-	if a.MaxItems < 0 || a.MaxBytes < 0 || a.MinFreeDisk < 0 || a.Workers < 0 || a.DeadRetention < 0 || a.AttemptRetention < 0 ||
+	if a.MaxItems < 0 || a.MaxBytes < 0 || a.MaxRecordBytes < 0 || a.MinFreeDisk < 0 || a.Workers < 0 || a.DeadRetention < 0 || a.AttemptRetention < 0 ||
 		a.MaxUnverifiedBytes < 0 {
 		return errors.New("webhooks: limits must not be negative")
 	}

@@ -33,6 +33,7 @@ func init() {
 //		storage        <dir>
 //		max_items      <n>
 //		max_bytes      <size>
+//		max_record_bytes <size>
 //		min_free_disk  <size>
 //		workers        <n>
 //		dead_retention <duration>
@@ -62,6 +63,8 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			err = oneArg(d, intArg(d, &a.MaxItems))
 		case "max_bytes":
 			err = oneArg(d, sizeArg(d, &a.MaxBytes))
+		case "max_record_bytes":
+			err = oneArg(d, sizeArg(d, &a.MaxRecordBytes))
 		case "min_free_disk":
 			err = oneArg(d, sizeArg(d, &a.MinFreeDisk))
 		case "workers":

@@ -96,6 +96,7 @@ func TestUnmarshalApp(t *testing.T) {
 		storage /var/lib/hookgate
 		max_items 5000
 		max_bytes 2GiB
+		max_record_bytes 512MiB
 		min_free_disk 1GB
 		workers 32
 		dead_retention 14d
@@ -105,7 +106,7 @@ func TestUnmarshalApp(t *testing.T) {
 	if err := got.UnmarshalCaddyfile(caddyfile.NewTestDispenser(input)); err != nil {
 		t.Fatal(err)
 	}
-	want := &App{Storage: "/var/lib/hookgate", MaxItems: 5000, MaxBytes: 2 << 30, MinFreeDisk: 1_000_000_000,
+	want := &App{Storage: "/var/lib/hookgate", MaxItems: 5000, MaxBytes: 2 << 30, MaxRecordBytes: 512 << 20, MinFreeDisk: 1_000_000_000,
 		Workers: 32, DeadRetention: caddy.Duration(14 * 24 * time.Hour), AttemptRetention: caddy.Duration(30 * 24 * time.Hour)}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("got %+v, want %+v", got, want)

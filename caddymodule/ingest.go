@@ -439,6 +439,11 @@ func (h *Ingest) handOn(w http.ResponseWriter, r *http.Request, next caddyhttp.H
 	if st != spool.Accepted {
 		return h.answerResult(w, r, repl, st, ev.ID)
 	}
+	// A new event that could not be remembered after it is handed on is
+	// refused before, as a spooled one would be.
+	if err := sp.CanRemember(); err != nil {
+		return h.spoolError(w, r, err)
+	}
 
 	r.Body = io.NopCloser(bytes.NewReader(ev.Body))
 	r.ContentLength = int64(len(ev.Body))

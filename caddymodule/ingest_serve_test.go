@@ -254,6 +254,58 @@ func TestIngestSpoolFull(t *testing.T) {
 	expectUntouched(t, sp, before, "in", "evt_full_2")
 }
 
+// TestRecordBudgetFull: once the dedupe records fill max_record_bytes, a
+// new event is answered 503 with Retry-After and nothing is stored, on a
+// spooling route and on a verify-only one, which does not hand it on;
+// events already seen are still answered as duplicates.
+func TestRecordBudgetFull(t *testing.T) {
+	c := loadConfig(t, "", ingestRoute("in", ""), verifyOnlyRoute)
+	sp := c.spool()
+	handlers := map[string]caddyhttp.MiddlewareHandler{"in": c.handler(0), "vo": c.handler(1)}
+	ok := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error { return nil })
+	seen := map[string]*delivery{"in": signedDelivery("evt_budget_in", "document.processed"), "vo": signedDelivery("evt_budget_vo", "document.processed")}
+	for route, d := range seen {
+		if res := c.serve(t, handlers[route], d.request(), ok); res.status() != 202 && res.status() != 200 {
+			t.Fatalf("%s, before the budget is used up: %s", route, res)
+		}
+	}
+	o := c.app.opts
+	o.MaxRecordBytes = 1 // what a reload to a lower max_record_bytes applies
+	sp.Reconfigure(o)
+	for _, tt := range []struct {
+		route  string
+		new    bool
+		code   int
+		answer string
+	}{
+		{"in", false, 200, "duplicate"},
+		{"in", true, 503, "unavailable"},
+		{"vo", false, 200, "duplicate"},
+		{"vo", true, 503, "unavailable"},
+	} {
+		t.Run(fmt.Sprintf("%s, new %v", tt.route, tt.new), func(t *testing.T) {
+			d, id := seen[tt.route], "evt_budget_"+tt.route+"_new"
+			if tt.new {
+				d = signedDelivery(id, "document.processed")
+			}
+			before, records := usageOf(sp), sp.Records().Dedupe
+			res := c.serve(t, handlers[tt.route], d.request(), nil) // the next handler is never called
+			if st, _ := answerBody(t, res); res.err != nil || res.status() != tt.code || st != tt.answer {
+				t.Fatalf("%s, want %d %s", res, tt.code, tt.answer)
+			}
+			if tt.code == 503 && res.rec.Header().Get("Retry-After") == "" {
+				t.Errorf("503 without Retry-After")
+			}
+			if after := sp.Records().Dedupe; after != records {
+				t.Errorf("dedupe records %+v, before %+v", after, records)
+			}
+			if tt.new {
+				expectUntouched(t, sp, before, tt.route, id)
+			}
+		})
+	}
+}
+
 // TestIngestWhileStopping: a request that reaches a handler of a
 // configuration whose spool has closed (Caddy stopping) gets 503 with
 // Retry-After, not a 500.
