@@ -119,14 +119,38 @@ type routeStats struct {
 	VerifyOnly       bool    `json:"verify_only,omitempty"` // no queue: dedupe records only
 }
 
+// recordStats are the dedupe and attempt records in GET /webhooks/stats,
+// against their budget (max_record_bytes).
+type recordStats struct {
+	Dedupe                recordCount `json:"dedupe"`
+	Attempts              recordCount `json:"attempts"`
+	MaxBytes              int64       `json:"max_bytes"`
+	AttemptRecordsDropped int64       `json:"attempt_records_dropped"`
+}
+
+// recordCount is one kind of record: how many and the bytes they count.
+type recordCount struct {
+	Count int64 `json:"count"`
+	Bytes int64 `json:"bytes"`
+}
+
+func toRecordStats(u spool.RecordUsage) recordStats {
+	return recordStats{
+		Dedupe:   recordCount{Count: u.Dedupe.Count, Bytes: u.Dedupe.Bytes},
+		Attempts: recordCount{Count: u.Attempts.Count, Bytes: u.Attempts.Bytes},
+		MaxBytes: u.MaxBytes, AttemptRecordsDropped: u.AttemptRecordsDropped,
+	}
+}
+
 func (a *AdminAPI) stats(w http.ResponseWriter, s *spool.Spool) error {
 	now := time.Now()
 	out := struct {
 		Storage string       `json:"storage"`
 		Items   int64        `json:"items"`
 		Bytes   int64        `json:"bytes"`
+		Records recordStats  `json:"records"`
 		Routes  []routeStats `json:"routes"`
-	}{Storage: s.Dir(), Routes: []routeStats{}}
+	}{Storage: s.Dir(), Records: toRecordStats(s.Records()), Routes: []routeStats{}}
 	out.Items, out.Bytes = s.Usage()
 	for _, rs := range s.Stats() {
 		if rs.Route == publishScope {

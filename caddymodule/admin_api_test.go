@@ -155,6 +155,41 @@ func TestAdminHandlers(t *testing.T) {
 		t.Errorf("the subscriber's route does not name it: %+v", gone)
 	}
 
+	t.Run("records in the stats and the metrics", func(t *testing.T) {
+		// Four events on in and one published (its dedupe record and
+		// its subscriber's); one attempt each.
+		want := recordStats{Dedupe: recordCount{Count: 6}, Attempts: recordCount{Count: 5}, MaxBytes: 1 << 30}
+		var st struct {
+			Records recordStats `json:"records"`
+		}
+		eventually(t, 5*time.Second, func() (bool, string) {
+			api.must(t, http.MethodGet, "/webhooks/stats", "", &st)
+			return st.Records.Attempts.Count == want.Attempts.Count, fmt.Sprintf("%+v", st.Records)
+		})
+		u := sp.Records()
+		if st.Records.Dedupe.Count != want.Dedupe.Count || st.Records.MaxBytes != want.MaxBytes || st.Records.AttemptRecordsDropped != 0 ||
+			st.Records != toRecordStats(u) || u.Dedupe.Bytes <= 0 || u.Attempts.Bytes <= 0 {
+			t.Fatalf("records in the stats %+v, want %+v with the spool's bytes %+v", st.Records, want, u)
+		}
+		initMetrics()
+		for _, m := range []struct {
+			name   string
+			labels []string
+			want   float64
+		}{
+			{"caddy_webhook_records", []string{"kind", "dedupe"}, float64(u.Dedupe.Count)},
+			{"caddy_webhook_records", []string{"kind", "attempts"}, float64(u.Attempts.Count)},
+			{"caddy_webhook_record_bytes", []string{"kind", "dedupe"}, float64(u.Dedupe.Bytes)},
+			{"caddy_webhook_record_bytes", []string{"kind", "attempts"}, float64(u.Attempts.Bytes)},
+			{"caddy_webhook_max_record_bytes", nil, 1 << 30},
+			{"caddy_webhook_attempt_records_dropped_total", nil, 0},
+		} {
+			if got, ok := metricValue(t, metrics.spool, m.name, m.labels...); !ok || got != m.want {
+				t.Errorf("%s%v = %v (found %v), want %v", m.name, m.labels, got, ok, m.want)
+			}
+		}
+	})
+
 	t.Run("dead letters by route and reason, in pages", func(t *testing.T) {
 		for _, tt := range []struct {
 			query  string

@@ -247,6 +247,7 @@ type opsStatsAnswer struct {
 	Storage string       `json:"storage"`
 	Items   int64        `json:"items"`
 	Bytes   int64        `json:"bytes"`
+	Records recordStats  `json:"records"`
 	Routes  []routeStats `json:"routes"`
 }
 
@@ -282,7 +283,13 @@ func statsCommand() *cobra.Command {
 			if err := tw.Flush(); err != nil {
 				return err
 			}
-			_, err := fmt.Fprintf(w, "\nstorage %s: %d items, %s\n", st.Storage, st.Items, opsHumanBytes(st.Bytes))
+			if _, err := fmt.Fprintf(w, "\nstorage %s: %d items, %s\n", st.Storage, st.Items, opsHumanBytes(st.Bytes)); err != nil {
+				return err
+			}
+			r := st.Records
+			_, err := fmt.Fprintf(w, "records: %s of %s (dedupe: %d, %s; attempts: %d, %s); %d attempt records dropped\n",
+				opsHumanBytes(r.Dedupe.Bytes+r.Attempts.Bytes), opsHumanBytes(r.MaxBytes), r.Dedupe.Count, opsHumanBytes(r.Dedupe.Bytes),
+				r.Attempts.Count, opsHumanBytes(r.Attempts.Bytes), r.AttemptRecordsDropped)
 			return err
 		}),
 	}

@@ -20,7 +20,8 @@ import (
 
 // The admin API's answers, as admin.go writes them.
 const (
-	opsStatsFixture = `{"storage":"/var/lib/hookgate/spool","items":5,"bytes":1300,"routes":[` +
+	opsStatsFixture = `{"storage":"/var/lib/hookgate/spool","items":5,"bytes":1300,` +
+		`"records":{"dedupe":{"count":20000,"bytes":1160000},"attempts":{"count":300,"bytes":14700},"max_bytes":1073741824,"attempt_records_dropped":2},"routes":[` +
 		`{"route":"in","queued":1,"in_flight":1,"scheduled":1,"dead":2,"bytes":1229,"oldest_pending_age_seconds":182.4,"paused":true},` +
 		`{"route":"out","queued":0,"in_flight":0,"scheduled":0,"dead":0,"bytes":0,"oldest_pending_age_seconds":0,"paused":false},` +
 		`{"route":"subscriber/acme","subscriber":"acme","queued":0,"in_flight":0,"scheduled":0,"dead":1,"bytes":71,"oldest_pending_age_seconds":0.35,"paused":false,"disabled":"subscriber_gone"}]}` + "\n"
@@ -148,6 +149,7 @@ out              0       0          0          0     0 B      -       ok
 subscriber/acme  0       0          0          1     71 B     350ms   disabled: subscriber_gone
 
 storage /var/lib/hookgate/spool: 5 items, 1.3 KiB
+records: 1.1 MiB of 1.0 GiB (dedupe: 20000, 1.1 MiB; attempts: 300, 14.4 KiB); 2 attempt records dropped
 `)
 
 	out, err = runOps(t, a, "stats", "--json")

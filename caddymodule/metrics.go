@@ -109,24 +109,42 @@ var (
 		"Stored message bytes by route, dead letters included.", []string{"route"}, nil)
 	oldestDesc = prometheus.NewDesc("caddy_webhook_oldest_pending_age_seconds",
 		"Age of the oldest item not yet delivered or dead, by route.", []string{"route"}, nil)
+	recordsDesc = prometheus.NewDesc("caddy_webhook_records",
+		"Stored records by kind: dedupe (one per event id within its dedupe window), attempts (attempt records).", []string{"kind"}, nil)
+	recordBytesDesc = prometheus.NewDesc("caddy_webhook_record_bytes",
+		"Bytes of the stored records by kind, as they count toward max_record_bytes.", []string{"kind"}, nil)
+	maxRecordBytesDesc = prometheus.NewDesc("caddy_webhook_max_record_bytes",
+		"The budget of the dedupe and attempt records (max_record_bytes).", nil, nil)
+	droppedDesc = prometheus.NewDesc("caddy_webhook_attempt_records_dropped_total",
+		"Attempt records not written because the records had no room (the deliveries went on).", nil, nil)
 )
 
 // Describe implements prometheus.Collector.
 func (spoolCollector) Describe(ch chan<- *prometheus.Desc) {
-	ch <- spoolItemsDesc
-	ch <- spoolBytesDesc
-	ch <- oldestDesc
+	for _, d := range []*prometheus.Desc{spoolItemsDesc, spoolBytesDesc, oldestDesc, recordsDesc, recordBytesDesc, maxRecordBytesDesc, droppedDesc} {
+		ch <- d
+	}
 }
 
 // Collect implements prometheus.Collector.
 func (spoolCollector) Collect(ch chan<- prometheus.Metric) {
 	now := time.Now()
-	seen := map[string]bool{} // one spool per directory, but route names could repeat across them
+	seen := map[string]bool{}     // one spool per directory, but route names could repeat across them
+	var records spool.RecordUsage // summed over the spools
+	open := false
 	spools.Range(func(_, v any) bool {
 		h, ok := v.(spoolHandle)
 		if !ok {
 			return true
 		}
+		open = true
+		r := h.Records()
+		records.Dedupe.Count += r.Dedupe.Count
+		records.Dedupe.Bytes += r.Dedupe.Bytes
+		records.Attempts.Count += r.Attempts.Count
+		records.Attempts.Bytes += r.Attempts.Bytes
+		records.MaxBytes += r.MaxBytes
+		records.AttemptRecordsDropped += r.AttemptRecordsDropped
 		for _, rs := range h.Stats() {
 			if rs.Route == publishScope || seen[rs.Route] {
 				continue
@@ -140,4 +158,13 @@ func (spoolCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		return true
 	})
+	if !open {
+		return
+	}
+	for kind, c := range map[string]spool.RecordCount{"dedupe": records.Dedupe, "attempts": records.Attempts} {
+		ch <- prometheus.MustNewConstMetric(recordsDesc, prometheus.GaugeValue, float64(c.Count), kind)
+		ch <- prometheus.MustNewConstMetric(recordBytesDesc, prometheus.GaugeValue, float64(c.Bytes), kind)
+	}
+	ch <- prometheus.MustNewConstMetric(maxRecordBytesDesc, prometheus.GaugeValue, float64(records.MaxBytes))
+	ch <- prometheus.MustNewConstMetric(droppedDesc, prometheus.CounterValue, float64(records.AttemptRecordsDropped))
 }

@@ -14,13 +14,24 @@ import (
 // counterValue reads one counter of vec by its labels (name, value, ...).
 func counterValue(t *testing.T, vec *prometheus.CounterVec, labels ...string) float64 {
 	t.Helper()
+	v, _ := metricValue(t, vec, "", labels...)
+	return v
+}
+
+// metricValue reads one counter or gauge of c by its name ("": any) and
+// labels (name, value, ...), and reports whether c has it.
+func metricValue(t *testing.T, c prometheus.Collector, name string, labels ...string) (float64, bool) {
+	t.Helper()
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(vec)
+	reg.MustRegister(c)
 	families, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, f := range families {
+		if name != "" && f.GetName() != name {
+			continue
+		}
 	next:
 		for _, m := range f.GetMetric() {
 			got := map[string]string{}
@@ -32,10 +43,13 @@ func counterValue(t *testing.T, vec *prometheus.CounterVec, labels ...string) fl
 					continue next
 				}
 			}
-			return m.GetCounter().GetValue()
+			if g := m.GetGauge(); g != nil {
+				return g.GetValue(), true
+			}
+			return m.GetCounter().GetValue(), true
 		}
 	}
-	return 0
+	return 0, false
 }
 
 // TestReleasedAttemptsAreCounted: an attempt cut off at shutdown is counted

@@ -97,19 +97,27 @@ func TestMetrics(t *testing.T) {
 		`caddy_webhook_spool_items{route="in",state="in_flight"}`:                            0,
 		`caddy_webhook_spool_items{route="in",state="scheduled"}`:                            0,
 		`caddy_webhook_oldest_pending_age_seconds{route="in"}`:                               0,
+		// Three events on in, one published (its dedupe record and its
+		// subscriber's); five attempts.
+		`caddy_webhook_records{kind="dedupe"}`:        5,
+		`caddy_webhook_records{kind="attempts"}`:      5,
+		`caddy_webhook_max_record_bytes`:              1 << 30,
+		`caddy_webhook_attempt_records_dropped_total`: 0,
 	}
 	var got map[string]float64
 	eventually(t, 5*time.Second, func() (bool, string) {
 		got = scrapeMetrics(t, g)
 		for k, v := range want {
-			if got[k] != v {
+			if g, ok := got[k]; !ok || g != v {
 				return false, fmt.Sprintf("%s = %v, want %v", k, got[k], v)
 			}
 		}
 		return true, ""
 	})
-	if got[`caddy_webhook_spool_bytes{route="in"}`] <= 0 {
-		t.Errorf("spool bytes %v, want the dead letter's bytes", got[`caddy_webhook_spool_bytes{route="in"}`])
+	for _, k := range []string{`caddy_webhook_spool_bytes{route="in"}`, `caddy_webhook_record_bytes{kind="dedupe"}`, `caddy_webhook_record_bytes{kind="attempts"}`} {
+		if got[k] <= 0 {
+			t.Errorf("%s = %v, want the bytes stored", k, got[k])
+		}
 	}
 
 	// A reload keeps the counters and registers without errors.
