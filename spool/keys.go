@@ -42,8 +42,9 @@ var (
 )
 
 const (
-	queueKeyLen = 2 + 4 + 8 + 8
-	msgKeyLen   = 2 + 8
+	queueKeyLen  = 2 + 4 + 8 + 8
+	msgKeyLen    = 2 + 8
+	dedupeKeyLen = 2 + 16
 )
 
 func routeKey(name string) []byte { return append([]byte{prefixRoute, '/'}, name...) }
@@ -130,7 +131,7 @@ func dedupeKey(route, eventID string) []byte {
 	h.Write([]byte(route))
 	h.Write([]byte{0})
 	h.Write([]byte(eventID))
-	return h.Sum([]byte{prefixDedupe, '/'})[:2+16]
+	return h.Sum([]byte{prefixDedupe, '/'})[:dedupeKeyLen]
 }
 
 func beUint32(b []byte) uint32 { return binary.BigEndian.Uint32(b) }

@@ -18,7 +18,7 @@ import (
 //     is never deleted to make room;
 //   - attempt records are the first to go: once dedupe and attempt records
 //     together are over the budget, the maintenance loop deletes the oldest
-//     attempt records (by item id) until they are at most trimTarget of it,
+//     attempt records (by item id) until the records are at most 90% of it,
 //     and meanwhile a new attempt record that finds no room is not written
 //     (the delivery itself goes on).
 //
@@ -38,12 +38,11 @@ const (
 // recordOverhead is what Badger stores for a record in its tables beyond
 // the key and value: the entry header (4 bytes), the key's version (8),
 // the value's meta, user meta and expiry (about 7), the entry's offset in
-// its block (4) and its share of the bloom filter (about 1). Measured: a
-// spool of 200,000 dedupe records (34 bytes of key and value) holds 55.8
-// bytes per record in its tables, and an attempt record (27 bytes) adds
-// about 41 once they are compacted, less than counted since attempt keys
-// share prefixes (BenchmarkRecordBytes). Tombstones and the write-ahead log
-// are not counted: they go with compactions.
+// its block (4) and its share of the bloom filter (about 1). Measured
+// (BenchmarkRecordBytes): 55.9 bytes per dedupe record (34 of key and
+// value) in the tables, 41.8 per attempt record (about 26), less than
+// counted as attempt keys share prefixes. Tombstones and the logs are not
+// counted: compactions drop the first, the second have fixed sizes.
 const recordOverhead = 24
 
 // dedupeValueLen is the length of a dedupe record's value: item id and
@@ -327,7 +326,7 @@ func (s *Spool) CanRemember() error {
 	s.mu.Lock()
 	b := s.cat.records.bytesAt(time.Now())
 	s.mu.Unlock()
-	if b[kindDedupe]+recordSize(2+16, dedupeValueLen) > s.live.Load().maxRecordBytes {
+	if b[kindDedupe]+recordSize(dedupeKeyLen, dedupeValueLen) > s.live.Load().maxRecordBytes {
 		return &FullError{Limit: "max_record_bytes"}
 	}
 	return nil
@@ -362,10 +361,11 @@ type recordKey struct {
 // stopped in each prefix, so that it does not walk the tombstones of what
 // it deleted before; records written behind it (a retry or a replay of an
 // old item) wait until it starts from the beginning again, which it does
-// when it finds nothing past where it stopped.
+// when it finds nothing past where it stopped, and once an hour.
 type attemptTrimmer struct {
-	s    *Spool
-	from [2][]byte // a/ and e/; nil: the prefix's start
+	s         *Spool
+	from      [2][]byte // a/ and e/; nil: the prefix's start
+	restartAt time.Time
 }
 
 var trimPrefixes = [2][]byte{{prefixAttempt, '/'}, {prefixErased, '/'}}
@@ -376,6 +376,9 @@ func (t *attemptTrimmer) run() (int, error) {
 	s := t.s
 	deleted := 0
 	restarted := false
+	if now := time.Now(); now.After(t.restartAt) {
+		t.from, t.restartAt = [2][]byte{}, now.Add(time.Hour)
+	}
 	for {
 		select {
 		case <-s.stopping:
