@@ -158,7 +158,7 @@ func TestAdminHandlers(t *testing.T) {
 	t.Run("records in the stats and the metrics", func(t *testing.T) {
 		// Four events on in and one published (its dedupe record and
 		// its subscriber's); one attempt each.
-		want := recordStats{Dedupe: recordCount{Count: 6}, Attempts: recordCount{Count: 5}, MaxBytes: 1 << 30}
+		want := recordStats{Dedupe: recordCount{Count: 6}, Attempts: recordCount{Count: 5}, MaxBytes: 4 << 30}
 		var st struct {
 			Records recordStats `json:"records"`
 		}
@@ -181,7 +181,7 @@ func TestAdminHandlers(t *testing.T) {
 			{"caddy_webhook_records", []string{"kind", "attempts"}, float64(u.Attempts.Count)},
 			{"caddy_webhook_record_bytes", []string{"kind", "dedupe"}, float64(u.Dedupe.Bytes)},
 			{"caddy_webhook_record_bytes", []string{"kind", "attempts"}, float64(u.Attempts.Bytes)},
-			{"caddy_webhook_max_record_bytes", nil, 1 << 30},
+			{"caddy_webhook_max_record_bytes", nil, 4 << 30},
 			{"caddy_webhook_attempt_records_dropped_total", nil, 0},
 		} {
 			if got, ok := metricValue(t, metrics.spool, m.name, m.labels...); !ok || got != m.want {

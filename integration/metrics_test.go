@@ -101,7 +101,7 @@ func TestMetrics(t *testing.T) {
 		// subscriber's); five attempts.
 		`caddy_webhook_records{kind="dedupe"}`:        5,
 		`caddy_webhook_records{kind="attempts"}`:      5,
-		`caddy_webhook_max_record_bytes`:              1 << 30,
+		`caddy_webhook_max_record_bytes`:              4 << 30,
 		`caddy_webhook_attempt_records_dropped_total`: 0,
 	}
 	var got map[string]float64

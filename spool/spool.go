@@ -60,7 +60,7 @@ type Options struct {
 	Logger           *zap.Logger
 	MaxItems         int64         // stored items, dead letters included; default 1,000,000
 	MaxBytes         int64         // stored message bytes; default 1 GiB
-	MaxRecordBytes   int64         // dedupe and attempt records (see records.go); default 1 GiB
+	MaxRecordBytes   int64         // dedupe and attempt records (see records.go); default 4 GiB
 	MinFreeDisk      int64         // free bytes left to others, on top of the reserve for Badger's own work; default 512 MiB
 	Workers          int           // deliveries in flight over all routes; default 64
 	LeaseMargin      time.Duration // a lease lasts the route's timeout plus this; default 30s
@@ -88,7 +88,7 @@ func (o Options) withDefaults() Options {
 	}
 	def(&o.MaxItems, 1_000_000)
 	def(&o.MaxBytes, 1<<30)
-	def(&o.MaxRecordBytes, 1<<30)
+	def(&o.MaxRecordBytes, 4<<30)
 	def(&o.MinFreeDisk, 512<<20)
 	def(&o.MemTableSize, 32<<20)
 	if o.Workers <= 0 {
