@@ -87,6 +87,7 @@ type backlogResult struct {
 	peakDrain    [2]int64         // the same during the drain and settling
 	disk         int64            // spool directory, bytes allocated
 	heap         string           // heap profile path, if taken
+	drainCPU     string           // CPU profile of the drain's first seconds, if taken
 	drain        time.Duration    // resume to the last first arrival
 	drainRate    float64          // delivered/s
 	delivered    int64            // distinct event ids at the upstream
@@ -202,6 +203,21 @@ func runBacklogCell(ctx context.Context, cfg config, root string, up *upstream, 
 	resumed := time.Now()
 	if _, err := p.adminDo(ctx, http.MethodPost, "/webhooks/routes/"+benchRoute+"/resume", adminTimeout); err != nil {
 		return nil, err
+	}
+	var profiled chan error
+	if cfg.profileDir != "" {
+		// The drain's first seconds (at most 5, and less than a short
+		// drain takes at 10k events/s).
+		path := filepath.Join(cfg.profileDir, fmt.Sprintf("backlog-%d-drain-cpu.pprof", n))
+		profiled = make(chan error, 1)
+		go func() { profiled <- p.profile(min(5, max(1, n/20_000)), path) }()
+		defer func() {
+			if err := <-profiled; err != nil {
+				fmt.Fprintln(os.Stderr, "load: drain CPU profile:", err)
+			} else {
+				r.drainCPU = path
+			}
+		}()
 	}
 	if err := await(ctx, func() (bool, error) {
 		if up.snap().distinct >= int64(r.queued) && up.missing(lr.acceptedIDs) == 0 {
@@ -400,6 +416,9 @@ func reportBacklog(cfg config, results []*backlogResult, load0 string) int {
 	for _, r := range results {
 		if r.heap != "" {
 			printTop(fmt.Sprintf("Heap in use with %s queued", count(int64(r.queued))), r.heap, "-sample_index=inuse_space")
+		}
+		if r.drainCPU != "" {
+			printTop(fmt.Sprintf("CPU while draining %s", count(int64(r.queued))), r.drainCPU)
 		}
 	}
 
