@@ -317,9 +317,15 @@ func (s *Spool) commitOnce(ops []op) (bad int, err error) {
 		}
 		b.effects = append(b.effects, effect{apply: func(c *catalog) { c.nextID = b.lastID }})
 	}
-	if err := s.write(txn, durable); err != nil {
+	if err := s.write(txn, durable, func() { s.applyBatch(b) }); err != nil {
 		return -1, err
 	}
+	return -1, nil
+}
+
+// applyBatch brings the catalog and the dispatcher up to date with a batch
+// that was committed.
+func (s *Spool) applyBatch(b *batch) {
 	s.mu.Lock()
 	for _, e := range b.effects {
 		if e.apply != nil {
@@ -343,11 +349,12 @@ func (s *Spool) commitOnce(ops []op) (bad int, err error) {
 		s.rewindMu.Unlock()
 		s.nudge()
 	}
-	return -1, nil
 }
 
-// write commits txn, and if durable, syncs it and every commit before it to
-// disk before it returns.
+// write commits txn, calls committed, and if durable, syncs the commit and
+// every one before it to disk before it returns. The catalog learns of a
+// commit (committed) before its sync, so that it never lags the database;
+// those who wait for the op learn of it after.
 //
 // Badger is opened without SyncWrites, so a commit is in its memory-mapped
 // logs, i.e. in the page cache: it survives the process (a crash, kill -9),
@@ -363,7 +370,7 @@ func (s *Spool) commitOnce(ops []op) (bad int, err error) {
 // cut the database is as it was at some commit, never a later commit
 // without an earlier one. Value log files are synced when they are rotated
 // (Badger truncates them, which syncs).
-func (s *Spool) write(txn *badger.Txn, durable bool) error {
+func (s *Spool) write(txn *badger.Txn, durable bool, committed func()) error {
 	if durable && s.unsynced {
 		if err := s.db.Sync(); err != nil {
 			return err
@@ -373,6 +380,7 @@ func (s *Spool) write(txn *badger.Txn, durable bool) error {
 	if err := txn.Commit(); err != nil {
 		return err
 	}
+	committed()
 	if !durable {
 		s.unsynced = true
 		return nil

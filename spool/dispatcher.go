@@ -158,11 +158,9 @@ func (d *dispatcher) pass() (time.Time, error) {
 		d.release(found)
 		return time.Time{}, err
 	}
-	leaseEnd, err := d.start(found, nowMs)
-	if err != nil {
+	if err := d.start(found, nowMs); err != nil {
 		return time.Time{}, err
 	}
-	later(leaseEnd) // a lease that ends unreported makes its item due
 	if nextMs == 0 {
 		return time.Time{}, nil
 	}
@@ -243,9 +241,9 @@ func (d *dispatcher) scan(txn *badger.Txn, rid uint32, nowMs int64, limit int) (
 	return out, 0, nil
 }
 
-// start decides for each due item: lease it to a worker, wait for its route,
-// or make it a dead letter. It returns when the earliest new lease ends.
-func (d *dispatcher) start(found []candidate, nowMs int64) (leaseEnd int64, err error) {
+// start decides for each due item: lease it to a worker (see claimOp), wait
+// for its route, or make it a dead letter.
+func (d *dispatcher) start(found []candidate, nowMs int64) error {
 	s := d.s
 	var claims []*claim
 	var leased []candidate
@@ -265,31 +263,22 @@ func (d *dispatcher) start(found []candidate, nowMs int64) (leaseEnd int64, err 
 			s.send(&finishOp{key: c.key, to: toDead, reason: ReasonMaxAge})
 		default:
 			lease := c.route.Timeout + s.opts.LeaseMargin
-			claims = append(claims, &claim{key: c.key, leaseMs: lease.Milliseconds()})
+			claims = append(claims, &claim{key: c.key, leaseMs: lease.Milliseconds(), route: c.route})
 			leased = append(leased, c)
 			continue
 		}
 		d.release([]candidate{c})
 	}
 	if len(claims) == 0 {
-		return 0, nil
+		return nil
 	}
-	o := &claimOp{claims: claims, done: make(chan struct{})}
-	if err := s.submit(context.Background(), o, o.done); err != nil {
+	select {
+	case s.ops <- &claimOp{s: s, claims: claims}:
+		return nil
+	case <-s.committerDone:
 		d.release(leased)
-		return 0, err
+		return ErrClosed
 	}
-	for i, cl := range claims {
-		if !cl.granted {
-			d.release(leased[i : i+1])
-			continue
-		}
-		if _, end, _, _ := parseQueueKey(cl.leased); leaseEnd == 0 || end < leaseEnd {
-			leaseEnd = end
-		}
-		go s.deliver(cl.leased, cl.st, leased[i].route, nil)
-	}
-	return leaseEnd, o.err
 }
 
 // release gives back the slots reserved for candidates that are not

@@ -235,35 +235,49 @@ func (o *enqueueOp) lookup(txn *badger.Txn, i int) (res Result, first int, err e
 	return res, -1, nil
 }
 
-// claim is one due item the dispatcher wants to lease.
+// claim is one due item the dispatcher wants to lease, with a slot
+// reserved for its delivery.
 type claim struct {
 	key     []byte // its q/ key when scanned
 	leaseMs int64
+	route   Route // to deliver it with
 	// set when granted:
 	granted bool
 	leased  []byte
 	st      state
 }
 
-// claimOp leases items: their attempt count is incremented and made durable
-// before any attempt starts.
+// claimOp leases items: their attempt count is incremented and committed
+// before any attempt starts. Nobody waits for it: once committed, it hands
+// each granted item to a worker and gives back the slots of the others, so
+// that the dispatcher goes on looking while the committer writes.
 type claimOp struct {
+	s      *Spool
 	claims []*claim
-	err    error
-	done   chan struct{}
 }
 
 func (o *claimOp) size() int     { return len(o.claims) * 128 }
 func (o *claimOp) durable() bool { return false }
 
 func (o *claimOp) finish(err error) {
-	if err != nil {
-		o.err = err
-		for _, c := range o.claims {
-			c.granted = false
+	s := o.s
+	for _, c := range o.claims {
+		if err != nil || !c.granted {
+			rid, _, _, _ := parseQueueKey(c.key)
+			s.slots.release(rid, 1)
+			continue
 		}
+		// The dispatcher sees a lease that ends unreported as a due item.
+		if _, end, _, _ := parseQueueKey(c.leased); end < s.wakeAtMs.Load() {
+			s.nudge()
+		}
+		go s.deliver(c.leased, c.st, c.route, nil)
 	}
-	close(o.done)
+	if err != nil {
+		// The items are due still, behind the dispatcher's cursor (see
+		// rewindFailedClaims): it looks again in a while.
+		time.AfterFunc(time.Second, s.nudge)
+	}
 }
 
 func (o *claimOp) stage(b *batch) error {

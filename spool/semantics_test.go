@@ -182,7 +182,8 @@ func TestOneFailingOpDoesNotFailItsBatch(t *testing.T) {
 }
 
 // TestRestagedClaimStartsAfresh: a claim staged again after its batch
-// failed reports only what the second staging granted.
+// failed reports only what the second staging granted, and gives back the
+// slot of what it did not lease.
 func TestRestagedClaimStartsAfresh(t *testing.T) {
 	s := openTest(t, Options{})
 	ctx := context.Background()
@@ -198,7 +199,11 @@ func TestRestagedClaimStartsAfresh(t *testing.T) {
 		key = it.Item().KeyCopy(nil)
 		return nil
 	})
-	c := &claimOp{claims: []*claim{{key: key, leaseMs: 60_000}}, done: make(chan struct{})}
+	rid, _, _, _ := parseQueueKey(key)
+	if s.slots.reserve(rid, 1, 1, 1) != 1 {
+		t.Fatal("no slot")
+	}
+	c := &claimOp{s: s, claims: []*claim{{key: key, leaseMs: 60_000}}}
 	// The failing op removes the item behind the claim's back, so that the
 	// second staging finds nothing to lease.
 	bad := &failingOp{done: make(chan struct{}), sideEffect: func() {
@@ -207,8 +212,13 @@ func TestRestagedClaimStartsAfresh(t *testing.T) {
 		}
 	}}
 	s.commit([]op{c, bad})
-	if c.err != nil || c.claims[0].granted {
-		t.Fatalf("claim of a vanished item: granted %v, err %v", c.claims[0].granted, c.err)
+	if c.claims[0].granted {
+		t.Fatal("claim of a vanished item granted")
+	}
+	s.slots.mu.Lock()
+	defer s.slots.mu.Unlock()
+	if s.slots.total != 0 {
+		t.Fatalf("%d slots held after the claim was refused", s.slots.total)
 	}
 }
 

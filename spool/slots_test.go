@@ -11,32 +11,40 @@ import (
 
 // TestNewItemsGoStraightToAWorker: an item enqueued to an idle route is
 // stored already leased (attempt 1, due at its lease's end) and handed to a
-// worker with its message, not found by the dispatcher.
+// worker with its message, not found by the dispatcher, which is held at
+// the start of its next pass meanwhile.
 func TestNewItemsGoStraightToAWorker(t *testing.T) {
 	s := openTest(t, Options{LeaseMargin: time.Minute})
 	g := newGate()
 	t.Cleanup(func() { close(g.release) })
 	s.RegisterRoute("r", Route{Deliverer: g, Timeout: time.Minute})
-	eventually(t, 10*time.Second, "the dispatcher idle", func() bool {
-		return s.wakeAtMs.Load() > time.Now().Add(maxIdle/2).UnixMilli()
-	})
-	passes := s.passes.Load()
+	s.rewindMu.Lock() // every pass starts with it
+	held := true
+	defer func() {
+		if held {
+			s.rewindMu.Unlock()
+		}
+	}()
 	before := time.Now()
-	res := mustEnqueue(t, s, entry("r", "evt_1", "x"))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	res, err := s.Enqueue(ctx, entry("r", "evt_1", "x")) // a queued item would need rewindMu too
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-g.started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("not delivered while the dispatcher was held")
+	}
+	s.rewindMu.Unlock()
+	held = false
 	// Committed leased: the key's due time is the lease's end.
 	if due := queueDue(t, s, res.ID); due.Before(before.Add(2*time.Minute - time.Second)) {
 		t.Fatalf("queue key due at %v, want the lease's end, two minutes on", due)
 	}
 	if rs := routeStats(s, "r"); rs.InFlight != 1 || rs.Queued != 0 {
-		t.Fatalf("after the enqueue: %s; want 1 in flight", statsString(rs))
-	}
-	select {
-	case <-g.started:
-	case <-time.After(10 * time.Second):
-		t.Fatal("not delivered")
-	}
-	if n := s.passes.Load() - passes; n != 0 {
-		t.Fatalf("%d dispatch passes for a new item, want none", n)
+		t.Fatalf("during the delivery: %s; want 1 in flight", statsString(rs))
 	}
 }
 
