@@ -108,3 +108,29 @@ func TestMaxBodyBelowTheUnverifiedBudget(t *testing.T) {
 		}
 	}
 }
+
+// TestIngestJSONHeldToTheCaddyfileRules: a configuration written in JSON,
+// which never passes the Caddyfile parser, is refused at load for what the
+// parser refuses (Ingest.validate serves both).
+func TestIngestJSONHeldToTheCaddyfileRules(t *testing.T) {
+	for _, tt := range []struct {
+		name, handler, want string
+	}{
+		{"no secret", `{"handler":"webhook_ingest","name":"a"}`, "a secret is required"},
+		{"secret and insecure", `{"handler":"webhook_ingest","name":"a","secrets":["{env.HG_UNIT_SECRET}"],"insecure_no_signature":true}`, "exclude each other"},
+		{"verify-only without a name", `{"handler":"webhook_ingest","insecure_no_signature":true}`, "name is required"},
+		{"dedupe window under the tolerance", `{"handler":"webhook_ingest","name":"a","insecure_no_signature":true,"dedupe_window":60000000000}`, "dedupe_window"},
+		{"forward not http", `{"handler":"webhook_ingest","name":"a","insecure_no_signature":true,"forward":{"url":"ftp://x"}}`, "not an http(s) URL"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			err := caddy.Load(configJSON(t, "", "", "["+tt.handler+"]"), true)
+			if err == nil {
+				caddy.Stop()
+				t.Fatal("loaded")
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("error %q, want one about %q", err, tt.want)
+			}
+		})
+	}
+}

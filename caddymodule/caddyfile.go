@@ -4,7 +4,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
@@ -156,24 +155,8 @@ func (h *Ingest) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			return err
 		}
 	}
-	if len(h.Secrets) == 0 && !h.InsecureNoSignature {
-		return d.Err("webhook_ingest: a secret is required (or insecure_no_signature, explicitly)")
-	}
-	if len(h.Secrets) > 0 && h.InsecureNoSignature {
-		return d.Err("webhook_ingest: secret and insecure_no_signature exclude each other")
-	}
-	tolerance := defaultTolerance
-	if h.Tolerance != nil {
-		tolerance = time.Duration(*h.Tolerance)
-	}
-	if window := durationOr(h.DedupeWindow, defaultDedupeWindow); window < tolerance+clockSkew {
-		return d.Errf("webhook_ingest: dedupe_window %v must be at least tolerance %v plus %v of clock skew", window, tolerance, clockSkew)
-	}
-	if h.Forward == nil && h.Name == "" {
-		return d.Err("webhook_ingest: name is required without forward (verify-only mode)")
-	}
-	if err := checkSpoolable(h.MaxBody); err != nil {
-		return d.Errf("webhook_ingest: %v", err)
+	if err := h.validate(); err != nil {
+		return d.Err(err.Error())
 	}
 	return nil
 }
@@ -219,10 +202,7 @@ func (h *Ingest) parseForward(d *caddyfile.Dispenser) error {
 			return err
 		}
 	}
-	if err := f.validate(); err != nil {
-		return d.Err(err.Error())
-	}
-	h.Forward = f
+	h.Forward = f // checked with the rest (Ingest.validate)
 	return nil
 }
 

@@ -130,15 +130,14 @@ func (h *Ingest) Provision(ctx caddy.Context) error {
 			"(new dedupe records; the old route's pending events wait for it and become dead letters); set name to avoid this",
 			zap.String("route", h.Name))
 	}
+	if err := h.validate(); err != nil {
+		return err
+	}
 	secrets, err := resolveSecrets(h.Secrets, h.log)
 	if err != nil {
 		return err
 	}
-	tolerance := defaultTolerance
-	if h.Tolerance != nil {
-		tolerance = time.Duration(*h.Tolerance)
-	}
-	h.verifier, err = verifier.New(verifier.Config{Secrets: secrets, InsecureNoSignature: h.InsecureNoSignature, Tolerance: tolerance})
+	h.verifier, err = verifier.New(verifier.Config{Secrets: secrets, InsecureNoSignature: h.InsecureNoSignature, Tolerance: h.tolerance()})
 	if err != nil {
 		return fmt.Errorf("webhook_ingest %s: %w", h.Name, err)
 	}
@@ -153,9 +152,6 @@ func (h *Ingest) Provision(ctx caddy.Context) error {
 	h.maxBody = h.MaxBody
 	if h.maxBody <= 0 {
 		h.maxBody = defaultMaxBody
-	}
-	if err := h.validate(tolerance); err != nil {
-		return err
 	}
 	appIface, err := ctx.App("webhooks")
 	if err != nil {
@@ -181,26 +177,40 @@ func (h *Ingest) Provision(ctx caddy.Context) error {
 	return nil
 }
 
-// validate checks what Provision derived; Caddy's Validate phase would be
-// too late for the route registration.
-func (h *Ingest) validate(tolerance time.Duration) error {
-	if h.Name == "" {
-		return errors.New("webhook_ingest: a name is required without a forward target (verify-only mode)")
-	}
-	if h.Name == publishScope || strings.HasPrefix(h.Name, subscriberRoute("")) {
+// validate checks the handler's settings. UnmarshalCaddyfile and Provision
+// both call it, so that a JSON config is held to the Caddyfile's rules;
+// Provision calls it before it registers the route, which Caddy's Validate
+// phase would come too late for.
+func (h *Ingest) validate() error {
+	switch {
+	case len(h.Secrets) == 0 && !h.InsecureNoSignature:
+		return errors.New("webhook_ingest: a secret is required (or insecure_no_signature, explicitly)")
+	case len(h.Secrets) > 0 && h.InsecureNoSignature:
+		return errors.New("webhook_ingest: secret and insecure_no_signature exclude each other")
+	case h.Name == "" && h.Forward == nil:
+		return errors.New("webhook_ingest: name is required without forward (verify-only mode)")
+	case h.Name == publishScope || strings.HasPrefix(h.Name, subscriberRoute("")):
 		return fmt.Errorf("webhook_ingest: the name %q is reserved for webhook_publish", h.Name)
 	}
-	if err := checkSpoolable(h.maxBody); err != nil {
-		return fmt.Errorf("webhook_ingest %s: %w", h.Name, err)
+	if err := checkSpoolable(h.MaxBody); err != nil {
+		return fmt.Errorf("webhook_ingest: %w", err)
 	}
-	if h.dedupeWindow < tolerance+clockSkew {
-		return fmt.Errorf("webhook_ingest %s: dedupe_window %v must be at least tolerance %v plus %v of clock skew",
-			h.Name, h.dedupeWindow, tolerance, clockSkew)
+	tolerance := h.tolerance()
+	if window := durationOr(h.DedupeWindow, defaultDedupeWindow); window < tolerance+clockSkew {
+		return fmt.Errorf("webhook_ingest: dedupe_window %v must be at least tolerance %v plus %v of clock skew", window, tolerance, clockSkew)
 	}
 	if h.Forward != nil {
 		return h.Forward.validate()
 	}
 	return nil
+}
+
+// tolerance is how old an event may be, the default if unset.
+func (h *Ingest) tolerance() time.Duration {
+	if h.Tolerance != nil {
+		return time.Duration(*h.Tolerance)
+	}
+	return defaultTolerance
 }
 
 // Cleanup retires the route's delivery client (the webhooks app unregisters
