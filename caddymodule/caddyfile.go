@@ -26,20 +26,13 @@ func init() {
 	httpcaddyfile.RegisterDirectiveOrder("webhook_publish", httpcaddyfile.Before, "respond")
 }
 
-// parseGlobalOption parses the webhooks global option:
-//
-//	webhooks {
-//		storage        <dir>
-//		max_items      <n>
-//		max_bytes      <size>
-//		max_record_bytes <size>
-//		min_free_disk  <size>
-//		workers        <n>
-//		dead_retention <duration>
-//		attempt_retention <duration>
-//		max_unverified_bytes <size>
-//	}
-func parseGlobalOption(d *caddyfile.Dispenser, _ any) (any, error) {
+// parseGlobalOption parses the webhooks global option; see App.UnmarshalCaddyfile.
+// A second webhooks block is refused rather than silently replacing the
+// first.
+func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
+	if existing != nil {
+		return nil, d.Err("webhooks: the global option is given twice; put its settings in one block")
+	}
 	app := new(App)
 	if err := app.UnmarshalCaddyfile(d); err != nil {
 		return nil, err
@@ -47,7 +40,21 @@ func parseGlobalOption(d *caddyfile.Dispenser, _ any) (any, error) {
 	return httpcaddyfile.App{Name: "webhooks", Value: caddyconfig.JSON(app, nil)}, nil
 }
 
-// UnmarshalCaddyfile sets up the app from Caddyfile tokens (see parseGlobalOption).
+// UnmarshalCaddyfile sets up the app from Caddyfile tokens. Syntax:
+//
+//	webhooks {
+//		storage              <dir>
+//		max_items            <n>
+//		max_bytes            <size>
+//		max_record_bytes     <size>
+//		min_free_disk        <size>
+//		workers              <n>
+//		dead_retention       <duration>
+//		attempt_retention    <duration>
+//		max_unverified_bytes <size>
+//	}
+//
+// The block may appear once.
 func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // the option's name
 	if d.NextArg() {
@@ -59,7 +66,7 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "storage":
 			err = oneArg(d, func(s string) error { a.Storage = s; return nil })
 		case "max_items":
-			err = oneArg(d, intArg(d, &a.MaxItems))
+			err = oneArg(d, positiveInt(d, &a.MaxItems))
 		case "max_bytes":
 			err = oneArg(d, sizeArg(d, &a.MaxBytes))
 		case "max_record_bytes":
@@ -84,7 +91,14 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	return nil
 }
 
-// parseIngest parses the webhook_ingest directive:
+// parseIngest parses the webhook_ingest directive; see Ingest.UnmarshalCaddyfile.
+func parseIngest(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	m := new(Ingest)
+	err := m.UnmarshalCaddyfile(h.Dispenser)
+	return m, err
+}
+
+// UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
 //
 //	webhook_ingest [<matcher>] {
 //		name                  <route>
@@ -104,13 +118,6 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 //			header_up    <name> <value>
 //		}
 //	}
-func parseIngest(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
-	m := new(Ingest)
-	err := m.UnmarshalCaddyfile(h.Dispenser)
-	return m, err
-}
-
-// UnmarshalCaddyfile sets up the handler from Caddyfile tokens (see parseIngest).
 func (h *Ingest) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // the directive's name
 	if d.NextArg() {
@@ -187,14 +194,7 @@ func (h *Ingest) parseForward(d *caddyfile.Dispenser) error {
 		case "concurrency":
 			err = oneArg(d, positiveInt(d, &f.Concurrency))
 		case "header_up":
-			var name, value string
-			if !d.AllArgs(&name, &value) {
-				return d.ArgErr()
-			}
-			if f.HeaderUp == nil {
-				f.HeaderUp = map[string][]string{}
-			}
-			f.HeaderUp[name] = append(f.HeaderUp[name], value)
+			err = headerArgs(d, &f.HeaderUp)
 		default:
 			return d.Errf("forward: unknown option %q", opt)
 		}
@@ -206,7 +206,14 @@ func (h *Ingest) parseForward(d *caddyfile.Dispenser) error {
 	return nil
 }
 
-// parsePublish parses the webhook_publish directive:
+// parsePublish parses the webhook_publish directive; see Publish.UnmarshalCaddyfile.
+func parsePublish(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	m := new(Publish)
+	err := m.UnmarshalCaddyfile(h.Dispenser)
+	return m, err
+}
+
+// UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
 //
 //	webhook_publish [<matcher>] {
 //		organization  <id>
@@ -224,13 +231,6 @@ func (h *Ingest) parseForward(d *caddyfile.Dispenser) error {
 //			header <name> <value>
 //		}
 //	}
-func parsePublish(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
-	m := new(Publish)
-	err := m.UnmarshalCaddyfile(h.Dispenser)
-	return m, err
-}
-
-// UnmarshalCaddyfile sets up the handler from Caddyfile tokens (see parsePublish).
 func (p *Publish) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // the directive's name
 	if d.NextArg() {
@@ -290,19 +290,27 @@ func (p *Publish) parseSubscriber(d *caddyfile.Dispenser) error {
 				return err
 			}
 		case "header":
-			var name, value string
-			if !d.AllArgs(&name, &value) {
-				return d.ArgErr()
+			if err := headerArgs(d, &sub.Header); err != nil {
+				return err
 			}
-			if sub.Header == nil {
-				sub.Header = http.Header{}
-			}
-			sub.Header[name] = append(sub.Header[name], value)
 		default:
 			return d.Errf("subscriber: unknown option %q", opt)
 		}
 	}
 	p.Subscribers = append(p.Subscribers, sub)
+	return nil
+}
+
+// headerArgs reads "<name> <value>" and adds the value to the header.
+func headerArgs(d *caddyfile.Dispenser, dst *http.Header) error {
+	var name, value string
+	if !d.AllArgs(&name, &value) {
+		return d.ArgErr()
+	}
+	if *dst == nil {
+		*dst = http.Header{}
+	}
+	(*dst)[name] = append((*dst)[name], value)
 	return nil
 }
 
@@ -413,24 +421,14 @@ func sizeArg(d *caddyfile.Dispenser, dst *int64) func(string) error {
 	}
 }
 
-func intArg(d *caddyfile.Dispenser, dst *int64) func(string) error {
+// positiveInt reads a positive whole number into an int or an int64.
+func positiveInt[T int | int64](d *caddyfile.Dispenser, dst *T) func(string) error {
 	return func(s string) error {
 		v, err := strconv.ParseInt(s, 10, 64)
-		if err != nil || v <= 0 {
+		if err != nil || v <= 0 || int64(T(v)) != v {
 			return d.Errf("%q is not a positive number", s)
 		}
-		*dst = v
-		return nil
-	}
-}
-
-func positiveInt(d *caddyfile.Dispenser, dst *int) func(string) error {
-	return func(s string) error {
-		v, err := strconv.Atoi(s)
-		if err != nil || v <= 0 {
-			return d.Errf("%q is not a positive number", s)
-		}
-		*dst = v
+		*dst = T(v)
 		return nil
 	}
 }
