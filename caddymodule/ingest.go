@@ -6,12 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"mime"
 	"net/http"
-	"os"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -28,34 +25,12 @@ func init() {
 
 // Defaults of webhook_ingest.
 const (
-	defaultTolerance    = time.Hour
-	defaultDedupeWindow = 72 * time.Hour
-	defaultMaxBody      = 1 << 20
-	defaultReadTimeout  = 15 * time.Second
+	defaultTolerance   = time.Hour
+	defaultReadTimeout = 15 * time.Second
 	// clockSkew is the margin the dedupe window must keep over the
 	// tolerance, so that a replay is either a duplicate or stale.
 	clockSkew = 5 * time.Minute
-	// drainWait is how long the rest of a refused request's body is read
-	// after the answer before the connection closes: a sender still
-	// writing it then reads the answer rather than a connection reset.
-	drainWait = time.Second
 )
-
-// spoolFailure is the answer to a spool write that failed, or to a body
-// refused with errBusy: 503 with a Retry-After while the spool is full
-// (30 s), not open (starting or stopping, 5 s) or the bodies being read
-// hold max_unverified_bytes (5 s), else 500.
-func spoolFailure(err error) (code int, retryAfter, msg string) {
-	switch {
-	case errors.Is(err, errBusy):
-		return http.StatusServiceUnavailable, "5", err.Error()
-	case errors.Is(err, spool.ErrFull):
-		return http.StatusServiceUnavailable, "30", "the spool is full; retry later"
-	case errors.Is(err, errNotStarted), errors.Is(err, spool.ErrClosed):
-		return http.StatusServiceUnavailable, "5", "the gateway is starting or stopping; retry later"
-	}
-	return http.StatusInternalServerError, "", "the event could not be stored"
-}
 
 // Ingest is the webhook_ingest handler. It verifies a delivery's signature,
 // envelope, event header and freshness, dedupes it by route and eventId,
@@ -229,7 +204,7 @@ func (h *Ingest) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhtt
 	defer held.release()
 	body, status, reason, err := readRequest(w, r, h.maxBody, h.readTimeout, &held)
 	if errors.Is(err, errBusy) {
-		return h.spoolError(w, r, err)
+		return h.answerSpoolFailure(w, r, err)
 	}
 	if err != nil {
 		return h.reject(r, status, reason, err)
@@ -250,11 +225,11 @@ func (h *Ingest) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhtt
 		repl.Set("http.webhook.event_type", ev.Type)
 	}
 	if !h.events.Match(ev.Type) {
-		return h.answer(w, repl, http.StatusOK, "ignored", ev.ID)
+		return h.writeAnswer(w, repl, http.StatusOK, "ignored", ev.ID, "")
 	}
 	sp, err := h.app.spoolFor(r.Context())
 	if err != nil {
-		return h.spoolError(w, r, err)
+		return h.answerSpoolFailure(w, r, err)
 	}
 	if h.Forward == nil {
 		return h.handOn(w, r, next, repl, sp, ev)
@@ -267,156 +242,12 @@ func (h *Ingest) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhtt
 		DedupeWindow: h.dedupeWindow,
 	})
 	if err != nil {
-		return h.spoolError(w, r, err)
+		return h.answerSpoolFailure(w, r, err)
 	}
 	if res.Status != spool.Conflict {
 		observeAck(h.Name, start)
 	}
-	return h.answerResult(w, r, repl, res.Status, ev.ID)
-}
-
-// readRequest runs the checks every webhook request gets, in the order of
-// docs/ingest.md (POST, JSON without a content encoding, the size
-// before and while reading, the read deadline), and returns the body, or
-// the status, a short reason and the error of the first failure. The
-// body's buffer is reserved in held, which the caller releases once the
-// body is verified.
-//
-// A failure leaves the body unread, so the answer closes the connection,
-// and what the server then reads of the body is bounded by drainWait:
-// otherwise it would first drain the body (Caddy wraps the body, which
-// hides how much is left), waiting for a sender that announced a large body
-// and holds it back, or sending a 100 Continue to one that asked.
-func readRequest(w http.ResponseWriter, r *http.Request, max int64, timeout time.Duration, held *hold) (body []byte, status int, reason string, err error) {
-	defer func() {
-		if err != nil && r.ContentLength != 0 && r.ProtoMajor == 1 {
-			w.Header().Set("Connection", "close")
-			http.NewResponseController(w).SetReadDeadline(time.Now().Add(drainWait))
-		}
-	}()
-	if r.Method != http.MethodPost {
-		w.Header().Set("Allow", http.MethodPost)
-		return nil, http.StatusMethodNotAllowed, "method", errors.New("only POST is accepted")
-	}
-	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
-		return nil, http.StatusUnsupportedMediaType, "content_type", errors.New("Content-Type must be application/json")
-	}
-	if enc := r.Header.Values("Content-Encoding"); len(enc) > 1 || (len(enc) == 1 && !strings.EqualFold(enc[0], "identity")) {
-		return nil, http.StatusUnsupportedMediaType, "content_encoding", errors.New("Content-Encoding is not supported")
-	}
-	if r.ContentLength > max {
-		return nil, http.StatusRequestEntityTooLarge, "too_large", fmt.Errorf("body over %d bytes", max)
-	}
-	if body, status, err = readBody(w, r, max, timeout, held); err != nil {
-		return nil, status, "body", err
-	}
-	return body, 0, "", nil
-}
-
-// readBody reads a request body of at most max bytes within timeout, its
-// buffer reserved in held, and says which status a failure maps to (413,
-// 408, 503 with errBusy, or 400).
-func readBody(w http.ResponseWriter, r *http.Request, max int64, timeout time.Duration, held *hold) ([]byte, int, error) {
-	rc := http.NewResponseController(w)
-	if err := rc.SetReadDeadline(time.Now().Add(timeout)); err == nil {
-		defer rc.SetReadDeadline(time.Time{})
-	}
-	size := max + 1 // +1: room to see EOF, or the byte over max
-	if r.ContentLength >= 0 {
-		size = r.ContentLength + 1
-	}
-	body, err := readAll(http.MaxBytesReader(w, r.Body, max), size, held)
-	var tooLarge *http.MaxBytesError
-	var handlerErr caddyhttp.HandlerError
-	switch {
-	case err == nil:
-		return body, 0, nil
-	case errors.Is(err, errBusy):
-		return nil, http.StatusServiceUnavailable, err
-	case errors.As(err, &tooLarge):
-		return nil, http.StatusRequestEntityTooLarge, fmt.Errorf("body over %d bytes", max)
-	case errors.As(err, &handlerErr): // e.g. request_body's own limit
-		return nil, handlerErr.StatusCode, err
-	case errors.Is(err, os.ErrDeadlineExceeded):
-		return nil, http.StatusRequestTimeout, errors.New("reading the body timed out")
-	}
-	return nil, http.StatusBadRequest, errors.New("reading the body failed")
-}
-
-// readAll is io.ReadAll for a body of at most size bytes. Its first buffer
-// takes size bytes up to readAhead; past that it grows with the bytes that
-// arrived, by a quarter at a time (as append grows large slices), so that a
-// sender that announces a large body and sends little of it gets little
-// memory. Each growth is first reserved in held, and readAll gives up with
-// errBusy when that fails.
-func readAll(rd io.Reader, size int64, held *hold) ([]byte, error) {
-	const minGrowth = 4 << 10
-	var b []byte
-	for {
-		if len(b) == cap(b) {
-			grow := max(len(b)/4, minGrowth)
-			if b == nil {
-				grow = max(grow, readAhead)
-			}
-			if rest := size - int64(len(b)); rest > 0 {
-				grow = int(min(int64(grow), rest))
-			}
-			if !held.reserve(grow) {
-				return b, errBusy
-			}
-			b = append(make([]byte, 0, len(b)+grow), b...)
-		}
-		n, err := rd.Read(b[len(b):cap(b)])
-		b = b[:len(b)+n]
-		if err == io.EOF {
-			return b, nil
-		}
-		if err != nil {
-			return b, err
-		}
-	}
-}
-
-// readAhead is the most readAll takes at once, before any of the body
-// arrived: a body of up to 64 KiB (most webhooks) is read into one buffer
-// of its announced size, with its byte for EOF, not grown and copied.
-const readAhead = 64<<10 + 1
-
-// errBusy refuses a body when the bodies being read and verified hold the
-// webhooks app's max_unverified_bytes.
-var errBusy = errors.New("too many request bodies are being read; retry later")
-
-// byteBudget bounds the bytes that request bodies hold until they are
-// verified, over all the handlers of a configuration.
-type byteBudget struct {
-	limit int64
-	used  atomic.Int64
-}
-
-// hold starts an empty hold on the budget.
-func (b *byteBudget) hold() hold { return hold{budget: b} }
-
-// hold is what one request holds of a byteBudget; release gives it back.
-// It is used by one goroutine.
-type hold struct {
-	budget *byteBudget
-	n      int64
-}
-
-// reserve adds n bytes to the hold if the budget has room for them.
-func (h *hold) reserve(n int) bool {
-	if h.budget.used.Add(int64(n)) > h.budget.limit {
-		h.budget.used.Add(-int64(n))
-		return false
-	}
-	h.n += int64(n)
-	return true
-}
-
-// release gives the hold back; it may be called more than once.
-func (h *hold) release() {
-	h.budget.used.Add(-h.n)
-	h.n = 0
+	return h.answerStatus(w, r, repl, res.Status, ev.ID)
 }
 
 // forwardHeaders are the delivery's headers kept for the upstream.
@@ -444,15 +275,15 @@ func (h *Ingest) handOn(w http.ResponseWriter, r *http.Request, next caddyhttp.H
 	defer handingOn.done(key)
 	st, err := sp.Seen(h.Name, ev.ID, ev.Body)
 	if err != nil {
-		return h.spoolError(w, r, err)
+		return h.answerSpoolFailure(w, r, err)
 	}
 	if st != spool.Accepted {
-		return h.answerResult(w, r, repl, st, ev.ID)
+		return h.answerStatus(w, r, repl, st, ev.ID)
 	}
 	// A new event that could not be remembered after it is handed on is
 	// refused before, as a spooled one would be.
 	if err := sp.CanRemember(); err != nil {
-		return h.spoolError(w, r, err)
+		return h.answerSpoolFailure(w, r, err)
 	}
 
 	r.Body = io.NopCloser(bytes.NewReader(ev.Body))
@@ -549,30 +380,31 @@ func (f *inFlight) done(id string) {
 	f.mu.Unlock()
 }
 
-// answerResult answers an enqueue's or a dedupe check's outcome.
-func (h *Ingest) answerResult(w http.ResponseWriter, r *http.Request, repl *caddy.Replacer, st spool.Status, id string) error {
+// answerStatus answers an enqueue's or a dedupe check's outcome: 202
+// accepted, 200 duplicate, or a 409 rejection.
+func (h *Ingest) answerStatus(w http.ResponseWriter, r *http.Request, repl *caddy.Replacer, st spool.Status, id string) error {
 	switch st {
 	case spool.Accepted:
-		return h.answer(w, repl, http.StatusAccepted, "accepted", id)
+		return h.writeAnswer(w, repl, http.StatusAccepted, "accepted", id, "")
 	case spool.Duplicate:
-		return h.answer(w, repl, http.StatusOK, "duplicate", id)
+		return h.writeAnswer(w, repl, http.StatusOK, "duplicate", id, "")
 	}
 	h.log.Warn("an event id arrived again with a different body", zap.String("route", h.Name), zap.String("event_id", id))
 	return h.reject(r, http.StatusConflict, "conflict", errors.New("this eventId was received with a different body"))
 }
 
-// spoolError answers a failed spool write. These 5xx answers are written here
+// answerSpoolFailure answers a failed spool write (see spoolFailure). These 5xx answers are written here
 // rather than returned as handler errors: Caddy logs a handler error of 500
 // or more at error level together with the request's headers, which would put
 // the sender's signature into the log. (4xx errors are logged only at debug
 // level; see the README on filtering them.)
-func (h *Ingest) spoolError(w http.ResponseWriter, r *http.Request, err error) error {
+func (h *Ingest) answerSpoolFailure(w http.ResponseWriter, r *http.Request, err error) error {
 	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	code, retryAfter, msg := spoolFailure(err)
 	if retryAfter != "" {
 		w.Header().Set("Retry-After", retryAfter)
 		h.log.Warn("refusing events: "+msg, zap.String("route", h.Name), zap.Error(err))
-		return h.respond(w, repl, code, "unavailable", "", msg)
+		return h.writeAnswer(w, repl, code, "unavailable", "", msg)
 	}
 	if r.Context().Err() != nil {
 		// The sender hung up while the write was pending; it may still have
@@ -581,16 +413,14 @@ func (h *Ingest) spoolError(w http.ResponseWriter, r *http.Request, err error) e
 	} else {
 		h.log.Error("spool write failed", zap.String("route", h.Name), zap.Error(err))
 	}
-	return h.respond(w, repl, code, "error", "", msg)
+	return h.writeAnswer(w, repl, code, "error", "", msg)
 }
 
-// answer writes a success response: {"status": ..., "eventId": ...}.
-func (h *Ingest) answer(w http.ResponseWriter, repl *caddy.Replacer, code int, status, id string) error {
-	return h.respond(w, repl, code, status, id, "")
-}
-
-// respond writes a JSON answer: {"status", "eventId", "error"}, empty fields left out.
-func (h *Ingest) respond(w http.ResponseWriter, repl *caddy.Replacer, code int, status, id, msg string) error {
+// writeAnswer writes the handler's JSON answer, {"status", "eventId",
+// "error"} with empty fields left out, and records status as the outcome.
+// Every answer the handler writes itself goes through it; a rejection is a
+// handler error instead (reject).
+func (h *Ingest) writeAnswer(w http.ResponseWriter, repl *caddy.Replacer, code int, status, id, msg string) error {
 	h.outcome(repl, status)
 	return writeJSON(w, code, struct {
 		Status  string `json:"status"`
@@ -615,21 +445,6 @@ func (h *Ingest) outcome(repl *caddy.Replacer, outcome string) {
 		repl.Set("http.webhook.outcome", outcome)
 	}
 	countRequest(h.Name, outcome)
-}
-
-// checkSpoolable refuses a max_body that one spool entry cannot hold.
-func checkSpoolable(n int64) error {
-	if n > spool.MaxBodySize {
-		return fmt.Errorf("max_body %d is above %d bytes, the most one spooled event can hold", n, spool.MaxBodySize)
-	}
-	return nil
-}
-
-func durationOr(d caddy.Duration, def time.Duration) time.Duration {
-	if d > 0 {
-		return time.Duration(d)
-	}
-	return def
 }
 
 // Interface guards.

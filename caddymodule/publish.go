@@ -311,7 +311,7 @@ func (p *Publish) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 	defer held.release()
 	body, status, _, err := readRequest(w, r, p.maxBody, defaultReadTimeout, &held)
 	if errors.Is(err, errBusy) {
-		return p.spoolError(w, err)
+		return p.answerSpoolFailure(w, err)
 	}
 	if err != nil {
 		return rejectPublish(w, status, err)
@@ -358,7 +358,7 @@ func (p *Publish) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 		results, err = sp.EnqueueAll(r.Context(), entries)
 	}
 	if err != nil {
-		return p.spoolError(w, err)
+		return p.answerSpoolFailure(w, err)
 	}
 	accepted := false
 	for _, res := range results[1:] {
@@ -376,9 +376,9 @@ func (p *Publish) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 	return answerPublish(w, http.StatusAccepted, publishAnswer{Status: "accepted", EventID: req.eventID, Subscribers: names})
 }
 
-// spoolError answers a failed spool write or a body refused with errBusy
+// answerSpoolFailure answers a failed spool write or a body refused with errBusy
 // (see spoolFailure).
-func (p *Publish) spoolError(w http.ResponseWriter, err error) error {
+func (p *Publish) answerSpoolFailure(w http.ResponseWriter, err error) error {
 	code, retryAfter, msg := spoolFailure(err)
 	status := "error"
 	if retryAfter != "" {
@@ -415,17 +415,6 @@ type publishAnswer struct {
 	EventID     string   `json:"eventId,omitempty"`
 	Subscribers []string `json:"subscribers"`
 	Error       string   `json:"error,omitempty"`
-}
-
-func writeJSON(w http.ResponseWriter, code int, v any) error {
-	body, err := json.Marshal(v)
-	if err != nil {
-		return err
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	_, err = w.Write(append(body, '\n'))
-	return err
 }
 
 // Interface guards.

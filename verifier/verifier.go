@@ -133,12 +133,12 @@ func (v *Verifier) Verify(h http.Header, body []byte) (*Event, error) {
 	if err := parseEnvelope(body, &env); err != nil {
 		return nil, err
 	}
-	return v.finish(h, body, env, idx)
+	return v.checkEvent(h, body, env, idx)
 }
 
-// finish runs the checks after the signature and the envelope: the event
-// header and the timestamp's freshness.
-func (v *Verifier) finish(h http.Header, body []byte, env Envelope, idx int) (*Event, error) {
+// checkEvent runs the checks after the signature and the envelope: the
+// event header against the signed eventType, and the timestamp's freshness.
+func (v *Verifier) checkEvent(h http.Header, body []byte, env Envelope, idx int) (*Event, error) {
 
 	evs := h.Values(EventHeader)
 	switch {
