@@ -261,9 +261,9 @@ func buildBody(c *cobra.Command) ([]byte, error) {
 		fields["payload"] = bytes.TrimSpace(b)
 	}
 	now := time.Now()
-	fields["eventId"] = quote(newEventID(now))
-	fields["timestamp"] = quote(envelopeTime(now))
-	return encodeEnvelope(fields), nil
+	fields["eventId"] = quote(verifier.NewEventID(now))
+	fields["timestamp"] = quote(verifier.FormatTimestamp(now))
+	return verifier.EncodeEnvelope(fields), nil
 }
 
 func readInput(path string) ([]byte, error) {

@@ -48,6 +48,13 @@ func spoolFailure(err error) (code int, retryAfter, msg string) {
 	return http.StatusInternalServerError, "", "the event could not be stored"
 }
 
+// quote encodes s as a JSON string, for envelope members
+// (verifier.EncodeEnvelope).
+func quote(s string) json.RawMessage {
+	b, _ := json.Marshal(s)
+	return b
+}
+
 // writeJSON writes v as a JSON answer with status code.
 func writeJSON(w http.ResponseWriter, code int, v any) error {
 	body, err := json.Marshal(v)

@@ -323,12 +323,12 @@ func (p *Publish) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 	}
 	now := time.Now()
 	if req.eventID == "" {
-		req.eventID = newEventID(now)
+		req.eventID = verifier.NewEventID(now)
 	}
-	envelope := encodeEnvelope(map[string]json.RawMessage{
+	envelope := verifier.EncodeEnvelope(map[string]json.RawMessage{
 		"eventType":      quote(req.eventType),
 		"eventId":        quote(req.eventID),
-		"timestamp":      quote(envelopeTime(now)),
+		"timestamp":      quote(verifier.FormatTimestamp(now)),
 		"organizationId": quote(p.Organization),
 		"projectId":      quote(p.Project),
 		"payload":        req.payload,

@@ -1,7 +1,6 @@
 package caddymodule
 
 import (
-	"encoding/json"
 	"net/http"
 	"reflect"
 	"strings"
@@ -43,18 +42,6 @@ func TestParsePublishRequest(t *testing.T) {
 		if err != nil || req.eventID != tt.id || req.eventType != "document.processed" {
 			t.Errorf("%s: %+v, %v", tt.body, req, err)
 		}
-	}
-}
-
-func TestEncodeEnvelopeOrderAndValidity(t *testing.T) {
-	env := encodeEnvelope(map[string]json.RawMessage{
-		"payload": json.RawMessage(`{"n":12345678901234567890}`), "projectId": quote("p"), "eventId": quote("evt_1"),
-		"timestamp": quote(envelopeTime(time.Date(2026, 3, 31, 12, 0, 0, 0, time.UTC))), "zeta": quote("z"),
-		"eventType": quote("a.b"), "organizationId": quote("o"),
-	})
-	want := `{"eventType":"a.b","eventId":"evt_1","timestamp":"2026-03-31T12:00:00.000Z","organizationId":"o","projectId":"p","zeta":"z","payload":{"n":12345678901234567890}}`
-	if string(env) != want {
-		t.Fatalf("got  %s\nwant %s", env, want)
 	}
 }
 

@@ -12,5 +12,10 @@
 // a subslice of the body.
 //
 // Every failure is an *Error with a Kind and an HTTP status; its message is
-// safe to show to a client. The package depends only on the standard library.
+// safe to show to a client.
+//
+// It also speaks the format's other side, for webhook_publish and the CLI's
+// test sender: Sign makes the signature header, and EncodeEnvelope,
+// NewEventID and FormatTimestamp build a body as the sender does. The
+// package depends only on the standard library.
 package verifier

@@ -1,6 +1,13 @@
 package verifier
 
-import "time"
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"time"
+)
 
 // Limits on envelope string fields, in bytes after unescaping.
 const (
@@ -258,4 +265,71 @@ func rfc3339Shape(b []byte) bool {
 		}
 	}
 	return (b[1]-'0')*10+b[2]-'0' <= 23 && (b[4]-'0')*10+b[5]-'0' <= 59
+}
+
+// EncodeEnvelope builds an event body from its members, in the sender's
+// order: eventType, eventId, timestamp, organizationId, projectId, any
+// others (sorted), then payload. The values are raw JSON, written as they
+// are; ParseEnvelope checks the result like any other body.
+func EncodeEnvelope(fields map[string]json.RawMessage) []byte {
+	n := 0
+	for _, v := range fields {
+		n += len(v) + 24
+	}
+	buf := bytes.NewBuffer(make([]byte, 0, n+2))
+	buf.WriteByte('{')
+	first := true
+	write := func(k string) {
+		v, ok := fields[k]
+		if !ok {
+			return
+		}
+		if !first {
+			buf.WriteByte(',')
+		}
+		first = false
+		buf.Write(quoted(k))
+		buf.WriteByte(':')
+		buf.Write(v)
+	}
+	known := []string{"eventType", "eventId", "timestamp", "organizationId", "projectId"}
+	for _, k := range known {
+		write(k)
+	}
+	var others []string
+	for k := range fields {
+		if k != "payload" && !slices.Contains(known, k) {
+			others = append(others, k)
+		}
+	}
+	slices.Sort(others)
+	for _, k := range others {
+		write(k)
+	}
+	write("payload")
+	buf.WriteByte('}')
+	return buf.Bytes()
+}
+
+// FormatTimestamp formats a timestamp as the sender does: RFC 3339, UTC,
+// milliseconds.
+func FormatTimestamp(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.000Z") }
+
+// NewEventID makes an id in the sender's format: evt_<unix ms>_<random>,
+// with 10 random characters (about 51 bits), so that ids made in the same
+// millisecond do not collide.
+func NewEventID(now time.Time) string {
+	const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
+	b := make([]byte, 10)
+	rand.Read(b)
+	for i := range b {
+		b[i] = alphabet[int(b[i])%len(alphabet)]
+	}
+	return fmt.Sprintf("evt_%d_%s", now.UnixMilli(), b)
+}
+
+// quoted encodes s as a JSON string.
+func quoted(s string) []byte {
+	b, _ := json.Marshal(s)
+	return b
 }
