@@ -12,6 +12,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/dustin/go-humanize"
 
+	"github.com/hookgate/hookgate/outbound"
 	"github.com/hookgate/hookgate/verifier"
 )
 
@@ -321,7 +322,7 @@ func allowPrivateArgs(d *caddyfile.Dispenser, dst *[]string) error {
 		return d.ArgErr()
 	}
 	for _, a := range args {
-		if _, err := parsePrefix(a); err != nil {
+		if _, err := outbound.ParsePrefix(a); err != nil {
 			return d.Errf("allow_private: %q is not a CIDR or an address", a)
 		}
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
+	"github.com/hookgate/hookgate/outbound"
 	"github.com/hookgate/hookgate/spool"
 	"github.com/hookgate/hookgate/verifier"
 )
@@ -83,7 +84,7 @@ type Ingest struct {
 	maxBody      int64
 	readTimeout  time.Duration
 	app          *App
-	forwarder    *forwarder
+	client       *outbound.Client
 	log          *zap.Logger
 }
 
@@ -100,7 +101,7 @@ func (Ingest) CaddyModule() caddy.ModuleInfo {
 func (h *Ingest) Provision(ctx caddy.Context) error {
 	h.log = ctx.Logger()
 	if h.Name == "" && h.Forward != nil {
-		h.Name = redactURL(h.Forward.URL)
+		h.Name = outbound.RedactURL(h.Forward.URL)
 		h.log.Warn("webhook_ingest has no name: its route is named after the forward URL's scheme, host and port, so changing them starts a new route "+
 			"(new dedupe records; the old route's pending events wait for it and become dead letters); set name to avoid this",
 			zap.String("route", h.Name))
@@ -138,12 +139,12 @@ func (h *Ingest) Provision(ctx caddy.Context) error {
 	}
 	var route *spool.Route
 	if h.Forward != nil {
-		header, err := h.Forward.resolveHeaders()
+		header, err := resolveHeaders("header_up", h.Forward.HeaderUp)
 		if err != nil {
 			return fmt.Errorf("webhook_ingest %s: %w", h.Name, err)
 		}
 		var r spool.Route
-		r, h.forwarder = h.Forward.route(header)
+		r, h.client = h.Forward.route(header)
 		route = &r
 	}
 	if err := h.app.addRoute(h.Name, h, route); err != nil {
@@ -191,8 +192,8 @@ func (h *Ingest) tolerance() time.Duration {
 // Cleanup retires the route's delivery client (the webhooks app unregisters
 // the route).
 func (h *Ingest) Cleanup() error {
-	if h.forwarder != nil {
-		h.forwarder.close()
+	if h.client != nil {
+		h.client.Close()
 	}
 	return nil
 }

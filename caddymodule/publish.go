@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/netip"
 	"net/url"
 	"slices"
 	"strings"
@@ -15,6 +14,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
+	"github.com/hookgate/hookgate/outbound"
 	"github.com/hookgate/hookgate/spool"
 	"github.com/hookgate/hookgate/verifier"
 )
@@ -64,7 +64,7 @@ type Publish struct {
 	Subscribers []Subscriber `json:"subscribers,omitempty"`
 
 	app         *App
-	forwarders  []*forwarder
+	clients     []*outbound.Client
 	subscribers []subscriber
 	maxBody     int64
 	window      time.Duration
@@ -116,7 +116,7 @@ func (p *Publish) Provision(ctx caddy.Context) error {
 	if err := p.validate(); err != nil {
 		return err
 	}
-	allow, err := parsePrefixes(p.AllowPrivate)
+	allow, err := outbound.ParsePrefixes(p.AllowPrivate)
 	if err != nil {
 		return fmt.Errorf("webhook_publish: allow_private: %w", err)
 	}
@@ -159,22 +159,22 @@ func (p *Publish) Provision(ctx caddy.Context) error {
 		if err != nil {
 			return fmt.Errorf("webhook_publish: subscriber %s: events: %w", sub.Name, err)
 		}
-		header, err := (&Forward{HeaderUp: sub.Header}).resolveHeaders()
+		header, err := resolveHeaders("header", sub.Header)
 		if err != nil {
 			return fmt.Errorf("webhook_publish: subscriber %s: %w", sub.Name, err)
 		}
-		subAllow, err := parsePrefixes(sub.AllowPrivate)
+		subAllow, err := outbound.ParsePrefixes(sub.AllowPrivate)
 		if err != nil {
 			return fmt.Errorf("webhook_publish: subscriber %s: allow_private: %w", sub.Name, err)
 		}
-		guard := &addressGuard{allow: append(slices.Clip(allow), subAllow...)}
-		fw := &forwarder{
-			url:        sub.URL,
-			header:     header,
-			client:     newDeliveryClient(spool.DefaultConcurrency, guard),
-			signWith:   secrets[0],
-			goneReason: ReasonGone,
-		}
+		fw := outbound.New(sub.URL, outbound.Options{
+			Header:      header,
+			UserAgent:   userAgent,
+			Concurrency: spool.DefaultConcurrency,
+			Sign:        secrets[0],
+			GoneReason:  ReasonGone,
+			Guard:       &outbound.Guard{Allow: append(slices.Clip(allow), subAllow...)},
+		})
 		route := subscriberRoute(sub.Name)
 		// What decides how the subscriber's route delivers: its own settings
 		// and the publisher's retry and dial settings.
@@ -184,18 +184,18 @@ func (p *Publish) Provision(ctx caddy.Context) error {
 			BackoffMin, BackoffMax, Time caddy.Duration
 			AllowPrivate                 []string
 		}{sub, p.Attempts, p.BackoffMin, p.BackoffMax, p.Timeout, p.AllowPrivate}
-		p.forwarders = append(p.forwarders, fw)
+		p.clients = append(p.clients, fw)
 		if err := p.app.addRoute(route, settings, &spool.Route{
 			Deliverer:   fw,
 			Policy:      policy,
 			Timeout:     durationOr(p.Timeout, defaultPublishTimeout),
-			Target:      redactURL(sub.URL),
+			Target:      outbound.RedactURL(sub.URL),
 			LogAttempts: true,
 		}); err != nil {
 			return fmt.Errorf("webhook_publish: subscriber %s: %w", sub.Name, err)
 		}
 		p.subscribers = append(p.subscribers, subscriber{name: sub.Name, route: route, events: events})
-		p.log.Info("subscriber registered", zap.String("subscriber", sub.Name), zap.String("url", redactURL(sub.URL)))
+		p.log.Info("subscriber registered", zap.String("subscriber", sub.Name), zap.String("url", outbound.RedactURL(sub.URL)))
 	}
 	return nil
 }
@@ -231,37 +231,11 @@ func (p *Publish) validate() error {
 	return nil
 }
 
-// parsePrefix accepts a CIDR or a single address.
-func parsePrefix(s string) (netip.Prefix, error) {
-	if strings.Contains(s, "/") {
-		p, err := netip.ParsePrefix(s)
-		return p.Masked(), err
-	}
-	a, err := netip.ParseAddr(s)
-	if err != nil {
-		return netip.Prefix{}, err
-	}
-	return netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()), nil
-}
-
-// parsePrefixes parses allow_private entries.
-func parsePrefixes(list []string) ([]netip.Prefix, error) {
-	out := make([]netip.Prefix, 0, len(list))
-	for _, s := range list {
-		p, err := parsePrefix(s)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, p)
-	}
-	return out, nil
-}
-
 // Cleanup retires the subscribers' delivery clients (the webhooks app
 // unregisters their routes).
 func (p *Publish) Cleanup() error {
-	for _, fw := range p.forwarders {
-		fw.close()
+	for _, fw := range p.clients {
+		fw.Close()
 	}
 	return nil
 }

@@ -96,11 +96,3 @@ func TestUnmarshalPublish(t *testing.T) {
 		}
 	}
 }
-
-func TestParsePrefix(t *testing.T) {
-	for in, want := range map[string]string{"127.0.0.1": "127.0.0.1/32", "10.1.2.3/8": "10.0.0.0/8", "::1": "::1/128", "::ffff:127.0.0.1": "127.0.0.1/32"} {
-		if p, err := parsePrefix(in); err != nil || p.String() != want {
-			t.Errorf("parsePrefix(%s) = %v, %v; want %s", in, p, err, want)
-		}
-	}
-}

@@ -1,9 +1,10 @@
-package caddymodule
+package outbound
 
 import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strings"
 	"syscall"
 )
 
@@ -52,20 +53,21 @@ var blockedRanges = func() []netip.Prefix {
 	return out
 }()
 
-// addressGuard decides which IP addresses outbound deliveries may dial.
-type addressGuard struct {
-	allow []netip.Prefix // explicitly allowed, even inside a blocked range
+// Guard decides which IP addresses a Client may dial: none in the
+// special-purpose ranges (blockedRanges) but those Allow covers.
+type Guard struct {
+	Allow []netip.Prefix // explicitly allowed, even inside a blocked range
 }
 
-// check returns an error for an address in a blocked range that the allow
+// Check returns an error for an address in a blocked range that the allow
 // list does not cover. An IPv4-mapped IPv6 address is judged as the IPv4
 // address it carries.
-func (g addressGuard) check(ip netip.Addr) error {
+func (g Guard) Check(ip netip.Addr) error {
 	ip = ip.Unmap().WithZone("")
 	if !ip.IsValid() {
 		return fmt.Errorf("refusing to dial an invalid address")
 	}
-	for _, p := range g.allow {
+	for _, p := range g.Allow {
 		if p.Contains(ip) {
 			return nil
 		}
@@ -81,7 +83,7 @@ func (g addressGuard) check(ip netip.Addr) error {
 // control is a net.Dialer Control function: it runs for every address a
 // connection attempt actually dials, after DNS resolution, so a name that
 // resolves (or later re-resolves) to an internal address is refused too.
-func (g addressGuard) control(network, address string, _ syscall.RawConn) error {
+func (g Guard) control(network, address string, _ syscall.RawConn) error {
 	host, _, err := net.SplitHostPort(address)
 	if err != nil {
 		return err
@@ -90,5 +92,31 @@ func (g addressGuard) control(network, address string, _ syscall.RawConn) error 
 	if err != nil {
 		return fmt.Errorf("refusing to dial %q: not an IP address", host)
 	}
-	return g.check(ip)
+	return g.Check(ip)
+}
+
+// ParsePrefix accepts a CIDR or a single address.
+func ParsePrefix(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		return p.Masked(), err
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	return netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()), nil
+}
+
+// ParsePrefixes parses a list for ParsePrefix.
+func ParsePrefixes(list []string) ([]netip.Prefix, error) {
+	out := make([]netip.Prefix, 0, len(list))
+	for _, s := range list {
+		p, err := ParsePrefix(s)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, p)
+	}
+	return out, nil
 }

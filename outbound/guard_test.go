@@ -1,4 +1,4 @@
-package caddymodule
+package outbound
 
 import (
 	"net"
@@ -23,7 +23,7 @@ func TestAddressGuardBlocksSpecialPurposeRanges(t *testing.T) {
 		"fec0::1", "ff02::1",
 	}
 	for _, s := range blocked {
-		if err := (addressGuard{}).check(netip.MustParseAddr(s)); err == nil {
+		if err := (Guard{}).Check(netip.MustParseAddr(s)); err == nil {
 			t.Errorf("%s was allowed", s)
 		} else if !strings.Contains(err.Error(), "allow_private") {
 			t.Errorf("%s: error %q does not say how to allow it", s, err)
@@ -36,21 +36,21 @@ func TestAddressGuardBlocksSpecialPurposeRanges(t *testing.T) {
 		"::ffff:8.8.8.8", "2606:4700::1111", "2a00:1450:4001::200e", "2001:4860:4860::8888",
 	}
 	for _, s := range allowed {
-		if err := (addressGuard{}).check(netip.MustParseAddr(s)); err != nil {
+		if err := (Guard{}).Check(netip.MustParseAddr(s)); err != nil {
 			t.Errorf("%s was refused: %v", s, err)
 		}
 	}
 }
 
 func TestAddressGuardAllowList(t *testing.T) {
-	g := addressGuard{allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("fd00:1::/64")}}
+	g := Guard{Allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("fd00:1::/64")}}
 	for _, s := range []string{"127.0.0.1", "::ffff:127.0.0.1", "fd00:1::5"} {
-		if err := g.check(netip.MustParseAddr(s)); err != nil {
+		if err := g.Check(netip.MustParseAddr(s)); err != nil {
 			t.Errorf("%s refused despite the allow list: %v", s, err)
 		}
 	}
 	for _, s := range []string{"::1", "10.0.0.1", "fd00:2::5", "169.254.169.254"} {
-		if err := g.check(netip.MustParseAddr(s)); err == nil {
+		if err := g.Check(netip.MustParseAddr(s)); err == nil {
 			t.Errorf("%s allowed, but the allow list does not cover it", s)
 		}
 	}
@@ -71,7 +71,7 @@ func TestAddressGuardControl(t *testing.T) {
 		{"no-port", false},
 	}
 	for _, tt := range tests {
-		if err := (addressGuard{}).control("tcp", tt.address, nil); (err == nil) != tt.ok {
+		if err := (Guard{}).control("tcp", tt.address, nil); (err == nil) != tt.ok {
 			t.Errorf("control(%s) = %v, want ok=%v", tt.address, err, tt.ok)
 		}
 	}
@@ -92,17 +92,25 @@ func TestAddressGuardRefusesAtDialTime(t *testing.T) {
 			c.Close()
 		}
 	}()
-	refusing := &net.Dialer{Timeout: time.Second, Control: addressGuard{}.control}
+	refusing := &net.Dialer{Timeout: time.Second, Control: Guard{}.control}
 	if c, err := refusing.Dial("tcp", l.Addr().String()); err == nil {
 		c.Close()
 		t.Fatal("dialed loopback without it being allowed")
 	} else if !strings.Contains(err.Error(), "refusing to dial 127.0.0.1") {
 		t.Fatalf("dial error %q does not say why", err)
 	}
-	allowing := &net.Dialer{Timeout: time.Second, Control: addressGuard{allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}}.control}
+	allowing := &net.Dialer{Timeout: time.Second, Control: Guard{Allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}}.control}
 	c, err := allowing.Dial("tcp", l.Addr().String())
 	if err != nil {
 		t.Fatalf("dial with loopback allowed: %v", err)
 	}
 	c.Close()
+}
+
+func TestParsePrefix(t *testing.T) {
+	for in, want := range map[string]string{"127.0.0.1": "127.0.0.1/32", "10.1.2.3/8": "10.0.0.0/8", "::1": "::1/128", "::ffff:127.0.0.1": "127.0.0.1/32"} {
+		if p, err := ParsePrefix(in); err != nil || p.String() != want {
+			t.Errorf("ParsePrefix(%s) = %v, %v; want %s", in, p, err, want)
+		}
+	}
 }
