@@ -121,16 +121,16 @@ func (c *running) serve(t *testing.T, h caddyhttp.MiddlewareHandler, req *http.R
 		})
 	}
 	res := result{rec: httptest.NewRecorder()}
-	res.err, res.repl = c.serveTo(res.rec, h, req, next)
+	res.repl, res.err = c.serveTo(res.rec, h, req, next)
 	return res
 }
 
-// serveTo runs h on req, answering on w, and returns the handler's error
-// and the request's placeholders.
-func (c *running) serveTo(w http.ResponseWriter, h caddyhttp.MiddlewareHandler, req *http.Request, next caddyhttp.Handler) (error, *caddy.Replacer) {
+// serveTo runs h on req, answering on w, and returns the request's placeholders
+// and the handler's error.
+func (c *running) serveTo(w http.ResponseWriter, h caddyhttp.MiddlewareHandler, req *http.Request, next caddyhttp.Handler) (*caddy.Replacer, error) {
 	repl := caddy.NewReplacer()
 	req = caddyhttp.PrepareRequest(req, repl, w, c.server)
-	return h.ServeHTTP(w, req, next), repl
+	return repl, h.ServeHTTP(w, req, next)
 }
 
 // envelopeBody is a valid envelope.

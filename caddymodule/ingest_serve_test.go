@@ -194,7 +194,7 @@ func TestIngestReadTimeout(t *testing.T) {
 	h, sp := c.handler(0), c.spool()
 	outcome := make(chan string, 1)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		err, repl := c.serveTo(w, h, r, nil)
+		repl, err := c.serveTo(w, h, r, nil)
 		var he caddyhttp.HandlerError
 		if errors.As(err, &he) {
 			w.WriteHeader(he.StatusCode)
