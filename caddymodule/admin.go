@@ -14,6 +14,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 
+	"github.com/hookgate/hookgate/adminapi"
 	"github.com/hookgate/hookgate/spool"
 )
 
@@ -23,7 +24,8 @@ func init() {
 
 // AdminAPI serves /webhooks/ on Caddy's admin endpoint: statistics, dead
 // letters, an event's status and attempts, pausing routes and enabling
-// subscribers. It is loaded with every configuration.
+// subscribers. It is loaded with every configuration. Its requests and
+// answers are the types of package adminapi.
 type AdminAPI struct {
 	log *zap.Logger
 }
@@ -104,53 +106,17 @@ func (a *AdminAPI) spool(r *http.Request) (*spool.Spool, error) {
 	return nil, apiError(http.StatusBadRequest, "several storages are open; choose one with ?storage=<dir>")
 }
 
-// routeStats is one route in GET /webhooks/stats.
-type routeStats struct {
-	Route            string  `json:"route"`
-	Subscriber       string  `json:"subscriber,omitempty"`
-	Queued           int64   `json:"queued"`
-	InFlight         int64   `json:"in_flight"`
-	Scheduled        int64   `json:"scheduled"`
-	Dead             int64   `json:"dead"`
-	Bytes            int64   `json:"bytes"`
-	OldestPendingAge float64 `json:"oldest_pending_age_seconds"`
-	Paused           bool    `json:"paused"`
-	Disabled         string  `json:"disabled,omitempty"`
-	VerifyOnly       bool    `json:"verify_only,omitempty"` // no queue: dedupe records only
-}
-
-// recordStats are the dedupe and attempt records in GET /webhooks/stats,
-// against their budget (max_record_bytes).
-type recordStats struct {
-	Dedupe                recordCount `json:"dedupe"`
-	Attempts              recordCount `json:"attempts"`
-	MaxBytes              int64       `json:"max_bytes"`
-	AttemptRecordsDropped int64       `json:"attempt_records_dropped"`
-}
-
-// recordCount is one kind of record: how many and the bytes they count.
-type recordCount struct {
-	Count int64 `json:"count"`
-	Bytes int64 `json:"bytes"`
-}
-
-func toRecordStats(u spool.RecordUsage) recordStats {
-	return recordStats{
-		Dedupe:   recordCount{Count: u.Dedupe.Count, Bytes: u.Dedupe.Bytes},
-		Attempts: recordCount{Count: u.Attempts.Count, Bytes: u.Attempts.Bytes},
+func toRecordStats(u spool.RecordUsage) adminapi.RecordStats {
+	return adminapi.RecordStats{
+		Dedupe:   adminapi.RecordCount{Count: u.Dedupe.Count, Bytes: u.Dedupe.Bytes},
+		Attempts: adminapi.RecordCount{Count: u.Attempts.Count, Bytes: u.Attempts.Bytes},
 		MaxBytes: u.MaxBytes, AttemptRecordsDropped: u.AttemptRecordsDropped,
 	}
 }
 
 func (a *AdminAPI) stats(w http.ResponseWriter, s *spool.Spool) error {
 	now := time.Now()
-	out := struct {
-		Storage string       `json:"storage"`
-		Items   int64        `json:"items"`
-		Bytes   int64        `json:"bytes"`
-		Records recordStats  `json:"records"`
-		Routes  []routeStats `json:"routes"`
-	}{Storage: s.Dir(), Records: toRecordStats(s.Records()), Routes: []routeStats{}}
+	out := adminapi.Stats{Storage: s.Dir(), Records: toRecordStats(s.Records()), Routes: []adminapi.RouteStats{}}
 	out.Items, out.Bytes = s.Usage()
 	for _, rs := range s.Stats() {
 		if rs.Route == publishScope {
@@ -160,37 +126,23 @@ func (a *AdminAPI) stats(w http.ResponseWriter, s *spool.Spool) error {
 		if sub == rs.Route {
 			sub = ""
 		}
-		out.Routes = append(out.Routes, routeStats{
+		out.Routes = append(out.Routes, adminapi.RouteStats{
 			Route: rs.Route, Subscriber: sub, Queued: rs.Queued, InFlight: rs.InFlight, Scheduled: rs.Scheduled,
 			Dead: rs.Dead, Bytes: rs.Bytes, OldestPendingAge: rs.OldestAge(now).Seconds(), Paused: rs.Paused, Disabled: rs.Disabled,
 			VerifyOnly: verifyOnly.has(s, rs.Route),
 		})
 	}
 	for _, name := range verifyOnly.list(s) {
-		if !slices.ContainsFunc(out.Routes, func(r routeStats) bool { return r.Route == name }) {
-			out.Routes = append(out.Routes, routeStats{Route: name, VerifyOnly: true})
+		if !slices.ContainsFunc(out.Routes, func(r adminapi.RouteStats) bool { return r.Route == name }) {
+			out.Routes = append(out.Routes, adminapi.RouteStats{Route: name, VerifyOnly: true})
 		}
 	}
-	slices.SortFunc(out.Routes, func(a, b routeStats) int { return strings.Compare(a.Route, b.Route) })
+	slices.SortFunc(out.Routes, func(a, b adminapi.RouteStats) int { return strings.Compare(a.Route, b.Route) })
 	return writeJSON(w, http.StatusOK, out)
 }
 
-// deadLetter is one entry of GET /webhooks/dead.
-type deadLetter struct {
-	ID         string    `json:"id"`
-	Route      string    `json:"route"`
-	EventID    string    `json:"event_id"`
-	Reason     string    `json:"reason"`
-	Attempts   int       `json:"attempts"`
-	LastStatus int       `json:"last_status,omitempty"`
-	LastError  string    `json:"last_error,omitempty"`
-	Bytes      int64     `json:"bytes"`
-	ReceivedAt time.Time `json:"received_at"`
-	DeadAt     time.Time `json:"dead_at"`
-}
-
-func toDeadLetter(d spool.DeadLetter) deadLetter {
-	return deadLetter{ID: strconv.FormatUint(d.ID, 10), Route: d.Route, EventID: d.EventID, Reason: d.Reason, Attempts: d.Attempts,
+func toDeadLetter(d spool.DeadLetter) adminapi.DeadLetter {
+	return adminapi.DeadLetter{ID: strconv.FormatUint(d.ID, 10), Route: d.Route, EventID: d.EventID, Reason: d.Reason, Attempts: d.Attempts,
 		LastStatus: d.LastStatus, LastError: d.LastError, Bytes: d.Size, ReceivedAt: d.ReceivedAt, DeadAt: d.DeadAt}
 }
 
@@ -216,10 +168,7 @@ func (a *AdminAPI) listDead(w http.ResponseWriter, r *http.Request, s *spool.Spo
 	if err != nil {
 		return apiError(http.StatusInternalServerError, "listing dead letters: %v", err)
 	}
-	out := struct {
-		Dead       []deadLetter `json:"dead"`
-		NextCursor string       `json:"next_cursor,omitempty"`
-	}{Dead: []deadLetter{}}
+	out := adminapi.DeadPage{Dead: []adminapi.DeadLetter{}}
 	for _, d := range items {
 		out.Dead = append(out.Dead, toDeadLetter(d))
 	}
@@ -229,16 +178,8 @@ func (a *AdminAPI) listDead(w http.ResponseWriter, r *http.Request, s *spool.Spo
 	return writeJSON(w, http.StatusOK, out)
 }
 
-// replayRequest selects dead letters: ids, or a filter, or all.
-type replayRequest struct {
-	IDs    []string `json:"ids,omitempty"`
-	Route  string   `json:"route,omitempty"`
-	Reason string   `json:"reason,omitempty"`
-	All    bool     `json:"all,omitempty"`
-}
-
 func (a *AdminAPI) replay(w http.ResponseWriter, r *http.Request, s *spool.Spool) error {
-	var req replayRequest
+	var req adminapi.ReplayRequest
 	if err := decodeBody(r, &req); err != nil {
 		return err
 	}
@@ -262,7 +203,7 @@ func (a *AdminAPI) replay(w http.ResponseWriter, r *http.Request, s *spool.Spool
 	}
 	a.changed(r, "dead letters replayed", zap.Int("count", n), zap.Strings("ids", req.IDs),
 		zap.String("route", req.Route), zap.String("reason", req.Reason), zap.Bool("all", req.All))
-	return writeJSON(w, http.StatusOK, map[string]int{"replayed": n})
+	return writeJSON(w, http.StatusOK, adminapi.Replayed{Replayed: n})
 }
 
 func (a *AdminAPI) deleteDead(w http.ResponseWriter, r *http.Request, s *spool.Spool, rawID string) error {
@@ -278,24 +219,7 @@ func (a *AdminAPI) deleteDead(w http.ResponseWriter, r *http.Request, s *spool.S
 		return apiError(http.StatusNotFound, "no dead letter %s", rawID)
 	}
 	a.changed(r, "dead letter deleted", zap.String("id", rawID))
-	return writeJSON(w, http.StatusOK, map[string]int{"deleted": n})
-}
-
-// eventStatus is one route's view of an event in GET /webhooks/events/{id}.
-type eventStatus struct {
-	Route    string          `json:"route"`
-	State    string          `json:"state"`
-	ID       string          `json:"id,omitempty"`
-	Dead     *deadLetter     `json:"dead,omitempty"`
-	Attempts []attemptRecord `json:"attempts"`
-}
-
-type attemptRecord struct {
-	Attempt    int       `json:"attempt"`
-	At         time.Time `json:"at"`
-	DurationMs float64   `json:"duration_ms"`
-	Status     int       `json:"status,omitempty"`
-	Error      string    `json:"error,omitempty"`
+	return writeJSON(w, http.StatusOK, adminapi.Deleted{Deleted: n})
 }
 
 func (a *AdminAPI) event(w http.ResponseWriter, r *http.Request, s *spool.Spool, eventID string) error {
@@ -314,10 +238,7 @@ func (a *AdminAPI) event(w http.ResponseWriter, r *http.Request, s *spool.Spool,
 			}
 		}
 	}
-	out := struct {
-		EventID string        `json:"event_id"`
-		Routes  []eventStatus `json:"routes"`
-	}{EventID: eventID, Routes: []eventStatus{}}
+	out := adminapi.Event{EventID: eventID, Routes: []adminapi.EventRoute{}}
 	for _, rt := range routes {
 		st, err := s.Lookup(rt, eventID)
 		if errors.Is(err, spool.ErrNotFound) {
@@ -326,7 +247,7 @@ func (a *AdminAPI) event(w http.ResponseWriter, r *http.Request, s *spool.Spool,
 		if err != nil {
 			return apiError(http.StatusInternalServerError, "looking up: %v", err)
 		}
-		es := eventStatus{Route: rt, State: string(st.State), Attempts: []attemptRecord{}}
+		es := adminapi.EventRoute{Route: rt, State: adminapi.EventState(st.State), Attempts: []adminapi.Attempt{}}
 		if st.ID != 0 {
 			es.ID = strconv.FormatUint(st.ID, 10)
 		}
@@ -335,7 +256,7 @@ func (a *AdminAPI) event(w http.ResponseWriter, r *http.Request, s *spool.Spool,
 			es.Dead = &d
 		}
 		for _, at := range st.Attempts {
-			es.Attempts = append(es.Attempts, attemptRecord{Attempt: at.Number, At: at.At,
+			es.Attempts = append(es.Attempts, adminapi.Attempt{Attempt: at.Number, At: at.At,
 				DurationMs: float64(at.Duration.Microseconds()) / 1000, Status: at.StatusCode, Error: at.Error})
 		}
 		out.Routes = append(out.Routes, es)
@@ -360,7 +281,7 @@ func (a *AdminAPI) pause(w http.ResponseWriter, r *http.Request, s *spool.Spool,
 		return apiError(http.StatusInternalServerError, "%v", err)
 	}
 	a.changed(r, map[bool]string{true: "route paused", false: "route resumed"}[pause], zap.String("route", route))
-	return writeJSON(w, http.StatusOK, map[string]any{"route": route, "paused": pause})
+	return writeJSON(w, http.StatusOK, adminapi.RoutePaused{Route: route, Paused: pause})
 }
 
 func (a *AdminAPI) enable(w http.ResponseWriter, r *http.Request, s *spool.Spool, name string) error {
@@ -377,7 +298,7 @@ func (a *AdminAPI) enable(w http.ResponseWriter, r *http.Request, s *spool.Spool
 		return apiError(http.StatusInternalServerError, "replaying: %v", err)
 	}
 	a.changed(r, "subscriber enabled", zap.String("subscriber", name), zap.Int("replayed", n))
-	return writeJSON(w, http.StatusOK, map[string]any{"subscriber": name, "enabled": true, "replayed": n})
+	return writeJSON(w, http.StatusOK, adminapi.SubscriberEnabled{Subscriber: name, Enabled: true, Replayed: n})
 }
 
 // changed logs a state change with who asked.

@@ -15,6 +15,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 
+	"github.com/hookgate/hookgate/adminapi"
 	"github.com/hookgate/hookgate/spool"
 )
 
@@ -81,16 +82,6 @@ func (a *AdminAPI) must(t *testing.T, method, path, body string, out any) {
 	}
 }
 
-type deadPage struct {
-	Dead       []deadLetter `json:"dead"`
-	NextCursor string       `json:"next_cursor"`
-}
-
-type eventPage struct {
-	EventID string        `json:"event_id"`
-	Routes  []eventStatus `json:"routes"`
-}
-
 // TestAdminHandlers drives every admin endpoint against a real spool whose
 // dead letters come from real deliveries: a route "in" whose upstream
 // answers 400 (rejected) or 503 (max_attempts 1) by event, and a subscriber
@@ -127,12 +118,8 @@ func TestAdminHandlers(t *testing.T) {
 	if res := c.serve(t, c.handler(1), r, nil); res.status() != 202 {
 		t.Fatalf("publish: %s", res)
 	}
-	stat := func(route string) routeStats {
-		var st struct {
-			Storage string       `json:"storage"`
-			Items   int64        `json:"items"`
-			Routes  []routeStats `json:"routes"`
-		}
+	stat := func(route string) adminapi.RouteStats {
+		var st adminapi.Stats
 		api.must(t, http.MethodGet, "/webhooks/stats", "", &st)
 		if st.Storage != c.app.dir {
 			t.Fatalf("stats of storage %q, want %q", st.Storage, c.app.dir)
@@ -142,7 +129,7 @@ func TestAdminHandlers(t *testing.T) {
 				return rs
 			}
 		}
-		return routeStats{}
+		return adminapi.RouteStats{}
 	}
 	eventually(t, 10*time.Second, func() (bool, string) {
 		in, gone := stat("in"), stat("subscriber/gone")
@@ -158,10 +145,8 @@ func TestAdminHandlers(t *testing.T) {
 	t.Run("records in the stats and the metrics", func(t *testing.T) {
 		// Four events on in and one published (its dedupe record and
 		// its subscriber's); one attempt each.
-		want := recordStats{Dedupe: recordCount{Count: 6}, Attempts: recordCount{Count: 5}, MaxBytes: 4 << 30}
-		var st struct {
-			Records recordStats `json:"records"`
-		}
+		want := adminapi.RecordStats{Dedupe: adminapi.RecordCount{Count: 6}, Attempts: adminapi.RecordCount{Count: 5}, MaxBytes: 4 << 30}
+		var st adminapi.Stats
 		eventually(t, 5*time.Second, func() (bool, string) {
 			api.must(t, http.MethodGet, "/webhooks/stats", "", &st)
 			return st.Records.Attempts.Count == want.Attempts.Count, fmt.Sprintf("%+v", st.Records)
@@ -204,7 +189,7 @@ func TestAdminHandlers(t *testing.T) {
 			{"route=nope", nil, 0},
 			{"route=in&reason=nope", nil, 0},
 		} {
-			var page deadPage
+			var page adminapi.DeadPage
 			api.must(t, http.MethodGet, "/webhooks/dead?"+tt.query, "", &page)
 			var events []string
 			for _, d := range page.Dead {
@@ -218,7 +203,7 @@ func TestAdminHandlers(t *testing.T) {
 				t.Errorf("%s: %v, want %v", tt.query, events, tt.events)
 			}
 		}
-		var first, second deadPage
+		var first, second adminapi.DeadPage
 		api.must(t, http.MethodGet, "/webhooks/dead?route=in&limit=2", "", &first)
 		if len(first.Dead) != 2 || first.NextCursor == "" {
 			t.Fatalf("first page: %+v", first)
@@ -230,23 +215,23 @@ func TestAdminHandlers(t *testing.T) {
 	})
 
 	t.Run("an event's status per route", func(t *testing.T) {
-		var ev eventPage
+		var ev adminapi.Event
 		api.must(t, http.MethodGet, "/webhooks/events/evt_reject_1", "", &ev)
-		if len(ev.Routes) != 1 || ev.Routes[0].Route != "in" || ev.Routes[0].State != "dead" || ev.Routes[0].Dead == nil ||
+		if len(ev.Routes) != 1 || ev.Routes[0].Route != "in" || ev.Routes[0].State != adminapi.StateDead || ev.Routes[0].Dead == nil ||
 			len(ev.Routes[0].Attempts) != 1 || ev.Routes[0].Attempts[0].Status != 400 {
 			t.Fatalf("evt_reject_1: %+v", ev)
 		}
 		api.must(t, http.MethodGet, "/webhooks/events/evt_reject_1?route=in", "", &ev)
-		if len(ev.Routes) != 1 || ev.Routes[0].State != "dead" {
+		if len(ev.Routes) != 1 || ev.Routes[0].State != adminapi.StateDead {
 			t.Fatalf("evt_reject_1 on route in: %+v", ev)
 		}
 		api.must(t, http.MethodGet, "/webhooks/events/evt_gone_1?route=subscriber/gone", "", &ev)
-		if len(ev.Routes) != 1 || ev.Routes[0].Route != "subscriber/gone" || ev.Routes[0].State != "dead" {
+		if len(ev.Routes) != 1 || ev.Routes[0].Route != "subscriber/gone" || ev.Routes[0].State != adminapi.StateDead {
 			t.Fatalf("evt_gone_1 on its subscriber: %+v", ev)
 		}
 		eventually(t, 5*time.Second, func() (bool, string) {
 			api.must(t, http.MethodGet, "/webhooks/events/evt_ok_1", "", &ev)
-			return len(ev.Routes) == 1 && ev.Routes[0].State == "delivered", fmt.Sprintf("%+v", ev)
+			return len(ev.Routes) == 1 && ev.Routes[0].State == adminapi.StateDelivered, fmt.Sprintf("%+v", ev)
 		})
 		for _, path := range []string{"/webhooks/events/evt_reject_1?route=subscriber/gone", "/webhooks/events/evt_unknown"} {
 			if code, body := api.call(t, http.MethodGet, path, ""); code != 404 || !strings.Contains(body, "no route knows") {
@@ -256,7 +241,7 @@ func TestAdminHandlers(t *testing.T) {
 	})
 
 	deadID := func(event string) string {
-		var page deadPage
+		var page adminapi.DeadPage
 		api.must(t, http.MethodGet, "/webhooks/dead", "", &page)
 		for _, d := range page.Dead {
 			if d.EventID == event {
@@ -275,7 +260,7 @@ func TestAdminHandlers(t *testing.T) {
 	healthy.Store(true)
 
 	t.Run("replay and delete", func(t *testing.T) {
-		var n struct{ Replayed, Deleted int }
+		var n adminapi.Replayed
 		api.must(t, http.MethodPost, "/webhooks/dead/replay", fmt.Sprintf(`{"ids":[%q]}`, deadID("evt_fail_1")), &n)
 		if n.Replayed != 1 {
 			t.Fatalf("replay by id: %+v", n)
@@ -289,9 +274,10 @@ func TestAdminHandlers(t *testing.T) {
 		eventually(t, 10*time.Second, delivered("in", "evt_reject_1"))
 
 		id := deadID("evt_gone_1")
-		api.must(t, http.MethodDelete, "/webhooks/dead/"+id, "", &n)
-		if n.Deleted != 1 {
-			t.Fatalf("delete: %+v", n)
+		var del adminapi.Deleted
+		api.must(t, http.MethodDelete, "/webhooks/dead/"+id, "", &del)
+		if del.Deleted != 1 {
+			t.Fatalf("delete: %+v", del)
 		}
 		if code, body := api.call(t, http.MethodDelete, "/webhooks/dead/"+id, ""); code != 404 {
 			t.Errorf("deleting it again: %d %s, want 404", code, body)
@@ -313,13 +299,15 @@ func TestAdminHandlers(t *testing.T) {
 		if in := stat("in"); in.Queued != 1 || in.Bytes <= 0 || in.OldestPendingAge <= 0 {
 			t.Fatalf("a paused route with one event: %+v", in)
 		}
+		var ev adminapi.Event
+		api.must(t, http.MethodGet, "/webhooks/events/evt_paused_1", "", &ev)
+		if len(ev.Routes) != 1 || ev.Routes[0].State != adminapi.StatePending || ev.Routes[0].ID == "" {
+			t.Fatalf("an event held by a pause: %+v", ev)
+		}
 		api.must(t, http.MethodPost, "/webhooks/routes/in/resume", "", nil)
 		eventually(t, 10*time.Second, delivered("in", "evt_paused_1"))
 
-		var en struct {
-			Enabled  bool
-			Replayed int
-		}
+		var en adminapi.SubscriberEnabled
 		r := httptest.NewRequest(http.MethodPost, "http://gateway.test/publish", strings.NewReader(`{"eventType":"a.b","eventId":"evt_gone_2","payload":{}}`))
 		r.Header.Set("Content-Type", "application/json")
 		if res := c.serve(t, c.handler(1), r, nil); res.status() != 202 {
@@ -367,8 +355,8 @@ func TestAdminHandlers(t *testing.T) {
 			{http.MethodGet, "/webhooks/stats?storage=/nowhere", "", 404, "no open storage"},
 		} {
 			code, body := api.call(t, tt.method, tt.path, tt.body)
-			var e struct{ Error string }
-			if json.Unmarshal([]byte(body), &e); code != tt.code || !strings.Contains(e.Error, tt.want) {
+			var e adminapi.Error
+			if json.Unmarshal([]byte(body), &e); code != tt.code || !strings.Contains(e.Message, tt.want) {
 				t.Errorf("%s %s %s: %d %s, want %d with %q", tt.method, tt.path, tt.body, code, body, tt.code, tt.want)
 			}
 		}
@@ -389,15 +377,15 @@ func TestAdminHandlers(t *testing.T) {
 			t.Fatalf("stats with two storages open and none chosen: %d %s", code, body)
 		}
 		for _, dir := range []string{c.app.dir, otherDir} {
-			var st struct{ Storage string }
+			var st adminapi.Stats
 			api.must(t, http.MethodGet, "/webhooks/stats?storage="+dir, "", &st)
 			if st.Storage != dir {
 				t.Errorf("?storage=%s answered for %s", dir, st.Storage)
 			}
 		}
-		var ev eventPage
+		var ev adminapi.Event
 		api.must(t, http.MethodGet, "/webhooks/events/evt_ok_1?storage="+c.app.dir+"&route=in", "", &ev)
-		if len(ev.Routes) != 1 || ev.Routes[0].State != "delivered" {
+		if len(ev.Routes) != 1 || ev.Routes[0].State != adminapi.StateDelivered {
 			t.Errorf("the event in the chosen storage: %+v", ev)
 		}
 		if code, body := api.call(t, http.MethodGet, "/webhooks/events/evt_ok_1?storage="+otherDir, ""); code != 404 {
@@ -413,4 +401,22 @@ func TestAdminHandlers(t *testing.T) {
 			t.Fatalf("stats with no spool open: %d %s", code, body)
 		}
 	})
+}
+
+// TestEventStatesAreTheSpools: the states /webhooks/events reports are the
+// spool's, under the names its clients know.
+func TestEventStatesAreTheSpools(t *testing.T) {
+	for _, tt := range []struct {
+		spool spool.ItemState
+		api   adminapi.EventState
+	}{
+		{spool.StatePending, adminapi.StatePending},
+		{spool.StateDead, adminapi.StateDead},
+		{spool.StateDelivered, adminapi.StateDelivered},
+		{spool.StateDeleted, adminapi.StateDeleted},
+	} {
+		if string(tt.spool) != string(tt.api) {
+			t.Errorf("the spool's state %q is %q in the admin API", tt.spool, tt.api)
+		}
+	}
 }

@@ -16,6 +16,8 @@ import (
 
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 	"github.com/spf13/cobra"
+
+	"github.com/hookgate/hookgate/adminapi"
 )
 
 // The operator commands: `caddy webhook stats|dead|events|pause|resume|enable`
@@ -242,16 +244,7 @@ func opsStatus(code int) string {
 	return strconv.Itoa(code)
 }
 
-// opsStatsAnswer is GET /webhooks/stats.
-type opsStatsAnswer struct {
-	Storage string       `json:"storage"`
-	Items   int64        `json:"items"`
-	Bytes   int64        `json:"bytes"`
-	Records recordStats  `json:"records"`
-	Routes  []routeStats `json:"routes"`
-}
-
-func opsRouteState(r routeStats) string {
+func opsRouteState(r adminapi.RouteStats) string {
 	var s []string
 	if r.Paused {
 		s = append(s, "paused")
@@ -273,7 +266,7 @@ func statsCommand() *cobra.Command {
 		Use:   "stats [--address <addr>] [--json]",
 		Short: "Shows every route's queue, dead letters and state",
 		Args:  cobra.NoArgs,
-		RunE: opsRunAdmin(opsFixed(opsAdminCall{method: http.MethodGet, path: "stats"}), func(w io.Writer, st *opsStatsAnswer) error {
+		RunE: opsRunAdmin(opsFixed(opsAdminCall{method: http.MethodGet, path: "stats"}), func(w io.Writer, st *adminapi.Stats) error {
 			tw := opsNewTable(w)
 			opsRow(tw, "ROUTE", "QUEUED", "IN FLIGHT", "SCHEDULED", "DEAD", "BYTES", "OLDEST", "STATE")
 			for _, r := range st.Routes {
@@ -299,12 +292,6 @@ func statsCommand() *cobra.Command {
 
 func opsItoa(n int64) string { return strconv.FormatInt(n, 10) }
 
-// opsDeadListAnswer is GET /webhooks/dead.
-type opsDeadListAnswer struct {
-	Dead       []deadLetter `json:"dead"`
-	NextCursor string       `json:"next_cursor"`
-}
-
 func deadListCommand() *cobra.Command {
 	c := &cobra.Command{
 		Use:   "list [--route <route>] [--reason <reason>] [--limit <n>] [--cursor <cursor>]",
@@ -318,7 +305,7 @@ func deadListCommand() *cobra.Command {
 			q.Set("limit", strconv.Itoa(limit))
 		}
 		return opsAdminCall{method: http.MethodGet, path: "dead", query: q}, nil
-	}, func(w io.Writer, l *opsDeadListAnswer) error {
+	}, func(w io.Writer, l *adminapi.DeadPage) error {
 		if len(l.Dead) == 0 {
 			_, err := fmt.Fprintln(w, "no dead letters")
 			return err
@@ -369,10 +356,8 @@ func deadReplayCommand() *cobra.Command {
 			return opsAdminCall{}, errors.New("give --id (once or more), or --route and/or --reason, or --all")
 		}
 		return opsAdminCall{method: http.MethodPost, path: "dead/replay",
-			body: replayRequest{IDs: ids, Route: route, Reason: reason, All: all}}, nil
-	}, func(w io.Writer, r *struct {
-		Replayed int `json:"replayed"`
-	}) error {
+			body: adminapi.ReplayRequest{IDs: ids, Route: route, Reason: reason, All: all}}, nil
+	}, func(w io.Writer, r *adminapi.Replayed) error {
 		_, err := fmt.Fprintf(w, "replayed %d\n", r.Replayed)
 		return err
 	})
@@ -393,20 +378,12 @@ func deadDeleteCommand() *cobra.Command {
 	}
 	c.RunE = opsRunAdmin(func(_ *cobra.Command, args []string) (opsAdminCall, error) {
 		return opsAdminCall{method: http.MethodDelete, path: "dead/" + url.PathEscape(args[0])}, nil
-	}, func(w io.Writer, r *struct {
-		Deleted int `json:"deleted"`
-	}) error {
+	}, func(w io.Writer, r *adminapi.Deleted) error {
 		_, err := fmt.Fprintf(w, "deleted %d\n", r.Deleted)
 		return err
 	})
 	opsAdminFlags(c)
 	return c
-}
-
-// opsEventAnswer is GET /webhooks/events/{id}.
-type opsEventAnswer struct {
-	EventID string        `json:"event_id"`
-	Routes  []eventStatus `json:"routes"`
 }
 
 func eventsCommand() *cobra.Command {
@@ -419,7 +396,7 @@ func eventsCommand() *cobra.Command {
 		route, _ := c.Flags().GetString("route")
 		return opsAdminCall{method: http.MethodGet, path: "events/" + url.PathEscape(args[0]),
 			query: url.Values{"route": {route}}}, nil
-	}, func(w io.Writer, ev *opsEventAnswer) error {
+	}, func(w io.Writer, ev *adminapi.Event) error {
 		for i, r := range ev.Routes {
 			if i > 0 {
 				fmt.Fprintln(w)
@@ -462,10 +439,7 @@ func routeStateCommand(verb string) *cobra.Command {
 	}
 	c.RunE = opsRunAdmin(func(_ *cobra.Command, args []string) (opsAdminCall, error) {
 		return opsAdminCall{method: http.MethodPost, path: "routes/" + url.PathEscape(args[0]) + "/" + verb}, nil
-	}, func(w io.Writer, r *struct {
-		Route  string `json:"route"`
-		Paused bool   `json:"paused"`
-	}) error {
+	}, func(w io.Writer, r *adminapi.RoutePaused) error {
 		state := "resumed"
 		if r.Paused {
 			state = "paused"
@@ -485,10 +459,7 @@ func enableCommand() *cobra.Command {
 	}
 	c.RunE = opsRunAdmin(func(_ *cobra.Command, args []string) (opsAdminCall, error) {
 		return opsAdminCall{method: http.MethodPost, path: "subscribers/" + url.PathEscape(args[0]) + "/enable"}, nil
-	}, func(w io.Writer, r *struct {
-		Subscriber string `json:"subscriber"`
-		Replayed   int    `json:"replayed"`
-	}) error {
+	}, func(w io.Writer, r *adminapi.SubscriberEnabled) error {
 		_, err := fmt.Fprintf(w, "subscriber %s enabled; replayed %d\n", r.Subscriber, r.Replayed)
 		return err
 	})

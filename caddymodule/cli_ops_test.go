@@ -33,7 +33,7 @@ const (
 		`{"route":"in","state":"dead","id":"7","dead":{"id":"7","route":"in","event_id":"evt_one","reason":"max_attempts","attempts":2,"last_status":503,"bytes":300,"received_at":"2026-03-01T10:00:00Z","dead_at":"2026-03-01T10:00:01.5Z"},"attempts":[` +
 		`{"attempt":1,"at":"2026-03-01T10:00:00.012Z","duration_ms":1.234,"status":503},` +
 		`{"attempt":2,"at":"2026-03-01T10:00:01.4Z","duration_ms":2500,"error":"timeout awaiting response headers"}]},` +
-		`{"route":"subscriber/acme","state":"queued","id":"8","attempts":[]}]}` + "\n"
+		`{"route":"subscriber/acme","state":"pending","id":"8","attempts":[]}]}` + "\n"
 )
 
 type opsRequest struct {
@@ -275,7 +275,7 @@ ATTEMPT  AT                        DURATION  STATUS  ERROR
 1        2026-03-01T10:00:00.012Z  1.234ms   503     -
 2        2026-03-01T10:00:01.400Z  2.5s      -       timeout awaiting response headers
 
-event evt_one on route subscriber/acme: queued
+event evt_one on route subscriber/acme: pending
 no attempts yet
 `)
 
