@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/hookgate/hookgate/verifier"
+	"github.com/hookgate/hookgate/webhookcli"
 )
 
 func init() {
@@ -67,7 +68,7 @@ configuration file, as 'caddy stop' does; --storage picks the storage when
 the instance has several open. An error answer's message is printed and the
 command exits 1.`,
 		CobraFunc: func(cmd *cobra.Command) {
-			cmd.AddCommand(append([]*cobra.Command{signCommand(), verifyCommand(), sendCommand()}, opsCommands()...)...)
+			cmd.AddCommand(append([]*cobra.Command{signCommand(), verifyCommand(), sendCommand()}, webhookcli.Commands()...)...)
 		},
 	})
 }
