@@ -1,9 +1,11 @@
 // Package caddymodule is Hookgate's Caddy glue: the webhooks app, which owns
 // the spool and its delivery workers; the webhook_ingest and webhook_publish
 // handlers and the delivery client they share; the admin API under
-// /webhooks/; the caddy_webhook_* metrics; the Caddyfile syntax; and the
-// caddy webhook commands. The work itself is done by the verifier and spool
-// packages; docs/architecture.md shows how they fit together.
+// /webhooks/ (its types are package adminapi's); the caddy_webhook_*
+// metrics; the Caddyfile syntax; and the caddy webhook commands (the
+// operator commands are package webhookcli's). The work itself is done by
+// the verifier and spool packages; docs/architecture.md shows how they fit
+// together.
 package caddymodule
 
 import (
