@@ -1,8 +1,10 @@
-// Package webhookcli holds the operator commands of `caddy webhook`: stats,
-// dead list|replay|delete, events, pause, resume and enable. They call the
-// running instance's admin API (/webhooks/ on Caddy's admin endpoint, whose
-// requests and answers are package adminapi's) and print tables, or the
-// API's JSON with --json. caddymodule registers them with caddycmd.
+// Package webhookcli holds the subcommands of `caddy webhook`. The test
+// sender's, sign, verify and send (sender.go), try a webhook_ingest route by
+// hand. The operator's, stats, dead list|replay|delete, events, pause,
+// resume and enable, call the running instance's admin API (/webhooks/ on
+// Caddy's admin endpoint, whose requests and answers are package
+// adminapi's) and print tables, or the API's JSON with --json. caddymodule
+// registers them with caddycmd.
 package webhookcli
 
 import (
@@ -21,7 +23,8 @@ import (
 	"github.com/hookgate/hookgate/adminapi"
 )
 
-// Commands returns the operator subcommands of `caddy webhook`.
+// Commands returns the subcommands of `caddy webhook`: the test sender's
+// (sender.go) and the operator's.
 func Commands() []*cobra.Command {
 	dead := &cobra.Command{
 		Use:   "dead list|replay|delete",
@@ -29,6 +32,7 @@ func Commands() []*cobra.Command {
 	}
 	dead.AddCommand(deadListCommand(), deadReplayCommand(), deadDeleteCommand())
 	return []*cobra.Command{
+		signCommand(), verifyCommand(), sendCommand(),
 		statsCommand(), dead, eventsCommand(),
 		routeStateCommand("pause"), routeStateCommand("resume"), enableCommand(),
 	}

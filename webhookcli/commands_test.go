@@ -1,7 +1,6 @@
 package webhookcli
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"io"
@@ -148,18 +147,13 @@ func (a *fakeAPI) count() int {
 	return len(a.seen)
 }
 
-// runAt runs `webhook <args>` with the operator commands and returns what
-// it printed.
+// runAt runs `webhook <args>` with every subcommand and returns what it
+// printed.
 func runAt(t *testing.T, args ...string) (string, error) {
 	t.Helper()
 	root := &cobra.Command{Use: "webhook", SilenceUsage: true}
 	root.AddCommand(Commands()...)
-	var out bytes.Buffer
-	root.SetOut(&out)
-	root.SetErr(io.Discard)
-	root.SetArgs(args)
-	err := root.Execute()
-	return out.String(), err
+	return runCommand(t, root, args...)
 }
 
 // run runs `webhook <args> --address <a>`.

@@ -1,4 +1,4 @@
-package caddymodule
+package webhookcli
 
 import (
 	"bytes"
@@ -18,7 +18,8 @@ import (
 
 const vectors = "../verifier/testdata/vectors/"
 
-func run(t *testing.T, c *cobra.Command, args ...string) (string, error) {
+// runCommand runs c with args and returns what it printed.
+func runCommand(t *testing.T, c *cobra.Command, args ...string) (string, error) {
 	t.Helper()
 	var out bytes.Buffer
 	c.SetOut(&out)
@@ -33,15 +34,15 @@ func TestSignAndVerifyCommands(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	out, err := run(t, signCommand(), "--secret-file", vectors+"secret.txt", "--body", vectors+"document.processed.json")
+	out, err := runCommand(t, signCommand(), "--secret-file", vectors+"secret.txt", "--body", vectors+"document.processed.json")
 	if err != nil || out != string(want) {
 		t.Fatalf("sign printed %q (%v), want %q", out, err, want)
 	}
 	sig := strings.TrimSpace(out)
-	if out, err := run(t, verifyCommand(), "--secret-file", vectors+"secret.txt", "--body", vectors+"document.processed.json", "--signature", sig); err != nil || !strings.HasPrefix(out, "ok: document.processed") {
+	if out, err := runCommand(t, verifyCommand(), "--secret-file", vectors+"secret.txt", "--body", vectors+"document.processed.json", "--signature", sig); err != nil || !strings.HasPrefix(out, "ok: document.processed") {
 		t.Fatalf("verify: %q, %v", out, err)
 	}
-	_, err = run(t, verifyCommand(), "--secret", "another-secret-0123456789", "--body", vectors+"document.processed.json", "--signature", sig)
+	_, err = runCommand(t, verifyCommand(), "--secret", "another-secret-0123456789", "--body", vectors+"document.processed.json", "--signature", sig)
 	if err == nil || !strings.Contains(err.Error(), "signature_mismatch") {
 		t.Fatalf("verify with another secret: %v", err)
 	}
@@ -66,7 +67,7 @@ func TestSendCommand(t *testing.T) {
 	os.WriteFile(payload, []byte(`{"n":12345678901234567890}`), 0o600)
 	sent := filepath.Join(dir, "sent.json")
 
-	out, err := run(t, sendCommand(), "--url", srv.URL, "--secret", secret, "--event", "document.processed", "--payload", payload, "--out", sent)
+	out, err := runCommand(t, sendCommand(), "--url", srv.URL, "--secret", secret, "--event", "document.processed", "--payload", payload, "--out", sent)
 	if err != nil || !strings.HasPrefix(out, "202 Accepted evt_") {
 		t.Fatalf("send: %q, %v", out, err)
 	}
@@ -83,13 +84,13 @@ func TestSendCommand(t *testing.T) {
 		t.Fatal("--out did not save the bytes sent")
 	}
 	// --body repeats those bytes exactly; --envelope gets a fresh id.
-	if _, err := run(t, sendCommand(), "--url", srv.URL, "--secret", secret, "--body", sent); err != nil {
+	if _, err := runCommand(t, sendCommand(), "--url", srv.URL, "--secret", secret, "--body", sent); err != nil {
 		t.Fatal(err)
 	}
 	if again := <-received; !bytes.Equal(again.body, r.body) {
 		t.Fatal("--body changed the bytes")
 	}
-	if _, err := run(t, sendCommand(), "--url", srv.URL, "--secret", secret, "--envelope", sent); err != nil {
+	if _, err := runCommand(t, sendCommand(), "--url", srv.URL, "--secret", secret, "--envelope", sent); err != nil {
 		t.Fatal(err)
 	}
 	fresh := <-received
