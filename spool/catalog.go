@@ -235,9 +235,12 @@ func (s *Spool) load() error {
 	if err := s.recoverLeases(stale); err != nil {
 		return err
 	}
-	// Badger does not sync every commit (see Spool.commitOnce); these
-	// must be durable before anything is written on top of them.
+	// Badger does not sync every commit (see Spool.write); these must be
+	// durable before anything is written on top of them, in whichever log.
 	if err := s.db.Sync(); err != nil {
+		return fmt.Errorf("spool: %w", err)
+	}
+	if err := s.wal.syncRotated(); err != nil {
 		return fmt.Errorf("spool: %w", err)
 	}
 	return nil

@@ -365,11 +365,12 @@ func (s *Spool) applyBatch(b *batch) {
 //
 // A durable commit syncs before as well as after, when something is
 // unsynced: db.Sync syncs the active memtable's log, and a commit that finds
-// the memtable full writes to a new one, leaving the old log unsynced. Every
-// durable commit then has every commit before it on disk, so after a power
-// cut the database is as it was at some commit, never a later commit
-// without an earlier one. Value log files are synced when they are rotated
-// (Badger truncates them, which syncs).
+// the memtable full writes to a new one, leaving the old log unsynced. So
+// every durable commit has every commit before it on disk. A non-durable
+// commit that starts a new log has the old one synced right after it
+// (walFiles); a power cut in between could keep it and lose an earlier
+// commit of the old log (docs/spool.md). Value log files are synced when
+// they are rotated (Badger truncates them, which syncs).
 func (s *Spool) write(txn *badger.Txn, durable bool, committed func()) error {
 	if durable && s.unsynced {
 		if err := s.db.Sync(); err != nil {
@@ -381,6 +382,13 @@ func (s *Spool) write(txn *badger.Txn, durable bool, committed func()) error {
 		return err
 	}
 	committed()
+	// A commit that started a new log left the old one behind, unsynced
+	// if a commit before this one was: sync it now, which DB.Sync would
+	// never do.
+	if err := s.wal.syncRotated(); err != nil {
+		s.unsynced = true
+		return err
+	}
 	if !durable {
 		s.unsynced = true
 		return nil

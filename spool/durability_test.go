@@ -109,9 +109,9 @@ func TestEnqueueAnswersAfterSync(t *testing.T) {
 
 // TestDurableCommitSyncsWhatCameBefore: leases and outcomes are committed
 // without a sync, and the next enqueue syncs them with its own commit, even
-// when its commit is the one that finds the memtable full and starts a new
-// write-ahead log: the old log must not be left with unsynced commits under
-// a synced newer one. Small memtables make that happen every few hundred
+// when a commit, its own or an outcome's, found the memtable full and
+// started a new write-ahead log: the old log must not be left with unsynced
+// commits under a synced newer one. Small memtables make that happen every few hundred
 // events here. The old log is flushed to a synced table soon after, so a
 // missing sync shows only until then: twelve new logs make sure one shows
 // it (each did in five runs with the sync before the commit removed).
@@ -126,25 +126,78 @@ func TestDurableCommitSyncsWhatCameBefore(t *testing.T) {
 	}
 	rotations, active := 0, newest()
 	body := strings.Repeat("x", 400) // inline in the write-ahead log
-	for i := 0; rotations < 12; i++ {
+	for i := 0; rotations < 12; i += 2 {
 		if i == 20000 {
 			t.Fatalf("%d write-ahead logs in %d events", rotations, i)
 		}
-		mustEnqueue(t, s, entry("r", fmt.Sprint("evt_", i), body))
-		if log := newest(); log != active { // this commit, or the last outcome's, started a new log
-			rotations, active = rotations+1, log
-			if n := dirtyKiB(t, s.Dir(), ".mem", ".vlog"); n != 0 {
-				t.Fatalf("enqueue %d answered with %d kB of the logs not synced", i, n)
+		for j := range 2 {
+			mustEnqueue(t, s, entry("r", fmt.Sprint("evt_", i+j), body))
+			if log := newest(); log != active { // this commit, or an outcome's, started a new log
+				rotations, active = rotations+1, log
+				if n := dirtyKiB(t, s.Dir(), ".mem", ".vlog"); n != 0 {
+					t.Fatalf("enqueue %d answered with %d kB of the logs not synced", i+j, n)
+				}
 			}
 		}
-		// Its delivery's outcome, committed without a sync, before the
-		// next enqueue.
-		<-g.started
-		g.release <- struct{}{}
-		for deadline := time.Now().Add(10 * time.Second); routeStats(s, "r").InFlight != 0; time.Sleep(100 * time.Microsecond) {
-			if time.Now().After(deadline) {
-				t.Fatalf("event %d: no outcome committed", i)
+		// Their deliveries' outcomes, committed one after the other
+		// without a sync, before the next enqueue: when the second starts
+		// a new log, the first is left in the old one.
+		for left := 2; left > 0; left-- {
+			<-g.started
+		}
+		for left := 1; left >= 0; left-- {
+			g.release <- struct{}{}
+			for deadline := time.Now().Add(10 * time.Second); routeStats(s, "r").InFlight != int64(left); time.Sleep(100 * time.Microsecond) {
+				if time.Now().After(deadline) {
+					t.Fatalf("events %d and %d: no outcome committed", i, i+1)
+				}
 			}
 		}
+	}
+}
+
+// TestWALFilesSyncWhatARotationLeftBehind: once a new write-ahead log
+// exists, syncRotated syncs the older ones, pages written through a
+// mapping included (as Badger writes them), and leaves the new one alone.
+func TestWALFilesSyncWhatARotationLeftBehind(t *testing.T) {
+	dir := t.TempDir()
+	mapLog := func(fid int) []byte {
+		f, err := os.Create(filepath.Join(dir, fmt.Sprintf("%05d.mem", fid)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if err := f.Truncate(1 << 16); err != nil {
+			t.Fatal(err)
+		}
+		m, err := unix.Mmap(int(f.Fd()), 0, 1<<16, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { unix.Munmap(m) })
+		return m
+	}
+	old := mapLog(1)
+	w, err := newWALFiles(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old[0] = 1 // a commit not synced
+	if err := w.syncRotated(); err != nil {
+		t.Fatal(err)
+	}
+	if n := dirtyKiB(t, dir, ".mem"); n == 0 {
+		t.Fatal("the active log was synced, or its write does not show")
+	}
+	cur := mapLog(2) // a commit started a new log
+	cur[0] = 1
+	if err := w.syncRotated(); err != nil {
+		t.Fatal(err)
+	}
+	if n := dirtyKiB(t, dir, "00001.mem"); n != 0 {
+		t.Fatalf("%d kB of the log left behind not synced", n)
+	}
+	if n := dirtyKiB(t, dir, "00002.mem"); n == 0 {
+		t.Fatal("the new active log was synced too: that is DB.Sync's work, for durable commits only")
 	}
 }

@@ -116,7 +116,8 @@ type Spool struct {
 	db      *badger.DB
 
 	ops           chan op
-	unsynced      bool // the committer wrote since its last sync
+	unsynced      bool      // the committer wrote since its last sync
+	wal           *walFiles // Badger's write-ahead logs, for the committer
 	commitStop    chan struct{}
 	committerDone chan struct{}
 
@@ -251,6 +252,10 @@ func open(opts Options) (*Spool, error) {
 	}
 	s.live.Store(liveOf(opts))
 	s.workCtx, s.cancelWork = context.WithCancel(context.Background())
+	if s.wal, err = newWALFiles(opts.Dir); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("spool: %w", err)
+	}
 	if err := s.load(); err != nil {
 		db.Close()
 		return nil, err
