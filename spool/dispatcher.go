@@ -73,8 +73,11 @@ type candidate struct {
 	route    Route
 	known    bool
 	disabled string // the route's disable reason
-	slot     bool   // holds a slot reserved for its delivery
 }
+
+// holdsSlot reports whether a slot was reserved for the candidate's
+// delivery: the dispatcher reserves them for the routes it delivers to.
+func (c *candidate) holdsSlot() bool { return c.known && c.disabled == "" }
 
 // pass leases what is due and returns when the next item falls due (zero if
 // unknown: the dispatcher then waits to be nudged).
@@ -148,7 +151,7 @@ func (d *dispatcher) pass() (time.Time, error) {
 			s.slots.release(ref.rid, reserved-len(due))
 			later(next)
 			for _, c := range due {
-				c.name, c.route, c.known, c.disabled, c.slot = ref.name, route, known, ref.disabled, reserved > 0
+				c.name, c.route, c.known, c.disabled = ref.name, route, known, ref.disabled
 				found = append(found, c)
 			}
 		}
@@ -285,7 +288,7 @@ func (d *dispatcher) start(found []candidate, nowMs int64) error {
 // delivered.
 func (d *dispatcher) release(cs []candidate) {
 	for _, c := range cs {
-		if c.slot {
+		if c.holdsSlot() {
 			d.s.slots.release(c.st.Route, 1)
 		}
 	}

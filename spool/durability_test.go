@@ -66,19 +66,7 @@ func TestEnqueueAnswersAfterSync(t *testing.T) {
 	}
 
 	// The control: the dirty page of a mapping shows until it is synced.
-	f, err := os.Create(filepath.Join(dir, "control.mem"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if err := f.Truncate(1 << 16); err != nil {
-		t.Fatal(err)
-	}
-	m, err := unix.Mmap(int(f.Fd()), 0, 1<<16, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Munmap(m)
+	m := mapShared(t, filepath.Join(dir, "control.mem"))
 	m[0] = 1
 	if n := dirtyKiB(t, dir, ".mem"); n == 0 {
 		t.Fatal("a page written through a mapping does not show as dirty")
@@ -161,22 +149,7 @@ func TestDurableCommitSyncsWhatCameBefore(t *testing.T) {
 // mapping included (as Badger writes them), and leaves the new one alone.
 func TestWALFilesSyncWhatARotationLeftBehind(t *testing.T) {
 	dir := t.TempDir()
-	mapLog := func(fid int) []byte {
-		f, err := os.Create(filepath.Join(dir, fmt.Sprintf("%05d.mem", fid)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer f.Close()
-		if err := f.Truncate(1 << 16); err != nil {
-			t.Fatal(err)
-		}
-		m, err := unix.Mmap(int(f.Fd()), 0, 1<<16, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { unix.Munmap(m) })
-		return m
-	}
+	mapLog := func(fid int) []byte { return mapShared(t, filepath.Join(dir, fmt.Sprintf("%05d.mem", fid))) }
 	old := mapLog(1)
 	w, err := newWALFiles(dir)
 	if err != nil {
@@ -200,4 +173,24 @@ func TestWALFilesSyncWhatARotationLeftBehind(t *testing.T) {
 	if n := dirtyKiB(t, dir, "00002.mem"); n == 0 {
 		t.Fatal("the new active log was synced too: that is DB.Sync's work, for durable commits only")
 	}
+}
+
+// mapShared creates a 64 KiB file at path and maps it shared and writable,
+// as Badger maps its logs, until the test ends.
+func mapShared(t *testing.T, path string) []byte {
+	t.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := f.Truncate(1 << 16); err != nil {
+		t.Fatal(err)
+	}
+	m, err := unix.Mmap(int(f.Fd()), 0, 1<<16, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Munmap(m) })
+	return m
 }
