@@ -387,3 +387,30 @@ func TestRecordBudgetOnTmpfs(t *testing.T) {
 		t.Fatalf("close: %v", err)
 	}
 }
+
+// TestSegmentWriteOnFullDiskIsAnError: a message that does not fit on the
+// file system fails its write with a full error (min_free_disk) instead of
+// faulting the process, and the segment takes the next message where the
+// failed one began.
+func TestSegmentWriteOnFullDiskIsAnError(t *testing.T) {
+	dir, child := inTmpfsChild(t, "1m")
+	if !child {
+		return
+	}
+	bs := openStore(t, dir, segmentSize)
+	first := appendAll(t, bs, []byte("fits"))
+	if _, err := bs.append(make([]byte, 2<<20)); err != nil {
+		t.Fatal(err)
+	}
+	err := bs.sync()
+	var full *FullError
+	if !errors.As(err, &full) || full.Limit != "min_free_disk" || !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("writing 2 MiB to a 1 MiB file system: %v, want a min_free_disk full error", err)
+	}
+	msgs := [][]byte{[]byte("fits"), []byte("fits too")}
+	ps := append(first, appendAll(t, bs, msgs[1])...)
+	if ps[1].off != uint32(first[0].recordLen()) {
+		t.Fatalf("the next message went to %d, not where the failed one began", ps[1].off)
+	}
+	readAll(t, bs, ps, msgs)
+}

@@ -1,0 +1,370 @@
+package spool
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+)
+
+// Messages live outside Badger, in append-only segment files under
+// <dir>/bodies (NNNNNNNN.seg, numbered in the order they were started), and
+// the m/ key of an item holds a small pointer to its record. A record is a
+// header (format, message length, CRC-32C of the message) and the encoded
+// message. The committer is the only writer: it appends a batch's records
+// and, before the commit that points into them, writes them with one
+// positioned vectored write (no mapping, no copy into a joined buffer) and
+// syncs the segments it wrote to, so that a pointer is never on disk before
+// its message. Readers pread the exact record. A record left unreferenced
+// (its batch failed, the process died before the commit) is garbage that
+// goes with its segment.
+
+// segmentSize is the size from which the committer starts a new segment: a
+// record that would take the active segment past it goes to a new one. A
+// record is never split, so an empty segment takes any message.
+const segmentSize = 64 << 20
+
+// maxMessageSize is the largest encoded message the spool stores.
+const maxMessageSize = segmentSize
+
+const (
+	segFormat    = 1 // the first byte of a record
+	segHeaderLen = 1 + 4 + 4
+	// pointerTag is the first byte of an m/ value that points into a
+	// segment. A message stored whole in m/ (schema version 2 and before)
+	// starts with recordVersion.
+	pointerTag = 0xb0
+	pointerLen = 1 + 4 + 4 + 4
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// errSegmentGone is returned for a pointer into a segment that is not open:
+// reclaimed after its messages were deleted or moved, or missing.
+var errSegmentGone = errors.New("spool: message segment gone")
+
+// bodyPtr is where a message is: the record at off in segment seg, whose
+// message is n bytes long.
+type bodyPtr struct {
+	seg, off, n uint32
+}
+
+func (p bodyPtr) encode() []byte {
+	b := make([]byte, 0, pointerLen)
+	b = append(b, pointerTag)
+	b = binary.BigEndian.AppendUint32(b, p.seg)
+	b = binary.BigEndian.AppendUint32(b, p.off)
+	return binary.BigEndian.AppendUint32(b, p.n)
+}
+
+// decodePointer decodes an m/ value; ok is false for anything but a
+// pointer (a message stored whole).
+func decodePointer(v []byte) (p bodyPtr, ok bool) {
+	if len(v) != pointerLen || v[0] != pointerTag {
+		return bodyPtr{}, false
+	}
+	return bodyPtr{seg: beUint32(v[1:]), off: beUint32(v[5:]), n: beUint32(v[9:])}, true
+}
+
+// recordLen is the bytes the record takes in its segment.
+func (p bodyPtr) recordLen() int64 { return segHeaderLen + int64(p.n) }
+
+// segment is one open segment file.
+type segment struct {
+	n   uint32
+	f   *os.File
+	end atomic.Int64 // where the next record goes; fixed once the segment is sealed
+}
+
+// bodyStore is the spool's segment files. Only the committer appends and
+// syncs; reads, listing and removal are safe from any goroutine.
+type bodyStore struct {
+	dir    string
+	target int64 // segmentSize, smaller in tests
+
+	mu     sync.RWMutex
+	segs   map[uint32]*segment
+	active *segment // the newest: appended to; nil before the first
+
+	// Committer only: the active segment's records not yet written (the
+	// header and message of each, from queuedAt on), and the segments
+	// written to since the last sync.
+	queued   [][]byte
+	queuedAt int64
+	hdrs     []byte // the queued records' headers
+	dirty    []*segment
+	// beforeRemove, if set, is called before a segment is removed (tests).
+	beforeRemove func(n uint32)
+}
+
+// openBodyStore opens the segments in dir, creating dir if needed. The
+// newest is the active one: appends go on at its end, past whatever a crash
+// left there.
+func openBodyStore(dir string, target int64) (*bodyStore, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("spool: %w", err)
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("spool: %w", err)
+	}
+	bs := &bodyStore{dir: dir, target: target, segs: map[uint32]*segment{}}
+	for _, e := range entries {
+		n, ok := parseSegmentName(e.Name())
+		if !ok {
+			continue
+		}
+		f, err := os.OpenFile(filepath.Join(dir, e.Name()), os.O_RDWR, 0)
+		if err == nil {
+			var fi os.FileInfo
+			if fi, err = f.Stat(); err == nil {
+				seg := &segment{n: n, f: f}
+				seg.end.Store(fi.Size())
+				bs.segs[n] = seg
+				if bs.active == nil || n > bs.active.n {
+					bs.active = seg
+				}
+				continue
+			}
+			f.Close()
+		}
+		bs.close()
+		return nil, fmt.Errorf("spool: %w", err)
+	}
+	return bs, nil
+}
+
+func segmentName(n uint32) string { return fmt.Sprintf("%08d.seg", n) }
+
+func parseSegmentName(name string) (uint32, bool) {
+	digits, ok := strings.CutSuffix(name, ".seg")
+	if !ok || len(digits) < 8 {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(digits, 10, 32)
+	return uint32(n), err == nil && n > 0
+}
+
+// append places msg as a record at the end of the active segment, or of a
+// new one if it would take the active one past the target size, and
+// returns where it is. msg must not change until sync, which writes it.
+func (bs *bodyStore) append(msg []byte) (bodyPtr, error) {
+	if len(msg) > maxMessageSize {
+		return bodyPtr{}, fmt.Errorf("%w: a message of %d bytes", ErrTooLarge, len(msg))
+	}
+	n := segHeaderLen + int64(len(msg))
+	seg := bs.active
+	if seg == nil || seg.end.Load() > 0 && seg.end.Load()+n > bs.target {
+		if err := bs.flush(); err != nil {
+			return bodyPtr{}, err
+		}
+		var err error
+		if seg, err = bs.rotate(); err != nil {
+			return bodyPtr{}, err
+		}
+	}
+	off := seg.end.Load()
+	if len(bs.queued) == 0 {
+		bs.queuedAt = off
+	}
+	bs.hdrs = append(bs.hdrs, segFormat)
+	bs.hdrs = binary.BigEndian.AppendUint32(bs.hdrs, uint32(len(msg)))
+	bs.hdrs = binary.BigEndian.AppendUint32(bs.hdrs, crc32.Checksum(msg, castagnoli))
+	bs.queued = append(bs.queued, bs.hdrs[len(bs.hdrs)-segHeaderLen:], msg)
+	seg.end.Store(off + n)
+	return bodyPtr{seg: seg.n, off: uint32(off), n: uint32(len(msg))}, nil
+}
+
+// flush writes the queued records to the active segment. If that fails,
+// the segment ends where they began again.
+func (bs *bodyStore) flush() error {
+	if len(bs.queued) == 0 {
+		return nil
+	}
+	seg := bs.active
+	err := writeRecords(seg.f, bs.queuedAt, bs.queued)
+	clear(bs.queued) // let the messages go
+	bs.queued, bs.hdrs = bs.queued[:0], bs.hdrs[:0]
+	if err != nil {
+		seg.end.Store(bs.queuedAt)
+		return diskError(fmt.Errorf("spool: writing messages to %s: %w", seg.f.Name(), err))
+	}
+	if !slices.Contains(bs.dirty, seg) {
+		bs.dirty = append(bs.dirty, seg)
+	}
+	return nil
+}
+
+// discard drops the queued records of a batch that is not committed.
+func (bs *bodyStore) discard() {
+	if len(bs.queued) > 0 {
+		bs.active.end.Store(bs.queuedAt)
+		clear(bs.queued)
+		bs.queued, bs.hdrs = bs.queued[:0], bs.hdrs[:0]
+	}
+}
+
+// diskError makes a full file system a full error (min_free_disk).
+func diskError(err error) error {
+	if errors.Is(err, syscall.ENOSPC) {
+		return fmt.Errorf("%w: %w", errDiskFull, err)
+	}
+	return err
+}
+
+// rotate starts the next segment and makes it the active one. The file's
+// directory entry is synced before any pointer into it can be.
+func (bs *bodyStore) rotate() (*segment, error) {
+	n := uint32(1)
+	if bs.active != nil {
+		n = bs.active.n + 1
+	}
+	path := filepath.Join(bs.dir, segmentName(n))
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return nil, diskError(fmt.Errorf("spool: %w", err))
+	}
+	if err := syncDir(bs.dir); err != nil {
+		f.Close()
+		os.Remove(path)
+		return nil, diskError(fmt.Errorf("spool: %w", err))
+	}
+	seg := &segment{n: n, f: f}
+	bs.mu.Lock()
+	bs.segs[n] = seg
+	bs.active = seg
+	bs.mu.Unlock()
+	return seg, nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// sync writes what was appended since the last sync and makes it durable.
+func (bs *bodyStore) sync() error {
+	if err := bs.flush(); err != nil {
+		return err
+	}
+	for _, seg := range bs.dirty {
+		// A segment removed meanwhile holds only garbage: a failed
+		// batch's records, which nothing points to.
+		if err := syncData(seg.f); err != nil && !errors.Is(err, os.ErrClosed) {
+			return fmt.Errorf("spool: syncing %s: %w", seg.f.Name(), err)
+		}
+	}
+	bs.dirty = bs.dirty[:0]
+	return nil
+}
+
+// pending reports whether records were appended since the last sync.
+func (bs *bodyStore) pending() bool { return len(bs.queued) > 0 || len(bs.dirty) > 0 }
+
+func (bs *bodyStore) segment(n uint32) *segment {
+	bs.mu.RLock()
+	defer bs.mu.RUnlock()
+	return bs.segs[n]
+}
+
+// read returns the message p points to, after checking its record.
+func (bs *bodyStore) read(p bodyPtr) ([]byte, error) {
+	buf, err := bs.readAt(p, p.recordLen())
+	if err != nil {
+		return nil, err
+	}
+	if crc32.Checksum(buf[segHeaderLen:], castagnoli) != beUint32(buf[5:]) {
+		return nil, fmt.Errorf("%w: message in %s at %d fails its checksum", errCorrupt, segmentName(p.seg), p.off)
+	}
+	return buf[segHeaderLen:], nil
+}
+
+// readHead returns up to max bytes from the start of the message p points
+// to, unchecked by the CRC, which covers the whole message.
+func (bs *bodyStore) readHead(p bodyPtr, max int) ([]byte, error) {
+	buf, err := bs.readAt(p, segHeaderLen+min(int64(p.n), int64(max)))
+	if err != nil {
+		return nil, err
+	}
+	return buf[segHeaderLen:], nil
+}
+
+// readAt reads n bytes of p's record and checks its header.
+func (bs *bodyStore) readAt(p bodyPtr, n int64) ([]byte, error) {
+	seg := bs.segment(p.seg)
+	if seg == nil {
+		return nil, fmt.Errorf("%w: %s", errSegmentGone, segmentName(p.seg))
+	}
+	buf := make([]byte, n)
+	if _, err := seg.f.ReadAt(buf, int64(p.off)); err != nil {
+		switch {
+		case errors.Is(err, os.ErrClosed):
+			return nil, fmt.Errorf("%w: %s", errSegmentGone, segmentName(p.seg))
+		case errors.Is(err, io.EOF):
+			return nil, fmt.Errorf("%w: message in %s at %d is past its end", errCorrupt, segmentName(p.seg), p.off)
+		}
+		return nil, fmt.Errorf("spool: reading %s: %w", seg.f.Name(), err)
+	}
+	if buf[0] != segFormat || beUint32(buf[1:]) != p.n {
+		return nil, fmt.Errorf("%w: no message of %d bytes in %s at %d", errCorrupt, p.n, segmentName(p.seg), p.off)
+	}
+	return buf, nil
+}
+
+// segmentInfo describes one segment for the maintenance loop.
+type segmentInfo struct {
+	n      uint32
+	size   int64
+	active bool
+}
+
+// segments lists the open segments.
+func (bs *bodyStore) segments() []segmentInfo {
+	bs.mu.RLock()
+	defer bs.mu.RUnlock()
+	out := make([]segmentInfo, 0, len(bs.segs))
+	for n, seg := range bs.segs {
+		out = append(out, segmentInfo{n: n, size: seg.end.Load(), active: seg == bs.active})
+	}
+	return out
+}
+
+// remove closes and deletes segment n, unless it is the active one. A read
+// of it that is under way completes; later ones get errSegmentGone.
+func (bs *bodyStore) remove(n uint32) error {
+	bs.mu.Lock()
+	seg := bs.segs[n]
+	if seg == nil || seg == bs.active {
+		bs.mu.Unlock()
+		return nil
+	}
+	delete(bs.segs, n)
+	bs.mu.Unlock()
+	if bs.beforeRemove != nil {
+		bs.beforeRemove(n)
+	}
+	seg.f.Close()
+	return os.Remove(seg.f.Name())
+}
+
+// close closes every segment.
+func (bs *bodyStore) close() {
+	bs.mu.Lock()
+	defer bs.mu.Unlock()
+	for _, seg := range bs.segs {
+		seg.f.Close()
+	}
+}
