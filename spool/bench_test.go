@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -317,17 +316,5 @@ func tablesAfter(b *testing.B, fill func(*Spool)) int64 {
 	if err := s.Close(); err != nil {
 		b.Fatal(err)
 	}
-	files, err := filepath.Glob(filepath.Join(dir, "*.sst"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	var n int64
-	for _, f := range files {
-		fi, err := os.Stat(f)
-		if err != nil {
-			b.Fatal(err)
-		}
-		n += fi.Size()
-	}
-	return n
+	return globBytes(b, filepath.Join(dir, "*.sst"))
 }

@@ -42,6 +42,41 @@ type catalog struct {
 	bytes     int64
 	nextID    uint64     // the last item id taken (s/item)
 	records   recordBook // dedupe and attempt records
+	segs      map[uint32]*segCount
+}
+
+// segCount is what a segment holds that is live: the messages that m/
+// pointers point to. Its id range covers every item ever added to it (a
+// deletion does not narrow it), so that a compaction finds the segment's
+// items between its ends.
+type segCount struct {
+	items, bytes int64 // bytes: the records' (header and message)
+	minID, maxID uint64
+}
+
+// add adds d (a batch's change of one segment) to c.
+func (c *segCount) add(d *segCount) {
+	c.items += d.items
+	c.bytes += d.bytes
+	if d.minID != 0 && (c.minID == 0 || d.minID < c.minID) {
+		c.minID = d.minID
+	}
+	c.maxID = max(c.maxID, d.maxID)
+}
+
+// addSegments applies a batch's changes of segments.
+func (c *catalog) addSegments(deltas map[uint32]*segCount) {
+	for n, d := range deltas {
+		sc := c.segs[n]
+		if sc == nil {
+			sc = &segCount{}
+			c.segs[n] = sc
+		}
+		sc.add(d)
+		if sc.items <= 0 {
+			delete(c.segs, n)
+		}
+	}
 }
 
 func newCatalog() catalog {
@@ -53,6 +88,7 @@ func newCatalog() catalog {
 		pauses:    map[uint32]int64{},
 		disabled:  map[uint32]string{},
 		counts:    map[uint32]*routeCounts{},
+		segs:      map[uint32]*segCount{},
 	}
 }
 

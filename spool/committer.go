@@ -47,9 +47,56 @@ type batch struct {
 	bytes   int64
 	free    int64 // free disk bytes when the batch began
 	pauses  map[uint32]*pauseView
-	lastID  uint64      // the last item id taken, in this batch or before
-	newIDs  bool        // whether this batch took ids
-	recs    recordDelta // dedupe and attempt records staged
+	lastID  uint64               // the last item id taken, in this batch or before
+	newIDs  bool                 // whether this batch took ids
+	recs    recordDelta          // dedupe and attempt records staged
+	segs    map[uint32]*segCount // changes of the segments' live messages
+}
+
+// appendBody appends a message to the active segment. The commit writes
+// and syncs it before anything that points to it.
+func (b *batch) appendBody(msg []byte) (bodyPtr, error) {
+	return b.s.bodies.append(msg)
+}
+
+// setPointer stores p under item id's m/ key and counts the message in its
+// segment.
+func (b *batch) setPointer(id uint64, p bodyPtr) error {
+	if err := b.txn.Set(msgKey(id), p.encode()); err != nil {
+		return err
+	}
+	b.segChange(p, id, 1)
+	return nil
+}
+
+// deleteMessage deletes item id's message, and if it is in a segment,
+// counts it out of the segment's live messages.
+func (b *batch) deleteMessage(id uint64) error {
+	k := msgKey(id)
+	p, found, err := getPointer(b.txn, k)
+	if err != nil {
+		return err
+	}
+	if found {
+		b.segChange(p, id, -1)
+	}
+	return b.txn.Delete(k)
+}
+
+// segChange counts a message pointed to (sign 1) or no longer (-1).
+func (b *batch) segChange(p bodyPtr, id uint64, sign int64) {
+	if b.segs == nil {
+		b.segs = map[uint32]*segCount{}
+	}
+	d := &segCount{items: sign, bytes: sign * p.recordLen()}
+	if sign > 0 {
+		d.minID, d.maxID = id, id
+	}
+	if cur := b.segs[p.seg]; cur != nil {
+		cur.add(d)
+	} else {
+		b.segs[p.seg] = d
+	}
 }
 
 // newID takes the next item id.
@@ -290,6 +337,7 @@ func (s *Spool) commitOnce(ops []op) (bad int, err error) {
 	if s.diskFull(free) {
 		return -1, errDiskFull
 	}
+	s.bodies.discard() // what an attempt at this batch that failed to stage appended
 	txn := s.db.NewTransaction(true)
 	defer txn.Discard()
 	s.mu.Lock()
@@ -317,6 +365,11 @@ func (s *Spool) commitOnce(ops []op) (bad int, err error) {
 		}
 		b.effects = append(b.effects, effect{apply: func(c *catalog) { c.nextID = b.lastID }})
 	}
+	if s.bodies.pending() { // the messages, never a pointer on disk before its message
+		if err := s.bodies.sync(); err != nil {
+			return -1, err
+		}
+	}
 	if err := s.write(txn, durable, func() { s.applyBatch(b) }); err != nil {
 		return -1, err
 	}
@@ -335,6 +388,7 @@ func (s *Spool) applyBatch(b *batch) {
 		}
 	}
 	trim := b.recs.apply(&s.cat.records, time.Now(), s.live.Load().maxRecordBytes)
+	s.cat.addSegments(b.segs)
 	s.mu.Unlock()
 	if trim {
 		s.nudgeTrim()
@@ -370,7 +424,9 @@ func (s *Spool) applyBatch(b *batch) {
 // commit that starts a new log has the old one synced right after it
 // (walFiles); a power cut in between could keep it and lose an earlier
 // commit of the old log (docs/spool.md). Value log files are synced when
-// they are rotated (Badger truncates them, which syncs).
+// they are rotated (Badger truncates them, which syncs). Message segments
+// are synced by commitOnce before any commit that points into them, durable
+// or not.
 func (s *Spool) write(txn *badger.Txn, durable bool, committed func()) error {
 	if durable && s.unsynced {
 		if err := s.db.Sync(); err != nil {

@@ -30,7 +30,8 @@ func TestMain(m *testing.M) {
 // crashChild is the child's main. It prints progress lines on stdout, one
 // write per line, so that the parent sees exactly what was acknowledged.
 func crashChild(mode, dir, tag string) int {
-	s, err := Open(Options{Dir: dir, MemTableSize: 16 << 20, MinFreeDisk: 1 << 20, LeaseMargin: time.Hour, Logger: zap.NewNop()})
+	s, err := Open(Options{Dir: dir, MemTableSize: 16 << 20, MinFreeDisk: 1 << 20, LeaseMargin: time.Hour, Logger: zap.NewNop(),
+		segmentSize: crashSegmentSize})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "open:", err)
 		return 2
@@ -38,13 +39,12 @@ func crashChild(mode, dir, tag string) int {
 	say := func(format string, a ...any) { os.Stdout.WriteString(fmt.Sprintf(format, a...) + "\n") }
 	switch mode {
 	case "enqueue":
-		body := strings.Repeat("x", 1024)
 		var wg sync.WaitGroup
 		for g := range 16 {
 			wg.Go(func() {
 				for n := 0; ; n++ {
 					id := fmt.Sprintf("%s-%d-%d", tag, g, n)
-					r, err := s.Enqueue(context.Background(), entry("crash", id, body))
+					r, err := s.Enqueue(context.Background(), entry("crash", id, crashBody(id)))
 					if err != nil || r.Status != Accepted {
 						say("error %s %v %v", id, r.Status, err)
 						return
@@ -123,41 +123,77 @@ func waitLine(t *testing.T, lines <-chan string, prefix string) {
 	}
 }
 
+// crashSegmentSize makes the crash tests start a message segment every few
+// hundred events.
+const crashSegmentSize = 256 << 10
+
+// crashBody is event id's body in the crash tests: its own, so that a
+// message read through a wrong pointer shows.
+func crashBody(id string) string { return id + strings.Repeat("x", 1024-len(id)) }
+
+// killChild runs the child in mode, kills it with SIGKILL at a random
+// moment after its first acknowledged enqueue and returns the event ids it
+// acknowledged.
+func killChild(t *testing.T, mode, dir, tag string) []string {
+	t.Helper()
+	cmd, lines := child(t, mode, dir, tag)
+	waitLine(t, lines, "acked")
+	time.Sleep(time.Duration(100+rand.IntN(900)) * time.Millisecond)
+	cmd.Process.Signal(syscall.SIGKILL)
+	var acked []string
+	for l := range lines {
+		if id, ok := strings.CutPrefix(l, "acked "); ok {
+			acked = append(acked, id)
+		} else {
+			t.Fatalf("%s: child said %q", tag, l)
+		}
+	}
+	cmd.Wait()
+	if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || ws.Signal() != syscall.SIGKILL {
+		t.Fatalf("%s: child ended with %v, not by SIGKILL", tag, cmd.ProcessState)
+	}
+	return acked
+}
+
+// reopenCrashed opens the spool a killed child left in dir.
+func reopenCrashed(t *testing.T, dir string, cycle int) *Spool {
+	t.Helper()
+	s, err := Open(Options{Dir: dir, MinFreeDisk: 1 << 20, Logger: zap.NewNop(), segmentSize: crashSegmentSize})
+	if err != nil {
+		t.Fatalf("cycle %d: reopen: %v", cycle, err)
+	}
+	return s
+}
+
+// checkBody fails unless item id holds event eventID's crash body.
+func checkBody(t *testing.T, s *Spool, id uint64, eventID string) {
+	t.Helper()
+	m, err := s.message(id)
+	if err != nil || m.EventID != eventID || string(m.Body) != crashBody(eventID) {
+		t.Fatalf("acknowledged %s: message %v, read with %v", eventID, m != nil && string(m.Body) == crashBody(eventID), err)
+	}
+}
+
 // TestCrashKeepsEveryAcknowledgedItem kills an enqueueing process at random
-// moments; every id it was told is durable must be there after reopening.
+// moments; every id it was told is durable must be there after reopening,
+// its message intact.
 func TestCrashKeepsEveryAcknowledgedItem(t *testing.T) {
 	dir := t.TempDir()
 	total := 0
 	for cycle := range 10 {
-		cmd, lines := child(t, "enqueue", dir, fmt.Sprintf("c%d", cycle))
-		waitLine(t, lines, "acked")
-		time.Sleep(time.Duration(100+rand.IntN(900)) * time.Millisecond)
-		cmd.Process.Signal(syscall.SIGKILL)
-		var acked []string
-		for l := range lines {
-			if id, ok := strings.CutPrefix(l, "acked "); ok {
-				acked = append(acked, id)
-			} else {
-				t.Fatalf("cycle %d: child said %q", cycle, l)
-			}
-		}
-		cmd.Wait()
-		if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || ws.Signal() != syscall.SIGKILL {
-			t.Fatalf("cycle %d: child ended with %v, not by SIGKILL", cycle, cmd.ProcessState)
-		}
-
-		s, err := Open(Options{Dir: dir, MinFreeDisk: 1 << 20, Logger: zap.NewNop()})
-		if err != nil {
-			t.Fatalf("cycle %d: reopen: %v", cycle, err)
-		}
+		acked := killChild(t, "enqueue", dir, fmt.Sprintf("c%d", cycle))
+		s := reopenCrashed(t, dir, cycle)
 		missing := 0
 		for _, id := range acked {
-			if st, err := s.Lookup("crash", id); err != nil || st.State != StatePending {
+			st, err := s.Lookup("crash", id)
+			if err != nil || st.State != StatePending {
 				missing++
 				if missing <= 5 {
 					t.Errorf("cycle %d: acknowledged %s is %v (%v)", cycle, id, st.State, err)
 				}
+				continue
 			}
+			checkBody(t, s, st.ID, id)
 		}
 		items, _ := s.Usage()
 		total += len(acked)

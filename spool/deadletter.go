@@ -48,17 +48,9 @@ func (s *Spool) ListDead(f DeadFilter, after uint64, limit int) ([]DeadLetter, u
 			ID: id, Route: s.routeName(st.Route), Reason: st.Reason, LastStatus: st.LastStatus, LastError: st.LastError,
 			Attempts: st.Attempt, Size: st.Size, ReceivedAt: time.UnixMilli(st.ReceivedMs), DeadAt: time.UnixMilli(st.DeadMs),
 		}
-		if item, err := txn.Get(msgKey(id)); err == nil {
-			err = item.Value(func(v []byte) error {
-				m, err := decodeMessage(v)
-				if err == nil {
-					dl.EventID = m.EventID
-				}
-				return nil
-			})
-			if err != nil {
-				return false, err
-			}
+		var err error
+		if dl.EventID, err = s.eventID(txn, id); err != nil {
+			return false, err
 		}
 		out = append(out, dl)
 		return true, nil

@@ -402,21 +402,3 @@ func (s *Spool) ageMs(st *state, nowMs int64) int64 {
 	defer s.mu.Unlock()
 	return s.cat.ageMs(st, nowMs)
 }
-
-// message reads an item's message.
-func (s *Spool) message(id uint64) (*message, error) {
-	var m *message
-	err := s.db.View(func(txn *badger.Txn) error {
-		item, err := txn.Get(msgKey(id))
-		if err != nil {
-			return err
-		}
-		v, err := item.ValueCopy(nil)
-		if err != nil {
-			return err
-		}
-		m, err = decodeMessage(v)
-		return err
-	})
-	return m, err
-}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -214,4 +216,22 @@ func (g *gate) counts() (inFlight, peak int) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return g.inFlight, g.peak
+}
+
+// globBytes returns the bytes of the files matching pattern.
+func globBytes(tb testing.TB, pattern string) int64 {
+	tb.Helper()
+	files, err := filepath.Glob(pattern)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var n int64
+	for _, f := range files {
+		fi, err := os.Stat(f)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		n += fi.Size()
+	}
+	return n
 }

@@ -14,7 +14,8 @@ import (
 //	p/<rid:4>                      present while the route is paused: since when (ms)
 //	t/<rid:4>                      the route's total paused time (ms) in pauses that ended
 //	x/<rid:4>                      the reason, while the route is disabled
-//	m/<id:8>                       the immutable message: route, event id, headers, body
+//	m/<id:8>                       where the immutable message is: a pointer into a segment file (bodies.go);
+//	                               schema version 2 and before: the message itself (route, event id, headers, body)
 //	q/<rid:4><due ms:8><id:8>      one time-ordered index per route: queued, leased and scheduled items
 //	z/<id:8>                       dead letter state (its m/ record is kept until purged or replayed)
 //	y/<dead ms:8><id:8>            one per dead letter, in the order they died: what the purge walks

@@ -50,8 +50,8 @@ type directLease struct {
 
 func (o *enqueueOp) size() int {
 	n := 0
-	for _, e := range o.entries {
-		n += len(e.msg) + 160
+	for range o.entries {
+		n += 160 + pointerLen // its message goes to a segment, not the transaction
 	}
 	return n
 }
@@ -160,7 +160,11 @@ func (o *enqueueOp) stage(b *batch) error {
 		if err := b.setRecord(kindDedupe, badger.NewEntry(e.dedupe, rec).WithTTL(e.window)); err != nil {
 			return err
 		}
-		if err := b.txn.Set(msgKey(id), e.msg); err != nil {
+		ptr, err := b.appendBody(e.msg)
+		if err != nil {
+			return err
+		}
+		if err := b.setPointer(id, ptr); err != nil {
 			return err
 		}
 		if err := b.txn.Set(qk, st.encode()); err != nil {
@@ -359,7 +363,7 @@ func (o *finishOp) stage(b *batch) error {
 	}
 	if o.to == toDelivered {
 		b.change(&from, nil)
-		return b.txn.Delete(msgKey(id))
+		return b.deleteMessage(id)
 	}
 	st.Flags &^= flagLeased
 	if o.status != 0 || o.lastErr != "" {
@@ -438,7 +442,7 @@ func (o *deadOp) stage(b *batch) error {
 			if err := b.txn.Delete(dk); err != nil {
 				return err
 			}
-			if err := b.txn.Delete(msgKey(id)); err != nil {
+			if err := b.deleteMessage(id); err != nil {
 				return err
 			}
 			o.n++
@@ -459,7 +463,7 @@ func (o *deadOp) stage(b *batch) error {
 		}
 		o.n++
 		if o.delete {
-			if err := b.txn.Delete(msgKey(id)); err != nil {
+			if err := b.deleteMessage(id); err != nil {
 				return err
 			}
 			// So that Lookup tells deleted from delivered.

@@ -468,7 +468,8 @@ func TestPurgeReadsWhatExpires(t *testing.T) {
 }
 
 // TestStatesStayInTheLSMTree: the largest state record is under the value
-// threshold, so that only messages go to the value log.
+// threshold, so that nothing but the messages of older versions is in the
+// value log.
 func TestStatesStayInTheLSMTree(t *testing.T) {
 	st := state{Flags: 0xff, Route: 1<<32 - 1, Attempt: 1 << 30, ReceivedMs: 1 << 62, Size: 1 << 62, LastStatus: 999,
 		LastError: strings.Repeat("e", 2*maxErrorLen), DeadMs: 1 << 62, Reason: strings.Repeat("r", 64),

@@ -69,6 +69,7 @@ type Options struct {
 	AttemptRetention time.Duration // how long attempt records are kept; default 7 days
 	CloseTimeout     time.Duration // how long deliveries in flight get once they stop (Close); default 10s
 	MemTableSize     int64         // Badger memtable size; default 32 MiB
+	segmentSize      int64         // message segment size (see bodies.go); smaller in tests
 	// Observe, if set, is called after every delivery attempt with its route,
 	// record and outcome: "delivered", "retry", "dead" or "released" (cut
 	// short by Close). It must be quick and safe for concurrent use.
@@ -91,6 +92,7 @@ func (o Options) withDefaults() Options {
 	def(&o.MaxRecordBytes, 4<<30)
 	def(&o.MinFreeDisk, 512<<20)
 	def(&o.MemTableSize, 32<<20)
+	def(&o.segmentSize, segmentSize)
 	if o.Workers <= 0 {
 		o.Workers = 64
 	}
@@ -114,6 +116,7 @@ type Spool struct {
 	full    atomic.Bool // the disk is full: nothing is written (see diskFull)
 	log     *zap.Logger
 	db      *badger.DB
+	bodies  *bodyStore // the message segments
 
 	ops           chan op
 	unsynced      bool      // the committer wrote since its last sync
@@ -235,11 +238,18 @@ func open(opts Options) (*Spool, error) {
 	if err != nil {
 		return nil, fmt.Errorf("spool: open %s: %w", opts.Dir, err)
 	}
+	// After Badger, whose lock keeps other processes out of the directory.
+	bodies, err := openBodyStore(filepath.Join(opts.Dir, "bodies"), opts.segmentSize)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
 	s := &Spool{
 		opts:           opts,
 		reserve:        reserve,
 		log:            log,
 		db:             db,
+		bodies:         bodies,
 		ops:            make(chan op, 4096),
 		commitStop:     make(chan struct{}),
 		committerDone:  make(chan struct{}),
@@ -252,17 +262,22 @@ func open(opts Options) (*Spool, error) {
 	}
 	s.live.Store(liveOf(opts))
 	s.workCtx, s.cancelWork = context.WithCancel(context.Background())
-	if s.wal, err = newWALFiles(opts.Dir); err != nil {
+	fail := func(err error) (*Spool, error) {
 		db.Close()
-		return nil, fmt.Errorf("spool: %w", err)
-	}
-	if err := s.load(); err != nil {
-		db.Close()
+		bodies.close()
 		return nil, err
 	}
+	if s.wal, err = newWALFiles(opts.Dir); err != nil {
+		return fail(fmt.Errorf("spool: %w", err))
+	}
+	if err := s.load(); err != nil {
+		return fail(err)
+	}
 	if err := s.loadRecords(); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("spool: counting records: %w", err)
+		return fail(fmt.Errorf("spool: counting records: %w", err))
+	}
+	if err := s.loadSegments(); err != nil {
+		return fail(err)
 	}
 	s.nudgeTrim() // the budget may be lower than at the last start
 	s.loops.Add(2)
@@ -273,19 +288,20 @@ func open(opts Options) (*Spool, error) {
 }
 
 // badgerOptions tunes Badger for a durable queue on a small machine: fsync on
-// every commit (throughput comes from the committer's batching), messages in
-// the value log and only small records (states, dedupe and attempt records,
-// message pointers) in the LSM tree, small value log files that GC can
-// reclaim, no compression and no block cache. Conflict detection is off: the
+// every commit (throughput comes from the committer's batching), only small
+// records (states, dedupe and attempt records, message pointers) in the LSM
+// tree, no compression and no block cache. Conflict detection is off: the
 // committer is the only writer, so transactions cannot conflict, and
 // tracking their reads costs CPU on every commit.
 //
-// Messages go to the value log (valueThreshold) because a backlog of them
-// in the LSM tree costs anonymous memory in proportion to its size: every
-// memtable flush and compaction copies them through table builders whose
-// buffers Badger pools. Written once to a mapped, append-only file, they
-// cost page cache, which the kernel reclaims. See bench/README.md's backlog
-// mode for the figures.
+// Messages are not in Badger at all but in the spool's segment files
+// (bodies.go), m/ holding a pointer: a backlog of them in the LSM tree costs
+// anonymous memory in proportion to its size (every memtable flush and
+// compaction copies them through table builders whose buffers Badger pools),
+// and the value log, where they went next, copied each one twice on its way
+// to a mapped file, faulting its pages in, and rewrote live ones in its GC.
+// The value log stays for the messages that older versions stored there
+// (valueThreshold); nothing new goes to it.
 func badgerOptions(dir string, memTableSize int64, log *zap.Logger) badger.Options {
 	return badger.DefaultOptions(dir).
 		WithSyncWrites(false). // the committer syncs what must be durable (Spool.write)
@@ -372,6 +388,7 @@ func (s *Spool) Close() error {
 		} else {
 			s.closeErr = s.db.Close()
 		}
+		s.bodies.close()
 		openMu.Lock()
 		delete(openDirs, s.opts.Dir)
 		openMu.Unlock()
@@ -464,16 +481,16 @@ type Entry struct {
 }
 
 // MaxBodySize is the largest Entry.Body the spool stores; a larger one is
-// refused with ErrTooLarge. A message is one Badger value, and a value must
-// fit in one value log file (valueLogFileSize), headers included.
+// refused with ErrTooLarge, as is a message over maxMessageSize with its
+// headers.
 const MaxBodySize = 32 << 20
 
 // valueLogFileSize is the size of Badger's value log files.
 const valueLogFileSize = 64 << 20
 
 // valueThreshold is the size from which a value goes to the value log: above
-// the largest state record (a 256-byte error, its reason and numbers) and
-// below a message with a realistic body.
+// the largest state record (a 256-byte error, its reason and numbers), so
+// that only the messages of older versions are there.
 const valueThreshold = 512
 
 // DefaultDedupeWindow is used for entries without a DedupeWindow.
@@ -596,7 +613,7 @@ func prepare(entries []Entry, now time.Time) (*enqueueOp, error) {
 			if len(e.Body) > MaxBodySize {
 				return nil, fmt.Errorf("%w: a body of %d bytes is over %d", ErrTooLarge, len(e.Body), MaxBodySize)
 			}
-			if o.entries[i].msg = msg.encode(); len(o.entries[i].msg) > valueLogFileSize {
+			if o.entries[i].msg = msg.encode(); len(o.entries[i].msg) > maxMessageSize {
 				return nil, fmt.Errorf("%w: a message of %d bytes", ErrTooLarge, len(o.entries[i].msg))
 			}
 		}

@@ -1,0 +1,186 @@
+package spool
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+
+	"github.com/dgraph-io/badger/v4"
+	"go.uber.org/zap"
+)
+
+// The spool's side of the message segments (bodies.go): reading a message
+// through its m/ pointer, and counting each segment's live messages at
+// open. The catalog keeps the counts (catalog.segs) as batches change them.
+
+// getPointer reads the m/ value under k if it is a pointer; found is false
+// if k is gone or holds a message stored whole (before segments).
+func getPointer(txn *badger.Txn, k []byte) (p bodyPtr, found bool, err error) {
+	item, err := txn.Get(k)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return bodyPtr{}, false, nil
+	}
+	if err != nil {
+		return bodyPtr{}, false, err
+	}
+	return itemPointer(item)
+}
+
+// itemPointer decodes item's value if it is a pointer. A value larger than
+// a pointer is a message stored whole, maybe in the value log, and is not
+// read. (A value written in the same transaction reports a size of 0.)
+func itemPointer(item *badger.Item) (p bodyPtr, ok bool, err error) {
+	if item.ValueSize() > pointerLen {
+		return bodyPtr{}, false, nil
+	}
+	err = item.Value(func(v []byte) error { p, ok = decodePointer(v); return nil })
+	return p, ok, err
+}
+
+// message reads an item's message: through its pointer, or from m/ itself
+// for a message stored whole. A compaction may move the message between
+// the two reads; the pointer is then read again.
+func (s *Spool) message(id uint64) (*message, error) {
+	for try := 0; ; try++ {
+		var v []byte
+		err := s.db.View(func(txn *badger.Txn) error {
+			item, err := txn.Get(msgKey(id))
+			if err != nil {
+				return err
+			}
+			v, err = item.ValueCopy(nil)
+			return err
+		})
+		if err != nil {
+			return nil, err
+		}
+		p, ok := decodePointer(v)
+		if !ok {
+			return decodeMessage(v)
+		}
+		b, err := s.bodies.read(p)
+		if errors.Is(err, errSegmentGone) && try < 2 {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		return decodeMessage(b)
+	}
+}
+
+// eventIDHead is how much of a message in a segment is read for its event
+// id, which comes after the route.
+const eventIDHead = 512
+
+// eventID returns the event id of item id's message, "" if it cannot be
+// read.
+func (s *Spool) eventID(txn *badger.Txn, id uint64) (string, error) {
+	item, err := txn.Get(msgKey(id))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return "", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	p, ok, err := itemPointer(item)
+	if err != nil {
+		return "", err
+	}
+	var head []byte
+	switch {
+	case !ok:
+		err = item.Value(func(v []byte) error { head = bytes.Clone(v); return nil })
+	case p.n <= eventIDHead:
+		head, err = s.bodies.read(p)
+	default:
+		head, err = s.bodies.readHead(p, eventIDHead)
+		if _, ok := decodeEventID(head); !ok && err == nil {
+			head, err = s.bodies.read(p) // a long route name or event id
+		}
+	}
+	if errors.Is(err, errSegmentGone) { // moved by a compaction since txn began
+		if m, err := s.message(id); err == nil {
+			return m.EventID, nil
+		}
+	}
+	if err != nil {
+		return "", nil // listed without it
+	}
+	eid, _ := decodeEventID(head)
+	return eid, nil
+}
+
+// decodeEventID decodes the event id from the start of an encoded message.
+func decodeEventID(head []byte) (string, bool) {
+	r := reader{b: head}
+	if r.byte() != recordVersion {
+		return "", false
+	}
+	r.string() // the route
+	eid := r.string()
+	return eid, r.err == nil
+}
+
+// loadSegments counts the live messages of each segment from the m/
+// pointers, at open, and reports segments that pointers point into but
+// that are missing.
+func (s *Spool) loadSegments() error {
+	segs := map[uint32]*segCount{}
+	err := s.db.View(func(txn *badger.Txn) error {
+		_, err := scanPointers(txn, nil, nil, func(id uint64, p bodyPtr) bool {
+			sc := segs[p.seg]
+			if sc == nil {
+				sc = &segCount{}
+				segs[p.seg] = sc
+			}
+			sc.add(&segCount{items: 1, bytes: p.recordLen(), minID: id, maxID: id})
+			return true
+		})
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("spool: counting messages: %w", err)
+	}
+	for n, sc := range segs {
+		if s.bodies.segment(n) == nil {
+			s.log.Error("messages point into a segment that is missing; they will be dead letters when they come due",
+				zap.String("segment", segmentName(n)), zap.Int64("messages", sc.items))
+		}
+	}
+	s.mu.Lock()
+	s.cat.segs = segs
+	s.mu.Unlock()
+	return nil
+}
+
+// scanPointers calls fn with each m/ pointer from key from (nil: the
+// first) up to end (nil: the last), in id order, until fn returns false,
+// and returns the key after the one it stopped at (nil if it did not).
+// Messages stored whole are skipped unread.
+func scanPointers(txn *badger.Txn, from, end []byte, fn func(id uint64, p bodyPtr) bool) (next []byte, err error) {
+	prefix := []byte{prefixMessage, '/'}
+	if from == nil {
+		from = prefix
+	}
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
+	defer it.Close()
+	for it.Seek(from); it.ValidForPrefix(prefix); it.Next() {
+		k := it.Item().Key()
+		if end != nil && bytes.Compare(k, end) >= 0 {
+			break
+		}
+		id, ok := parseIDKey(k)
+		if !ok {
+			continue
+		}
+		p, ok, err := itemPointer(it.Item())
+		if err != nil {
+			return nil, err
+		}
+		if ok && !fn(id, p) {
+			return append(it.Item().KeyCopy(nil), 0), nil
+		}
+	}
+	return nil, nil
+}
