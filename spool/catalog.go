@@ -64,8 +64,9 @@ func (c *segCount) add(d *segCount) {
 	c.maxID = max(c.maxID, d.maxID)
 }
 
-// addSegments applies a batch's changes of segments.
-func (c *catalog) addSegments(deltas map[uint32]*segCount) {
+// addSegments applies a batch's changes of segments and reports whether
+// one of them was left without a live message.
+func (c *catalog) addSegments(deltas map[uint32]*segCount) (emptied bool) {
 	for n, d := range deltas {
 		sc := c.segs[n]
 		if sc == nil {
@@ -75,8 +76,10 @@ func (c *catalog) addSegments(deltas map[uint32]*segCount) {
 		sc.add(d)
 		if sc.items <= 0 {
 			delete(c.segs, n)
+			emptied = true
 		}
 	}
+	return emptied
 }
 
 func newCatalog() catalog {

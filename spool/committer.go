@@ -51,12 +51,17 @@ type batch struct {
 	newIDs  bool                 // whether this batch took ids
 	recs    recordDelta          // dedupe and attempt records staged
 	segs    map[uint32]*segCount // changes of the segments' live messages
+	started bool                 // whether a record started a segment
 }
 
 // appendBody appends a message to the active segment. The commit writes
 // and syncs it before anything that points to it.
 func (b *batch) appendBody(msg []byte) (bodyPtr, error) {
-	return b.s.bodies.append(msg)
+	p, err := b.s.bodies.append(msg)
+	if err == nil && p.off == 0 {
+		b.started = true
+	}
+	return p, err
 }
 
 // setPointer stores p under item id's m/ key and counts the message in its
@@ -388,10 +393,13 @@ func (s *Spool) applyBatch(b *batch) {
 		}
 	}
 	trim := b.recs.apply(&s.cat.records, time.Now(), s.live.Load().maxRecordBytes)
-	s.cat.addSegments(b.segs)
+	emptied := s.cat.addSegments(b.segs)
 	s.mu.Unlock()
 	if trim {
 		s.nudgeTrim()
+	}
+	if emptied || b.started {
+		s.nudgeSegments()
 	}
 	if len(b.rewind) > 0 {
 		s.rewindMu.Lock()

@@ -17,8 +17,8 @@ var purgeInterval = time.Minute
 const gcInterval = 5 * time.Minute
 
 // maintenanceLoop purges dead letters past their retention every minute,
-// trims attempt records when the records are over their budget and
-// reclaims value log space.
+// trims attempt records when the records are over their budget, reclaims
+// and compacts message segments (reclaim.go) and reclaims value log space.
 func (s *Spool) maintenanceLoop() {
 	defer s.loops.Done()
 	purge := time.NewTicker(purgeInterval)
@@ -41,7 +41,10 @@ func (s *Spool) maintenanceLoop() {
 			} else if n > 0 {
 				s.log.Info("deleted the oldest attempt records to stay within max_record_bytes", zap.Int("count", n))
 			}
+		case <-s.segWake:
+			s.tendSegments()
 		case <-purge.C:
+			s.tendSegments() // what deliveries left sparse, without a nudge
 			if time.Now().After(restartAt) {
 				from, restartAt = nil, time.Now().Add(time.Hour)
 			}

@@ -11,7 +11,8 @@ import (
 
 // The spool's side of the message segments (bodies.go): reading a message
 // through its m/ pointer, and counting each segment's live messages at
-// open. The catalog keeps the counts (catalog.segs) as batches change them.
+// open. The catalog keeps the counts (catalog.segs) as batches change them;
+// reclaim.go keeps the segments' disk bounded.
 
 // getPointer reads the m/ value under k if it is a pointer; found is false
 // if k is gone or holds a message stored whole (before segments).

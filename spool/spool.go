@@ -126,6 +126,8 @@ type Spool struct {
 
 	wake           chan struct{} // nudges the dispatcher; capacity 1
 	trimWake       chan struct{} // nudges the trim of attempt records; capacity 1
+	segWake        chan struct{} // nudges the reclaim and compaction of segments; capacity 1
+	tendMu         sync.Mutex    // one reclaim or compaction at a time
 	stopping       chan struct{} // closed when deliveries stop (StopDelivering or Close)
 	stopOnce       sync.Once
 	giveUpAt       time.Time // when deliveries still in flight are cancelled; set with stopping
@@ -255,6 +257,7 @@ func open(opts Options) (*Spool, error) {
 		committerDone:  make(chan struct{}),
 		wake:           make(chan struct{}, 1),
 		trimWake:       make(chan struct{}, 1),
+		segWake:        make(chan struct{}, 1),
 		stopping:       make(chan struct{}),
 		dispatcherDone: make(chan struct{}),
 		routes:         map[string][]*registration{},
@@ -278,6 +281,12 @@ func open(opts Options) (*Spool, error) {
 	}
 	if err := s.loadSegments(); err != nil {
 		return fail(err)
+	}
+	// Empty segments other than the newest go now: load ended with a sync.
+	for _, n := range s.emptySegments() {
+		if err := bodies.remove(n); err != nil {
+			return fail(fmt.Errorf("spool: %w", err))
+		}
 	}
 	s.nudgeTrim() // the budget may be lower than at the last start
 	s.loops.Add(2)
