@@ -46,17 +46,19 @@ func (s *Spool) emptySegments() []uint32 {
 }
 
 // tendSegments reclaims empty segments, then compacts sparse ones if the
-// segments are over their bound. It logs what fails.
+// segments are over their bound. It logs what fails. While the disk is
+// full it waits: the committer writes nothing then, not even the synced
+// commit a reclaim needs (diskFull logs when that starts and ends).
 func (s *Spool) tendSegments() {
 	s.tendMu.Lock()
 	defer s.tendMu.Unlock()
+	if s.diskFull(s.freeNow()) {
+		return
+	}
 	if _, err := s.reclaimSegments(); err != nil {
 		if !errors.Is(err, ErrClosed) {
 			s.log.Error("reclaiming message segments failed", zap.Error(err))
 		}
-		return
-	}
-	if s.diskFull(s.freeNow()) { // a compaction writes before it frees
 		return
 	}
 	moved, err := s.compactSegments()
