@@ -36,6 +36,13 @@ const segmentSize = 64 << 20
 // maxMessageSize is the largest encoded message the spool stores.
 const maxMessageSize = segmentSize
 
+// segmentMessageMin is the size from which a message goes into a segment.
+// A smaller one is stored whole under its m/ key, in Badger's value log,
+// where it costs no write and sync of its own: below a few KiB a segment's
+// pwrite, fdatasync and pread cost more than the copies they save (see
+// docs/spool.md, "Message segments").
+const segmentMessageMin = 8 << 10
+
 const (
 	segFormat    = 1 // the first byte of a record
 	segHeaderLen = 1 + 4 + 4

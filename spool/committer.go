@@ -64,6 +64,20 @@ func (b *batch) appendBody(msg []byte) (bodyPtr, error) {
 	return p, err
 }
 
+// storeMessage stores item id's message: whole under its m/ key if it is
+// smaller than segmentMessageMin, else in a segment, marking st.
+func (b *batch) storeMessage(id uint64, st *state, msg []byte) error {
+	if int64(len(msg)) < b.s.opts.segmentMin {
+		return b.txn.Set(msgKey(id), msg)
+	}
+	p, err := b.appendBody(msg)
+	if err != nil {
+		return err
+	}
+	st.Flags |= flagSegment
+	return b.setPointer(id, p)
+}
+
 // setPointer stores p under item id's m/ key and counts the message in its
 // segment.
 func (b *batch) setPointer(id uint64, p bodyPtr) error {

@@ -160,11 +160,7 @@ func (o *enqueueOp) stage(b *batch) error {
 		if err := b.setRecord(kindDedupe, badger.NewEntry(e.dedupe, rec).WithTTL(e.window)); err != nil {
 			return err
 		}
-		ptr, err := b.appendBody(e.msg)
-		if err != nil {
-			return err
-		}
-		if err := b.setPointer(id, ptr); err != nil {
+		if err := b.storeMessage(id, st, e.msg); err != nil {
 			return err
 		}
 		if err := b.txn.Set(qk, st.encode()); err != nil {
@@ -363,6 +359,9 @@ func (o *finishOp) stage(b *batch) error {
 	}
 	if o.to == toDelivered {
 		b.change(&from, nil)
+		if st.Flags&flagSegment == 0 {
+			return b.txn.Delete(msgKey(id)) // stored whole: no segment to count it out of
+		}
 		return b.deleteMessage(id)
 	}
 	st.Flags &^= flagLeased
@@ -475,7 +474,7 @@ func (o *deadOp) stage(b *batch) error {
 		}
 		// A fresh budget: attempts and age count from the replay. The
 		// receive time and the attempt history stay.
-		st = state{Route: st.Route, ReceivedMs: st.ReceivedMs, Size: st.Size, LastStatus: st.LastStatus, LastError: st.LastError,
+		st = state{Flags: st.Flags & flagSegment, Route: st.Route, ReceivedMs: st.ReceivedMs, Size: st.Size, LastStatus: st.LastStatus, LastError: st.LastError,
 			ClockMs: b.nowMs, PausedMs: b.pausedMs(st.Route), Earlier: st.Earlier + st.Attempt}
 		qk := queueKey(st.Route, b.nowMs, id)
 		if err := b.txn.Set(qk, st.encode()); err != nil {

@@ -87,7 +87,8 @@ func decodeMessage(b []byte) (*message, error) {
 
 // state flags.
 const (
-	flagLeased = 1 << iota // in flight: the key's due time is the lease's end
+	flagLeased  = 1 << iota // in flight: the key's due time is the lease's end
+	flagSegment             // the message is in a segment: m/ holds a pointer
 )
 
 // state is the small mutable part of an item: the value of its q/ key while

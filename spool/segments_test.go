@@ -130,7 +130,7 @@ func TestLegacyMessagesStillWork(t *testing.T) {
 // deliveries' deletions, committed without a sync of their own, are on
 // disk: a power cut must not bring back a pointer into a deleted segment.
 func TestEmptySegmentsAreReclaimedOnceDurable(t *testing.T) {
-	s := openTest(t, Options{segmentSize: 64 << 10})
+	s := openTest(t, Options{segmentSize: 64 << 10, segmentMin: 1})
 	bodies := filepath.Join(s.Dir(), "bodies")
 	var mu sync.Mutex
 	var removed []uint32
@@ -184,7 +184,7 @@ func TestEmptySegmentsAreReclaimedOnceDurable(t *testing.T) {
 // moves them, the segments go, and every dead letter is still listed,
 // reads back byte for byte and is delivered as it was by a replay.
 func TestCompactionMovesWhatSegmentsPin(t *testing.T) {
-	s := openTest(t, Options{segmentSize: 64 << 10})
+	s := openTest(t, Options{segmentSize: 64 << 10, segmentMin: 1})
 	bodies := filepath.Join(s.Dir(), "bodies")
 	ctx := context.Background()
 	s.tendMu.Lock() // no compaction until the test asks for one
@@ -244,4 +244,65 @@ func TestCompactionMovesWhatSegmentsPin(t *testing.T) {
 			t.Fatalf("%s replayed with another body", a.EventID)
 		}
 	}
+	// Replayed and delivered, they leave no message counted in a segment.
+	waitNoLiveSegments(t, s)
+}
+
+// TestLargeMessagesGoToSegments: a message from segmentMessageMin on is
+// written to a segment and m/ points to it; a smaller one is stored whole.
+// Both are delivered as sent, and once they are, no segment counts a live
+// message.
+func TestLargeMessagesGoToSegments(t *testing.T) {
+	s := openTest(t, Options{})
+	ctx := context.Background()
+	if err := s.Pause(ctx, "r"); err != nil {
+		t.Fatal(err)
+	}
+	small, large := strings.Repeat("s", 1024), strings.Repeat("l", segmentMessageMin)
+	idSmall := mustEnqueue(t, s, entry("r", "evt_small", small)).ID
+	idLarge := mustEnqueue(t, s, entry("r", "evt_large", large)).ID
+	for _, c := range []struct {
+		id      uint64
+		pointer bool
+	}{{idSmall, false}, {idLarge, true}} {
+		err := s.db.View(func(txn *badger.Txn) error {
+			_, found, err := getPointer(txn, msgKey(c.id))
+			if err == nil && found != c.pointer {
+				t.Errorf("item %d: m/ holds a pointer %v, want %v", c.id, found, c.pointer)
+			}
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	rec := newRecorder(nil)
+	s.RegisterRoute("r", Route{Deliverer: rec})
+	if err := s.Resume(ctx, "r"); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for range 2 {
+		a := rec.next(t, 5*time.Second)
+		got[a.EventID] = a.Body
+	}
+	if got["evt_small"] != small || got["evt_large"] != large {
+		t.Fatalf("delivered bodies differ: small %v, large %v", got["evt_small"] == small, got["evt_large"] == large)
+	}
+	waitNoLiveSegments(t, s)
+}
+
+// waitNoLiveSegments waits until no segment counts a live message.
+func waitNoLiveSegments(t *testing.T, s *Spool) {
+	t.Helper()
+	eventually(t, 5*time.Second, "no live message in a segment", func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		for _, sc := range s.cat.segs {
+			if sc.items != 0 {
+				return false
+			}
+		}
+		return true
+	})
 }

@@ -70,6 +70,7 @@ type Options struct {
 	CloseTimeout     time.Duration // how long deliveries in flight get once they stop (Close); default 10s
 	MemTableSize     int64         // Badger memtable size; default 32 MiB
 	segmentSize      int64         // message segment size (see bodies.go); smaller in tests
+	segmentMin       int64         // the smallest message put in a segment; 1 in tests of segments
 	// Observe, if set, is called after every delivery attempt with its route,
 	// record and outcome: "delivered", "retry", "dead" or "released" (cut
 	// short by Close). It must be quick and safe for concurrent use.
@@ -93,6 +94,7 @@ func (o Options) withDefaults() Options {
 	def(&o.MinFreeDisk, 512<<20)
 	def(&o.MemTableSize, 32<<20)
 	def(&o.segmentSize, segmentSize)
+	def(&o.segmentMin, segmentMessageMin)
 	if o.Workers <= 0 {
 		o.Workers = 64
 	}
