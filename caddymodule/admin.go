@@ -118,10 +118,7 @@ func (a *AdminAPI) stats(w http.ResponseWriter, s *spool.Spool) error {
 	now := time.Now()
 	out := adminapi.Stats{Storage: s.Dir(), Records: toRecordStats(s.Records()), Routes: []adminapi.RouteStats{}}
 	out.Items, out.Bytes = s.Usage()
-	for _, rs := range s.Stats() {
-		if rs.Route == publishScope {
-			continue
-		}
+	for _, rs := range routeStats(s) {
 		sub, _ := strings.CutPrefix(rs.Route, "subscriber/")
 		if sub == rs.Route {
 			sub = ""
@@ -227,10 +224,8 @@ func (a *AdminAPI) event(w http.ResponseWriter, r *http.Request, s *spool.Spool,
 	if rt := r.URL.Query().Get("route"); rt != "" {
 		routes = append(routes, rt)
 	} else {
-		for _, rs := range s.Stats() {
-			if rs.Route != publishScope {
-				routes = append(routes, rs.Route)
-			}
+		for _, rs := range routeStats(s) {
+			routes = append(routes, rs.Route)
 		}
 		for _, name := range verifyOnly.list(s) {
 			if !slices.Contains(routes, name) {
@@ -307,7 +302,7 @@ func (a *AdminAPI) changed(r *http.Request, msg string, fields ...zap.Field) {
 }
 
 func knownRoute(s *spool.Spool, route string) bool {
-	for _, rs := range s.Stats() {
+	for _, rs := range routeStats(s) {
 		if rs.Route == route {
 			return true
 		}

@@ -110,6 +110,13 @@ func (*App) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
+// routeStats returns the spool's routes as the admin API and the metrics
+// show them: without the publisher's dedupe scope, which holds dedupe
+// records and never an item, so that it is never listed as a route.
+func routeStats(s *spool.Spool) []spool.RouteStats {
+	return slices.DeleteFunc(s.Stats(), func(rs spool.RouteStats) bool { return rs.Route == publishScope })
+}
+
 // verifyOnly holds the verify-only routes of the loaded configurations, per
 // spool: the spool keeps their dedupe records but has no route for them,
 // and the admin API lists them with the others.

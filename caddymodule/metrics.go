@@ -145,8 +145,8 @@ func (spoolCollector) Collect(ch chan<- prometheus.Metric) {
 		records.Attempts.Bytes += r.Attempts.Bytes
 		records.MaxBytes += r.MaxBytes
 		records.AttemptRecordsDropped += r.AttemptRecordsDropped
-		for _, rs := range h.Stats() {
-			if rs.Route == publishScope || seen[rs.Route] {
+		for _, rs := range routeStats(h.Spool) {
+			if seen[rs.Route] {
 				continue
 			}
 			seen[rs.Route] = true
