@@ -191,7 +191,7 @@ func (s *Spool) load() error {
 		}
 		it := txn.NewIterator(badger.DefaultIteratorOptions)
 		defer it.Close()
-		for _, p := range []byte{prefixRoute, prefixPaused, prefixPauses, prefixOff, prefixQueue, prefixDead} {
+		for _, p := range []byte{prefixRoute, prefixPaused, prefixPauses, prefixDisabled, prefixQueue, prefixDead} {
 			prefix := []byte{p, '/'}
 			for it.Seek(prefix); it.ValidForPrefix(prefix); it.Next() {
 				item := it.Item()
@@ -222,7 +222,7 @@ func (s *Spool) load() error {
 					if len(k) == 6 && len(v) == 8 {
 						s.cat.pauses[beUint32(k[2:])] = int64(beUint64(v))
 					}
-				case prefixOff:
+				case prefixDisabled:
 					if len(k) == 6 {
 						s.cat.disabled[beUint32(k[2:])] = string(v)
 					}

@@ -246,8 +246,7 @@ func (b *batch) admit(n, size int64) error {
 }
 
 func (s *Spool) commitLoop() {
-	defer s.loops.Done()
-	defer close(s.committerDone)
+	defer s.closers.commit.exit()
 	budget := s.batchBudget()
 	var pending op
 	for {
@@ -256,7 +255,7 @@ func (s *Spool) commitLoop() {
 		if first == nil {
 			select {
 			case first = <-s.ops:
-			case <-s.commitStop:
+			case <-s.closers.commit.stopping():
 				s.drain()
 				return
 			}

@@ -22,7 +22,7 @@ const maxIdle = 30 * time.Second
 // rescanning their tombstones, and it sleeps until the next due time or a
 // nudge (enqueue, retry, a free worker, a route change) instead of polling.
 func (s *Spool) dispatchLoop() {
-	defer close(s.dispatcherDone)
+	defer s.closers.dispatch.exit()
 	d := &dispatcher{s: s, cursors: map[uint32][]byte{}, missing: map[uint32]int64{}}
 	resetAt := time.Now().Add(cursorReset)
 	timer := time.NewTimer(0)
@@ -50,7 +50,7 @@ func (s *Spool) dispatchLoop() {
 		s.wakeAtMs.Store(time.Now().Add(wait).UnixMilli())
 		timer.Reset(wait)
 		select {
-		case <-s.stopping:
+		case <-s.closers.dispatch.stopping():
 			return
 		case <-s.wake:
 		case <-timer.C:
@@ -278,7 +278,7 @@ func (d *dispatcher) start(found []candidate, nowMs int64) error {
 	select {
 	case s.ops <- &claimOp{s: s, claims: claims}:
 		return nil
-	case <-s.committerDone:
+	case <-s.closers.commit.done():
 		d.release(leased)
 		return ErrClosed
 	}
@@ -299,7 +299,7 @@ func (d *dispatcher) release(cs []candidate) {
 func (s *Spool) send(o op) {
 	select {
 	case s.ops <- o:
-	case <-s.committerDone:
+	case <-s.closers.commit.done():
 	}
 }
 

@@ -6,6 +6,14 @@ import (
 	"time"
 )
 
+// schemaVersion is the layout of the database, kept under v/schema. Version
+// 2 added the y/ index of dead letters, built when a version 1 spool opens.
+// Version 3 stores new messages from 8 KiB on in segment files, m/ holding
+// a pointer; messages stored whole in m/ by older versions stay there and
+// are read as before. An older version refuses to open a version 3 spool, whose
+// pointers it would take for corrupt messages.
+const schemaVersion = 3
+
 // Key schema. All integers are big-endian so that byte order is numeric order.
 //
 //	v/schema                       format version
@@ -14,8 +22,8 @@ import (
 //	p/<rid:4>                      present while the route is paused: since when (ms)
 //	t/<rid:4>                      the route's total paused time (ms) in pauses that ended
 //	x/<rid:4>                      the reason, while the route is disabled
-//	m/<id:8>                       where the immutable message is: a pointer into a segment file (bodies.go);
-//	                               schema version 2 and before: the message itself (route, event id, headers, body)
+//	m/<id:8>                       the immutable message (route, event id, headers, body), or from 8 KiB on
+//	                               a pointer to it in a segment file (bodies.go)
 //	q/<rid:4><due ms:8><id:8>      one time-ordered index per route: queued, leased and scheduled items
 //	z/<id:8>                       dead letter state (its m/ record is kept until purged or replayed)
 //	y/<dead ms:8><id:8>            one per dead letter, in the order they died: what the purge walks
@@ -24,17 +32,17 @@ import (
 //	a/<id:8><attempt:4>            one delivery attempt's record, expires after the attempt retention
 //	e/<id:8>                       present once a dead letter was deleted or purged; expires like a/
 const (
-	prefixRoute   = 'r'
-	prefixPaused  = 'p'
-	prefixPauses  = 't'
-	prefixOff     = 'x'
-	prefixMessage = 'm'
-	prefixQueue   = 'q'
-	prefixDead    = 'z'
-	prefixDiedAt  = 'y'
-	prefixDedupe  = 'd'
-	prefixAttempt = 'a'
-	prefixErased  = 'e'
+	prefixRoute    = 'r'
+	prefixPaused   = 'p'
+	prefixPauses   = 't'
+	prefixDisabled = 'x'
+	prefixMessage  = 'm'
+	prefixQueue    = 'q'
+	prefixDead     = 'z'
+	prefixDiedAt   = 'y'
+	prefixDedupe   = 'd'
+	prefixAttempt  = 'a'
+	prefixErased   = 'e'
 )
 
 var (
@@ -59,7 +67,7 @@ func pausesKey(rid uint32) []byte {
 }
 
 func disabledKey(rid uint32) []byte {
-	return binary.BigEndian.AppendUint32([]byte{prefixOff, '/'}, rid)
+	return binary.BigEndian.AppendUint32([]byte{prefixDisabled, '/'}, rid)
 }
 
 func msgKey(id uint64) []byte {

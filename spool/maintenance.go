@@ -20,7 +20,7 @@ const gcInterval = 5 * time.Minute
 // trims attempt records when the records are over their budget, reclaims
 // and compacts message segments (reclaim.go) and reclaims value log space.
 func (s *Spool) maintenanceLoop() {
-	defer s.loops.Done()
+	defer s.closers.maintenance.exit()
 	purge := time.NewTicker(purgeInterval)
 	defer purge.Stop()
 	gc := time.NewTicker(gcInterval)
@@ -33,7 +33,7 @@ func (s *Spool) maintenanceLoop() {
 	trimmer := &attemptTrimmer{s: s}
 	for {
 		select {
-		case <-s.stopping:
+		case <-s.closers.maintenance.stopping():
 			return
 		case <-s.trimWake:
 			if n, err := trimmer.run(); err != nil && !errors.Is(err, ErrClosed) {
@@ -74,7 +74,7 @@ func (s *Spool) valueLogGC() {
 			return
 		}
 		select {
-		case <-s.stopping:
+		case <-s.closers.maintenance.stopping():
 			return
 		default:
 		}

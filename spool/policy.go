@@ -1,7 +1,6 @@
 package spool
 
 import (
-	"context"
 	"math/rand/v2"
 	"net/http"
 	"time"
@@ -22,24 +21,6 @@ const (
 	ReasonRejected     = "rejected"      // an outcome the policy does not retry
 	ReasonRouteRemoved = "route_removed" // the route left the configuration and did not come back in time
 )
-
-// Outcome is the result of one delivery attempt.
-type Outcome struct {
-	StatusCode int           // the response status, 0 when there was no response
-	Err        error         // a transport error or timeout; nil when a response arrived
-	RetryAfter time.Duration // the response's Retry-After, 0 when absent
-	// DeadReason, when set on a failed outcome, sends the item to the dead
-	// letters at once with this reason, whatever the policy says.
-	DeadReason string
-	// DisableRoute, with DeadReason, also disables the route with that
-	// reason (see Spool.Disable): a receiver that has gone away for good.
-	DisableRoute bool
-}
-
-// Succeeded reports whether the attempt delivered the item (a 2xx response).
-func (o Outcome) Succeeded() bool {
-	return o.Err == nil && o.StatusCode >= 200 && o.StatusCode < 300
-}
 
 // DefaultRetryable retries transport errors, timeouts, 408, 425, 429 and 5xx.
 func DefaultRetryable(o Outcome) bool {
@@ -129,58 +110,4 @@ func (p Policy) decide(o Outcome, attempt int, age time.Duration) verdict {
 		return verdict{reason: ReasonMaxAge}
 	}
 	return verdict{delay: delay}
-}
-
-// Deliverer makes one delivery attempt. It must honour ctx, which carries the
-// route's timeout and is cancelled when the spool closes.
-type Deliverer interface {
-	Deliver(ctx context.Context, d *Delivery) Outcome
-}
-
-// DelivererFunc adapts a function to a Deliverer.
-type DelivererFunc func(ctx context.Context, d *Delivery) Outcome
-
-// Deliver calls f.
-func (f DelivererFunc) Deliver(ctx context.Context, d *Delivery) Outcome { return f(ctx, d) }
-
-// Delivery is one attempt at delivering an item.
-type Delivery struct {
-	ID         uint64
-	Route      string
-	EventID    string
-	Header     http.Header
-	Body       []byte
-	ReceivedAt time.Time
-	Attempt    int // 1-based, persisted before the attempt starts
-}
-
-// Route is a route's delivery settings, looked up when each attempt starts.
-type Route struct {
-	Deliverer   Deliverer
-	Policy      Policy
-	Concurrency int           // deliveries in flight at most; default 8
-	Timeout     time.Duration // per attempt; default 30s
-	// Target names the destination in log lines; it must carry no
-	// credentials or tokens (scheme and host).
-	Target string
-	// LogAttempts logs successful attempts at info level too (failures
-	// always are), so that every attempt has its log line.
-	LogAttempts bool
-}
-
-// Route defaults.
-const (
-	DefaultConcurrency = 8
-	DefaultTimeout     = 30 * time.Second
-)
-
-func (r Route) withDefaults() Route {
-	if r.Concurrency <= 0 {
-		r.Concurrency = DefaultConcurrency
-	}
-	if r.Timeout <= 0 {
-		r.Timeout = DefaultTimeout
-	}
-	r.Policy = r.Policy.withDefaults()
-	return r
 }

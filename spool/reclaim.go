@@ -136,7 +136,7 @@ func (s *Spool) compactSegments() (int, error) {
 	from, end := msgKey(lo), msgKey(hi+1)
 	for from != nil {
 		select {
-		case <-s.stopping:
+		case <-s.closers.maintenance.stopping():
 			return moved, nil
 		default:
 		}

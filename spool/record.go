@@ -13,14 +13,6 @@ var errCorrupt = errors.New("spool: corrupt record")
 // recordVersion is the first byte of every message, state and attempt record.
 const recordVersion = 1
 
-// schemaVersion is the layout of the database, kept under v/schema. Version
-// 2 added the y/ index of dead letters, built when a version 1 spool opens.
-// Version 3 stores new messages in segment files, m/ holding a pointer;
-// messages stored whole in m/ by older versions stay there and are read as
-// before. An older version refuses to open a version 3 spool, whose
-// pointers it would take for corrupt messages.
-const schemaVersion = 3
-
 // message is the immutable part of an item, stored once under m/<id>.
 type message struct {
 	Route      string

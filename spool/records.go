@@ -381,7 +381,7 @@ func (t *attemptTrimmer) run() (int, error) {
 	}
 	for {
 		select {
-		case <-s.stopping:
+		case <-s.closers.maintenance.stopping():
 			return deleted, nil
 		default:
 		}

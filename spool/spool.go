@@ -5,6 +5,7 @@
 // goroutine. A dispatcher leases due items to a bounded worker pool that hands
 // them to each route's Deliverer, retries failures with backoff and keeps what
 // cannot be delivered as dead letters until they are replayed or purged.
+// Messages from 8 KiB on are kept in segment files beside the database.
 //
 // The package has no Caddy dependency; the Caddy glue shares one Spool per
 // directory across config reloads and registers its routes with RegisterRoute.
@@ -18,7 +19,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -120,24 +120,20 @@ type Spool struct {
 	db      *badger.DB
 	bodies  *bodyStore // the message segments
 
-	ops           chan op
-	unsynced      bool      // the committer wrote since its last sync
-	wal           *walFiles // Badger's write-ahead logs, for the committer
-	commitStop    chan struct{}
-	committerDone chan struct{}
+	ops      chan op
+	unsynced bool      // the committer wrote since its last sync
+	wal      *walFiles // Badger's write-ahead logs, for the committer
+	closers  closers   // the background loops
 
-	wake           chan struct{} // nudges the dispatcher; capacity 1
-	trimWake       chan struct{} // nudges the trim of attempt records; capacity 1
-	segWake        chan struct{} // nudges the reclaim and compaction of segments; capacity 1
-	tendMu         sync.Mutex    // one reclaim or compaction at a time
-	stopping       chan struct{} // closed when deliveries stop (StopDelivering or Close)
-	stopOnce       sync.Once
-	giveUpAt       time.Time // when deliveries still in flight are cancelled; set with stopping
-	dispatcherDone chan struct{}
-	loops          sync.WaitGroup // committer and maintenance
-	slots          slots          // deliveries in flight
-	wakeAtMs       atomic.Int64   // when the dispatcher plans its next pass
-	passes         atomic.Int64   // dispatch passes made, for tests of idleness
+	wake     chan struct{} // nudges the dispatcher; capacity 1
+	trimWake chan struct{} // nudges the trim of attempt records; capacity 1
+	segWake  chan struct{} // nudges the reclaim and compaction of segments; capacity 1
+	tendMu   sync.Mutex    // one reclaim or compaction at a time
+	stopOnce sync.Once
+	giveUpAt time.Time    // when deliveries still in flight are cancelled; set before deliveries stop
+	slots    slots        // deliveries in flight
+	wakeAtMs atomic.Int64 // when the dispatcher plans its next pass
+	passes   atomic.Int64 // dispatch passes made, for tests of idleness
 
 	workCtx    context.Context // cancelled when Close gives up waiting
 	cancelWork context.CancelFunc
@@ -154,8 +150,6 @@ type Spool struct {
 	closeOnce sync.Once
 	closeErr  error
 }
-
-type registration struct{ route Route }
 
 var (
 	openMu   sync.Mutex
@@ -249,21 +243,18 @@ func open(opts Options) (*Spool, error) {
 		return nil, err
 	}
 	s := &Spool{
-		opts:           opts,
-		reserve:        reserve,
-		log:            log,
-		db:             db,
-		bodies:         bodies,
-		ops:            make(chan op, 4096),
-		commitStop:     make(chan struct{}),
-		committerDone:  make(chan struct{}),
-		wake:           make(chan struct{}, 1),
-		trimWake:       make(chan struct{}, 1),
-		segWake:        make(chan struct{}, 1),
-		stopping:       make(chan struct{}),
-		dispatcherDone: make(chan struct{}),
-		routes:         map[string][]*registration{},
-		rewind:         map[uint32][]byte{},
+		opts:     opts,
+		reserve:  reserve,
+		log:      log,
+		db:       db,
+		bodies:   bodies,
+		ops:      make(chan op, 4096),
+		closers:  newClosers(),
+		wake:     make(chan struct{}, 1),
+		trimWake: make(chan struct{}, 1),
+		segWake:  make(chan struct{}, 1),
+		routes:   map[string][]*registration{},
+		rewind:   map[uint32][]byte{},
 	}
 	s.live.Store(liveOf(opts))
 	s.workCtx, s.cancelWork = context.WithCancel(context.Background())
@@ -291,7 +282,6 @@ func open(opts Options) (*Spool, error) {
 		}
 	}
 	s.nudgeTrim() // the budget may be lower than at the last start
-	s.loops.Add(2)
 	go s.commitLoop()
 	go s.dispatchLoop()
 	go s.maintenanceLoop()
@@ -362,9 +352,10 @@ func (s *Spool) Reconfigure(o Options) {
 // first call has an effect.
 func (s *Spool) StopDelivering(within time.Duration) {
 	s.stopOnce.Do(func() {
-		s.slots.stop() // before close(stopping): no delivery starts after Close waits for them
+		s.slots.stop() // first: no delivery starts after Close waits for them
 		s.giveUpAt = time.Now().Add(within)
-		close(s.stopping)
+		s.closers.dispatch.signal()
+		s.closers.maintenance.signal()
 	})
 }
 
@@ -376,7 +367,7 @@ func (s *Spool) StopDelivering(within time.Duration) {
 func (s *Spool) Close() error {
 	s.closeOnce.Do(func() {
 		s.StopDelivering(s.opts.CloseTimeout)
-		<-s.dispatcherDone
+		<-s.closers.dispatch.done()
 		done := make(chan struct{})
 		go func() { s.slots.wait(); close(done) }()
 		if !waitUntil(done, s.giveUpAt) {
@@ -387,8 +378,8 @@ func (s *Spool) Close() error {
 			}
 		}
 		s.cancelWork()
-		close(s.commitStop)
-		s.loops.Wait()
+		<-s.closers.maintenance.done() // it writes through the committer
+		s.closers.commit.signalAndWait()
 		if s.diskFull(s.freeNow()) {
 			// Closing writes the last memtable to a new table, which would
 			// fault; the write-ahead log has every commit for the next Open.
@@ -427,44 +418,6 @@ func waitUntil(done <-chan struct{}, deadline time.Time) bool {
 
 // Dir is the spool's absolute directory.
 func (s *Spool) Dir() string { return s.opts.Dir }
-
-// RegisterRoute sets the delivery settings for a route name. Items are
-// delivered only while their route is registered. Registrations of one name
-// stack: the latest is in force, and the returned function removes only this
-// one. A reloaded configuration registers its routes before the old one
-// unregisters its own; if the new one fails and is cleaned up, the old
-// registration is in force again.
-func (s *Spool) RegisterRoute(name string, r Route) (unregister func()) {
-	reg := &registration{route: r.withDefaults()}
-	s.routesMu.Lock()
-	s.routes[name] = append(s.routes[name], reg)
-	s.routesMu.Unlock()
-	s.nudge()
-	var once sync.Once
-	return func() {
-		once.Do(func() {
-			s.routesMu.Lock()
-			defer s.routesMu.Unlock()
-			regs := slices.DeleteFunc(s.routes[name], func(x *registration) bool { return x == reg })
-			if len(regs) == 0 {
-				delete(s.routes, name)
-			} else {
-				s.routes[name] = regs
-			}
-		})
-		s.nudge()
-	}
-}
-
-func (s *Spool) route(name string) (Route, bool) {
-	s.routesMu.RLock()
-	defer s.routesMu.RUnlock()
-	regs := s.routes[name]
-	if len(regs) == 0 {
-		return Route{}, false
-	}
-	return regs[len(regs)-1].route, true
-}
 
 // nudge wakes the dispatcher without blocking.
 func (s *Spool) nudge() {
@@ -644,7 +597,7 @@ func fingerprintSource(e Entry) []byte {
 func (s *Spool) submit(ctx context.Context, o op, done chan struct{}) error {
 	select {
 	case s.ops <- o:
-	case <-s.committerDone:
+	case <-s.closers.commit.done():
 		return ErrClosed
 	case <-ctx.Done():
 		return ctx.Err()
@@ -654,7 +607,7 @@ func (s *Spool) submit(ctx context.Context, o op, done chan struct{}) error {
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
-	case <-s.committerDone:
+	case <-s.closers.commit.done():
 		select {
 		case <-done:
 			return nil
