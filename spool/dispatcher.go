@@ -122,10 +122,7 @@ func (d *dispatcher) pass() (time.Time, error) {
 			limit, reserved := 256, 0 // items of a removed or disabled route become dead letters
 			if known && ref.disabled == "" {
 				delete(d.missing, ref.rid)
-				reserved = s.slots.reserve(ref.rid, route.Concurrency, route.Concurrency, s.live.Load().workers)
-				if reserved == 0 {
-					s.slots.want()
-				}
+				reserved = s.slots.reserveOrWant(ref.rid, route.Concurrency, route.Concurrency, s.live.Load().workers)
 				limit = reserved
 			} else if !known {
 				// A reload may be registering it: wait out the grace period

@@ -24,6 +24,24 @@ type slots struct {
 func (l *slots) reserve(rid uint32, n, concurrency, workers int) int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	return l.take(rid, n, concurrency, workers)
+}
+
+// reserveOrWant is reserve for the dispatcher: if it takes no slot, it
+// records in the same step that due items wait, so that the next release
+// wakes the dispatcher. Done apart, every delivery could end in between,
+// finding no one waiting, and the dispatcher would sleep until maxIdle.
+func (l *slots) reserveOrWant(rid uint32, n, concurrency, workers int) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n = l.take(rid, n, concurrency, workers)
+	if n == 0 && !l.stopped {
+		l.wanted = true
+	}
+	return n
+}
+
+func (l *slots) take(rid uint32, n, concurrency, workers int) int {
 	if l.stopped {
 		return 0
 	}
@@ -65,13 +83,6 @@ func (l *slots) free(rid uint32, n int) {
 	}
 	l.total -= n
 	l.held.Add(-n)
-}
-
-// want records that due items wait for a slot.
-func (l *slots) want() {
-	l.mu.Lock()
-	l.wanted = true
-	l.mu.Unlock()
 }
 
 // wait waits until every slot is released; call it after stop.

@@ -84,3 +84,25 @@ func TestSlotsHoldWhoeverLeases(t *testing.T) {
 		return rs.Queued+rs.InFlight+rs.Scheduled == 0
 	})
 }
+
+// TestADispatcherWithoutASlotIsWoken: when the dispatcher finds no free
+// slot, the reservation itself records that it waits, so the next delivery
+// to end wakes it, however soon that is; one that got a slot is not woken.
+func TestADispatcherWithoutASlotIsWoken(t *testing.T) {
+	var l slots
+	if l.reserve(1, 1, 1, 4) != 1 { // a delivery in flight
+		t.Fatal("no slot for the delivery")
+	}
+	if n := l.reserveOrWant(1, 8, 1, 4); n != 0 {
+		t.Fatalf("the dispatcher got %d slots of a full route", n)
+	}
+	if !l.end(1) {
+		t.Fatal("the delivery that ended did not wake the waiting dispatcher")
+	}
+	if n := l.reserveOrWant(1, 8, 1, 4); n != 1 {
+		t.Fatalf("the dispatcher got %d slots, want 1", n)
+	}
+	if l.end(1) {
+		t.Fatal("a dispatcher that got its slot was woken")
+	}
+}
