@@ -52,7 +52,7 @@ func BenchmarkEnqueueDeliver(b *testing.B) {
 }
 
 // processCPU is the user and system time this process has used.
-func processCPU(b *testing.B) time.Duration {
+func processCPU(b testing.TB) time.Duration {
 	var ru unix.Rusage
 	if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
 		b.Fatal(err)

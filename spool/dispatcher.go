@@ -307,7 +307,7 @@ func (s *Spool) send(o op) {
 func (s *Spool) deliver(key []byte, st state, route Route, msg *message) {
 	defer func() {
 		if s.slots.end(st.Route) {
-			s.nudge()
+			s.nudgeSoon()
 		}
 	}()
 	_, _, id, _ := parseQueueKey(key)

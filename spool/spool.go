@@ -133,6 +133,7 @@ type Spool struct {
 	giveUpAt time.Time    // when deliveries still in flight are cancelled; set before deliveries stop
 	slots    slots        // deliveries in flight
 	wakeAtMs atomic.Int64 // when the dispatcher plans its next pass
+	soon     atomic.Bool  // a nudgeSoon is pending
 	passes   atomic.Int64 // dispatch passes made, for tests of idleness
 
 	workCtx    context.Context // cancelled when Close gives up waiting
@@ -418,6 +419,22 @@ func waitUntil(done <-chan struct{}, deadline time.Time) bool {
 
 // Dir is the spool's absolute directory.
 func (s *Spool) Dir() string { return s.opts.Dir }
+
+// slotPause is how long the dispatcher, waiting for a slot, lets slots free
+// up after the first before it looks for due items again: a saturated
+// route then gets one pass per few dozen deliveries, not one per delivery
+// (each pass reads the queue through a new Badger iterator).
+const slotPause = time.Millisecond
+
+// nudgeSoon wakes the dispatcher after slotPause.
+func (s *Spool) nudgeSoon() {
+	if s.soon.CompareAndSwap(false, true) {
+		time.AfterFunc(slotPause, func() {
+			s.soon.Store(false)
+			s.nudge()
+		})
+	}
+}
 
 // nudge wakes the dispatcher without blocking.
 func (s *Spool) nudge() {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -818,6 +819,34 @@ func TestIdleDispatcherDoesNotPoll(t *testing.T) {
 	time.Sleep(time.Second)
 	if n := s.passes.Load() - before; n > 2 {
 		t.Fatalf("%d dispatch passes in an idle second", n)
+	}
+}
+
+// TestASaturatedRouteIsNotPassedPerDelivery: a backlog drained through a
+// full route takes dispatch passes for batches of freed slots, not one or
+// two per delivery (each pass opens a Badger iterator).
+func TestASaturatedRouteIsNotPassedPerDelivery(t *testing.T) {
+	s := openTest(t, Options{})
+	ctx := context.Background()
+	if err := s.Pause(ctx, "r"); err != nil {
+		t.Fatal(err)
+	}
+	const n = 2000
+	for i := range n {
+		mustEnqueue(t, s, entry("r", fmt.Sprint("evt_", i), "x"))
+	}
+	var delivered atomic.Int64
+	s.RegisterRoute("r", Route{Concurrency: 16, Deliverer: DelivererFunc(func(context.Context, *Delivery) Outcome {
+		delivered.Add(1)
+		return Outcome{StatusCode: 204}
+	})})
+	before := s.passes.Load()
+	if err := s.Resume(ctx, "r"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, "every item delivered", func() bool { return delivered.Load() == n })
+	if p := s.passes.Load() - before; p > n/4 {
+		t.Fatalf("%d dispatch passes for %d deliveries", p, n)
 	}
 }
 
