@@ -479,13 +479,19 @@ func (s *Spool) write(txn *badger.Txn, durable bool, committed func()) error {
 	return nil
 }
 
-// getState reads the state under key k; found is false if k is gone.
-func getState(txn *badger.Txn, k []byte) (st state, found bool, err error) {
+// getItem returns key k's item, nil if k is gone.
+func getItem(txn *badger.Txn, k []byte) (*badger.Item, error) {
 	item, err := txn.Get(k)
 	if errors.Is(err, badger.ErrKeyNotFound) {
-		return state{}, false, nil
+		return nil, nil
 	}
-	if err != nil {
+	return item, err
+}
+
+// getState reads the state under key k; found is false if k is gone.
+func getState(txn *badger.Txn, k []byte) (st state, found bool, err error) {
+	item, err := getItem(txn, k)
+	if item == nil {
 		return state{}, false, err
 	}
 	err = item.Value(func(v []byte) (err error) { st, err = decodeState(v); return err })

@@ -208,12 +208,12 @@ func (o *enqueueOp) lookup(txn *badger.Txn, i int) (res Result, first int, err e
 			return Result{Status: Duplicate}, j, nil
 		}
 	}
-	item, err := txn.Get(e.dedupe)
-	if errors.Is(err, badger.ErrKeyNotFound) {
-		return Result{Status: Accepted}, -1, nil
-	}
+	item, err := getItem(txn, e.dedupe)
 	if err != nil {
 		return Result{}, -1, err
+	}
+	if item == nil {
+		return Result{Status: Accepted}, -1, nil
 	}
 	rec, err := item.ValueCopy(nil)
 	if err != nil {

@@ -17,11 +17,8 @@ import (
 // getPointer reads the m/ value under k if it is a pointer; found is false
 // if k is gone or holds a message stored whole (before segments).
 func getPointer(txn *badger.Txn, k []byte) (p bodyPtr, found bool, err error) {
-	item, err := txn.Get(k)
-	if errors.Is(err, badger.ErrKeyNotFound) {
-		return bodyPtr{}, false, nil
-	}
-	if err != nil {
+	item, err := getItem(txn, k)
+	if item == nil {
 		return bodyPtr{}, false, err
 	}
 	return itemPointer(item)
@@ -77,11 +74,8 @@ const eventIDHead = 512
 // eventID returns the event id of item id's message, "" if it cannot be
 // read.
 func (s *Spool) eventID(txn *badger.Txn, id uint64) (string, error) {
-	item, err := txn.Get(msgKey(id))
-	if errors.Is(err, badger.ErrKeyNotFound) {
-		return "", nil
-	}
-	if err != nil {
+	item, err := getItem(txn, msgKey(id))
+	if item == nil {
 		return "", err
 	}
 	p, ok, err := itemPointer(item)
