@@ -22,6 +22,10 @@ type loadSpec struct {
 	duration time.Duration
 	max      int // request cap, warm-up included
 	want     int // expected status; 0 means any 2xx
+	// rate, if set, paces the senders to this many requests/s in all, and
+	// a latency counts from the request's scheduled time, so that a slow
+	// answer delays (and counts against) the requests behind it.
+	rate float64
 }
 
 type loadResult struct {
@@ -120,9 +124,22 @@ func send(ctx context.Context, client *http.Client, spec loadSpec, sender int, s
 		bufs[i] = spec.tpl.newBuf()
 	}
 	h := sha256.New()
+	var interval time.Duration
+	var next time.Time // when the next request is due, when paced
+	if spec.rate > 0 {
+		interval = time.Duration(float64(spec.senders) / spec.rate * float64(time.Second))
+		next = time.Now().Add(interval * time.Duration(sender) / time.Duration(spec.senders)) // spread the senders
+	}
 	for seq := 0; ; seq++ {
 		if ctx.Err() != nil || sent.Add(1) > int64(spec.max) {
 			return
+		}
+		if interval > 0 {
+			select {
+			case <-time.After(time.Until(next)):
+			case <-ctx.Done():
+				return
+			}
 		}
 		now := time.Now()
 		if !now.Before(end) {
@@ -143,6 +160,10 @@ func send(ctx context.Context, client *http.Client, spec loadSpec, sender int, s
 		req.Header["X-Webhook-Event"] = []string{eventType}
 
 		t0 := time.Now()
+		if interval > 0 {
+			t0 = next
+			next = next.Add(interval)
+		}
 		resp, err := client.Do(req)
 		var status int
 		var snippet []byte

@@ -45,9 +45,10 @@ type config struct {
 	profileDir  string
 	keep        bool
 	rounds      int
-	backlog     []int // backlog mode: the backlog sizes, one fresh Caddy each
-	body        int   // backlog mode: body size
-	strict      bool  // a missed target of issue 11 fails the run
+	rate        float64 // requests/s offered per cell, spread over the senders; 0: each sends as fast as answered
+	backlog     []int   // backlog mode: the backlog sizes, one fresh Caddy each
+	body        int     // backlog mode: body size
+	strict      bool    // a missed target of issue 11 fails the run
 }
 
 func main() {
@@ -64,6 +65,7 @@ func main() {
 	flag.DurationVar(&cfg.total, "timeout", 170*time.Second, "bound on the whole run")
 	flag.StringVar(&cfg.profileDir, "profile", "", "if set, take a CPU profile of each gateway cell through the admin endpoint into this directory and print its top 25")
 	flag.BoolVar(&cfg.keep, "keep", false, "keep the temporary directories (Caddyfiles, logs, spools)")
+	flag.Float64Var(&cfg.rate, "rate", 0, "offer this many requests/s per cell, paced over the senders, and measure latency from each request's scheduled time (0: closed loop, each sender sends when answered)")
 	flag.IntVar(&cfg.rounds, "rounds", 1, "repeat the whole set of cells this many times, interleaved, and report the median of each figure (for noisy machines; raise -timeout too)")
 	flag.StringVar(&backlog, "backlog", "", "backlog mode: pause the gateway's route, fill it with this many events, read the memory, resume and time the drain; comma-separated sizes, each from a fresh Caddy (at most "+strconv.Itoa(maxBacklog)+")")
 	flag.IntVar(&cfg.body, "body", 1024, "backlog mode: body size in bytes")
@@ -156,6 +158,9 @@ func run(cfg config) int {
 	}
 	fmt.Printf("Hookgate load benchmark: %d senders, %v warm-up + %v measured per cell, loopback only\n",
 		cfg.senders, cfg.warmup, cfg.duration)
+	if cfg.rate > 0 {
+		fmt.Printf("offered load: %.0f requests/s per cell; latency counts from each request's scheduled time\n", cfg.rate)
+	}
 	fmt.Printf("machine: %d CPUs (load generator, upstream and Caddy share them), load average at start: %s\n\n",
 		runtime.NumCPU(), load0)
 
@@ -305,6 +310,7 @@ func runCell(ctx context.Context, cfg config, root string, up *upstream, mode st
 		duration: cfg.duration,
 		max:      maxReq,
 		want:     wantStatus,
+		rate:     cfg.rate,
 	})
 	if ctx.Err() != nil {
 		mem.finish()
