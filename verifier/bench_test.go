@@ -142,3 +142,35 @@ func BenchmarkCheckJSONShapes(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkProfiles is each profile's Verify on a body of the size: the
+// fixture's event with the realistic envelope of benchBody as one more
+// member (ocriva: benchBody itself), next to BenchmarkHMAC.
+func BenchmarkProfiles(b *testing.B) {
+	for _, f := range fixtures() {
+		p, _ := LookupProfile(f.profile)
+		for _, bs := range benchSizes {
+			b.Run(f.profile+"/"+bs.name, func(b *testing.B) {
+				d := f.good
+				d.Time = baseTime
+				d.Body = benchBody(bs.size)
+				if f.profile != Ocriva {
+					head := f.good.Body[:len(f.good.Body)-1]
+					d.Body = append(append(append(bytes.Clone(head), `,"x":`...), benchBody(bs.size-len(head)-6)...), '}')
+				}
+				h, err := p.Sign([][]byte{f.secret}, d)
+				if err != nil {
+					b.Fatal(err)
+				}
+				v := mustNew(b, Config{Profile: f.profile, Secrets: [][]byte{f.secret}, Tolerance: p.DefaultTolerance, Now: fixedClock(baseTime)})
+				b.ReportAllocs()
+				b.SetBytes(int64(len(d.Body)))
+				for b.Loop() {
+					if _, err := v.Verify(h, d.Body); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		}
+	}
+}

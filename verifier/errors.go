@@ -32,6 +32,12 @@ const (
 	TimestampStale
 	// TimestampFuture: the event timestamp is further ahead than the tolerance (401).
 	TimestampFuture
+	// HeaderMissing: a header the profile needs for the id, type or timestamp is absent (400).
+	HeaderMissing
+	// HeaderRepeated: such a header has more than one value (400).
+	HeaderRepeated
+	// HeaderInvalid: such a header's value is malformed (400).
+	HeaderInvalid
 )
 
 var kindNames = [...]string{
@@ -46,6 +52,9 @@ var kindNames = [...]string{
 	EventHeaderMismatch: "event_header_mismatch",
 	TimestampStale:      "timestamp_stale",
 	TimestampFuture:     "timestamp_future",
+	HeaderMissing:       "header_missing",
+	HeaderRepeated:      "header_repeated",
+	HeaderInvalid:       "header_invalid",
 }
 
 // String returns a stable snake_case name, suitable as a metric label.
@@ -62,7 +71,8 @@ func (k Kind) Status() int {
 	switch k {
 	case SignatureMissing, SignatureMalformed, SignatureMismatch, TimestampStale, TimestampFuture:
 		return http.StatusUnauthorized
-	case SignatureRepeated, EnvelopeInvalid, EventHeaderMissing, EventHeaderRepeated, EventHeaderMismatch:
+	case SignatureRepeated, EnvelopeInvalid, EventHeaderMissing, EventHeaderRepeated, EventHeaderMismatch,
+		HeaderMissing, HeaderRepeated, HeaderInvalid:
 		return http.StatusBadRequest
 	}
 	return http.StatusInternalServerError
@@ -75,7 +85,7 @@ func (k Kind) Status() int {
 type Error struct {
 	// Kind classifies the failure.
 	Kind Kind
-	// Field is the envelope field concerned ("eventId", ...), if any.
+	// Field is the envelope field ("eventId", ...) or the header concerned, if any.
 	Field string
 	// Offset is the byte offset in the body where a JSON error was found, or -1.
 	Offset int

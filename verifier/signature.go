@@ -41,13 +41,9 @@ func ParseSignature(header string) ([32]byte, error) {
 	if len(header) != sigLen {
 		return mac, newError(SignatureMalformed, "signature: want 64 hex digits")
 	}
-	for i := len(sigPrefix); i < sigLen; i += 2 {
-		hi, ok1 := unhex(header[i])
-		lo, ok2 := unhex(header[i+1])
-		if !ok1 || !ok2 {
-			return [32]byte{}, newError(SignatureMalformed, "signature: invalid hex digit")
-		}
-		mac[(i-len(sigPrefix))/2] = hi<<4 | lo
+	mac, ok := hexMAC(header[len(sigPrefix):])
+	if !ok {
+		return mac, newError(SignatureMalformed, "signature: invalid hex digit")
 	}
 	return mac, nil
 }

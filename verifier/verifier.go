@@ -17,16 +17,20 @@ const MinSecretLen = 16
 
 // Config configures a Verifier.
 type Config struct {
-	// Secrets holds one or more HMAC secrets; during a rotation a body
-	// signed with any of them is accepted. Each must be at least
-	// MinSecretLen bytes.
+	// Profile names the sender's scheme (LookupProfile); "" is ocriva.
+	Profile string
+	// Secrets holds one or more secrets, written as the profile's senders
+	// write them (Profile.Key); during a rotation a delivery signed with
+	// any of them is accepted. Each key must be at least MinSecretLen bytes.
 	Secrets [][]byte
 	// InsecureNoSignature disables signature checking (and then Secrets
-	// must be empty). The X-Webhook-Signature header is ignored; every other
-	// check still runs. Meant for explicit, logged opt-outs only.
+	// must be empty); ocriva only. The X-Webhook-Signature header is
+	// ignored; every other check still runs. Meant for explicit, logged
+	// opt-outs only.
 	InsecureNoSignature bool
-	// Tolerance is the freshness window for the envelope timestamp, checked
-	// in both directions. 0 disables the check.
+	// Tolerance is the freshness window for the timestamp, checked in both
+	// directions. 0 disables the check; it must be 0 for a profile without
+	// a timestamp.
 	Tolerance time.Duration
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
@@ -34,6 +38,7 @@ type Config struct {
 
 // Verifier checks inbound webhook requests. It is safe for concurrent use.
 type Verifier struct {
+	profile   *Profile
 	macs      []*macPool
 	insecure  bool
 	tolerance time.Duration
@@ -53,8 +58,16 @@ type macState struct {
 // errors (not *Error); they name the index of a bad secret, never its value.
 // The secrets are copied.
 func New(cfg Config) (*Verifier, error) {
-	if cfg.Tolerance < 0 {
+	p, ok := LookupProfile(cfg.Profile)
+	switch {
+	case !ok:
+		return nil, errors.New("verifier: unknown profile " + strconv.Quote(cfg.Profile))
+	case cfg.Tolerance < 0:
 		return nil, errors.New("verifier: negative tolerance")
+	case cfg.Tolerance > 0 && !p.Timestamped:
+		return nil, errors.New("verifier: profile " + p.Name + " signs no timestamp: the tolerance must be 0")
+	case cfg.InsecureNoSignature && p.Name != Ocriva:
+		return nil, errors.New("verifier: InsecureNoSignature is for the ocriva profile only")
 	}
 	if cfg.InsecureNoSignature {
 		if len(cfg.Secrets) > 0 {
@@ -63,7 +76,7 @@ func New(cfg Config) (*Verifier, error) {
 	} else if len(cfg.Secrets) == 0 {
 		return nil, errors.New("verifier: no secret configured (set InsecureNoSignature to opt out explicitly)")
 	}
-	v := &Verifier{insecure: cfg.InsecureNoSignature, tolerance: cfg.Tolerance, now: cfg.Now}
+	v := &Verifier{profile: p, insecure: cfg.InsecureNoSignature, tolerance: cfg.Tolerance, now: cfg.Now}
 	if v.now == nil {
 		v.now = time.Now
 	}
@@ -71,11 +84,15 @@ func New(cfg Config) (*Verifier, error) {
 		if len(s) == 0 {
 			return nil, errors.New("verifier: secret " + strconv.Itoa(i) + " is empty")
 		}
-		if len(s) < MinSecretLen {
+		k, err := p.scheme.key(s)
+		if err != nil {
+			return nil, errors.New("verifier: secret " + strconv.Itoa(i) + ": " + err.Error())
+		}
+		if len(k) < MinSecretLen {
 			return nil, errors.New("verifier: secret " + strconv.Itoa(i) + " is shorter than " +
 				strconv.Itoa(MinSecretLen) + " bytes")
 		}
-		key := append([]byte(nil), s...)
+		key := append([]byte(nil), k...)
 		p := &macPool{}
 		p.pool.New = func() any { return &macState{h: hmac.New(sha256.New, key)} }
 		v.macs = append(v.macs, p)
@@ -83,11 +100,15 @@ func New(cfg Config) (*Verifier, error) {
 	return v, nil
 }
 
-// Event is a verified event.
+// Profile returns the verifier's profile.
+func (v *Verifier) Profile() *Profile { return v.profile }
+
+// Event is a verified event. ID, Type and Timestamp are where the profile
+// puts them (ocriva: the envelope's eventId, eventType and timestamp).
 type Event struct {
-	ID             string    // eventId
-	Type           string    // eventType
-	Timestamp      time.Time // timestamp
+	ID             string    // the event id, for dedupe; "" for a Challenge
+	Type           string    // the event type, for events filters
+	Timestamp      time.Time // the signed timestamp; zero for github
 	OrganizationID string    // organizationId, "" if absent
 	ProjectID      string    // projectId, "" if absent
 	// SecretIndex is the index in Config.Secrets of the secret that
@@ -95,11 +116,17 @@ type Event struct {
 	SecretIndex int
 	// Body is the request body, untouched (the slice passed to Verify).
 	Body []byte
-	// Payload is the raw payload value, a subslice of Body; nil if absent.
+	// Payload is the raw payload value, a subslice of Body; nil if absent
+	// (ocriva only).
 	Payload []byte
+	// Challenge is set for a Slack url_verification request, which the
+	// receiver answers itself with this value; it carries no event.
+	Challenge string
 }
 
-// Verify checks a request's headers and raw body, in this order:
+// Verify checks a request's headers and raw body with the profile's
+// scheme; see the profile_*.go files for each. The ocriva profile checks,
+// in this order:
 //  1. exactly one X-Webhook-Signature value, well formed (ParseSignature),
 //     equal in constant time to HMAC-SHA256 of body under one of the
 //     secrets (skipped in insecure mode);
@@ -110,6 +137,19 @@ type Event struct {
 // The first failure is returned as an *Error; use KindOf or Error.Status.
 // body is neither modified nor copied, and is never re-encoded.
 func (v *Verifier) Verify(h http.Header, body []byte) (*Event, error) {
+	return v.profile.scheme.verify(v, h, body)
+}
+
+// ocrivaScheme is the reference sender's scheme (see Verify).
+type ocrivaScheme struct{}
+
+func (ocrivaScheme) key(secret []byte) ([]byte, error) { return rawKey(secret) }
+
+func (ocrivaScheme) sign(keys [][]byte, d Delivery) http.Header {
+	return http.Header{SignatureHeader: {Sign(keys[0], d.Body)}, EventHeader: {d.Type}}
+}
+
+func (ocrivaScheme) verify(v *Verifier, h http.Header, body []byte) (*Event, error) {
 	idx := -1
 	if !v.insecure {
 		vals := h.Values(SignatureHeader)
@@ -124,7 +164,7 @@ func (v *Verifier) Verify(h http.Header, body []byte) (*Event, error) {
 		if err != nil {
 			return nil, err
 		}
-		if idx = v.match(body, &want); idx < 0 {
+		if idx = v.match(nil, body, [][32]byte{want}); idx < 0 {
 			return nil, newError(SignatureMismatch, "signature: mismatch")
 		}
 	}
@@ -150,16 +190,8 @@ func (v *Verifier) checkEvent(h http.Header, body []byte, env Envelope, idx int)
 		return nil, newError(EventHeaderMismatch, "event: "+EventHeader+" header differs from the body's eventType")
 	}
 
-	if v.tolerance > 0 {
-		now := v.now()
-		// Compare instants rather than subtracting: Sub saturates, and
-		// negating a saturated Duration overflows.
-		if env.Timestamp.Before(now.Add(-v.tolerance)) {
-			return nil, newError(TimestampStale, "timestamp: older than the tolerance")
-		}
-		if env.Timestamp.After(now.Add(v.tolerance)) {
-			return nil, newError(TimestampFuture, "timestamp: too far in the future")
-		}
+	if err := v.fresh(env.Timestamp); err != nil {
+		return nil, err
 	}
 
 	return &Event{
@@ -174,16 +206,21 @@ func (v *Verifier) checkEvent(h http.Header, body []byte, env Envelope, idx int)
 	}, nil
 }
 
-// match returns the index of the lowest secret whose MAC of body equals
-// want, or -1. It computes and compares every MAC (compare in constant
-// time, select without branching), so the time taken does not depend on
-// which secret matched.
-func (v *Verifier) match(body []byte, want *[32]byte) int {
+// match returns the index of the lowest secret whose MAC of prefix followed
+// by body equals one of wants, or -1. It computes every MAC and compares it
+// with every candidate (compare in constant time, select without
+// branching), so the time taken does not depend on which secret matched.
+func (v *Verifier) match(prefix, body []byte, wants [][32]byte) int {
 	idx := -1
 	for i, p := range v.macs {
 		st := p.pool.Get().(*macState)
+		st.h.Write(prefix)
 		st.h.Write(body)
-		eq := subtle.ConstantTimeCompare(st.h.Sum(st.sum[:0]), want[:]) // what hmac.Equal uses
+		sum := st.h.Sum(st.sum[:0])
+		eq := 0
+		for j := range wants {
+			eq |= subtle.ConstantTimeCompare(sum, wants[j][:]) // what hmac.Equal uses
+		}
 		st.h.Reset()
 		p.pool.Put(st)
 		unset := int((uint(idx) >> (strconv.IntSize - 1)) & 1) // 1 while idx == -1
