@@ -103,6 +103,7 @@ func parseIngest(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 //
 //	webhook_ingest [<matcher>] {
 //		name                  <route>
+//		profile               ocriva|standard-webhooks|github|stripe|shopify|slack
 //		secret                <secret> [<secret>...]
 //		insecure_no_signature
 //		events                <pattern>...
@@ -129,6 +130,8 @@ func (h *Ingest) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		switch opt := d.Val(); opt {
 		case "name":
 			err = oneArg(d, func(s string) error { h.Name = s; return nil })
+		case "profile":
+			err = oneArg(d, func(s string) error { h.Profile = s; return nil })
 		case "secret":
 			err = secretArgs(d, &h.Secrets)
 		case "insecure_no_signature":

@@ -26,7 +26,6 @@ func init() {
 
 // Defaults of webhook_ingest.
 const (
-	defaultTolerance   = time.Hour
 	defaultReadTimeout = 15 * time.Second
 	// clockSkew is the margin the dedupe window must keep over the
 	// tolerance, so that a replay is either a duplicate or stale.
@@ -53,23 +52,31 @@ type Ingest struct {
 	// and port (its path, credentials and query may hold tokens, and the name
 	// shows in logs, metrics and the admin API). Required in verify-only mode.
 	Name string `json:"name,omitempty"`
-	// Secrets are the HMAC secrets; a delivery signed with any of them is
+	// Profile is the sender's scheme: ocriva (the default),
+	// standard-webhooks, github, stripe, shopify or slack. It decides the
+	// signature, where the event id, type and timestamp are read, how a
+	// secret is written and the default tolerance (README, "Profiles").
+	Profile string `json:"profile,omitempty"`
+	// Secrets are the HMAC secrets, written as the profile's sender writes
+	// them; a delivery signed with any of them is
 	// accepted (rotation). Write them as placeholders ({env.NAME},
 	// {file./path}): they are resolved at provision time and never stored
 	// resolved in the configuration.
 	Secrets []string `json:"secrets,omitempty"`
-	// InsecureNoSignature accepts unsigned deliveries. Every other check
-	// still runs; a sender's X-Webhook-Signature, unchecked, is not passed
-	// on. A warning is logged at every start.
+	// InsecureNoSignature accepts unsigned deliveries (ocriva profile
+	// only). Every other check still runs; a sender's X-Webhook-Signature,
+	// unchecked, is not passed on. A warning is logged at every start.
 	InsecureNoSignature bool `json:"insecure_no_signature,omitempty"`
 	// Events are the accepted event types (document.processed, document.*,
 	// *); others are answered 200 "ignored" and dropped. Default: all.
 	Events []string `json:"events,omitempty"`
-	// Tolerance is how far the envelope's timestamp may be from now, in
-	// either direction. Default 1h; 0 disables the check.
+	// Tolerance is how far the event's timestamp may be from now, in
+	// either direction. Default: the profile's (1h for ocriva and shopify,
+	// 5m for the others); 0 disables the check. github signs no timestamp:
+	// it must be unset or 0 there.
 	Tolerance *caddy.Duration `json:"tolerance,omitempty"`
-	// DedupeWindow is how long an eventId is remembered. Default 72h; it
-	// must be at least the tolerance plus 5 minutes.
+	// DedupeWindow is how long an event id is remembered. Default 72h; it
+	// must be at least the tolerance plus 5 minutes, whatever the profile.
 	DedupeWindow caddy.Duration `json:"dedupe_window,omitempty"`
 	// MaxBody is the largest accepted body in bytes. Default 1 MiB.
 	MaxBody int64 `json:"max_body,omitempty"`
@@ -79,6 +86,7 @@ type Ingest struct {
 	Forward *Forward `json:"forward,omitempty"`
 
 	verifier     *verifier.Verifier
+	profile      *verifier.Profile
 	events       verifier.Matcher
 	dedupeWindow time.Duration
 	maxBody      int64
@@ -113,9 +121,16 @@ func (h *Ingest) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return err
 	}
-	h.verifier, err = verifier.New(verifier.Config{Secrets: secrets, InsecureNoSignature: h.InsecureNoSignature, Tolerance: h.tolerance()})
+	h.verifier, err = verifier.New(verifier.Config{Profile: h.Profile, Secrets: secrets,
+		InsecureNoSignature: h.InsecureNoSignature, Tolerance: h.tolerance()})
 	if err != nil {
 		return fmt.Errorf("webhook_ingest %s: %w", h.Name, err)
+	}
+	h.profile = h.verifier.Profile()
+	if !h.profile.Timestamped {
+		h.log.Warn("this profile signs no timestamp: replay protection is the dedupe window alone; "+
+			"a delivery captured on the way can be sent again once its id is forgotten, or at once with another id",
+			zap.String("route", h.Name), zap.String("profile", h.profile.Name), zap.Duration("dedupe_window", h.dedupeWindowOrDefault()))
 	}
 	if h.InsecureNoSignature {
 		h.log.Warn("insecure_no_signature: this route accepts unsigned webhooks", zap.String("route", h.Name))
@@ -123,7 +138,7 @@ func (h *Ingest) Provision(ctx caddy.Context) error {
 	if h.events, err = verifier.CompilePatterns(h.Events); err != nil {
 		return fmt.Errorf("webhook_ingest %s: events: %w", h.Name, err)
 	}
-	h.dedupeWindow = durationOr(h.DedupeWindow, defaultDedupeWindow)
+	h.dedupeWindow = h.dedupeWindowOrDefault()
 	h.readTimeout = durationOr(h.ReadTimeout, defaultReadTimeout)
 	h.maxBody = h.MaxBody
 	if h.maxBody <= 0 {
@@ -168,11 +183,20 @@ func (h *Ingest) validate() error {
 	case h.Name == publishScope || strings.HasPrefix(h.Name, subscriberRoute("")):
 		return fmt.Errorf("webhook_ingest: the name %q is reserved for webhook_publish", h.Name)
 	}
+	profile, ok := verifier.LookupProfile(h.Profile)
+	switch {
+	case !ok:
+		return fmt.Errorf("webhook_ingest: unknown profile %q (known: %s)", h.Profile, strings.Join(verifier.ProfileNames(), ", "))
+	case h.InsecureNoSignature && profile.Name != verifier.Ocriva:
+		return fmt.Errorf("webhook_ingest: insecure_no_signature is for the ocriva profile only")
+	case !profile.Timestamped && h.tolerance() > 0:
+		return fmt.Errorf("webhook_ingest: profile %s signs no timestamp: tolerance must be unset or 0", profile.Name)
+	}
 	if err := checkSpoolable(h.MaxBody); err != nil {
 		return fmt.Errorf("webhook_ingest: %w", err)
 	}
 	tolerance := h.tolerance()
-	if window := durationOr(h.DedupeWindow, defaultDedupeWindow); window < tolerance+clockSkew {
+	if window := h.dedupeWindowOrDefault(); window < tolerance+clockSkew {
 		return fmt.Errorf("webhook_ingest: dedupe_window %v must be at least tolerance %v plus %v of clock skew", window, tolerance, clockSkew)
 	}
 	if h.Forward != nil {
@@ -181,12 +205,21 @@ func (h *Ingest) validate() error {
 	return nil
 }
 
-// tolerance is how old an event may be, the default if unset.
+// tolerance is how old an event may be, the profile's default if unset (0
+// for an unknown profile, which validate refuses).
 func (h *Ingest) tolerance() time.Duration {
 	if h.Tolerance != nil {
 		return time.Duration(*h.Tolerance)
 	}
-	return defaultTolerance
+	if p, ok := verifier.LookupProfile(h.Profile); ok {
+		return p.DefaultTolerance
+	}
+	return 0
+}
+
+// dedupeWindowOrDefault is the dedupe window, the default if unset.
+func (h *Ingest) dedupeWindowOrDefault() time.Duration {
+	return durationOr(h.DedupeWindow, defaultDedupeWindow)
 }
 
 // Cleanup retires the route's delivery client (the webhooks app unregisters
@@ -221,6 +254,15 @@ func (h *Ingest) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhtt
 		r.Header.Del(verifier.SignatureHeader)
 	}
 	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	if ev.Challenge != "" {
+		// Slack's url_verification: signed and fresh, answered here, not
+		// an event.
+		h.outcome(repl, "challenge")
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.WriteHeader(http.StatusOK)
+		_, err := io.WriteString(w, ev.Challenge)
+		return err
+	}
 	if repl != nil {
 		repl.Set("http.webhook.event_id", ev.ID)
 		repl.Set("http.webhook.event_type", ev.Type)
@@ -238,7 +280,7 @@ func (h *Ingest) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhtt
 	res, err := sp.Enqueue(r.Context(), spool.Entry{
 		Route:        h.Name,
 		EventID:      ev.ID,
-		Header:       forwardHeaders(r.Header),
+		Header:       forwardHeaders(r.Header, h.profile, ev.Type),
 		Body:         body,
 		DedupeWindow: h.dedupeWindow,
 	})
@@ -251,14 +293,18 @@ func (h *Ingest) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhtt
 	return h.answerStatus(w, r, repl, res.Status, ev.ID)
 }
 
-// forwardHeaders are the delivery's headers kept for the upstream.
-func forwardHeaders(in http.Header) http.Header {
-	out := make(http.Header, 3)
-	for _, k := range []string{"Content-Type", verifier.EventHeader, verifier.SignatureHeader} {
+// forwardHeaders are the delivery's headers kept for the upstream: its
+// Content-Type, the profile's own headers as the sender wrote them, and
+// X-Webhook-Event with the verified event type (the spool's client adds
+// X-Webhook-Id and X-Webhook-Attempt).
+func forwardHeaders(in http.Header, p *verifier.Profile, eventType string) http.Header {
+	out := make(http.Header, len(p.Headers)+2)
+	for _, k := range append([]string{"Content-Type"}, p.Headers...) {
 		if v := in.Values(k); len(v) > 0 {
 			out[k] = v
 		}
 	}
+	out.Set(verifier.EventHeader, eventType)
 	return out
 }
 

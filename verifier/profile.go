@@ -34,8 +34,10 @@ type Profile struct {
 	// Timestamped is false for a scheme that signs no timestamp (github):
 	// there, replay protection is the dedupe window alone.
 	Timestamped bool
-	// Headers are the scheme's own headers, which the upstream receives as
-	// the sender wrote them.
+	// SignatureHeader is the header that carries the signature.
+	SignatureHeader string
+	// Headers are the scheme's own headers, the signature's among them,
+	// which the upstream receives as the sender wrote them.
 	Headers []string
 	scheme  scheme
 }
@@ -60,20 +62,38 @@ type Delivery struct {
 }
 
 var profiles = []*Profile{
-	{Name: Ocriva, DefaultTolerance: time.Hour, Timestamped: true,
-		Headers: []string{SignatureHeader, EventHeader}, scheme: ocrivaScheme{}},
-	{Name: StandardWebhooks, DefaultTolerance: 5 * time.Minute, Timestamped: true,
-		Headers: []string{swIDHeader, swTimestampHeader, swSignatureHeader}, scheme: standardScheme{}},
-	{Name: GitHub, Headers: []string{githubSignatureHeader, githubDeliveryHeader, githubEventHeader, "X-Github-Hook-Id",
-		"X-Github-Hook-Installation-Target-Id", "X-Github-Hook-Installation-Target-Type"}, scheme: githubScheme{}},
-	{Name: Stripe, DefaultTolerance: 5 * time.Minute, Timestamped: true,
-		Headers: []string{stripeSignatureHeader}, scheme: stripeScheme{}},
-	{Name: Shopify, DefaultTolerance: time.Hour, Timestamped: true,
+	{
+		Name: Ocriva, SignatureHeader: SignatureHeader, DefaultTolerance: time.Hour, Timestamped: true,
+		Headers: []string{SignatureHeader, EventHeader},
+		scheme:  ocrivaScheme{},
+	},
+	{
+		Name: StandardWebhooks, SignatureHeader: swSignatureHeader, DefaultTolerance: 5 * time.Minute, Timestamped: true,
+		Headers: []string{swIDHeader, swTimestampHeader, swSignatureHeader},
+		scheme:  standardScheme{},
+	},
+	{
+		Name: GitHub, SignatureHeader: githubSignatureHeader,
+		Headers: []string{githubSignatureHeader, githubDeliveryHeader, githubEventHeader, "X-Github-Hook-Id",
+			"X-Github-Hook-Installation-Target-Id", "X-Github-Hook-Installation-Target-Type"},
+		scheme: githubScheme{},
+	},
+	{
+		Name: Stripe, SignatureHeader: stripeSignatureHeader, DefaultTolerance: 5 * time.Minute, Timestamped: true,
+		Headers: []string{stripeSignatureHeader},
+		scheme:  stripeScheme{},
+	},
+	{
+		Name: Shopify, SignatureHeader: shopifySignatureHeader, DefaultTolerance: time.Hour, Timestamped: true,
 		Headers: []string{shopifySignatureHeader, shopifyWebhookIDHeader, shopifyTopicHeader, shopifyTriggeredAtHeader,
-			"X-Shopify-Shop-Domain", "X-Shopify-Api-Version", "X-Shopify-Event-Id"}, scheme: shopifyScheme{}},
-	{Name: Slack, DefaultTolerance: 5 * time.Minute, Timestamped: true,
+			"X-Shopify-Shop-Domain", "X-Shopify-Api-Version", "X-Shopify-Event-Id"},
+		scheme: shopifyScheme{},
+	},
+	{
+		Name: Slack, SignatureHeader: slackSignatureHeader, DefaultTolerance: 5 * time.Minute, Timestamped: true,
 		Headers: []string{slackSignatureHeader, slackTimestampHeader, "X-Slack-Retry-Num", "X-Slack-Retry-Reason"},
-		scheme:  slackScheme{}},
+		scheme:  slackScheme{},
+	},
 }
 
 // LookupProfile returns the named profile; "" names ocriva.
