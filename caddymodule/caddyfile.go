@@ -229,6 +229,7 @@ func parsePublish(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 //		dedupe_window <duration>
 //		max_body      <size>
 //		subscriber <name> <url> {
+//			scheme ocriva|standard-webhooks
 //			secret <secret> [<secret>...]
 //			events <pattern>...
 //			allow_private <cidr>...
@@ -281,6 +282,10 @@ func (p *Publish) parseSubscriber(d *caddyfile.Dispenser) error {
 	}
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		switch opt := d.Val(); opt {
+		case "scheme":
+			if err := oneArg(d, func(s string) error { sub.Scheme = s; return nil }); err != nil {
+				return err
+			}
 		case "secret":
 			if err := secretArgs(d, &sub.Secrets); err != nil {
 				return err

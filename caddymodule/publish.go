@@ -37,8 +37,8 @@ const (
 // Publish is the webhook_publish handler: an internal app POSTs
 // {"eventType", "payload"[, "eventId"]}; the handler completes the
 // envelope, spools one delivery per matching subscriber in one durable
-// write, and answers 202. Each delivery is signed with the subscriber's
-// first secret at send time and retried like the reference sender.
+// write, and answers 202. Each delivery is signed at send time in the
+// subscriber's scheme and retried like the reference sender.
 type Publish struct {
 	// Organization and Project fill the envelope's organizationId and projectId.
 	Organization string `json:"organization,omitempty"`
@@ -78,7 +78,14 @@ type Subscriber struct {
 	Name string `json:"name"`
 	// URL is where deliveries are POSTed.
 	URL string `json:"url"`
-	// Secrets are placeholders ({env.NAME}, {file./path}); the first signs.
+	// Scheme is how deliveries are signed and shaped: "ocriva" (the
+	// default: the envelope, X-Webhook-Signature with the first secret) or
+	// "standard-webhooks" ({"type", "timestamp", "data"} with type the
+	// eventType and data the payload; webhook-id, webhook-timestamp and one
+	// v1 signature per secret in webhook-signature).
+	Scheme string `json:"scheme,omitempty"`
+	// Secrets are placeholders ({env.NAME}, {file./path}), written as the
+	// scheme writes them (standard-webhooks: whsec_…).
 	Secrets []string `json:"secrets,omitempty"`
 	// Events are the event types it receives (patterns). Default: all.
 	Events []string `json:"events,omitempty"`
@@ -90,10 +97,14 @@ type Subscriber struct {
 }
 
 type subscriber struct {
-	name   string
-	route  string
-	events verifier.Matcher
+	name     string
+	route    string
+	events   verifier.Matcher
+	standard bool // the standard-webhooks scheme
 }
+
+// publishSchemes are the subscribers' schemes, by name.
+var publishSchemes = []string{verifier.Ocriva, verifier.StandardWebhooks}
 
 // publishScope is the dedupe scope of published eventIds.
 const publishScope = "publish"
@@ -150,8 +161,13 @@ func (p *Publish) Provision(ctx caddy.Context) error {
 		if err != nil {
 			return fmt.Errorf("webhook_publish: subscriber %s: %w", sub.Name, err)
 		}
+		scheme, _ := verifier.LookupProfile(sub.Scheme)
 		for i, s := range secrets {
-			if len(s) < verifier.MinSecretLen {
+			k, err := scheme.Key(s)
+			if err != nil {
+				return fmt.Errorf("webhook_publish: subscriber %s: secret %d: %w", sub.Name, i, err)
+			}
+			if len(k) < verifier.MinSecretLen {
 				return fmt.Errorf("webhook_publish: subscriber %s: secret %d is shorter than %d bytes", sub.Name, i, verifier.MinSecretLen)
 			}
 		}
@@ -171,7 +187,7 @@ func (p *Publish) Provision(ctx caddy.Context) error {
 			Header:      header,
 			UserAgent:   userAgent,
 			Concurrency: spool.DefaultConcurrency,
-			Sign:        secrets[0],
+			Sign:        signer(scheme, secrets),
 			GoneReason:  ReasonGone,
 			Guard:       &outbound.Guard{Allow: append(slices.Clip(allow), subAllow...)},
 		})
@@ -194,7 +210,8 @@ func (p *Publish) Provision(ctx caddy.Context) error {
 		}); err != nil {
 			return fmt.Errorf("webhook_publish: subscriber %s: %w", sub.Name, err)
 		}
-		p.subscribers = append(p.subscribers, subscriber{name: sub.Name, route: route, events: events})
+		p.subscribers = append(p.subscribers, subscriber{name: sub.Name, route: route, events: events,
+			standard: scheme.Name == verifier.StandardWebhooks})
 		p.log.Info("subscriber registered", zap.String("subscriber", sub.Name), zap.String("url", outbound.RedactURL(sub.URL)))
 	}
 	return nil
@@ -227,8 +244,23 @@ func (p *Publish) validate() error {
 		if len(sub.Secrets) == 0 {
 			return fmt.Errorf("webhook_publish: subscriber %s needs a secret", sub.Name)
 		}
+		if sub.Scheme != "" && !slices.Contains(publishSchemes, sub.Scheme) {
+			return fmt.Errorf("webhook_publish: subscriber %s: unknown scheme %q (known: %s)", sub.Name, sub.Scheme, strings.Join(publishSchemes, ", "))
+		}
 	}
 	return nil
+}
+
+// signer signs each attempt in the scheme, at its own time: ocriva with
+// the first secret, standard-webhooks with each (a rotation), the event id
+// as webhook-id.
+func signer(scheme *verifier.Profile, secrets [][]byte) func(*spool.Delivery) http.Header {
+	return func(d *spool.Delivery) http.Header {
+		h, _ := scheme.Sign(secrets, verifier.Delivery{ // the keys were checked at provision
+			ID: d.EventID, Type: d.Header.Get(verifier.EventHeader), Time: time.Now(), Body: d.Body,
+		})
+		return h
+	}
 }
 
 // Cleanup retires the subscribers' delivery clients (the webhooks app
@@ -308,6 +340,8 @@ func (p *Publish) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 		"payload":        req.payload,
 	})
 	header := http.Header{"Content-Type": {"application/json"}, verifier.EventHeader: {req.eventType}}
+	var standard []byte // the standard-webhooks body, made if a subscriber needs it
+	standardHeader := http.Header{"Content-Type": {"application/json"}}
 	// The first entry records the eventId for the whole process, whichever
 	// subscribers it goes to: reusing an id for another request is refused
 	// even if no subscriber of the first one would get the second.
@@ -318,10 +352,20 @@ func (p *Publish) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 			continue
 		}
 		names = append(names, sub.name)
-		entries = append(entries, spool.Entry{
+		e := spool.Entry{
 			Route: sub.route, EventID: req.eventID, Header: header, Body: envelope,
 			DedupeWindow: p.window, Fingerprint: body, // the same request again is a duplicate
-		})
+		}
+		if sub.standard {
+			if strings.Contains(req.eventID, ".") { // it is signed as "<id>.<timestamp>.<body>"
+				return rejectPublish(w, http.StatusBadRequest, fmt.Errorf("eventId must not contain \".\" for subscriber %s (standard-webhooks)", sub.name))
+			}
+			if standard == nil {
+				standard = standardBody(req, now)
+			}
+			e.Header, e.Body = standardHeader, standard
+		}
+		entries = append(entries, e)
 	}
 	if len(names) == 0 {
 		return answerPublish(w, http.StatusOK, publishAnswer{Status: "no_subscribers", EventID: req.eventID, Subscribers: names})
@@ -348,6 +392,14 @@ func (p *Publish) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 	p.log.Debug("event published", zap.String("event_id", req.eventID), zap.String("event_type", req.eventType), zap.Strings("subscribers", names))
 	observeAck(publishScope, start)
 	return answerPublish(w, http.StatusAccepted, publishAnswer{Status: "accepted", EventID: req.eventID, Subscribers: names})
+}
+
+// standardBody is a Standard Webhooks event: {"type", "timestamp", "data"},
+// the type the eventType, data the payload's bytes as they came.
+func standardBody(req publishRequest, now time.Time) []byte {
+	b := append([]byte(`{"type":`), quote(req.eventType)...)
+	b = append(append(b, `,"timestamp":`...), quote(verifier.FormatTimestamp(now))...)
+	return append(append(append(b, `,"data":`...), req.payload...), '}')
 }
 
 // answerSpoolFailure answers a failed spool write or a body refused with errBusy

@@ -19,7 +19,6 @@ import (
 	"time"
 
 	"github.com/hookgate/hookgate/spool"
-	"github.com/hookgate/hookgate/verifier"
 )
 
 // Headers of every delivery.
@@ -40,10 +39,10 @@ type Options struct {
 	UserAgent string
 	// Concurrency is how many idle connections to the target are kept.
 	Concurrency int
-	// Sign, if set, signs each attempt's body with this secret
-	// (X-Webhook-Signature); otherwise the delivery's headers, with the
-	// sender's signature, go as they are.
-	Sign []byte
+	// Sign, if set, signs each attempt: the headers it returns are set on
+	// the request, over the delivery's own; otherwise the delivery's
+	// headers, with the sender's signature, go as they are.
+	Sign func(d *spool.Delivery) http.Header
 	// GoneReason, if set, makes a 410 answer a dead letter at once with
 	// this reason and disables the route: a subscriber that went away.
 	GoneReason string
@@ -118,7 +117,9 @@ func (c *Client) Deliver(ctx context.Context, d *spool.Delivery) spool.Outcome {
 		req.Header[k] = vs
 	}
 	if c.opts.Sign != nil {
-		req.Header.Set(verifier.SignatureHeader, verifier.Sign(c.opts.Sign, d.Body))
+		for k, vs := range c.opts.Sign(d) {
+			req.Header[k] = vs
+		}
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {

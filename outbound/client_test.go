@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/hookgate/hookgate/spool"
+	"github.com/hookgate/hookgate/verifier"
 )
 
 func TestClientDoesNotFollowRedirects(t *testing.T) {
@@ -107,7 +108,10 @@ func TestClientSignsOutboundDeliveries(t *testing.T) {
 	}))
 	defer subscriber.Close()
 	guard := &Guard{Allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}}
-	fw := New(subscriber.URL, Options{Sign: secret, GoneReason: "gone", Guard: guard})
+	sign := func(d *spool.Delivery) http.Header {
+		return http.Header{"X-Webhook-Signature": {verifier.Sign(secret, d.Body)}}
+	}
+	fw := New(subscriber.URL, Options{Sign: sign, GoneReason: "gone", Guard: guard})
 	defer fw.Close()
 	out := fw.Deliver(context.Background(), &spool.Delivery{EventID: "e", Attempt: 1, Body: []byte(`{"eventType":"a.b"}`),
 		Header: http.Header{"X-Webhook-Signature": {"sha256=stale"}}})
