@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -53,74 +55,175 @@ func secretAndBody(c *cobra.Command) (secret, body []byte, err error) {
 	return secret, body, err
 }
 
+// profileFlags adds --profile, and the --id and --event of schemes that
+// carry them in headers.
+func profileFlags(c *cobra.Command) {
+	f := c.Flags()
+	f.String("profile", verifier.Ocriva, "the sender's scheme: "+strings.Join(verifier.ProfileNames(), ", "))
+	f.String("id", "", "the event id, for profiles that send it in a header (standard-webhooks, github, shopify); default: a fresh one")
+	f.String("event", "", "the event type: with --payload (ocriva), or for profiles that send it in a header (github, shopify)")
+}
+
+// profileOf returns the --profile.
+func profileOf(c *cobra.Command) (*verifier.Profile, error) {
+	name, _ := c.Flags().GetString("profile")
+	p, ok := verifier.LookupProfile(name)
+	if !ok {
+		return nil, fmt.Errorf("--profile %q: known profiles are %s", name, strings.Join(verifier.ProfileNames(), ", "))
+	}
+	return p, nil
+}
+
+// signDelivery signs body as a sender of p does, now, with the --id and
+// --event (ocriva: the envelope's eventType), and checks that the gateway
+// would accept it: it returns the headers and the verified event.
+func signDelivery(c *cobra.Command, p *verifier.Profile, secret, body []byte) (http.Header, *verifier.Event, error) {
+	get := func(name string) string { v, _ := c.Flags().GetString(name); return v }
+	now := time.Now()
+	d := verifier.Delivery{ID: get("id"), Type: get("event"), Time: now, Body: body}
+	if d.ID == "" {
+		d.ID = verifier.NewEventID(now)
+	}
+	if p.Name == verifier.Ocriva {
+		env, err := verifier.ParseEnvelope(body)
+		if err != nil {
+			return nil, nil, fmt.Errorf("the body is not a valid envelope: %w", err)
+		}
+		d.Type = env.Type
+	}
+	h, err := p.Sign([][]byte{secret}, d)
+	if err != nil {
+		return nil, nil, err
+	}
+	v, err := verifier.New(verifier.Config{Profile: p.Name, Secrets: [][]byte{secret}})
+	if err != nil {
+		return nil, nil, err
+	}
+	ev, err := v.Verify(h, body)
+	if err != nil {
+		return nil, nil, fmt.Errorf("a %s gateway would refuse this delivery: %w (%s); check the body, --id and --event", p.Name, err, verifier.KindOf(err))
+	}
+	return h, ev, nil
+}
+
 func signCommand() *cobra.Command {
 	c := &cobra.Command{
-		Use:   "sign --body <file|-> [--secret-file <file>]",
-		Short: "Prints the X-Webhook-Signature value for a body",
+		Use:   "sign --body <file|-> [--secret-file <file>] [--profile <name> [--id <id>] [--event <type>]]",
+		Short: "Prints the signature headers for a body",
+		Long: "Prints the X-Webhook-Signature value for a body; with --profile other than ocriva, the headers " +
+			"a sender of that scheme sets, one \"Name: value\" a line, signed now.",
 		RunE: func(c *cobra.Command, _ []string) error {
 			secret, body, err := secretAndBody(c)
 			if err != nil {
 				return err
 			}
-			fmt.Fprintln(c.OutOrStdout(), verifier.Sign(secret, body))
+			p, err := profileOf(c)
+			if err != nil {
+				return err
+			}
+			if p.Name == verifier.Ocriva {
+				fmt.Fprintln(c.OutOrStdout(), verifier.Sign(secret, body))
+				return nil
+			}
+			h, _, err := signDelivery(c, p, secret, body)
+			if err != nil {
+				return err
+			}
+			for _, k := range slices.Sorted(maps.Keys(h)) {
+				fmt.Fprintf(c.OutOrStdout(), "%s: %s\n", k, h.Get(k))
+			}
 			return nil
 		},
 	}
 	secretFlags(c)
+	profileFlags(c)
 	c.Flags().String("body", "-", "the body's file, - for standard input")
 	return c
 }
 
 func verifyCommand() *cobra.Command {
 	c := &cobra.Command{
-		Use:   "verify --body <file|-> --signature <sha256=...> [--secret-file <file>]",
+		Use:   "verify --body <file|-> (--signature <sha256=...> | --header 'Name: value'...) [--secret-file <file>] [--profile <name>]",
 		Short: "Checks a body's signature and envelope",
+		Long: "Checks a delivery as a webhook_ingest route of the --profile would, but for the timestamp's " +
+			"freshness. For ocriva, --signature is the X-Webhook-Signature value (the event header is taken from " +
+			"the envelope); for the others, give the delivery's headers with --header.",
 		RunE: func(c *cobra.Command, _ []string) error {
 			secret, body, err := secretAndBody(c)
 			if err != nil {
 				return err
 			}
-			v, err := verifier.New(verifier.Config{Secrets: [][]byte{secret}})
+			p, err := profileOf(c)
 			if err != nil {
 				return err
 			}
-			sig, _ := c.Flags().GetString("signature")
-			env, err := verifier.ParseEnvelope(body)
+			v, err := verifier.New(verifier.Config{Profile: p.Name, Secrets: [][]byte{secret}})
 			if err != nil {
 				return err
 			}
 			h := http.Header{}
-			h.Set(verifier.SignatureHeader, sig)
-			h.Set(verifier.EventHeader, env.Type)
-			if _, err := v.Verify(h, body); err != nil {
+			lines, _ := c.Flags().GetStringArray("header")
+			for _, l := range lines {
+				k, val, ok := strings.Cut(l, ":")
+				if !ok {
+					return fmt.Errorf("--header %q is not \"Name: value\"", l)
+				}
+				h.Add(strings.TrimSpace(k), strings.TrimSpace(val))
+			}
+			if sig, _ := c.Flags().GetString("signature"); sig != "" {
+				h.Set(p.SignatureHeader, sig)
+			}
+			if p.Name == verifier.Ocriva && h.Get(verifier.EventHeader) == "" {
+				env, err := verifier.ParseEnvelope(body)
+				if err != nil {
+					return err
+				}
+				h.Set(verifier.EventHeader, env.Type)
+			}
+			ev, err := v.Verify(h, body)
+			if err != nil {
 				return fmt.Errorf("%w (%s, HTTP %d)", err, verifier.KindOf(err), verifier.KindOf(err).Status())
 			}
-			fmt.Fprintf(c.OutOrStdout(), "ok: %s %s\n", env.Type, env.ID)
+			if ev.Challenge != "" {
+				fmt.Fprintf(c.OutOrStdout(), "ok: a url_verification challenge\n")
+				return nil
+			}
+			fmt.Fprintf(c.OutOrStdout(), "ok: %s %s\n", ev.Type, ev.ID)
 			return nil
 		},
 	}
 	secretFlags(c)
+	c.Flags().String("profile", verifier.Ocriva, "the sender's scheme: "+strings.Join(verifier.ProfileNames(), ", "))
 	c.Flags().String("body", "-", "the body's file, - for standard input")
-	c.Flags().String("signature", "", "the X-Webhook-Signature value")
+	c.Flags().String("signature", "", "the signature header's value")
+	c.Flags().StringArray("header", nil, "a header of the delivery, \"Name: value\" (repeatable)")
 	return c
 }
 
 func sendCommand() *cobra.Command {
 	c := &cobra.Command{
-		Use:   "send --url <url> (--payload <file> --event <type> | --envelope <file> | --body <file>)",
+		Use:   "send --url <url> (--payload <file> --event <type> | --envelope <file> | --body <file>) [--profile <name> [--id <id>] [--event <type>]]",
 		Short: "Signs and POSTs a webhook delivery",
+		Long: "Signs and POSTs a delivery as a sender of the --profile does (default ocriva). For ocriva the body " +
+			"can be made from a --payload or an --envelope; the other profiles send a --body as it is, with --id " +
+			"and --event where their scheme puts them in headers. The delivery is checked as the gateway would " +
+			"check it (but for the timestamp's freshness) before it is sent.",
 		RunE: func(c *cobra.Command, _ []string) error {
 			secret, err := readSecret(c)
 			if err != nil {
 				return err
 			}
-			body, err := buildBody(c)
+			p, err := profileOf(c)
 			if err != nil {
 				return err
 			}
-			env, err := verifier.ParseEnvelope(body)
+			body, err := buildBody(c, p)
 			if err != nil {
-				return fmt.Errorf("the body is not a valid envelope: %w", err)
+				return err
+			}
+			h, ev, err := signDelivery(c, p, secret, body)
+			if err != nil {
+				return err
 			}
 			if out, _ := c.Flags().GetString("out"); out != "" {
 				if err := os.WriteFile(out, body, 0o600); err != nil {
@@ -132,9 +235,8 @@ func sendCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			req.Header = h
 			req.Header.Set("Content-Type", "application/json")
-			req.Header.Set(verifier.EventHeader, env.Type)
-			req.Header.Set(verifier.SignatureHeader, verifier.Sign(secret, body))
 			client := &http.Client{Timeout: 30 * time.Second}
 			resp, err := client.Do(req)
 			if err != nil {
@@ -142,7 +244,11 @@ func sendCommand() *cobra.Command {
 			}
 			defer resp.Body.Close()
 			answer, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-			fmt.Fprintf(c.OutOrStdout(), "%s %s\n%s", resp.Status, env.ID, answer)
+			id := ev.ID
+			if id == "" {
+				id = "(challenge)"
+			}
+			fmt.Fprintf(c.OutOrStdout(), "%s %s\n%s", resp.Status, id, answer)
 			if len(answer) > 0 && !bytes.HasSuffix(answer, []byte("\n")) {
 				fmt.Fprintln(c.OutOrStdout())
 			}
@@ -150,11 +256,11 @@ func sendCommand() *cobra.Command {
 		},
 	}
 	secretFlags(c)
+	profileFlags(c)
 	f := c.Flags()
 	f.String("url", "", "where to POST")
-	f.String("event", "", "the eventType, with --payload")
-	f.String("payload", "", "a JSON file to wrap in a fresh envelope")
-	f.String("envelope", "", "a whole envelope; its eventId and timestamp are replaced")
+	f.String("payload", "", "a JSON file to wrap in a fresh envelope (ocriva)")
+	f.String("envelope", "", "a whole envelope; its eventId and timestamp are replaced (ocriva)")
 	f.String("body", "", "a file sent byte for byte, as it is")
 	f.String("organization", "org_demo", "organizationId, with --payload")
 	f.String("project", "proj_demo", "projectId, with --payload")
@@ -164,10 +270,17 @@ func sendCommand() *cobra.Command {
 }
 
 // buildBody makes the delivery's body from whichever of --payload,
-// --envelope or --body was given.
-func buildBody(c *cobra.Command) ([]byte, error) {
+// --envelope or --body was given; profiles other than ocriva take --body
+// only.
+func buildBody(c *cobra.Command, p *verifier.Profile) ([]byte, error) {
 	get := func(name string) string { v, _ := c.Flags().GetString(name); return v }
 	payload, envelope, raw := get("payload"), get("envelope"), get("body")
+	if p.Name != verifier.Ocriva {
+		if payload != "" || envelope != "" || raw == "" {
+			return nil, fmt.Errorf("--profile %s sends a --body as it is (--payload and --envelope make ocriva envelopes)", p.Name)
+		}
+		return readInput(raw)
+	}
 	given := 0
 	for _, v := range []string{payload, envelope, raw} {
 		if v != "" {

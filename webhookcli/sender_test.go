@@ -99,3 +99,81 @@ func TestSendCommand(t *testing.T) {
 		t.Fatalf("--envelope: %+v, %v", ev2, err)
 	}
 }
+
+// TestProfileCommands: send --profile signs each scheme as its gateway
+// profile verifies it, sign --profile prints those headers, and verify
+// --profile checks them back.
+func TestProfileCommands(t *testing.T) {
+	received := make(chan *http.Request, 1)
+	bodies := make(chan []byte, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		received <- r
+		bodies <- b
+		w.WriteHeader(http.StatusAccepted)
+	}))
+	defer srv.Close()
+	dir := t.TempDir()
+	tests := []struct {
+		profile, secret, body string
+		args                  []string
+		wantID, wantType      string
+	}{
+		{verifier.StandardWebhooks, "whsec_Y2xpLXN0YW5kYXJkLXdlYmhvb2tzLWtleS0wMQ==", `{"type":"invoice.paid","data":{}}`,
+			[]string{"--id", "msg_cli_1"}, "msg_cli_1", "invoice.paid"},
+		{verifier.GitHub, "cli-github-secret-0123", `{"zen":"ok"}`, []string{"--id", "72d3162e-cc78", "--event", "ping"}, "72d3162e-cc78", "ping"},
+		{verifier.Stripe, "whsec_cli-stripe-0123456789", `{"id":"evt_cli_1","type":"invoice.paid"}`, nil, "evt_cli_1", "invoice.paid"},
+		{verifier.Shopify, "cli-shopify-secret-0123", `{"id":1}`, []string{"--id", "w-1", "--event", "orders.create"}, "w-1", "orders.create"},
+		{verifier.Slack, "cli-slack-signing-secret-01", `{"type":"event_callback","event_id":"Ev1","event":{"type":"message"}}`, nil, "Ev1", "message"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.profile, func(t *testing.T) {
+			body := filepath.Join(dir, tt.profile+".json")
+			os.WriteFile(body, []byte(tt.body), 0o600)
+			common := append([]string{"--profile", tt.profile, "--secret", tt.secret, "--body", body}, tt.args...)
+			out, err := runCommand(t, sendCommand(), append([]string{"--url", srv.URL}, common...)...)
+			if err != nil || out != "202 Accepted "+tt.wantID+"\n" {
+				t.Fatalf("send: %q, %v", out, err)
+			}
+			r, b := <-received, <-bodies
+			p, _ := verifier.LookupProfile(tt.profile)
+			v, err := verifier.New(verifier.Config{Profile: tt.profile, Secrets: [][]byte{[]byte(tt.secret)}, Tolerance: p.DefaultTolerance})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ev, err := v.Verify(r.Header, b)
+			if err != nil || ev.ID != tt.wantID || ev.Type != tt.wantType || string(b) != tt.body {
+				t.Fatalf("the sent delivery: %+v, %v", ev, err)
+			}
+
+			out, err = runCommand(t, signCommand(), common...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			verifyArgs := []string{"--profile", tt.profile, "--secret", tt.secret, "--body", body}
+			for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+				verifyArgs = append(verifyArgs, "--header", line)
+			}
+			if out, err := runCommand(t, verifyCommand(), verifyArgs...); err != nil || out != "ok: "+tt.wantType+" "+tt.wantID+"\n" {
+				t.Fatalf("verify of sign's headers: %q, %v", out, err)
+			}
+			verifyArgs[3] = "cli-other-secret-0123456789"
+			if tt.profile == verifier.StandardWebhooks {
+				verifyArgs[3] = "whsec_Y2xpLW90aGVyLXN0YW5kYXJkLWtleS0wMQ=="
+			}
+			if _, err := runCommand(t, verifyCommand(), verifyArgs...); err == nil || !strings.Contains(err.Error(), "signature_mismatch") {
+				t.Fatalf("verify with another secret: %v", err)
+			}
+		})
+	}
+	// A body its gateway would refuse is not sent.
+	bad := filepath.Join(dir, "bad.json")
+	os.WriteFile(bad, []byte(`{"id":"evt_1"}`), 0o600)
+	if _, err := runCommand(t, sendCommand(), "--url", srv.URL, "--profile", "stripe", "--secret", "whsec_cli-stripe-0123456789", "--body", bad); err == nil ||
+		!strings.Contains(err.Error(), "would refuse") {
+		t.Fatalf("send of a body without a type: %v", err)
+	}
+	if _, err := runCommand(t, sendCommand(), "--url", srv.URL, "--profile", "svix", "--secret", "x", "--body", bad); err == nil {
+		t.Fatal("an unknown profile was accepted")
+	}
+}
