@@ -157,8 +157,10 @@ type scanner struct {
 	scratch []byte    // unescaped keys that contained escapes
 	frames  [MaxDepth]frame
 
-	// Top-level members of interest when scanning an envelope.
+	// Top-level members of interest when scanning an envelope: the
+	// envelope's (lookupField), or names if set.
 	fields [numFields]span
+	names  []string
 
 	// Failure details.
 	reason   reason
@@ -404,7 +406,7 @@ key:
 	}
 keyDone:
 	if env && depth == 1 {
-		field = lookupField(s.key(s.keys[len(s.keys)-1]))
+		field = s.lookup(s.key(s.keys[len(s.keys)-1]))
 	}
 	if i < n && b[i] <= ' ' {
 		i = skipWS(b, i)
@@ -495,6 +497,19 @@ func (s *scanner) checkSorted(first, depth, closing int) bool {
 		}
 	}
 	return true
+}
+
+// lookup maps a top-level key to the index of its span in s.fields, or -1.
+func (s *scanner) lookup(k []byte) int {
+	if s.names == nil {
+		return lookupField(k)
+	}
+	for i, n := range s.names {
+		if string(k) == n {
+			return i
+		}
+	}
+	return -1
 }
 
 // failDup fails on the duplicate keys a and b of the object at depth.
