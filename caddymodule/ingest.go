@@ -333,6 +333,11 @@ func (h *Ingest) handOn(w http.ResponseWriter, r *http.Request, next caddyhttp.H
 		return h.answerSpoolFailure(w, r, err)
 	}
 
+	// The next handler gets the normalised headers too, from what was
+	// verified: a sender's own values are replaced, or dropped.
+	r.Header.Set(verifier.EventHeader, ev.Type)
+	r.Header.Set(outbound.HeaderID, ev.ID)
+	r.Header.Del(outbound.HeaderAttempt)
 	r.Body = io.NopCloser(bytes.NewReader(ev.Body))
 	r.ContentLength = int64(len(ev.Body))
 	r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(ev.Body)), nil }

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
 	"github.com/hookgate/hookgate/outbound"
 	"github.com/hookgate/hookgate/verifier"
 )
@@ -218,5 +220,34 @@ func TestSlackChallengeServe(t *testing.T) {
 		if res.status() != 401 || res.rec.Body.Len() != 0 {
 			t.Fatalf("an unsigned challenge: %s", res)
 		}
+	}
+}
+
+// TestVerifyOnlyNormalisedHeaders: in verify-only mode the next handler
+// gets X-Webhook-Id and X-Webhook-Event from what was verified, whatever
+// the sender wrote in them, and no X-Webhook-Attempt.
+func TestVerifyOnlyNormalisedHeaders(t *testing.T) {
+	s := profileSenders()[2] // github: the id and type are headers of their own
+	t.Setenv("HG_PROFILE_GITHUB", s.secret)
+	c := loadConfig(t, "", `[{"handler": "webhook_ingest", "name": "gh-verify-only", "profile": "github", "secrets": ["{env.HG_PROFILE_GITHUB}"]}]`)
+	d, id, typ := s.event(1)
+	var seen http.Header
+	next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+		seen = r.Header.Clone()
+		w.WriteHeader(http.StatusNoContent)
+		return nil
+	})
+	res := c.serve(t, c.handler(0), s.request(t, d, func(h http.Header, b []byte) []byte {
+		h.Set(outbound.HeaderID, "forged")
+		h.Set(verifier.EventHeader, "forged")
+		h.Set(outbound.HeaderAttempt, "7")
+		return b
+	}), next)
+	if res.status() != http.StatusNoContent || seen == nil {
+		t.Fatalf("%s", res)
+	}
+	if seen.Get(outbound.HeaderID) != id || seen.Get(verifier.EventHeader) != typ || seen.Get(outbound.HeaderAttempt) != "" ||
+		seen.Get("X-Github-Delivery") != id {
+		t.Fatalf("the next handler got %v", seen)
 	}
 }
