@@ -11,6 +11,11 @@
 // surrogates, trailing data, deep nesting), and the payload is handed back as
 // a subslice of the body.
 //
+// Other senders' schemes are profiles (Config.Profile, LookupProfile):
+// Standard Webhooks, GitHub, Stripe, Shopify and Slack, each in its
+// profile_<name>.go, with the same strict JSON rules for their bodies, every
+// configured secret tried, and the same error kinds and statuses.
+//
 // Every failure is an *Error with a Kind and an HTTP status; its message is
 // safe to show to a client.
 //

@@ -4,6 +4,7 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
+	"errors"
 	"net/http"
 	"slices"
 	"time"
@@ -126,6 +127,9 @@ func (p *Profile) Key(secret []byte) ([]byte, error) { return p.scheme.key(secre
 // (with the first otherwise), and the id, type and timestamp headers the
 // scheme has.
 func (p *Profile) Sign(secrets [][]byte, d Delivery) (http.Header, error) {
+	if len(secrets) == 0 {
+		return nil, errors.New("verifier: no secret to sign with")
+	}
 	keys := make([][]byte, len(secrets))
 	for i, s := range secrets {
 		k, err := p.scheme.key(s)

@@ -497,3 +497,12 @@ func FuzzProfileHeaders(f *testing.F) {
 }
 
 func hexLower(b []byte) string { return hex.EncodeToString(b) }
+
+func TestSignWithoutSecret(t *testing.T) {
+	for _, name := range ProfileNames() {
+		p, _ := LookupProfile(name)
+		if _, err := p.Sign(nil, Delivery{Body: []byte("{}")}); err == nil {
+			t.Errorf("%s: Sign without a secret gave no error", name)
+		}
+	}
+}
