@@ -14,11 +14,10 @@ import (
 // profileEvent is one profile's delivery in the integration test: the body
 // and the id and type its profile reads.
 type profileEvent struct {
-	profile  string
-	secret   string
-	d        verifier.Delivery
-	id, typ  string
-	bodyNote string
+	profile string
+	secret  string
+	d       verifier.Delivery
+	id, typ string
 }
 
 func profileEvents(prefix string) []profileEvent {
