@@ -86,15 +86,17 @@ func (standardScheme) verify(v *Verifier, h http.Header, body []byte) (*Event, e
 // parseStandardSignature reads a webhook-signature value: tokens separated
 // by single spaces, each "<version>,<signature>". The "v1" ones must be
 // standard base64 of 32 bytes; other versions are skipped. At least one v1
-// token and at most maxSignatures tokens in all; errors are *Error of kind
+// token and at most maxSignatures tokens in all, counted as they are read so
+// that a long header costs no allocation; errors are *Error of kind
 // SignatureMalformed.
 func parseStandardSignature(header string) ([][32]byte, *Error) {
 	var wants [][32]byte
-	tokens := strings.Split(header, " ")
-	if len(tokens) > maxSignatures {
-		return nil, newError(SignatureMalformed, "signature: more than 16 signatures")
-	}
-	for _, tok := range tokens {
+	for n, rest, more := 0, header, true; more; n++ {
+		if n == maxSignatures {
+			return nil, newError(SignatureMalformed, "signature: more than 16 signatures")
+		}
+		var tok string
+		tok, rest, more = strings.Cut(rest, " ")
 		version, sig, ok := strings.Cut(tok, ",")
 		if !ok || version == "" {
 			return nil, newError(SignatureMalformed, "signature: a token is not <version>,<signature>")

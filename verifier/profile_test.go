@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"net/http"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -401,6 +402,48 @@ func TestProfileNames(t *testing.T) {
 	}
 	if p, ok := LookupProfile(""); !ok || p.Name != Ocriva {
 		t.Fatal("the default profile is not ocriva")
+	}
+}
+
+// TestLongSignatureHeader checks that the header parsers stop at the count
+// bound: a long header (1 MiB, well within net/http's default header limit)
+// is refused without costing memory in proportion to its length.
+func TestLongSignatureHeader(t *testing.T) {
+	const size = 1 << 20
+	tests := []struct {
+		name   string
+		header string
+		parse  func(string) *Error
+	}{
+		{"standard-webhooks spaces", strings.Repeat(" ", size), func(s string) *Error {
+			_, err := parseStandardSignature(s)
+			return err
+		}},
+		{"standard-webhooks other versions", strings.Repeat("v1a,x ", size/6), func(s string) *Error {
+			_, err := parseStandardSignature(s)
+			return err
+		}},
+		{"stripe other schemes", "t=1," + strings.Repeat("v0=0,", size/5), func(s string) *Error {
+			_, _, err := parseStripeSignature(s)
+			return err
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := tt.parse(tt.header); err == nil || err.Kind != SignatureMalformed {
+				t.Fatalf("error %v, want %v", err, SignatureMalformed)
+			}
+			const runs = 20
+			var before, after runtime.MemStats
+			runtime.ReadMemStats(&before)
+			for range runs {
+				tt.parse(tt.header)
+			}
+			runtime.ReadMemStats(&after)
+			if per := (after.TotalAlloc - before.TotalAlloc) / runs; per > 4<<10 {
+				t.Fatalf("%d bytes allocated per header of %d bytes", per, len(tt.header))
+			}
+		})
 	}
 }
 
