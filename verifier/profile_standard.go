@@ -19,8 +19,8 @@ const (
 
 // standardScheme is Standard Webhooks: webhook-signature holds
 // space-separated "v1,<base64>" tokens, each HMAC-SHA256 of
-// "<webhook-id>.<webhook-timestamp>.<body>"; other versions (v1a) are
-// ignored. The id is webhook-id (no "."), the timestamp webhook-timestamp
+// "<webhook-id>.<webhook-timestamp>.<body>"; other tokens (v1a, malformed)
+// are ignored. The id is webhook-id (no "."), the timestamp webhook-timestamp
 // (Unix seconds), the type the body's "type". A secret is "whsec_" and
 // the base64 of the key (the prefix may be left out, as the reference
 // library allows).
@@ -84,9 +84,11 @@ func (standardScheme) verify(v *Verifier, h http.Header, body []byte) (*Event, e
 }
 
 // parseStandardSignature reads a webhook-signature value: tokens separated
-// by single spaces, each "<version>,<signature>". The "v1" ones must be
-// standard base64 of 32 bytes; other versions are skipped. At least one v1
-// token and at most maxSignatures tokens in all, counted as they are read so
+// by single spaces, each "<version>,<signature>". It keeps the "v1" ones
+// that are standard base64 of 32 bytes and, like the reference libraries
+// (which compare each token with the expected one), skips any other token:
+// other versions (v1a), malformed and empty ones. At least one kept token
+// and at most maxSignatures tokens in all, counted as they are read so
 // that a long header costs no allocation; errors are *Error of kind
 // SignatureMalformed.
 func parseStandardSignature(header string) ([][32]byte, *Error) {
@@ -97,21 +99,16 @@ func parseStandardSignature(header string) ([][32]byte, *Error) {
 		}
 		var tok string
 		tok, rest, more = strings.Cut(rest, " ")
-		version, sig, ok := strings.Cut(tok, ",")
-		if !ok || version == "" {
-			return nil, newError(SignatureMalformed, "signature: a token is not <version>,<signature>")
-		}
-		if version != "v1" {
+		sig, ok := strings.CutPrefix(tok, "v1,")
+		if !ok {
 			continue
 		}
-		mac, ok := base64MAC(sig)
-		if !ok {
-			return nil, newError(SignatureMalformed, "signature: a v1 signature is not 32 bytes in base64")
+		if mac, ok := base64MAC(sig); ok {
+			wants = append(wants, mac)
 		}
-		wants = append(wants, mac)
 	}
 	if len(wants) == 0 {
-		return nil, newError(SignatureMalformed, "signature: no v1 signature")
+		return nil, newError(SignatureMalformed, "signature: no well-formed v1 signature")
 	}
 	return wants, nil
 }

@@ -61,8 +61,9 @@ func (stripeScheme) verify(v *Verifier, h http.Header, body []byte) (*Event, err
 
 // parseStripeSignature reads a Stripe-Signature value: elements "k=v"
 // separated by ",", exactly one t (Unix seconds, parseUnix), at least one
-// and at most maxSignatures v1 (64 hex digits each); elements of other
-// schemes are skipped. At most maxSignatures+2 elements, counted as they are
+// and at most maxSignatures v1 of 64 hex digits. As in stripe-go, a v1 that
+// is not hex and the elements of other schemes (v0) are skipped, while an
+// element that is not one "<key>=<value>" fails the header. At most maxSignatures+2 elements, counted as they are
 // read so that a long header costs no allocation. It returns t as written.
 // Errors are *Error of kind SignatureMalformed.
 func parseStripeSignature(header string) (string, [][32]byte, *Error) {
@@ -85,18 +86,16 @@ func parseStripeSignature(header string) (string, [][32]byte, *Error) {
 			}
 			t = val
 		case "v1":
-			mac, ok := hexMAC(val)
-			if !ok {
-				return "", nil, newError(SignatureMalformed, "signature: a v1 signature is not 64 hex digits")
+			if mac, ok := hexMAC(val); ok {
+				wants = append(wants, mac)
 			}
-			wants = append(wants, mac)
 		}
 	}
 	switch {
 	case t == "":
 		return "", nil, newError(SignatureMalformed, "signature: no t")
 	case len(wants) == 0:
-		return "", nil, newError(SignatureMalformed, "signature: no v1 signature")
+		return "", nil, newError(SignatureMalformed, "signature: no well-formed v1 signature")
 	case len(wants) > maxSignatures:
 		return "", nil, newError(SignatureMalformed, "signature: more than 16 signatures")
 	}

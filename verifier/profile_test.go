@@ -101,7 +101,12 @@ func fixtures() []fixture {
 					h.Set(swSignatureHeader, "v1a,AAAA "+h.Get(swSignatureHeader))
 					return b
 				}},
+				profileCase{name: "malformed and empty tokens skipped", after: func(h http.Header, b []byte) []byte {
+					h.Set(swSignatureHeader, "v1,not*base64  v1 ,x "+h.Get(swSignatureHeader)+" v1,AAAA")
+					return b
+				}},
 				profileCase{name: "only other versions", after: setHeader(swSignatureHeader, "v1a,AAAA"), want: SignatureMalformed},
+				profileCase{name: "only malformed v1", after: setHeader(swSignatureHeader, "v1,AAAA v1,"), want: SignatureMalformed},
 				profileCase{name: "the id changed", after: setHeader(swIDHeader, "msg_other"), want: SignatureMismatch},
 				profileCase{name: "the timestamp changed", after: setHeader(swTimestampHeader, "1774958401"), want: SignatureMismatch},
 			),
@@ -148,6 +153,14 @@ func fixtures() []fixture {
 					h.Set(stripeSignatureHeader, h.Get(stripeSignatureHeader)+",v0="+strings.Repeat("0", 64))
 					return b
 				}},
+				{name: "v1 not hex skipped", after: func(h http.Header, b []byte) []byte {
+					h.Set(stripeSignatureHeader, h.Get(stripeSignatureHeader)+",v1=xyz,v1="+strings.Repeat("0", 63))
+					return b
+				}},
+				{name: "an element not key=value", after: func(h http.Header, b []byte) []byte {
+					h.Set(stripeSignatureHeader, h.Get(stripeSignatureHeader)+",v1")
+					return b
+				}, want: SignatureMalformed},
 				{name: "only v0", after: setHeader(stripeSignatureHeader, "t=1774958400,v0="+strings.Repeat("0", 64)), want: SignatureMalformed},
 			},
 		},
