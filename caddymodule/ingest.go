@@ -127,9 +127,9 @@ func (h *Ingest) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("webhook_ingest %s: %w", h.Name, err)
 	}
 	h.profile = h.verifier.Profile()
-	if !h.profile.Timestamped {
-		h.log.Warn("this profile signs no timestamp: replay protection is the dedupe window alone; "+
-			"a delivery captured on the way can be sent again once its id is forgotten, or at once with another id",
+	if !h.profile.SignedID {
+		h.log.Warn("this profile signs neither the event id nor its time: replay protection is the dedupe window on the unsigned id only; "+
+			"a delivery captured on the way can be sent again at once with another id, or with the same id once it is forgotten",
 			zap.String("route", h.Name), zap.String("profile", h.profile.Name), zap.Duration("dedupe_window", h.dedupeWindowOrDefault()))
 	}
 	if h.InsecureNoSignature {

@@ -66,8 +66,9 @@ func postProfile(t *testing.T, g *gateway, s *sender, e profileEvent, d verifier
 // TestProfilesThroughTheBinary: one gateway with a route per profile; each
 // profile's event is accepted and reaches the upstream once, with the
 // sender's headers and the normalised ones, however often it is sent again;
-// Slack's url_verification is answered by the gateway; github's route warns
-// at load that it has no replay protection but the dedupe window.
+// Slack's url_verification is answered by the gateway; github's and shopify's
+// routes warn at load that their replay protection is the dedupe window on an
+// unsigned id.
 func TestProfilesThroughTheBinary(t *testing.T) {
 	t.Parallel()
 	events := profileEvents(fmt.Sprintf("pr%d", time.Now().UnixNano()%1e6))
@@ -95,8 +96,10 @@ func TestProfilesThroughTheBinary(t *testing.T) {
 	}
 	site.WriteString("}\n")
 	g.start(g.globals("") + site.String())
-	if len(g.logLines("signs no timestamp", `"profile":"github"`)) == 0 {
-		t.Errorf("no warning at load that github's replay protection is the dedupe window alone")
+	for _, name := range []string{"github", "shopify"} {
+		if len(g.logLines("replay protection is the dedupe window on the unsigned id only", `"profile":"`+name+`"`)) == 0 {
+			t.Errorf("no warning at load that %s's replay protection is the dedupe window on the unsigned id only", name)
+		}
 	}
 
 	s := newSender(g, "", nil)

@@ -35,6 +35,10 @@ type Profile struct {
 	// Timestamped is false for a scheme that signs no timestamp (github):
 	// there, replay protection is the dedupe window alone.
 	Timestamped bool
+	// SignedID is false for a scheme whose event id is outside the
+	// signature (github, shopify): a captured delivery sent again with a
+	// fresh id passes the dedupe, which is then the only replay protection.
+	SignedID bool
 	// SignatureHeader is the header that carries the signature.
 	SignatureHeader string
 	// Headers are the scheme's own headers, the signature's among them,
@@ -64,12 +68,12 @@ type Delivery struct {
 
 var profiles = []*Profile{
 	{
-		Name: Ocriva, SignatureHeader: SignatureHeader, DefaultTolerance: time.Hour, Timestamped: true,
+		Name: Ocriva, SignatureHeader: SignatureHeader, DefaultTolerance: time.Hour, Timestamped: true, SignedID: true,
 		Headers: []string{SignatureHeader, EventHeader},
 		scheme:  ocrivaScheme{},
 	},
 	{
-		Name: StandardWebhooks, SignatureHeader: swSignatureHeader, DefaultTolerance: 5 * time.Minute, Timestamped: true,
+		Name: StandardWebhooks, SignatureHeader: swSignatureHeader, DefaultTolerance: 5 * time.Minute, Timestamped: true, SignedID: true,
 		Headers: []string{swIDHeader, swTimestampHeader, swSignatureHeader},
 		scheme:  standardScheme{},
 	},
@@ -80,7 +84,7 @@ var profiles = []*Profile{
 		scheme: githubScheme{},
 	},
 	{
-		Name: Stripe, SignatureHeader: stripeSignatureHeader, DefaultTolerance: 5 * time.Minute, Timestamped: true,
+		Name: Stripe, SignatureHeader: stripeSignatureHeader, DefaultTolerance: 5 * time.Minute, Timestamped: true, SignedID: true,
 		Headers: []string{stripeSignatureHeader},
 		scheme:  stripeScheme{},
 	},
@@ -91,7 +95,7 @@ var profiles = []*Profile{
 		scheme: shopifyScheme{},
 	},
 	{
-		Name: Slack, SignatureHeader: slackSignatureHeader, DefaultTolerance: 5 * time.Minute, Timestamped: true,
+		Name: Slack, SignatureHeader: slackSignatureHeader, DefaultTolerance: 5 * time.Minute, Timestamped: true, SignedID: true,
 		Headers: []string{slackSignatureHeader, slackTimestampHeader, "X-Slack-Retry-Num", "X-Slack-Retry-Reason"},
 		scheme:  slackScheme{},
 	},

@@ -11,8 +11,9 @@ const (
 
 // githubScheme is GitHub's: X-Hub-Signature-256 is "sha256=<hex>", the
 // HMAC-SHA256 of the body (ParseSignature's format; the SHA-1 header is not
-// accepted); the id is X-GitHub-Delivery, the type X-GitHub-Event. Nothing
-// signed says when: replay protection is the dedupe window alone.
+// accepted); the id is X-GitHub-Delivery, the type X-GitHub-Event, neither
+// signed. Nothing signed says when: replay protection is the dedupe window
+// on the unsigned id alone.
 type githubScheme struct{}
 
 func (githubScheme) key(secret []byte) ([]byte, error) { return rawKey(secret) }

@@ -416,6 +416,15 @@ func TestProfileNames(t *testing.T) {
 	if p, ok := LookupProfile(""); !ok || p.Name != Ocriva {
 		t.Fatal("the default profile is not ocriva")
 	}
+	var unsigned []string
+	for _, name := range ProfileNames() {
+		if p, _ := LookupProfile(name); !p.SignedID {
+			unsigned = append(unsigned, name)
+		}
+	}
+	if got := strings.Join(unsigned, " "); got != "github shopify" {
+		t.Fatalf("profiles whose id is unsigned: %q", got)
+	}
 }
 
 // TestLongSignatureHeader checks that the header parsers stop at the count
