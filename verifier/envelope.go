@@ -82,6 +82,7 @@ func ParseEnvelope(body []byte) (*Envelope, error) {
 // parseEnvelope fills env from body. All strings of env share one allocation.
 func parseEnvelope(body []byte, env *Envelope) *Error {
 	s := getScanner()
+	s.envelope = true
 	ok := s.scan(body, true)
 	fields := s.fields
 	var serr *Error

@@ -4,9 +4,10 @@ import "bytes"
 
 // jsonObject checks body with the rules of CheckJSON, requires an object,
 // and sets vals[i] to the raw value of its top-level member names[i] (nil
-// if absent), in the same pass. Member names are compared exactly, after
-// unescaping; duplicates, case-folded ones included, are refused. At most
-// numFields names.
+// if absent), in the same pass; names may be empty (github, shopify). Member
+// names are compared exactly, after unescaping; duplicates, case-folded ones
+// included, are refused, and named in the error if they are among names. At
+// most numFields names. Ocriva's envelope has its own, parseEnvelope.
 func jsonObject(body []byte, names []string, vals [][]byte) *Error {
 	s := getScanner()
 	s.names = names
@@ -21,7 +22,6 @@ func jsonObject(body []byte, names []string, vals [][]byte) *Error {
 			vals[i] = body[sp.start:sp.end:sp.end]
 		}
 	}
-	s.names = nil
 	putScanner(s)
 	return err
 }

@@ -427,6 +427,41 @@ func TestProfileNames(t *testing.T) {
 	}
 }
 
+// TestDuplicateMemberNamed: a duplicate top-level member is named in the
+// error only if it is one of the profile's own members, by that name.
+func TestDuplicateMemberNamed(t *testing.T) {
+	tests := []struct {
+		profile, secret, body, want string
+	}{
+		{Stripe, "whsec_stripe-0123456789abcdef", `{"id":"evt_1","type":"a","eventId":1,"eventId":2}`, ""},
+		{Stripe, "whsec_stripe-0123456789abcdef", `{"id":"evt_1","type":"a","ID":"evt_2"}`, "id"},
+		{Stripe, "whsec_stripe-0123456789abcdef", `{"id":"evt_1","type":"a","type":"b"}`, "type"},
+		{Slack, "8f742231b10e8888abcd99yyyzzz85a5", `{"type":"event_callback","event_id":"Ev1","EVENT_ID":"Ev2","event":{"type":"m"}}`, "event_id"},
+		{GitHub, "github-secret-0123456789", `{"eventId":"a","eventId":"b"}`, ""},
+		{Ocriva, string(testSecret), envelope("eventId", `"evt_1","EventID":"evt_2"`), "eventId"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.profile+"/"+tt.body, func(t *testing.T) {
+			p, _ := LookupProfile(tt.profile)
+			d := Delivery{ID: "d1", Type: "push", Time: baseTime, Body: []byte(tt.body)}
+			secret := [][]byte{[]byte(tt.secret)}
+			h, err := p.Sign(secret, d)
+			if err != nil {
+				t.Fatal(err)
+			}
+			v := mustNew(t, Config{Profile: tt.profile, Secrets: secret, Tolerance: p.DefaultTolerance, Now: fixedClock(baseTime)})
+			_, err = v.Verify(h, d.Body)
+			e, ok := err.(*Error)
+			if !ok {
+				t.Fatalf("error %v", err)
+			}
+			if e.Kind != EnvelopeInvalid || e.Field != tt.want || !strings.Contains(e.Error(), "duplicate key") {
+				t.Fatalf("error %v (field %q), want a duplicate named %q", err, e.Field, tt.want)
+			}
+		})
+	}
+}
+
 // TestLongSignatureHeader checks that the header parsers stop at the count
 // bound: a long header (1 MiB, well within net/http's default header limit)
 // is refused without costing memory in proportion to its length.

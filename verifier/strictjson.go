@@ -74,6 +74,7 @@ var reasonText = [...]string{
 // Errors are *Error of kind EnvelopeInvalid carrying the offset of the fault.
 func CheckJSON(b []byte) error {
 	s := getScanner()
+	s.envelope = true // a duplicate envelope member is named
 	ok := s.scan(b, false)
 	var err error
 	if !ok {
@@ -157,10 +158,13 @@ type scanner struct {
 	scratch []byte    // unescaped keys that contained escapes
 	frames  [MaxDepth]frame
 
-	// Top-level members of interest when scanning an envelope: the
-	// envelope's (lookupField), or names if set.
-	fields [numFields]span
-	names  []string
+	// Top-level members of interest: the spans of their values go to
+	// fields (when scan's env is set), and a duplicate among them is named
+	// in the error. With envelope set they are ocriva's envelope members
+	// (fieldNames, found with lookupField); otherwise names, a profile's.
+	fields   [numFields]span
+	envelope bool
+	names    []string
 
 	// Failure details.
 	reason   reason
@@ -173,7 +177,7 @@ var scanners = sync.Pool{New: func() any { return new(scanner) }}
 func getScanner() *scanner { return scanners.Get().(*scanner) }
 
 func putScanner(s *scanner) {
-	s.b = nil
+	s.b, s.envelope, s.names = nil, false, nil
 	if cap(s.keys) > 4096 || cap(s.scratch) > 64<<10 {
 		return // don't keep huge buffers alive
 	}
@@ -187,7 +191,7 @@ func (s *scanner) fail(r reason, off int) bool {
 
 func (s *scanner) err() *Error {
 	if s.reason == rDuplicate && s.dupField >= 0 {
-		name := fieldNames[s.dupField]
+		name := s.memberName(s.dupField)
 		return &Error{Kind: EnvelopeInvalid, Field: name, Offset: s.off,
 			msg: "envelope: duplicate key \"" + name + "\""}
 	}
@@ -499,9 +503,10 @@ func (s *scanner) checkSorted(first, depth, closing int) bool {
 	return true
 }
 
-// lookup maps a top-level key to the index of its span in s.fields, or -1.
+// lookup maps a top-level key to the index of its member of interest (its
+// span in s.fields), or -1.
 func (s *scanner) lookup(k []byte) int {
-	if s.names == nil {
+	if s.envelope {
 		return lookupField(k)
 	}
 	for i, n := range s.names {
@@ -512,11 +517,19 @@ func (s *scanner) lookup(k []byte) int {
 	return -1
 }
 
+// memberName is the name of the member of interest i (see lookup).
+func (s *scanner) memberName(i int) string {
+	if s.envelope {
+		return fieldNames[i]
+	}
+	return s.names[i]
+}
+
 // failDup fails on the duplicate keys a and b of the object at depth.
 func (s *scanner) failDup(a, b []byte, depth, pos int) bool {
 	if depth == 1 {
-		if s.dupField = lookupField(a); s.dupField < 0 {
-			s.dupField = lookupField(b)
+		if s.dupField = s.lookup(a); s.dupField < 0 {
+			s.dupField = s.lookup(b)
 		}
 	}
 	return s.fail(rDuplicate, pos)
