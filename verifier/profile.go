@@ -101,7 +101,7 @@ var profiles = []*Profile{
 	},
 }
 
-// LookupProfile returns the named profile; "" names ocriva.
+// LookupProfile returns a copy of the named profile; "" names ocriva.
 func LookupProfile(name string) (*Profile, bool) {
 	if name == "" {
 		name = Ocriva
@@ -110,7 +110,14 @@ func LookupProfile(name string) (*Profile, bool) {
 	if i < 0 {
 		return nil, false
 	}
-	return profiles[i], true
+	return profiles[i].clone(), true
+}
+
+// clone returns a copy of p that shares nothing a caller may change.
+func (p *Profile) clone() *Profile {
+	c := *p
+	c.Headers = slices.Clone(p.Headers)
+	return &c
 }
 
 // ProfileNames lists the profiles' names.
@@ -176,12 +183,23 @@ func headerError(k Kind, name, what string) *Error {
 
 // headerID reads the header name as an event id (ValidEventID).
 func headerID(h http.Header, name string) (string, *Error) {
+	return headerValid(h, name, ValidEventID, "not 1-128 characters of A-Z a-z 0-9 . _ : -")
+}
+
+// headerType reads the header name as an event type (ValidEventType).
+func headerType(h http.Header, name string) (string, *Error) {
+	return headerValid(h, name, ValidEventType, "not a dotted token")
+}
+
+// headerValid reads the one value of the header name, which valid must
+// accept (else an error saying it is invalid).
+func headerValid(h http.Header, name string, valid func(string) bool, invalid string) (string, *Error) {
 	v, err := single(h, name, HeaderMissing, HeaderRepeated)
 	if err != nil {
 		return "", err
 	}
-	if !ValidEventID(v) {
-		return "", headerError(HeaderInvalid, name, "not 1-128 characters of A-Z a-z 0-9 . _ : -")
+	if !valid(v) {
+		return "", headerError(HeaderInvalid, name, invalid)
 	}
 	return v, nil
 }
@@ -261,6 +279,21 @@ func (v *Verifier) fresh(t time.Time) *Error {
 		return newError(TimestampFuture, "timestamp: too far in the future")
 	}
 	return nil
+}
+
+// verifySHA256Header checks the one value of the header name,
+// "sha256=<hex>" (ParseSignature), against the MAC of body (ocriva's and
+// github's signature), and returns the matching key's index (see match).
+func (v *Verifier) verifySHA256Header(h http.Header, name string, body []byte) (int, *Error) {
+	sig, err := single(h, name, SignatureMissing, SignatureRepeated)
+	if err != nil {
+		return -1, err
+	}
+	want, err := parseSignature(sig)
+	if err != nil {
+		return -1, err
+	}
+	return v.verifyMAC(nil, body, [][32]byte{want})
 }
 
 // verifyMAC checks that one of wants is the MAC of prefix and body under one

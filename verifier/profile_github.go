@@ -23,15 +23,7 @@ func (githubScheme) sign(keys [][]byte, d Delivery) http.Header {
 }
 
 func (githubScheme) verify(v *Verifier, h http.Header, body []byte) (*Event, error) {
-	sig, err := single(h, githubSignatureHeader, SignatureMissing, SignatureRepeated)
-	if err != nil {
-		return nil, err
-	}
-	want, perr := ParseSignature(sig)
-	if perr != nil {
-		return nil, perr
-	}
-	idx, err := v.verifyMAC(nil, body, [][32]byte{want})
+	idx, err := v.verifySHA256Header(h, githubSignatureHeader, body)
 	if err != nil {
 		return nil, err
 	}
@@ -47,16 +39,4 @@ func (githubScheme) verify(v *Verifier, h http.Header, body []byte) (*Event, err
 		return nil, err
 	}
 	return &Event{ID: id, Type: typ, SecretIndex: idx, Body: body}, nil
-}
-
-// headerType reads the header name as an event type (ValidEventType).
-func headerType(h http.Header, name string) (string, *Error) {
-	v, err := single(h, name, HeaderMissing, HeaderRepeated)
-	if err != nil {
-		return "", err
-	}
-	if !ValidEventType(v) {
-		return "", headerError(HeaderInvalid, name, "not a dotted token")
-	}
-	return v, nil
 }

@@ -427,6 +427,25 @@ func TestProfileNames(t *testing.T) {
 	}
 }
 
+// TestProfileCopies: what LookupProfile and Verifier.Profile hand out can
+// be changed without changing the profile for anyone else.
+func TestProfileCopies(t *testing.T) {
+	p, _ := LookupProfile(GitHub)
+	v := mustNew(t, Config{Profile: GitHub, Secrets: [][]byte{testSecret}})
+	for _, got := range []*Profile{p, v.Profile()} {
+		got.Name, got.Headers[0], got.SignedID = "changed", "Changed", true
+	}
+	again, ok := LookupProfile(GitHub)
+	if !ok {
+		t.Fatal("no github profile any more")
+	}
+	for _, q := range []*Profile{again, v.Profile()} {
+		if q.Name != GitHub || q.Headers[0] != githubSignatureHeader || q.SignedID {
+			t.Fatalf("the profile changed: %+v", q)
+		}
+	}
+}
+
 // TestDuplicateMemberNamed: a duplicate top-level member is named in the
 // error only if it is one of the profile's own members, by that name.
 func TestDuplicateMemberNamed(t *testing.T) {

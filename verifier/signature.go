@@ -34,6 +34,15 @@ func Sign(secret, body []byte) string {
 // accepted; they encode the same MAC). No whitespace, lists or other schemes.
 // Errors are *Error of kind SignatureMalformed.
 func ParseSignature(header string) ([32]byte, error) {
+	mac, err := parseSignature(header)
+	if err != nil {
+		return mac, err
+	}
+	return mac, nil
+}
+
+// parseSignature is ParseSignature, with the error as an *Error.
+func parseSignature(header string) ([32]byte, *Error) {
 	var mac [32]byte
 	if len(header) < len(sigPrefix) || header[:len(sigPrefix)] != sigPrefix {
 		return mac, newError(SignatureMalformed, "signature: missing \"sha256=\" prefix")

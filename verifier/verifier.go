@@ -100,8 +100,8 @@ func New(cfg Config) (*Verifier, error) {
 	return v, nil
 }
 
-// Profile returns the verifier's profile.
-func (v *Verifier) Profile() *Profile { return v.profile }
+// Profile returns a copy of the verifier's profile.
+func (v *Verifier) Profile() *Profile { return v.profile.clone() }
 
 // Event is a verified event. ID, Type and Timestamp are where the profile
 // puts them (ocriva: the envelope's eventId, eventType and timestamp).
@@ -138,72 +138,6 @@ type Event struct {
 // body is neither modified nor copied, and is never re-encoded.
 func (v *Verifier) Verify(h http.Header, body []byte) (*Event, error) {
 	return v.profile.scheme.verify(v, h, body)
-}
-
-// ocrivaScheme is the reference sender's scheme (see Verify).
-type ocrivaScheme struct{}
-
-func (ocrivaScheme) key(secret []byte) ([]byte, error) { return rawKey(secret) }
-
-func (ocrivaScheme) sign(keys [][]byte, d Delivery) http.Header {
-	return http.Header{SignatureHeader: {Sign(keys[0], d.Body)}, EventHeader: {d.Type}}
-}
-
-func (ocrivaScheme) verify(v *Verifier, h http.Header, body []byte) (*Event, error) {
-	idx := -1
-	if !v.insecure {
-		vals := h.Values(SignatureHeader)
-		switch len(vals) {
-		case 0:
-			return nil, newError(SignatureMissing, "signature: missing "+SignatureHeader+" header")
-		case 1:
-		default:
-			return nil, newError(SignatureRepeated, "signature: repeated "+SignatureHeader+" header")
-		}
-		want, err := ParseSignature(vals[0])
-		if err != nil {
-			return nil, err
-		}
-		if idx = v.match(nil, body, [][32]byte{want}); idx < 0 {
-			return nil, newError(SignatureMismatch, "signature: mismatch")
-		}
-	}
-
-	var env Envelope
-	if err := parseEnvelope(body, &env); err != nil {
-		return nil, err
-	}
-	return v.checkEvent(h, body, env, idx)
-}
-
-// checkEvent runs the checks after the signature and the envelope: the
-// event header against the signed eventType, and the timestamp's freshness.
-func (v *Verifier) checkEvent(h http.Header, body []byte, env Envelope, idx int) (*Event, error) {
-
-	evs := h.Values(EventHeader)
-	switch {
-	case len(evs) == 0:
-		return nil, newError(EventHeaderMissing, "event: missing "+EventHeader+" header")
-	case len(evs) > 1:
-		return nil, newError(EventHeaderRepeated, "event: repeated "+EventHeader+" header")
-	case evs[0] != env.Type:
-		return nil, newError(EventHeaderMismatch, "event: "+EventHeader+" header differs from the body's eventType")
-	}
-
-	if err := v.fresh(env.Timestamp); err != nil {
-		return nil, err
-	}
-
-	return &Event{
-		ID:             env.ID,
-		Type:           env.Type,
-		Timestamp:      env.Timestamp,
-		OrganizationID: env.OrganizationID,
-		ProjectID:      env.ProjectID,
-		SecretIndex:    idx,
-		Body:           body,
-		Payload:        env.Payload,
-	}, nil
 }
 
 // match returns the index of the lowest secret whose MAC of prefix followed
