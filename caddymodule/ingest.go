@@ -43,9 +43,9 @@ const (
 //
 // Placeholder | Description
 // ------------|-------------
-// `{http.webhook.event_id}` | the envelope's eventId, once the signature and envelope are verified
-// `{http.webhook.event_type}` | the envelope's eventType, likewise
-// `{http.webhook.outcome}` | accepted, duplicate, ignored, conflict, handed_on, handed_on_failed, in_progress, unavailable, error, or the rejection's reason (method, content_type, too_large, body, signature_mismatch, timestamp_stale, …)
+// `{http.webhook.event_id}` | the event id, once the delivery is verified
+// `{http.webhook.event_type}` | the event type, likewise
+// `{http.webhook.outcome}` | accepted, duplicate, ignored, conflict, handed_on, handed_on_failed, in_progress, challenge (Slack's url_verification, answered), unavailable, error, or the rejection's reason (method, content_type, too_large, body, signature_mismatch, timestamp_stale, header_missing, header_repeated, header_invalid, …)
 type Ingest struct {
 	// Name identifies the route in the spool, the stats and the dedupe scope;
 	// keep it stable across reloads. Default: the forward URL's scheme, host

@@ -55,11 +55,16 @@ func secretAndBody(c *cobra.Command) (secret, body []byte, err error) {
 	return secret, body, err
 }
 
+// profileFlag adds --profile (see profileOf).
+func profileFlag(c *cobra.Command) {
+	c.Flags().String("profile", verifier.Ocriva, "the sender's scheme: "+strings.Join(verifier.ProfileNames(), ", "))
+}
+
 // profileFlags adds --profile, and the --id and --event of schemes that
 // carry them in headers.
 func profileFlags(c *cobra.Command) {
+	profileFlag(c)
 	f := c.Flags()
-	f.String("profile", verifier.Ocriva, "the sender's scheme: "+strings.Join(verifier.ProfileNames(), ", "))
 	f.String("id", "", "the event id, for profiles that send it in a header (standard-webhooks, github, shopify); default: a fresh one")
 	f.String("event", "", "the event type: with --payload (ocriva), or for profiles that send it in a header (github, shopify)")
 }
@@ -193,7 +198,7 @@ func verifyCommand() *cobra.Command {
 		},
 	}
 	secretFlags(c)
-	c.Flags().String("profile", verifier.Ocriva, "the sender's scheme: "+strings.Join(verifier.ProfileNames(), ", "))
+	profileFlag(c)
 	c.Flags().String("body", "-", "the body's file, - for standard input")
 	c.Flags().String("signature", "", "the signature header's value")
 	c.Flags().StringArray("header", nil, "a header of the delivery, \"Name: value\" (repeatable)")

@@ -64,7 +64,7 @@ func TestSendCommand(t *testing.T) {
 	defer srv.Close()
 	dir := t.TempDir()
 	payload := filepath.Join(dir, "payload.json")
-	os.WriteFile(payload, []byte(`{"n":12345678901234567890}`), 0o600)
+	writeFile(t, payload, `{"n":12345678901234567890}`)
 	sent := filepath.Join(dir, "sent.json")
 
 	out, err := runCommand(t, sendCommand(), "--url", srv.URL, "--secret", secret, "--event", "document.processed", "--payload", payload, "--out", sent)
@@ -129,7 +129,7 @@ func TestProfileCommands(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.profile, func(t *testing.T) {
 			body := filepath.Join(dir, tt.profile+".json")
-			os.WriteFile(body, []byte(tt.body), 0o600)
+			writeFile(t, body, tt.body)
 			common := append([]string{"--profile", tt.profile, "--secret", tt.secret, "--body", body}, tt.args...)
 			out, err := runCommand(t, sendCommand(), append([]string{"--url", srv.URL}, common...)...)
 			if err != nil || out != "202 Accepted "+tt.wantID+"\n" {
@@ -168,12 +168,20 @@ func TestProfileCommands(t *testing.T) {
 	}
 	// A body its gateway would refuse is not sent.
 	bad := filepath.Join(dir, "bad.json")
-	os.WriteFile(bad, []byte(`{"id":"evt_1"}`), 0o600)
+	writeFile(t, bad, `{"id":"evt_1"}`)
 	if _, err := runCommand(t, sendCommand(), "--url", srv.URL, "--profile", "stripe", "--secret", "whsec_cli-stripe-0123456789", "--body", bad); err == nil ||
 		!strings.Contains(err.Error(), "would refuse") {
 		t.Fatalf("send of a body without a type: %v", err)
 	}
 	if _, err := runCommand(t, sendCommand(), "--url", srv.URL, "--profile", "svix", "--secret", "x", "--body", bad); err == nil {
 		t.Fatal("an unknown profile was accepted")
+	}
+}
+
+// writeFile writes content to path, failing the test if it cannot.
+func writeFile(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
 	}
 }
