@@ -41,6 +41,12 @@ func TestStartupWarnings(t *testing.T) {
 	)
 	g.start(config(1))
 	for load := 1; load <= 2; load++ {
+		// The log reaches the test through a pipe, maybe after the load's
+		// answer: wait for it.
+		eventually(t, 10*time.Second, func() (bool, string) {
+			nu, ni := ingestWarnings(g, unnamed), ingestWarnings(g, insecure)
+			return nu >= load && ni >= load, fmt.Sprintf("after load %d: %d warnings about the unnamed route, %d about insecure_no_signature", load, nu, ni)
+		})
 		if n := ingestWarnings(g, unnamed); n != load {
 			t.Errorf("after load %d: %d warnings about the unnamed route, want %d", load, n, load)
 		}
