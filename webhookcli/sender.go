@@ -45,14 +45,18 @@ func readSecret(c *cobra.Command) ([]byte, error) {
 	return nil, errors.New("no secret: use --secret-file, HOOKGATE_SECRET or --secret")
 }
 
-// secretAndBody reads the secret and the --body file of sign and verify.
-func secretAndBody(c *cobra.Command) (secret, body []byte, err error) {
+// signInputs reads what sign and verify work on: the --profile, the
+// secret and the --body file.
+func signInputs(c *cobra.Command) (p *verifier.Profile, secret, body []byte, err error) {
+	if p, err = profileOf(c); err != nil {
+		return nil, nil, nil, err
+	}
 	if secret, err = readSecret(c); err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	path, _ := c.Flags().GetString("body")
 	body, err = readInput(path)
-	return secret, body, err
+	return p, secret, body, err
 }
 
 // profileFlag adds --profile (see profileOf).
@@ -118,11 +122,7 @@ func signCommand() *cobra.Command {
 		Long: "Prints the X-Webhook-Signature value for a body; with --profile other than ocriva, the headers " +
 			"a sender of that scheme sets, one \"Name: value\" a line, signed now.",
 		RunE: func(c *cobra.Command, _ []string) error {
-			secret, body, err := secretAndBody(c)
-			if err != nil {
-				return err
-			}
-			p, err := profileOf(c)
+			p, secret, body, err := signInputs(c)
 			if err != nil {
 				return err
 			}
@@ -154,11 +154,7 @@ func verifyCommand() *cobra.Command {
 			"freshness. For ocriva, --signature is the X-Webhook-Signature value (the event header is taken from " +
 			"the envelope); for the others, give the delivery's headers with --header.",
 		RunE: func(c *cobra.Command, _ []string) error {
-			secret, body, err := secretAndBody(c)
-			if err != nil {
-				return err
-			}
-			p, err := profileOf(c)
+			p, secret, body, err := signInputs(c)
 			if err != nil {
 				return err
 			}
