@@ -16,25 +16,9 @@ import (
 	"github.com/caddyserver/caddy/v2"
 
 	"github.com/hookgate/hookgate/adminapi"
+	"github.com/hookgate/hookgate/internal/testwait"
 	"github.com/hookgate/hookgate/spool"
 )
-
-// eventually polls cond until it holds, failing the test after timeout;
-// cond says what is still missing.
-func eventually(t *testing.T, timeout time.Duration, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		ok, why := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not after %v: %s", timeout, why)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
 
 // adminAPI provisions the admin API module in the running configuration's
 // context, as Caddy's admin endpoint does.
@@ -131,7 +115,7 @@ func TestAdminHandlers(t *testing.T) {
 		}
 		return adminapi.RouteStats{}
 	}
-	eventually(t, 10*time.Second, func() (bool, string) {
+	testwait.Until(t, 10*time.Second, func() (bool, string) {
 		in, gone := stat("in"), stat("subscriber/gone")
 		return in.Dead == 3 && gone.Dead == 1 && gone.Disabled == ReasonGone, fmt.Sprintf("in %+v, subscriber %+v", in, gone)
 	})
@@ -147,7 +131,7 @@ func TestAdminHandlers(t *testing.T) {
 		// its subscriber's); one attempt each.
 		want := adminapi.RecordStats{Dedupe: adminapi.RecordCount{Count: 6}, Attempts: adminapi.RecordCount{Count: 5}, MaxBytes: 4 << 30}
 		var st adminapi.Stats
-		eventually(t, 5*time.Second, func() (bool, string) {
+		testwait.Until(t, 5*time.Second, func() (bool, string) {
 			api.must(t, http.MethodGet, "/webhooks/stats", "", &st)
 			return st.Records.Attempts.Count == want.Attempts.Count, fmt.Sprintf("%+v", st.Records)
 		})
@@ -229,7 +213,7 @@ func TestAdminHandlers(t *testing.T) {
 		if len(ev.Routes) != 1 || ev.Routes[0].Route != "subscriber/gone" || ev.Routes[0].State != adminapi.StateDead {
 			t.Fatalf("evt_gone_1 on its subscriber: %+v", ev)
 		}
-		eventually(t, 5*time.Second, func() (bool, string) {
+		testwait.Until(t, 5*time.Second, func() (bool, string) {
 			api.must(t, http.MethodGet, "/webhooks/events/evt_ok_1", "", &ev)
 			return len(ev.Routes) == 1 && ev.Routes[0].State == adminapi.StateDelivered, fmt.Sprintf("%+v", ev)
 		})
@@ -265,13 +249,13 @@ func TestAdminHandlers(t *testing.T) {
 		if n.Replayed != 1 {
 			t.Fatalf("replay by id: %+v", n)
 		}
-		eventually(t, 10*time.Second, delivered("in", "evt_fail_1"))
+		testwait.Until(t, 10*time.Second, delivered("in", "evt_fail_1"))
 		api.must(t, http.MethodPost, "/webhooks/dead/replay", `{"route":"in","reason":"rejected"}`, &n)
 		if n.Replayed != 2 {
 			t.Fatalf("replay by route and reason: %+v", n)
 		}
-		eventually(t, 10*time.Second, delivered("in", "evt_reject_2"))
-		eventually(t, 10*time.Second, delivered("in", "evt_reject_1"))
+		testwait.Until(t, 10*time.Second, delivered("in", "evt_reject_2"))
+		testwait.Until(t, 10*time.Second, delivered("in", "evt_reject_1"))
 
 		id := deadID("evt_gone_1")
 		var del adminapi.Deleted
@@ -305,7 +289,7 @@ func TestAdminHandlers(t *testing.T) {
 			t.Fatalf("an event held by a pause: %+v", ev)
 		}
 		api.must(t, http.MethodPost, "/webhooks/routes/in/resume", "", nil)
-		eventually(t, 10*time.Second, delivered("in", "evt_paused_1"))
+		testwait.Until(t, 10*time.Second, delivered("in", "evt_paused_1"))
 
 		var en adminapi.SubscriberEnabled
 		r := httptest.NewRequest(http.MethodPost, "http://gateway.test/publish", strings.NewReader(`{"eventType":"a.b","eventId":"evt_gone_2","payload":{}}`))
@@ -313,7 +297,7 @@ func TestAdminHandlers(t *testing.T) {
 		if res := c.serve(t, c.handler(1), r, nil); res.status() != 202 {
 			t.Fatalf("publish to the disabled subscriber: %s", res)
 		}
-		eventually(t, 10*time.Second, func() (bool, string) {
+		testwait.Until(t, 10*time.Second, func() (bool, string) {
 			st, err := sp.Lookup("subscriber/gone", "evt_gone_2")
 			return err == nil && st.State == spool.StateDead, fmt.Sprintf("%+v %v", st, err)
 		})
@@ -321,7 +305,7 @@ func TestAdminHandlers(t *testing.T) {
 		if !en.Enabled || en.Replayed != 1 {
 			t.Fatalf("enable: %+v", en)
 		}
-		eventually(t, 10*time.Second, delivered("subscriber/gone", "evt_gone_2"))
+		testwait.Until(t, 10*time.Second, delivered("subscriber/gone", "evt_gone_2"))
 		if gone := stat("subscriber/gone"); gone.Disabled != "" {
 			t.Errorf("still disabled: %+v", gone)
 		}

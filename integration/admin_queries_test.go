@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/hookgate/hookgate/internal/testwait"
 )
 
 // stats reads GET /webhooks/stats: the storage and the named route.
@@ -84,7 +86,7 @@ func TestAdminQueriesAndStats(t *testing.T) {
 		ids = append(ids, d.ID)
 		bodyBytes += int64(len(d.Body))
 	}
-	eventually(t, 10*time.Second, func() (bool, string) {
+	testwait.Until(t, 10*time.Second, func() (bool, string) {
 		_, rs := g.stats(t, "in")
 		return rs.Dead == 3, fmt.Sprintf("route in: %+v", rs)
 	})
@@ -172,7 +174,7 @@ func TestAdminQueriesAndStats(t *testing.T) {
 			t.Fatalf("resume: %d", code)
 		}
 		waitDelivered(t, 10*time.Second, []string{first.ID, second.ID}, up)
-		eventually(t, 5*time.Second, func() (bool, string) {
+		testwait.Until(t, 5*time.Second, func() (bool, string) {
 			_, rs := g.stats(t, "in")
 			return rs.Bytes == deadBytes && rs.OldestPendingAge == 0, fmt.Sprintf("after delivery: %+v, dead bytes %d", rs, deadBytes)
 		})

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/hookgate/hookgate/internal/testwait"
 )
 
 // adminDo sends a request to the admin endpoint and decodes its JSON answer.
@@ -87,7 +89,7 @@ func TestAdminAPI(t *testing.T) {
 	))
 	s := newSender(g, hookPath, secret)
 	ids := s.sendAccepted(t, 4)
-	eventually(t, 5*time.Second, func() (bool, string) {
+	testwait.Until(t, 5*time.Second, func() (bool, string) {
 		dead, _, _, _ := g.routeStat(t, "in")
 		return dead == 4, fmt.Sprintf("%d dead letters", dead)
 	})
@@ -176,7 +178,7 @@ func TestAdminAPI(t *testing.T) {
 			t.Fatalf("publish: %s", a)
 		}
 	}
-	eventually(t, 5*time.Second, func() (bool, string) {
+	testwait.Until(t, 5*time.Second, func() (bool, string) {
 		dead, _, _, disabled := g.routeStat(t, "subscriber/acme")
 		return dead == 2 && disabled == "subscriber_gone", fmt.Sprintf("dead %d disabled %q", dead, disabled)
 	})
@@ -255,7 +257,7 @@ func TestAdminEventShowsPublishAttempts(t *testing.T) {
 			Attempts     []struct{ Attempt, Status int }
 		} `json:"routes"`
 	}
-	eventually(t, 3*time.Second, func() (bool, string) {
+	testwait.Until(t, 3*time.Second, func() (bool, string) {
 		g.adminDo(t, http.MethodGet, "/webhooks/events/evt_history_1", "", &ev)
 		return len(ev.Routes) == 1 && ev.Routes[0].State == "delivered", fmt.Sprintf("%+v", ev)
 	})

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/hookgate/hookgate/internal/testwait"
 )
 
 // cli runs `caddy webhook <args> --address <admin>` with the built binary
@@ -75,7 +77,7 @@ func TestCLIOperations(t *testing.T) {
 	}`, hookPath, up.url("/in"))))
 	s := newSender(g, hookPath, secret)
 	ids := s.sendAccepted(t, 2)
-	eventually(t, 5*time.Second, func() (bool, string) {
+	testwait.Until(t, 5*time.Second, func() (bool, string) {
 		dead, _, _, _ := g.routeStat(t, "in")
 		return dead == 2, fmt.Sprintf("%d dead letters", dead)
 	})

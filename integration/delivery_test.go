@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hookgate/hookgate/internal/testwait"
 	"github.com/hookgate/hookgate/verifier"
 )
 
@@ -234,7 +235,7 @@ func TestUpstreamOutage(t *testing.T) {
 		}
 		return reply{Status: 200, Body: "ok"}
 	})
-	eventually(t, 10*time.Second, func() (bool, string) { return up.count() > 0, "no attempt reached the 503 upstream" })
+	testwait.Until(t, 10*time.Second, func() (bool, string) { return up.count() > 0, "no attempt reached the 503 upstream" })
 	time.Sleep(time.Second)
 	mu.Lock()
 	healthy = true
@@ -291,7 +292,7 @@ func TestPoisonEvent(t *testing.T) {
 		time.Sleep(25 * time.Millisecond) // spread over the poison's retries
 	}
 	waitDelivered(t, 15*time.Second, ids, up)
-	eventually(t, 15*time.Second, func() (bool, string) {
+	testwait.Until(t, 15*time.Second, func() (bool, string) {
 		n := len(up.byID()[poison.ID])
 		return n >= 3, fmt.Sprintf("poison attempted %d times", n)
 	})

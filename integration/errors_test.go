@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hookgate/hookgate/internal/testwait"
 	"github.com/hookgate/hookgate/verifier"
 )
 
@@ -188,7 +189,7 @@ func TestHandleErrorsAndPlaceholders(t *testing.T) {
 		{405, "method", "", ""},
 	}
 	var got []logEntry
-	eventually(t, 10*time.Second, func() (bool, string) {
+	testwait.Until(t, 10*time.Second, func() (bool, string) {
 		got = got[:0]
 		for _, e := range accessLog(t, logFile) {
 			if req, _ := e["request"].(map[string]any); req["uri"] == hookPath {

@@ -427,23 +427,6 @@ next:
 	return out
 }
 
-// eventually polls cond until it holds or timeout passes; cond returns a
-// description of what is still missing.
-func eventually(t testing.TB, timeout time.Duration, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		ok, why := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not after %v: %s", timeout, why)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 // sleepCtx sleeps d unless ctx ends first; it reports whether it slept fully.
 func sleepCtx(ctx context.Context, d time.Duration) bool {
 	if d <= 0 {

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/hookgate/hookgate/internal/testwait"
 )
 
 // sendHead opens a connection to the gateway and sends the head of a POST to
@@ -123,7 +125,7 @@ func TestStalledBodiesHoldWhatTheySent(t *testing.T) {
 			t.Fatalf("sending part of the body: %v", err)
 		}
 	}
-	eventually(t, 60*time.Second, func() (bool, string) {
+	testwait.Until(t, 60*time.Second, func() (bool, string) {
 		n, unread := unreadOnPort(t, port)
 		return n >= conns && unread == 0, fmt.Sprintf("%d of %d connections established, %d bytes not read by the gateway", n, conns, unread)
 	})
@@ -223,7 +225,7 @@ func TestInsecureRoutesDropTheSignature(t *testing.T) {
 		}
 		ids = append(ids, d.ID)
 	}
-	eventually(t, 10*time.Second, func() (bool, string) {
+	testwait.Until(t, 10*time.Second, func() (bool, string) {
 		return len(requestsWithBody(up, ids[0])) == 1 && len(requestsWithBody(up, ids[1])) == 1, "waiting for both events upstream"
 	})
 	for _, r := range up.requests() {

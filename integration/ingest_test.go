@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hookgate/hookgate/internal/testwait"
 	"github.com/hookgate/hookgate/verifier"
 )
 
@@ -436,7 +437,7 @@ func TestSpoolFull(t *testing.T) {
 	// Room again once the upstream is back and takes the four.
 	up := newUpstreamAt(t, port)
 	waitDelivered(t, 20*time.Second, ids, up)
-	eventually(t, 10*time.Second, func() (bool, string) {
+	testwait.Until(t, 10*time.Second, func() (bool, string) {
 		a := s.mustPost(t, over)
 		return a.Code == 202 && a.Status == "accepted", "the refused event is not accepted after the spool drained: " + a.String()
 	})

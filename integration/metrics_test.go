@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/hookgate/hookgate/internal/testwait"
 )
 
 // scrapeMetrics reads the admin endpoint's /metrics into series -> value,
@@ -105,7 +107,7 @@ func TestMetrics(t *testing.T) {
 		`caddy_webhook_attempt_records_dropped_total`: 0,
 	}
 	var got map[string]float64
-	eventually(t, 5*time.Second, func() (bool, string) {
+	testwait.Until(t, 5*time.Second, func() (bool, string) {
 		got = scrapeMetrics(t, g)
 		for k, v := range want {
 			if g, ok := got[k]; !ok || g != v {

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/hookgate/hookgate/internal/testwait"
 )
 
 // hitRecorder is an HTTP server that records every request it gets (plain
@@ -126,7 +128,7 @@ func TestOutboundClient(t *testing.T) {
 		return ev.Routes[0].State, ev.Routes[0].Attempts
 	}
 	for route := range ids {
-		eventually(t, 20*time.Second, func() (bool, string) {
+		testwait.Until(t, 20*time.Second, func() (bool, string) {
 			state, _ := outcome(route)
 			return state == "dead" || state == "delivered", fmt.Sprintf("%s is still %s", route, state)
 		})

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hookgate/hookgate/internal/testwait"
 	"github.com/hookgate/hookgate/verifier"
 )
 
@@ -149,7 +150,7 @@ func TestEveryMetricOutcome(t *testing.T) {
 	// The rest of the body goes once the gateway has given up on it: Go's
 	// server reads what is left of a small body before it writes the answer.
 	a := slowPost(t, g, s.event(typeOK), func() {
-		eventually(t, 30*time.Second, func() (bool, string) {
+		testwait.Until(t, 30*time.Second, func() (bool, string) {
 			return scrapeMetrics(t, g)[bodyOutcome] == 1, "the gateway is still reading the stalled body"
 		})
 	})
@@ -219,7 +220,7 @@ func TestEveryMetricOutcome(t *testing.T) {
 	count("delivery_attempts_total", "subscriber/acme", "delivered")
 	count("delivery_attempts_total", "subscriber/acme", "retry")
 	count("delivery_attempts_total", "subscriber/acme", "dead")
-	eventually(t, 10*time.Second, func() (bool, string) {
+	testwait.Until(t, 10*time.Second, func() (bool, string) {
 		dIn, _, _, _ := g.routeStat(t, "in")
 		dSub, _, _, _ := g.routeStat(t, "subscriber/acme")
 		return dIn == 1 && dSub == 1, fmt.Sprintf("dead letters: in %d, acme %d", dIn, dSub)

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hookgate/hookgate/internal/testwait"
 	"github.com/hookgate/hookgate/verifier"
 )
 
@@ -224,7 +225,7 @@ func missing(ids []string, ups ...*upstream) []string {
 // waitDelivered waits until every id was delivered to one of ups.
 func waitDelivered(t testing.TB, timeout time.Duration, ids []string, ups ...*upstream) {
 	t.Helper()
-	eventually(t, timeout, func() (bool, string) {
+	testwait.Until(t, timeout, func() (bool, string) {
 		m := missing(ids, ups...)
 		if len(m) == 0 {
 			return true, ""

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hookgate/hookgate/internal/testwait"
 	"github.com/hookgate/hookgate/verifier"
 )
 
@@ -111,7 +112,7 @@ func TestProfilesThroughTheBinary(t *testing.T) {
 			t.Fatalf("%s again: %s", e.profile, a)
 		}
 	}
-	eventually(t, 20*time.Second, func() (bool, string) {
+	testwait.Until(t, 20*time.Second, func() (bool, string) {
 		got := up.delivered()
 		for _, e := range events {
 			if got[e.id] != 1 {

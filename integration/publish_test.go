@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hookgate/hookgate/internal/testwait"
 	"github.com/hookgate/hookgate/verifier"
 )
 
@@ -226,7 +227,7 @@ func attemptLines(g *gateway, subscriberName, eventID string) []logEntry {
 func waitAttemptLine(t testing.TB, g *gateway, subscriberName, eventID, msg string, timeout time.Duration) logEntry {
 	t.Helper()
 	var found logEntry
-	eventually(t, timeout, func() (bool, string) {
+	testwait.Until(t, timeout, func() (bool, string) {
 		for _, e := range attemptLines(g, subscriberName, eventID) {
 			if e.str("msg") == msg {
 				found = e
@@ -859,7 +860,7 @@ func TestPublishGoneDisablesSubscriber(t *testing.T) {
 	if dead.num("attempt") != 1 || dead.num("status") != 410 || dead.str("reason") != "subscriber_gone" {
 		t.Errorf("the 410 attempt's line: want attempt 1 status 410 reason subscriber_gone, got %v", dead)
 	}
-	eventually(t, 5*time.Second, func() (bool, string) {
+	testwait.Until(t, 5*time.Second, func() (bool, string) {
 		for _, e := range logEntries(g, "route disabled until it is enabled again") {
 			if e.str("route") == "subscriber/gone" && e.str("reason") == "subscriber_gone" {
 				return true, ""
@@ -938,7 +939,7 @@ func TestPublishCrashBetweenAttempts(t *testing.T) {
 	g.start(config)
 
 	expectPublished(t, "the event that fails first", publish(t, g, publishPath, publishBody("crash.retry", "evt_crash_retry", `{"n":1}`)), 202, "accepted", "retry")
-	eventually(t, 10*time.Second, func() (bool, string) {
+	testwait.Until(t, 10*time.Second, func() (bool, string) {
 		for _, r := range upRetry.requests() {
 			if r.Attempt == "1" && r.Completed {
 				return true, ""

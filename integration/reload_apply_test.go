@@ -6,6 +6,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/hookgate/hookgate/internal/testwait"
 )
 
 // ingestHandle is a handle block on path with a named forwarding
@@ -34,7 +36,7 @@ func TestReloadAppliesToPendingEvents(t *testing.T) {
 	}
 	moving := newSender(g, hookPath, secret).sendAccepted(t, 3)
 	retried := newSender(g, "/hooks/policy", secret).sendAccepted(t, 2)
-	eventually(t, 10*time.Second, func() (bool, string) {
+	testwait.Until(t, 10*time.Second, func() (bool, string) {
 		for _, id := range retried {
 			if n := len(failing.byID()[id]); n < 2 {
 				return false, fmt.Sprintf("%s attempted %d times", id, n)
@@ -53,7 +55,7 @@ func TestReloadAppliesToPendingEvents(t *testing.T) {
 	if n := oldUp.count(); n != 0 {
 		t.Errorf("the old upstream received %d requests after the reload moved the route", n)
 	}
-	eventually(t, 10*time.Second, func() (bool, string) {
+	testwait.Until(t, 10*time.Second, func() (bool, string) {
 		got := eventIDs(g.deadLetters(t, "route=policy&reason=max_attempts"))
 		return len(got) == len(retried), fmt.Sprintf("dead letters by max_attempts: %v, want %v", got, retried)
 	})
@@ -133,7 +135,7 @@ func TestReloadAppliesWorkersAndRetention(t *testing.T) {
 
 	up.hold()
 	ids := s.sendAccepted(t, 4)
-	eventually(t, 10*time.Second, func() (bool, string) {
+	testwait.Until(t, 10*time.Second, func() (bool, string) {
 		n, _ := up.counts()
 		return n == 1, fmt.Sprintf("%d deliveries held", n)
 	})
@@ -143,7 +145,7 @@ func TestReloadAppliesWorkersAndRetention(t *testing.T) {
 	if code, body, err := g.load(config(3, "1s")); err != nil || code != 200 {
 		t.Fatalf("reload: %d %s %v", code, body, err)
 	}
-	eventually(t, 10*time.Second, func() (bool, string) {
+	testwait.Until(t, 10*time.Second, func() (bool, string) {
 		n, _ := up.counts()
 		return n == 3, fmt.Sprintf("%d deliveries held after raising workers to 3", n)
 	})
@@ -172,7 +174,7 @@ func TestReloadAppliesWorkersAndRetention(t *testing.T) {
 		}
 		return len(ev.Routes[0].Attempts)
 	}
-	eventually(t, 20*time.Second, func() (bool, string) {
+	testwait.Until(t, 20*time.Second, func() (bool, string) {
 		n := attempts(after)
 		return n == 0, fmt.Sprintf("%s still shows %d attempts with attempt_retention 1s", after, n)
 	})

@@ -6,6 +6,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/hookgate/hookgate/internal/testwait"
 )
 
 // TestReloadsUnderLoad posts 20 new configurations to the admin endpoint
@@ -145,7 +147,7 @@ func TestReloadsUnderLoad(t *testing.T) {
 	// goroutines come and go (Badger's, timers'); a leak per reload would
 	// leave at least one per reload.
 	var n int
-	eventually(t, 15*time.Second, func() (bool, string) {
+	testwait.Until(t, 15*time.Second, func() (bool, string) {
 		s.client.CloseIdleConnections()
 		var profile string
 		var err error
@@ -214,7 +216,7 @@ func TestReloadRemovingARouteKeepsItsEvents(t *testing.T) {
 	g.start(withRoute)
 	s := newSender(g, hookPath, secret)
 	ids := s.sendAccepted(t, 10)
-	eventually(t, 5*time.Second, func() (bool, string) {
+	testwait.Until(t, 5*time.Second, func() (bool, string) {
 		return up.count() >= 10, fmt.Sprintf("%d attempts at the failing upstream", up.count())
 	})
 

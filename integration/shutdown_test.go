@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/hookgate/hookgate/internal/testwait"
 )
 
 // TestEventsDuringShutdownGraceAreStored: a delivery whose body arrives
@@ -37,7 +39,7 @@ func TestEventsDuringShutdownGraceAreStored(t *testing.T) {
 
 	exited := make(chan error, 1)
 	go func() { exited <- g.terminate(90 * time.Second) }()
-	eventually(t, 30*time.Second, func() (bool, string) {
+	testwait.Until(t, 30*time.Second, func() (bool, string) {
 		return len(g.logLines("grace period initiated")) > 0, "the HTTP servers did not begin their grace period"
 	})
 	conn.Write(d.Body)

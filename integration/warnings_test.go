@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/hookgate/hookgate/internal/testwait"
 )
 
 // ingestWarnings counts webhook_ingest's warning lines that contain part.
@@ -43,7 +45,7 @@ func TestStartupWarnings(t *testing.T) {
 	for load := 1; load <= 2; load++ {
 		// The log reaches the test through a pipe, maybe after the load's
 		// answer: wait for it.
-		eventually(t, 10*time.Second, func() (bool, string) {
+		testwait.Until(t, 10*time.Second, func() (bool, string) {
 			nu, ni := ingestWarnings(g, unnamed), ingestWarnings(g, insecure)
 			return nu >= load && ni >= load, fmt.Sprintf("after load %d: %d warnings about the unnamed route, %d about insecure_no_signature", load, nu, ni)
 		})
