@@ -201,16 +201,26 @@ func checkBody(t *testing.T, s *Spool, id uint64, eventID string) {
 	}
 }
 
+// crashCycles kills a child in mode at a random moment, cycles times on one
+// directory, and after each reopens the spool and hands check the events
+// acknowledged in this cycle and in all so far.
+func crashCycles(t *testing.T, mode string, cycles int, check func(cycle int, s *Spool, acked, all []string)) {
+	dir := t.TempDir()
+	var all []string
+	for cycle := range cycles {
+		acked := killChild(t, mode, dir, fmt.Sprintf("%s%d", mode, cycle))
+		all = append(all, acked...)
+		s := reopenCrashed(t, dir, cycle)
+		check(cycle, s, acked, all)
+		s.Close()
+	}
+}
+
 // TestCrashKeepsEveryAcknowledgedItem kills an enqueueing process at random
 // moments; every id it was told is durable must be there after reopening,
 // its message intact, and stay so through the later cycles.
 func TestCrashKeepsEveryAcknowledgedItem(t *testing.T) {
-	dir := t.TempDir()
-	var all []string
-	for cycle := range 10 {
-		acked := killChild(t, "enqueue", dir, fmt.Sprintf("c%d", cycle))
-		all = append(all, acked...)
-		s := reopenCrashed(t, dir, cycle)
+	crashCycles(t, "enqueue", 10, func(cycle int, s *Spool, acked, all []string) {
 		missing := 0
 		for _, id := range all {
 			st, err := s.Lookup("crash", id)
@@ -228,8 +238,7 @@ func TestCrashKeepsEveryAcknowledgedItem(t *testing.T) {
 			t.Fatalf("cycle %d: %d of %d acknowledged items missing; %d stored", cycle, missing, len(all), items)
 		}
 		t.Logf("cycle %d: %d acknowledged, all present; %d stored", cycle, len(acked), items)
-		s.Close()
-	}
+	})
 }
 
 // TestCrashWhileDeliveringKeepsMessages kills a process that enqueues and
@@ -238,12 +247,7 @@ func TestCrashKeepsEveryAcknowledgedItem(t *testing.T) {
 // after reopening, every event acknowledged in any cycle so far is
 // delivered, or still there with its message intact.
 func TestCrashWhileDeliveringKeepsMessages(t *testing.T) {
-	dir := t.TempDir()
-	var all []string
-	for cycle := range 5 {
-		acked := killChild(t, "deliver", dir, fmt.Sprintf("d%d", cycle))
-		all = append(all, acked...)
-		s := reopenCrashed(t, dir, cycle)
+	crashCycles(t, "deliver", 5, func(cycle int, s *Spool, acked, all []string) {
 		kept := 0
 		for _, id := range all {
 			st, err := s.Lookup("crash", id)
@@ -257,10 +261,9 @@ func TestCrashWhileDeliveringKeepsMessages(t *testing.T) {
 				t.Fatalf("cycle %d: acknowledged %s is %v", cycle, id, st.State)
 			}
 		}
-		segs, _ := filepath.Glob(filepath.Join(dir, "bodies", "*.seg"))
+		segs, _ := filepath.Glob(filepath.Join(s.Dir(), "bodies", "*.seg"))
 		t.Logf("cycle %d: %d acknowledged, %d in all, %d of those kept, all intact; %d segments", cycle, len(acked), len(all), kept, len(segs))
-		s.Close()
-	}
+	})
 }
 
 // TestCrashingPayloadRunsOutOfAttempts: a delivery that kills the process
