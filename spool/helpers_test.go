@@ -100,6 +100,18 @@ func (r *recorder) next(t testing.TB, within time.Duration) attemptRecord {
 	}
 }
 
+// byEvent waits for the next n attempts, each within the timeout, and
+// returns them by event id.
+func (r *recorder) byEvent(t testing.TB, n int, within time.Duration) map[string]attemptRecord {
+	t.Helper()
+	got := map[string]attemptRecord{}
+	for range n {
+		a := r.next(t, within)
+		got[a.EventID] = a
+	}
+	return got
+}
+
 // none asserts that no attempt arrives within d.
 func (r *recorder) none(t testing.TB, d time.Duration) {
 	t.Helper()

@@ -86,9 +86,8 @@ func TestLegacyMessagesStillWork(t *testing.T) {
 	rec := newRecorder(nil)
 	s.RegisterRoute("old", Route{Deliverer: rec})
 	got := map[string]string{}
-	for range 2 {
-		a := rec.next(t, 5*time.Second)
-		got[a.EventID] = a.Body
+	for id, a := range rec.byEvent(t, 2, 5*time.Second) {
+		got[id] = a.Body
 	}
 	if n, err := s.Replay(ctx, 3); n != 1 || err != nil {
 		t.Fatalf("Replay = %d, %v", n, err)
@@ -281,13 +280,9 @@ func TestLargeMessagesGoToSegments(t *testing.T) {
 	if err := s.Resume(ctx, "r"); err != nil {
 		t.Fatal(err)
 	}
-	got := map[string]string{}
-	for range 2 {
-		a := rec.next(t, 5*time.Second)
-		got[a.EventID] = a.Body
-	}
-	if got["evt_small"] != small || got["evt_large"] != large {
-		t.Fatalf("delivered bodies differ: small %v, large %v", got["evt_small"] == small, got["evt_large"] == large)
+	got := rec.byEvent(t, 2, 5*time.Second)
+	if got["evt_small"].Body != small || got["evt_large"].Body != large {
+		t.Fatalf("delivered bodies differ: small %v, large %v", got["evt_small"].Body == small, got["evt_large"].Body == large)
 	}
 	waitNoLiveSegments(t, s)
 }

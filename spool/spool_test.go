@@ -755,13 +755,9 @@ func TestStopDeliveringStartsTheCloseTimeout(t *testing.T) {
 	s = openTest(t, Options{Dir: dir, LeaseMargin: time.Hour})
 	rec := newRecorder(nil)
 	s.RegisterRoute("r", Route{Deliverer: rec})
-	got := map[string]int{}
-	for range 2 {
-		a := rec.next(t, 2*time.Second)
-		got[a.EventID] = a.Attempt
-	}
-	if got["evt_1"] != 1 || got["evt_2"] != 1 {
-		t.Fatalf("after restart: %v, want evt_1 and evt_2 at attempt 1", got)
+	got := rec.byEvent(t, 2, 2*time.Second)
+	if got["evt_1"].Attempt != 1 || got["evt_2"].Attempt != 1 {
+		t.Fatalf("after restart: %+v, want evt_1 and evt_2 at attempt 1", got)
 	}
 }
 
