@@ -360,10 +360,10 @@ func (s *Spool) deliver(key []byte, st state, route Route, msg *message) {
 	}
 	// Age counts from the state's clock, which a replay resets, less the
 	// time the route was paused.
-	v := route.Policy.decide(out, d.Attempt, time.Duration(s.ageMs(&st, nowMs()))*time.Millisecond)
+	v := route.Policy.Decide(out, d.Attempt, time.Duration(s.ageMs(&st, nowMs()))*time.Millisecond)
 	o := &finishOp{key: key, status: out.StatusCode, lastErr: rec.Error, attempt: &rec}
 	switch {
-	case v.ack:
+	case v.Ack:
 		o.to = toDelivered
 		s.observe(d.Route, rec, "delivered")
 		if route.LogAttempts {
@@ -371,18 +371,18 @@ func (s *Spool) deliver(key []byte, st state, route Route, msg *message) {
 		} else {
 			s.log.Debug("delivered", fields...)
 		}
-	case v.reason != "":
-		o.to, o.reason = toDead, v.reason
+	case v.Reason != "":
+		o.to, o.reason = toDead, v.Reason
 		s.observe(d.Route, rec, "dead")
-		s.log.Warn("delivery failed; kept as a dead letter", append(fields, zap.String("reason", v.reason))...)
+		s.log.Warn("delivery failed; kept as a dead letter", append(fields, zap.String("reason", v.Reason))...)
 		if out.DisableRoute && out.DeadReason != "" {
 			s.log.Warn("route disabled until it is enabled again", zap.String("route", d.Route), zap.String("reason", out.DeadReason))
 			s.send(&disableOp{route: d.Route, reason: out.DeadReason})
 		}
 	default:
-		o.to, o.delay = toRetry, v.delay
+		o.to, o.delay = toRetry, v.Delay
 		s.observe(d.Route, rec, "retry")
-		s.log.Info("delivery failed; will retry", append(fields, zap.Duration("retry_in", v.delay))...)
+		s.log.Info("delivery failed; will retry", append(fields, zap.Duration("retry_in", v.Delay))...)
 	}
 	s.send(o)
 }

@@ -85,29 +85,31 @@ func (p Policy) Delay(attempt int, retryAfter time.Duration) time.Duration {
 	return p.BackoffMin + rand.N(ceiling-p.BackoffMin+1)
 }
 
-// verdict is what happens to an item after an attempt.
-type verdict struct {
-	ack    bool
-	delay  time.Duration // retry after this long, when reason is empty and ack is false
-	reason string        // dead letter reason
+// Verdict is what happens to an item after an attempt: it is done (Ack),
+// dead (Reason), or retried after Delay.
+type Verdict struct {
+	Ack    bool
+	Delay  time.Duration // retry after this long, when Reason is empty and Ack is false
+	Reason string        // dead letter reason
 }
 
-// decide applies the policy to an attempt's outcome.
-func (p Policy) decide(o Outcome, attempt int, age time.Duration) verdict {
+// Decide applies the policy to the outcome of attempt number attempt
+// (1-based) of an item received age ago. Every backend retries by it.
+func (p Policy) Decide(o Outcome, attempt int, age time.Duration) Verdict {
 	p = p.withDefaults()
 	switch {
 	case o.Succeeded():
-		return verdict{ack: true}
+		return Verdict{Ack: true}
 	case o.DeadReason != "":
-		return verdict{reason: o.DeadReason}
+		return Verdict{Reason: o.DeadReason}
 	case !p.Retryable(o):
-		return verdict{reason: ReasonRejected}
+		return Verdict{Reason: ReasonRejected}
 	case attempt >= p.MaxAttempts:
-		return verdict{reason: ReasonMaxAttempts}
+		return Verdict{Reason: ReasonMaxAttempts}
 	}
 	delay := p.Delay(attempt, o.RetryAfter)
 	if p.MaxAge > 0 && age+delay > p.MaxAge {
-		return verdict{reason: ReasonMaxAge}
+		return Verdict{Reason: ReasonMaxAge}
 	}
-	return verdict{delay: delay}
+	return Verdict{Delay: delay}
 }
