@@ -313,7 +313,12 @@ func (s *Spool) deliver(key []byte, st state, route Route, msg *message) {
 	_, _, id, _ := parseQueueKey(key)
 	if msg == nil {
 		var err error
-		if msg, err = s.message(id); err != nil {
+		if kept := s.recent.take(id); kept != nil {
+			msg, err = decodeMessage(kept)
+		} else {
+			msg, err = s.message(id)
+		}
+		if err != nil {
 			s.log.Error("cannot read a leased item's message", zap.Uint64("id", id), zap.Error(err))
 			s.send(&finishOp{key: key, to: toDead, reason: "corrupt", lastErr: err.Error()})
 			return

@@ -35,9 +35,17 @@ type enqueueOp struct {
 	entries []preparedEntry
 	results []Result
 	leases  []directLease
-	s       *Spool // set by stage
+	waiting []waitingMessage // the items not leased, for s.recent once committed
+	s       *Spool           // set by stage
 	err     error
 	done    chan struct{}
+}
+
+// waitingMessage is the encoded message of an item an enqueue stored
+// without a lease.
+type waitingMessage struct {
+	id  uint64
+	msg []byte
 }
 
 // directLease is an item an enqueue leased to a worker itself.
@@ -82,6 +90,11 @@ func (o *enqueueOp) started() {
 		go o.s.deliver(l.key, l.st, l.route, m)
 	}
 	o.leases = nil
+	now := time.Now()
+	for _, w := range o.waiting {
+		o.s.recent.put(w.id, w.msg, now)
+	}
+	o.waiting = nil
 }
 
 // dropLeases gives back the slots of leases that were not committed.
@@ -95,6 +108,7 @@ func (o *enqueueOp) dropLeases() {
 func (o *enqueueOp) stage(b *batch) error {
 	o.err = nil // a batch split after a failed commit stages its ops again
 	o.dropLeases()
+	o.waiting = o.waiting[:0]
 	o.s = b.s
 	// Dedupe first: a duplicate is answered even when the spool is full.
 	o.results = make([]Result, len(o.entries))
@@ -171,6 +185,7 @@ func (o *enqueueOp) stage(b *batch) error {
 			o.leases = append(o.leases, directLease{key: qk, st: *st, route: route, msg: e.msg})
 		} else {
 			b.queued(qk)
+			o.waiting = append(o.waiting, waitingMessage{id, e.msg})
 		}
 		o.results[i].ID = id
 	}

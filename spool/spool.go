@@ -148,6 +148,8 @@ type Spool struct {
 	rewindMu sync.Mutex
 	rewind   map[uint32][]byte // earliest q/ key written behind the dispatcher, per route
 
+	recent *recentMessages // messages of items just stored, for their first delivery
+
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -256,6 +258,7 @@ func open(opts Options) (*Spool, error) {
 		segWake:  make(chan struct{}, 1),
 		routes:   map[string][]*registration{},
 		rewind:   map[uint32][]byte{},
+		recent:   newRecentMessages(recentBytes),
 	}
 	s.live.Store(liveOf(opts))
 	s.workCtx, s.cancelWork = context.WithCancel(context.Background())
@@ -296,14 +299,13 @@ func open(opts Options) (*Spool, error) {
 // committer is the only writer, so transactions cannot conflict, and
 // tracking their reads costs CPU on every commit.
 //
-// Messages are not in Badger at all but in the spool's segment files
-// (bodies.go), m/ holding a pointer: a backlog of them in the LSM tree costs
+// Messages are kept out of the LSM tree: a backlog of them there costs
 // anonymous memory in proportion to its size (every memtable flush and
-// compaction copies them through table builders whose buffers Badger pools),
-// and the value log, where they went next, copied each one twice on its way
-// to a mapped file, faulting its pages in, and rewrote live ones in its GC.
-// The value log stays for the messages that older versions stored there
-// (valueThreshold); nothing new goes to it.
+// compaction copies them through table builders whose buffers Badger
+// pools). Messages under segmentMessageMin go to the value log
+// (valueThreshold), larger ones to the spool's segment files (bodies.go),
+// m/ holding a pointer: the value log copies each one twice on its way to a
+// mapped file, faulting its pages in, and rewrites live ones in its GC.
 func badgerOptions(dir string, memTableSize int64, log *zap.Logger) badger.Options {
 	return badger.DefaultOptions(dir).
 		WithSyncWrites(false). // the committer syncs what must be durable (Spool.write)
