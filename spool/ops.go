@@ -87,7 +87,7 @@ func (o *enqueueOp) started() {
 		if err != nil { // cannot be: encoded by prepare; deliver reads it again
 			m = nil
 		}
-		go o.s.deliver(l.key, l.st, l.route, m)
+		o.s.startDelivery(work{l.key, l.st, l.route, m})
 	}
 	o.leases = nil
 	now := time.Now()
@@ -286,7 +286,7 @@ func (o *claimOp) finish(err error) {
 		if _, end, _, _ := parseQueueKey(c.leased); end < s.wakeAtMs.Load() {
 			s.nudge()
 		}
-		go s.deliver(c.leased, c.st, c.route, nil)
+		s.startDelivery(work{key: c.leased, st: c.st, route: c.route})
 	}
 	if err != nil {
 		// The items are due still, behind the dispatcher's cursor (see

@@ -149,6 +149,7 @@ type Spool struct {
 	rewind   map[uint32][]byte // earliest q/ key written behind the dispatcher, per route
 
 	recent *recentMessages // messages of items just stored, for their first delivery
+	idle   chan work       // to a worker waiting for its next delivery (workers.go)
 
 	closeOnce sync.Once
 	closeErr  error
@@ -259,6 +260,7 @@ func open(opts Options) (*Spool, error) {
 		routes:   map[string][]*registration{},
 		rewind:   map[uint32][]byte{},
 		recent:   newRecentMessages(recentBytes),
+		idle:     make(chan work),
 	}
 	s.live.Store(liveOf(opts))
 	s.workCtx, s.cancelWork = context.WithCancel(context.Background())

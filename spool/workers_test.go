@@ -1,7 +1,10 @@
 package spool
 
 import (
+	"context"
 	"fmt"
+	"runtime"
+	"strings"
 	"testing"
 	"time"
 )
@@ -58,4 +61,46 @@ func TestWorkersCapHoldsAcrossRoutes(t *testing.T) {
 	if _, peak := g.counts(); peak != workers {
 		t.Fatalf("at most %d deliveries were in flight, want %d", peak, workers)
 	}
+}
+
+// TestAWorkerDeliversOneItemAfterAnother: deliveries one after another run
+// on one goroutine, which ends once the spool closes.
+func TestAWorkerDeliversOneItemAfterAnother(t *testing.T) {
+	s := openTest(t, Options{})
+	ids := make(chan string, 10)
+	s.RegisterRoute("r", Route{Concurrency: 1, Deliverer: DelivererFunc(func(ctx context.Context, d *Delivery) Outcome {
+		ids <- goroutineID()
+		return Outcome{StatusCode: 204}
+	})})
+	var first string
+	for i := range 5 {
+		mustEnqueue(t, s, entry("r", fmt.Sprint("evt_", i), "x"))
+		var id string
+		select {
+		case id = <-ids:
+		case <-time.After(10 * time.Second):
+			t.Fatal("not delivered")
+		}
+		if i == 0 {
+			first = id
+		} else if id != first {
+			t.Fatalf("delivery %d ran on goroutine %s, the first on %s", i, id, first)
+		}
+	}
+	s.Close()
+	eventually(t, 10*time.Second, "the worker to end", func() bool {
+		return !strings.Contains(allStacks(), "spool.(*Spool).worker")
+	})
+}
+
+// goroutineID is the calling goroutine's number, from its stack's header.
+func goroutineID() string {
+	buf := make([]byte, 64)
+	buf = buf[:runtime.Stack(buf, false)]
+	return strings.Fields(string(buf))[1]
+}
+
+func allStacks() string {
+	buf := make([]byte, 1<<20)
+	return string(buf[:runtime.Stack(buf, true)])
 }
