@@ -213,22 +213,24 @@ func (r *reader) uint32() uint32 {
 
 func (r *reader) uvarint() uint64 {
 	v, n := binary.Uvarint(r.b)
-	if n <= 0 {
-		r.fail()
-		return 0
-	}
-	r.b = r.b[n:]
+	r.skipVarint(n)
 	return v
 }
 
 func (r *reader) varint() int64 {
 	v, n := binary.Varint(r.b)
+	r.skipVarint(n)
+	return v
+}
+
+// skipVarint consumes the n bytes a varint took. The decoders report an
+// error as n <= 0 with a value of 0, which is what a failed read returns.
+func (r *reader) skipVarint(n int) {
 	if n <= 0 {
 		r.fail()
-		return 0
+		return
 	}
 	r.b = r.b[n:]
-	return v
 }
 
 func (r *reader) string() string {
