@@ -29,32 +29,29 @@ var (
 func initMetrics() {
 	metricsOnce.Do(func() {
 		const ns, sub = "caddy", "webhook"
-		metrics.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: ns, Subsystem: sub, Name: "requests_total",
-			Help: "Webhook requests by route and outcome (accepted, duplicate, ignored, conflict, or the rejection's reason).",
-		}, []string{"route", "outcome"})
-		metrics.ack = prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Namespace: ns, Subsystem: sub, Name: "ack_duration_seconds",
-			Help:    "Time from a request's arrival to its 2xx answer (the durable write included).",
-			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
-		}, []string{"route"})
-		metrics.dedupeHits = prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: ns, Subsystem: sub, Name: "dedupe_hits_total",
-			Help: "Requests answered as duplicates of an event already received.",
-		}, []string{"route"})
-		metrics.attempts = prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: ns, Subsystem: sub, Name: "delivery_attempts_total",
-			Help: "Delivery attempts by route and outcome (delivered, retry, dead, released).",
-		}, []string{"route", "outcome"})
-		metrics.delivery = prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Namespace: ns, Subsystem: sub, Name: "delivery_duration_seconds",
-			Help:    "Duration of delivery attempts.",
-			Buckets: prometheus.DefBuckets,
-		}, []string{"route"})
-		metrics.deadLetters = prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: ns, Subsystem: sub, Name: "dead_letters_total",
-			Help: "Deliveries that became dead letters after an attempt.",
-		}, []string{"route"})
+		counter := func(name, help string, labels ...string) *prometheus.CounterVec {
+			return prometheus.NewCounterVec(prometheus.CounterOpts{
+				Namespace: ns, Subsystem: sub, Name: name, Help: help,
+			}, labels)
+		}
+		histogram := func(name, help string, buckets []float64) *prometheus.HistogramVec {
+			return prometheus.NewHistogramVec(prometheus.HistogramOpts{
+				Namespace: ns, Subsystem: sub, Name: name, Help: help, Buckets: buckets,
+			}, []string{"route"})
+		}
+		metrics.requests = counter("requests_total",
+			"Webhook requests by route and outcome (accepted, duplicate, ignored, conflict, or the rejection's reason).",
+			"route", "outcome")
+		metrics.ack = histogram("ack_duration_seconds",
+			"Time from a request's arrival to its 2xx answer (the durable write included).",
+			[]float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5})
+		metrics.dedupeHits = counter("dedupe_hits_total",
+			"Requests answered as duplicates of an event already received.", "route")
+		metrics.attempts = counter("delivery_attempts_total",
+			"Delivery attempts by route and outcome (delivered, retry, dead, released).", "route", "outcome")
+		metrics.delivery = histogram("delivery_duration_seconds", "Duration of delivery attempts.", prometheus.DefBuckets)
+		metrics.deadLetters = counter("dead_letters_total",
+			"Deliveries that became dead letters after an attempt.", "route")
 	})
 }
 
