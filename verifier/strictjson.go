@@ -268,37 +268,26 @@ value:
 		if r != rOK {
 			return s.fail(r, i)
 		}
-	case '{':
+	case '{', '[':
 		if depth == MaxDepth {
 			return s.fail(rDepth, i)
 		}
-		s.frames[depth] = frame{keys: len(s.keys), scratch: len(s.scratch)}
-		objBits |= 1 << depth
-		depth++
-		i++
-		if i < n && b[i] <= ' ' {
-			i = skipWS(b, i)
+		end := byte(']')
+		if c == '{' {
+			s.frames[depth] = frame{keys: len(s.keys), scratch: len(s.scratch)}
+			objBits |= 1 << depth
+			end = '}'
+		} else {
+			objBits &^= 1 << depth
 		}
-		if i < n && b[i] == '}' {
-			i++
-			depth--
+		i = skipPast(b, i)
+		if i < n && b[i] == end {
+			i++ // an empty container: the depth is unchanged
 			goto after
 		}
-		goto key
-	case '[':
-		if depth == MaxDepth {
-			return s.fail(rDepth, i)
-		}
-		objBits &^= 1 << depth
 		depth++
-		i++
-		if i < n && b[i] <= ' ' {
-			i = skipWS(b, i)
-		}
-		if i < n && b[i] == ']' {
-			i++
-			depth--
-			goto after
+		if c == '{' {
+			goto key
 		}
 		goto value
 	case 't':
@@ -343,37 +332,31 @@ after:
 		return s.fail(rEOF, i)
 	}
 	c = b[i]
-	if objBits&(1<<(depth-1)) != 0 {
-		if c == ',' {
-			i++
-			if i < n && b[i] <= ' ' {
-				i = skipWS(b, i)
-			}
-			goto key
-		}
-		if c == '}' {
+	if objBits&(1<<(depth-1)) == 0 { // in an array
+		switch c {
+		case ',':
+			i = skipPast(b, i)
+			goto value
+		case ']':
 			i++
 			depth--
-			f = &s.frames[depth]
-			if len(s.keys)-f.keys > linearKeys && !s.checkSorted(f.keys, depth+1, i-1) {
-				return false
-			}
-			s.keys = s.keys[:f.keys]
-			s.scratch = s.scratch[:f.scratch]
 			goto after
 		}
 		return s.fail(rChar, i)
 	}
-	if c == ',' {
-		i++
-		if i < n && b[i] <= ' ' {
-			i = skipWS(b, i)
-		}
-		goto value
-	}
-	if c == ']' {
+	switch c {
+	case ',':
+		i = skipPast(b, i)
+		goto key
+	case '}':
 		i++
 		depth--
+		f = &s.frames[depth]
+		if len(s.keys)-f.keys > linearKeys && !s.checkSorted(f.keys, depth+1, i-1) {
+			return false
+		}
+		s.keys = s.keys[:f.keys]
+		s.scratch = s.scratch[:f.scratch]
 		goto after
 	}
 	return s.fail(rChar, i)
@@ -421,10 +404,7 @@ keyDone:
 	if b[i] != ':' {
 		return s.fail(rChar, i)
 	}
-	i++
-	if i < n && b[i] <= ' ' {
-		i = skipWS(b, i)
-	}
+	i = skipPast(b, i)
 	if depth == 1 {
 		valStart = i // only used when field >= 0
 	}
@@ -613,6 +593,16 @@ func isASCII(b []byte) bool {
 	return true
 }
 
+// skipPast returns the offset of the first byte after b[i] that is not
+// whitespace.
+func skipPast(b []byte, i int) int {
+	i++
+	if i < len(b) && b[i] <= ' ' {
+		i = skipWS(b, i)
+	}
+	return i
+}
+
 func skipWS(b []byte, i int) int {
 	for ; i < len(b); i++ {
 		switch b[i] {
@@ -796,20 +786,13 @@ func scanNumberSlow(b []byte, i int) (int, bool) {
 	case c == '0':
 		i++
 	case c-'1' < 9:
-		i++
-		for i < n && b[i]-'0' < 10 {
-			i++
-		}
+		i, _ = digits(b, i+1)
 	default:
 		return i, false
 	}
+	var ok bool
 	if i < n && b[i] == '.' {
-		i++
-		d := i
-		for i < n && b[i]-'0' < 10 {
-			i++
-		}
-		if i == d {
+		if i, ok = digits(b, i+1); !ok {
 			return i, false
 		}
 	}
@@ -818,15 +801,21 @@ func scanNumberSlow(b []byte, i int) (int, bool) {
 		if i < n && (b[i] == '+' || b[i] == '-') {
 			i++
 		}
-		d := i
-		for i < n && b[i]-'0' < 10 {
-			i++
-		}
-		if i == d {
+		if i, ok = digits(b, i); !ok {
 			return i, false
 		}
 	}
 	return i, true
+}
+
+// digits returns the end of the run of ASCII digits that starts b[i:], and
+// whether the run has at least one.
+func digits(b []byte, i int) (int, bool) {
+	start := i
+	for i < len(b) && b[i]-'0' < 10 {
+		i++
+	}
+	return i, i > start
 }
 
 // appendUnescaped appends the unescaped form of src, the contents of a JSON
