@@ -83,6 +83,14 @@ func publishHandle(path string, lines ...string) string {
 	return fmt.Sprintf("\thandle %s {\n\t\twebhook_publish {\n\t\t\t%s\n\t\t}\n\t}", path, strings.Join(lines, "\n\t\t\t"))
 }
 
+// acmeHandle is publishHandle for the acme publisher most tests use: the
+// organization and project its envelopes carry, a 100ms to 400ms backoff and
+// loopback subscribers allowed, then lines.
+func acmeHandle(path string, lines ...string) string {
+	return publishHandle(path, append([]string{"organization org_abc123", "project proj_xyz789",
+		"backoff 100ms 400ms", "allow_private 127.0.0.1"}, lines...)...)
+}
+
 // subscriberBlock is a subscriber line of webhook_publish with its block.
 func subscriberBlock(name, url string, lines ...string) string {
 	return fmt.Sprintf("subscriber %s %s {\n\t\t\t\t%s\n\t\t\t}", name, url, strings.Join(lines, "\n\t\t\t\t"))
@@ -268,11 +276,7 @@ func TestPublishRoundTrip(t *testing.T) {
 	g, secret := newSecretGateway(t, "ACME_SECRET")
 	up := newSubscriber(t, g)
 	g.start(g.globals("") + publishSite(g,
-		publishHandle(publishPath,
-			"organization org_abc123",
-			"project proj_xyz789",
-			"backoff 100ms 400ms",
-			"allow_private 127.0.0.1",
+		acmeHandle(publishPath,
 			subscriberBlock("self", g.url(hookPath),
 				"secret {env.ACME_SECRET}",
 				"events document.*",
@@ -364,11 +368,7 @@ func TestPublishSignatureAndStableBytes(t *testing.T) {
 		}
 		return reply{Status: 200, Body: "ok"}
 	})
-	g.start(g.globals("") + publishSite(g, publishHandle(publishPath,
-		"organization org_abc123",
-		"project proj_xyz789",
-		"backoff 100ms 400ms",
-		"allow_private 127.0.0.1",
+	g.start(g.globals("") + publishSite(g, acmeHandle(publishPath,
 		subscriberBlock("acme", up.url("/hook"),
 			"secret {env.ACME_SECRET} {env.ACME_NEXT}",
 			"events document.*",
@@ -447,11 +447,7 @@ func TestPublishRetries(t *testing.T) {
 	})
 	const bmin, bmax = 100 * time.Millisecond, 400 * time.Millisecond
 	g.start(g.globals("") + publishSite(g,
-		publishHandle(publishPath,
-			"organization org_abc123",
-			"project proj_xyz789",
-			"backoff 100ms 400ms",
-			"allow_private 127.0.0.1",
+		acmeHandle(publishPath,
 			subscriberBlock("failing", upFail.url("/hook"), "secret {env.ACME_SECRET}", "events test.fail"),
 			subscriberBlock("redirect", upRedirect.url("/hook"), "secret {env.ACME_SECRET}", "events test.redirect"),
 		),
@@ -625,20 +621,12 @@ func TestPublishIdempotencyAndFanOut(t *testing.T) {
 	upDocs, upBatch, upAll, upNarrow := newSubscriber(t, g), newSubscriber(t, g), newSubscriber(t, g), newSubscriber(t, g)
 	ups := map[string]*upstream{"docs": upDocs, "batch": upBatch, "all": upAll, "narrow": upNarrow}
 	g.start(g.globals("") + publishSite(g,
-		publishHandle(publishPath,
-			"organization org_abc123",
-			"project proj_xyz789",
-			"backoff 100ms 400ms",
-			"allow_private 127.0.0.1",
+		acmeHandle(publishPath,
 			subscriberBlock("docs", upDocs.url("/hook"), "secret {env.ACME_SECRET}", "events document.*"),
 			subscriberBlock("batch", upBatch.url("/hook"), "secret {env.ACME_SECRET}", "events batch.completed"),
 			subscriberBlock("all", upAll.url("/hook"), "secret {env.ACME_SECRET}"),
 		),
-		publishHandle("/narrow",
-			"organization org_abc123",
-			"project proj_xyz789",
-			"backoff 100ms 400ms",
-			"allow_private 127.0.0.1",
+		acmeHandle("/narrow",
 			"max_body 1KiB",
 			subscriberBlock("narrow", upNarrow.url("/hook"), "secret {env.ACME_SECRET}", "events document.*"),
 		),
@@ -845,11 +833,7 @@ func TestPublishGoneDisablesSubscriber(t *testing.T) {
 		}
 		return reply{Status: 200} // an attempt after the 410 would show as delivered
 	})
-	config := g.globals("") + publishSite(g, publishHandle(publishPath,
-		"organization org_abc123",
-		"project proj_xyz789",
-		"backoff 100ms 400ms",
-		"allow_private 127.0.0.1",
+	config := g.globals("") + publishSite(g, acmeHandle(publishPath,
 		subscriberBlock("gone", upGone.url("/hook"), "secret {env.ACME_SECRET}"),
 		subscriberBlock("keep", upKeep.url("/hook"), "secret {env.ACME_SECRET}"),
 	))
@@ -1012,11 +996,7 @@ func TestPublishKeepsSecretsOutOfLogs(t *testing.T) {
 	closedPort := freePort(t)
 	credURL := fmt.Sprintf("http://user:pa55word@%s/hook?token=t0k3n", up.addr)
 	downURL := fmt.Sprintf("http://user:pa55word@127.0.0.1:%d/hook?token=t0k3n", closedPort)
-	g.start(g.globals(debugWithSignatureFilter) + publishSite(g, publishHandle(publishPath,
-		"organization org_abc123",
-		"project proj_xyz789",
-		"backoff 100ms 400ms",
-		"allow_private 127.0.0.1",
+	g.start(g.globals(debugWithSignatureFilter) + publishSite(g, acmeHandle(publishPath,
 		subscriberBlock("creds", credURL, "secret {env.ACME_SECRET}", "header X-Api-Token {env.SUB_TOKEN}"),
 		subscriberBlock("down", downURL, "secret {env.ACME_SECRET}", "header X-Api-Token {env.SUB_TOKEN}"),
 	)))
