@@ -235,6 +235,11 @@ func TestVerifyOnlyReverseProxy(t *testing.T) {
 	var mu sync.Mutex
 	fail := map[string]bool{} // ids answered 500
 	slow := map[string]bool{} // ids answered after a pause
+	mark := func(ids map[string]bool, id string, on bool) {
+		mu.Lock()
+		ids[id] = on
+		mu.Unlock()
+	}
 	up.setRespond(func(r *recorded) reply {
 		mu.Lock()
 		defer mu.Unlock()
@@ -289,9 +294,7 @@ func TestVerifyOnlyReverseProxy(t *testing.T) {
 
 	t.Run("upstream 500 is not remembered", func(t *testing.T) {
 		d := s.event(typeOK)
-		mu.Lock()
-		fail[d.ID] = true
-		mu.Unlock()
+		mark(fail, d.ID, true)
 		a := s.mustPost(t, d)
 		if a.Code != 500 || a.Body != "upstream broke" {
 			t.Fatalf("want the upstream's 500, got %s", a)
@@ -300,9 +303,7 @@ func TestVerifyOnlyReverseProxy(t *testing.T) {
 		if a.Code != 500 {
 			t.Fatalf("retry: want the upstream's 500 again, got %s", a)
 		}
-		mu.Lock()
-		fail[d.ID] = false
-		mu.Unlock()
+		mark(fail, d.ID, false)
 		if a = s.mustPost(t, d); a.Code != 201 {
 			t.Fatalf("retry after the upstream recovered: want 201, got %s", a)
 		}
@@ -337,9 +338,7 @@ func TestVerifyOnlyReverseProxy(t *testing.T) {
 
 	t.Run("concurrent duplicate while in flight gets 409", func(t *testing.T) {
 		d := s.event(typeOK)
-		mu.Lock()
-		slow[d.ID] = true
-		mu.Unlock()
+		mark(slow, d.ID, true)
 		a, first := postDuringFirst(t, s, d, arrived)
 		if a.Code != 409 || a.Header.Get("Retry-After") == "" {
 			t.Errorf("concurrent duplicate: want 409 with Retry-After, got %s (Retry-After %q)", a, a.Header.Get("Retry-After"))
