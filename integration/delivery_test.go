@@ -216,12 +216,7 @@ func TestUpstreamOutage(t *testing.T) {
 		"backoff 100ms 500ms\n\t\t\t\tmax_attempts 50\n\t\t\t\ttimeout 5s"))
 	s := newSender(g, hookPath, secret)
 
-	var ids []string
-	for i := 0; i < 30; i++ {
-		d := s.event(typeOK)
-		ids = append(ids, d.ID)
-		expectAnswer(t, d.ID, s.mustPost(t, d), 202, "accepted")
-	}
+	ids := s.sendAccepted(t, 30)
 	time.Sleep(1500 * time.Millisecond) // attempts fail: connection refused
 
 	up := newUpstreamAt(t, port)
@@ -331,12 +326,7 @@ func TestGracefulShutdown(t *testing.T) {
 	}
 	g.start(config(slowUp))
 	s := newSender(g, hookPath, secret)
-	var ids []string
-	for i := 0; i < 5; i++ {
-		d := s.event(typeOK)
-		ids = append(ids, d.ID)
-		expectAnswer(t, d.ID, s.mustPost(t, d), 202, "accepted")
-	}
+	ids := s.sendAccepted(t, 5)
 	var inFlight *recorded
 	select {
 	case inFlight = <-arrived:

@@ -438,13 +438,13 @@ func (s *sender) postRetrying(d *delivery, retries int) (answer, error) {
 }
 
 // sendAccepted sends n fresh signed events, requires each to be answered 202
-// and returns their ids.
+// accepted and returns their ids.
 func (s *sender) sendAccepted(t testing.TB, n int) []string {
 	t.Helper()
 	ids := make([]string, 0, n)
 	for range n {
 		d, a, err := s.signedSend(typeOK, 0)
-		if err != nil || a.Code != 202 {
+		if err != nil || a.Code != 202 || a.Status != "accepted" {
 			t.Fatalf("delivery: %v %v", a, err)
 		}
 		ids = append(ids, d.ID)
