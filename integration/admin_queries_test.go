@@ -12,21 +12,6 @@ import (
 	"github.com/hookgate/hookgate/internal/testwait"
 )
 
-// stats reads GET /webhooks/stats: the storage and the named route.
-func (g *gateway) stats(t *testing.T, route string) (storage string, rs routeState) {
-	t.Helper()
-	var st adminStats
-	if code := g.adminDo(t, http.MethodGet, "/webhooks/stats", "", &st); code != 200 {
-		t.Fatalf("stats: %d", code)
-	}
-	for _, r := range st.Routes {
-		if r.Route == route {
-			return st.Storage, r
-		}
-	}
-	return st.Storage, routeState{}
-}
-
 type deadEntry struct {
 	ID         string `json:"id"`
 	EventID    string `json:"event_id"`

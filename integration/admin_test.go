@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hookgate/hookgate/adminapi"
 	"github.com/hookgate/hookgate/internal/testwait"
 )
 
@@ -36,37 +37,33 @@ func (g *gateway) adminDo(t testing.TB, method, path, body string, out any) int 
 	return resp.StatusCode
 }
 
-type adminStats struct {
-	Storage string       `json:"storage"`
-	Items   int64        `json:"items"`
-	Routes  []routeState `json:"routes"`
-}
-
-// routeState is one route of GET /webhooks/stats.
-type routeState struct {
-	Route            string  `json:"route"`
-	Subscriber       string  `json:"subscriber"`
-	Queued           int64   `json:"queued"`
-	InFlight         int64   `json:"in_flight"`
-	Scheduled        int64   `json:"scheduled"`
-	Dead             int64   `json:"dead"`
-	Bytes            int64   `json:"bytes"`
-	OldestPendingAge float64 `json:"oldest_pending_age_seconds"`
-	Paused           bool    `json:"paused"`
-	Disabled         string  `json:"disabled"`
-}
-
-func (g *gateway) routeStat(t testing.TB, route string) (dead, pending int64, paused bool, disabled string) {
-	var st adminStats
+// adminStats reads GET /webhooks/stats.
+func (g *gateway) adminStats(t testing.TB) adminapi.Stats {
+	t.Helper()
+	var st adminapi.Stats
 	if code := g.adminDo(t, http.MethodGet, "/webhooks/stats", "", &st); code != 200 {
 		t.Fatalf("stats: %d", code)
 	}
+	return st
+}
+
+// stats reads GET /webhooks/stats: the storage and the named route (zero
+// when it is not there).
+func (g *gateway) stats(t testing.TB, route string) (storage string, rs adminapi.RouteStats) {
+	t.Helper()
+	st := g.adminStats(t)
 	for _, r := range st.Routes {
 		if r.Route == route {
-			return r.Dead, r.Queued + r.InFlight + r.Scheduled, r.Paused, r.Disabled
+			return st.Storage, r
 		}
 	}
-	return 0, 0, false, ""
+	return st.Storage, rs
+}
+
+func (g *gateway) routeStat(t testing.TB, route string) (dead, pending int64, paused bool, disabled string) {
+	t.Helper()
+	_, r := g.stats(t, route)
+	return r.Dead, r.Queued + r.InFlight + r.Scheduled, r.Paused, r.Disabled
 }
 
 // TestAdminAPI: an upstream outage produces dead letters that the stats, the

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hookgate/hookgate/adminapi"
 	"github.com/hookgate/hookgate/internal/testwait"
 )
 
@@ -316,16 +317,8 @@ func TestUnnamedRouteName(t *testing.T) {
 
 // hasRoute reports whether /webhooks/stats lists route.
 func (g *gateway) hasRoute(t *testing.T, route string) bool {
-	var st adminStats
-	if code := g.adminDo(t, http.MethodGet, "/webhooks/stats", "", &st); code != 200 {
-		t.Fatalf("stats: %d", code)
-	}
-	for _, r := range st.Routes {
-		if r.Route == route {
-			return true
-		}
-	}
-	return false
+	t.Helper()
+	return slices.ContainsFunc(g.adminStats(t).Routes, func(r adminapi.RouteStats) bool { return r.Route == route })
 }
 
 // TestForwardedHeadersAreExactlyTheDocumentedSet: what a sender or an
