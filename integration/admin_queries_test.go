@@ -46,8 +46,7 @@ func eventIDs(ds []deadEntry) []string {
 // the real endpoint, and the stats' bytes and oldest pending age.
 func TestAdminQueriesAndStats(t *testing.T) {
 	t.Parallel()
-	g, secret := newSecretGateway(t, "HG_SECRET")
-	up := newUpstream(t)
+	g, secret, up := newInboundGateway(t)
 	up.setRespond(func(r *recorded) reply {
 		switch {
 		case strings.HasSuffix(r.ID, "1"), strings.HasSuffix(r.ID, "2"):

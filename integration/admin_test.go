@@ -73,8 +73,7 @@ func (g *gateway) routeStat(t testing.TB, route string) (dead, pending int64, pa
 // change is logged with who asked.
 func TestAdminAPI(t *testing.T) {
 	t.Parallel()
-	g, secret := newSecretGateway(t, "HG_SECRET")
-	up := newUpstream(t)
+	g, secret, up := newInboundGateway(t)
 	up.setRespond(func(*recorded) reply { return reply{Status: 503} })
 	sub := newSubscriber(t, g)
 	sub.setRespond(func(*recorded) reply { return reply{Status: 410} })

@@ -62,8 +62,7 @@ func tableRow(table, first string) []string {
 // until resume; errors exit 1 with the API's message.
 func TestCLIOperations(t *testing.T) {
 	t.Parallel()
-	g, secret := newSecretGateway(t, "HG_SECRET")
-	up := newUpstream(t)
+	g, secret, up := newInboundGateway(t)
 	up.setRespond(func(*recorded) reply { return reply{Status: 503} })
 	g.start(g.globals("") + publishSite(g, fmt.Sprintf(`	handle %s {
 		webhook_ingest {

@@ -27,8 +27,7 @@ func (r *loadResult) add(f func(*loadResult)) {
 // upstream, and no rejected event ever does.
 func TestKill9UnderLoad(t *testing.T) {
 	t.Parallel()
-	g, secret := newSecretGateway(t, "HG_SECRET")
-	up := newUpstream(t)
+	g, secret, up := newInboundGateway(t)
 	config := g.globals("") + forwardSite(g, "{env.HG_SECRET}", up.url("/in"), "name crash",
 		"backoff 100ms 1s\n\t\t\t\tmax_attempts 50\n\t\t\t\ttimeout 5s")
 	s := newSender(g, hookPath, secret)

@@ -265,8 +265,7 @@ func TestUpstreamOutage(t *testing.T) {
 // exactly max_attempts times while the others keep flowing.
 func TestPoisonEvent(t *testing.T) {
 	t.Parallel()
-	g, secret := newSecretGateway(t, "HG_SECRET")
-	up := newUpstream(t)
+	g, secret, up := newInboundGateway(t)
 	s := newSender(g, hookPath, secret)
 	poison := s.event(typeOK)
 	up.setRespond(func(r *recorded) reply {

@@ -20,8 +20,7 @@ import (
 // (the same eventId is accepted afterwards).
 func TestCheckOrderWithTwoDefects(t *testing.T) {
 	t.Parallel()
-	g, secret := newSecretGateway(t, "HG_SECRET")
-	up := newUpstream(t)
+	g, secret, up := newInboundGateway(t)
 	g.start(g.globals("") + forwardSite(g, "{env.HG_SECRET}", up.url("/in"),
 		"events document.*\n\t\t\ttolerance 10m\n\t\t\tmax_body 4KiB", "backoff 100ms 500ms"))
 	s := newSender(g, hookPath, secret)
@@ -111,8 +110,7 @@ func accessLog(t *testing.T, path string) []logEntry {
 // placeholders reach the access log through log_append.
 func TestHandleErrorsAndPlaceholders(t *testing.T) {
 	t.Parallel()
-	g, secret := newSecretGateway(t, "HG_SECRET")
-	up := newUpstream(t)
+	g, secret, up := newInboundGateway(t)
 	logFile := filepath.Join(g.dir, "access.log")
 	g.start(g.globals("") + fmt.Sprintf(`http://%s {
 	log {

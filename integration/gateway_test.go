@@ -143,6 +143,14 @@ func newSecretGateway(t *testing.T, env string, extraEnv ...string) (*gateway, [
 	return g, secret
 }
 
+// newInboundGateway is the usual start of an inbound test: a gateway with a
+// fresh secret in HG_SECRET (see newSecretGateway), and an upstream for its
+// routes to forward to.
+func newInboundGateway(t *testing.T) (*gateway, []byte, *upstream) {
+	g, secret := newSecretGateway(t, "HG_SECRET")
+	return g, secret, newUpstream(t)
+}
+
 func (g *gateway) globals(extra string) string { return g.globalsWith("", extra) }
 
 // globalsWith is globals with more lines in the webhooks block.

@@ -241,8 +241,7 @@ func TestInsecureRoutesDropTheSignature(t *testing.T) {
 // /webhooks/events/{id} finds an event it handed on as delivered.
 func TestVerifyOnlyRoutesInTheAdminAPI(t *testing.T) {
 	t.Parallel()
-	g, secret := newSecretGateway(t, "HG_SECRET")
-	up := newUpstream(t)
+	g, secret, up := newInboundGateway(t)
 	g.start(g.globals("") + fmt.Sprintf(`http://%s {
 	handle %s {
 		webhook_ingest {
@@ -290,8 +289,7 @@ func TestVerifyOnlyRoutesInTheAdminAPI(t *testing.T) {
 // reaches log lines, metric labels and the admin API.
 func TestUnnamedRouteName(t *testing.T) {
 	t.Parallel()
-	g, secret := newSecretGateway(t, "HG_SECRET")
-	up := newUpstream(t)
+	g, secret, up := newInboundGateway(t)
 	g.start(g.globals("") + forwardSite(g, "{env.HG_SECRET}", up.url("/hooks/t0kenInPath?key=t0kenInQuery"), "", ""))
 	want := "http://" + up.addr
 	if !g.hasRoute(t, want) {
@@ -328,8 +326,7 @@ func (g *gateway) hasRoute(t *testing.T, route string) bool {
 // Accept-Encoding of the gateway's own.
 func TestForwardedHeadersAreExactlyTheDocumentedSet(t *testing.T) {
 	t.Parallel()
-	g, secret := newSecretGateway(t, "HG_SECRET")
-	up := newUpstream(t)
+	g, secret, up := newInboundGateway(t)
 	sub := newSubscriber(t, g)
 	g.start(g.globals("") + publishSite(g,
 		fmt.Sprintf("\thandle %s {\n\t\twebhook_ingest {\n\t\t\tname in\n\t\t\tsecret {env.HG_SECRET}\n\t\t\tforward %s {\n\t\t\t\theader_up X-Gateway hookgate-it\n\t\t\t}\n\t\t}\n\t}",

@@ -47,8 +47,7 @@ func forwardSite(g *gateway, secrets, forwardURL, ingest, forward string) string
 // valid delivery with the same eventId is accepted as new.
 func TestIngestRejections(t *testing.T) {
 	t.Parallel()
-	g, secret := newSecretGateway(t, "HG_SECRET")
-	up := newUpstream(t)
+	g, secret, up := newInboundGateway(t)
 	g.start(g.globals("") + forwardSite(g, "{env.HG_SECRET}", up.url("/in"),
 		"events document.*\n\t\t\ttolerance 10m\n\t\t\tdedupe_window 1h\n\t\t\tmax_body 4KiB\n\t\t\tread_timeout 1s",
 		"backoff 100ms 500ms"))

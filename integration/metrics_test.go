@@ -42,8 +42,7 @@ func scrapeMetrics(t testing.TB, g *gateway) map[string]float64 {
 // duplicate-registration errors.
 func TestMetrics(t *testing.T) {
 	t.Parallel()
-	g, secret := newSecretGateway(t, "HG_SECRET")
-	up := newUpstream(t)
+	g, secret, up := newInboundGateway(t)
 	sub := newSubscriber(t, g)
 	s := newSender(g, hookPath, secret)
 	poison := s.event(typeOK)

@@ -206,8 +206,7 @@ func idleGoroutines(t *testing.T, g *gateway, s *sender) int {
 // gone), and are delivered once a later reload brings the route back.
 func TestReloadRemovingARouteKeepsItsEvents(t *testing.T) {
 	t.Parallel()
-	g, secret := newSecretGateway(t, "HG_SECRET")
-	up := newUpstream(t)
+	g, secret, up := newInboundGateway(t)
 	up.setRespond(func(*recorded) reply { return reply{Status: 503} })
 	withRoute := g.globals("") + forwardSite(g, "{env.HG_SECRET}", up.url("/in"),
 		"name kept", "backoff 100ms 200ms\n\t\t\t\tmax_attempts 1000")
