@@ -129,9 +129,9 @@ func (h *Ingest) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		var err error
 		switch opt := d.Val(); opt {
 		case "name":
-			err = oneArg(d, func(s string) error { h.Name = s; return nil })
+			err = oneArg(d, stringArg(&h.Name))
 		case "profile":
-			err = oneArg(d, func(s string) error { h.Profile = s; return nil })
+			err = oneArg(d, stringArg(&h.Profile))
 		case "secret":
 			err = secretArgs(d, &h.Secrets)
 		case "insecure_no_signature":
@@ -245,9 +245,9 @@ func (p *Publish) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		var err error
 		switch opt := d.Val(); opt {
 		case "organization":
-			err = oneArg(d, func(s string) error { p.Organization = s; return nil })
+			err = oneArg(d, stringArg(&p.Organization))
 		case "project":
-			err = oneArg(d, func(s string) error { p.Project = s; return nil })
+			err = oneArg(d, stringArg(&p.Project))
 		case "attempts":
 			err = oneArg(d, positiveInt(d, &p.Attempts))
 		case "backoff":
@@ -325,42 +325,47 @@ func headerArgs(d *caddyfile.Dispenser, dst *http.Header) error {
 
 // allowPrivateArgs reads one or more CIDRs or addresses.
 func allowPrivateArgs(d *caddyfile.Dispenser, dst *[]string) error {
-	args := d.RemainingArgs()
-	if len(args) == 0 {
-		return d.ArgErr()
-	}
-	for _, a := range args {
-		if _, err := outbound.ParsePrefix(a); err != nil {
-			return d.Errf("allow_private: %q is not a CIDR or an address", a)
+	return listArgs(d, dst, func(args []string) error {
+		for _, a := range args {
+			if _, err := outbound.ParsePrefix(a); err != nil {
+				return d.Errf("allow_private: %q is not a CIDR or an address", a)
+			}
 		}
-	}
-	*dst = append(*dst, args...)
-	return nil
+		return nil
+	})
 }
 
 // secretArgs reads one or more secrets, each a placeholder (see checkSecret).
 func secretArgs(d *caddyfile.Dispenser, dst *[]string) error {
-	args := d.RemainingArgs()
-	if len(args) == 0 {
-		return d.ArgErr()
-	}
-	for _, s := range args {
-		if err := checkSecret(d, s); err != nil {
-			return err
+	return listArgs(d, dst, func(args []string) error {
+		for _, s := range args {
+			if err := checkSecret(d, s); err != nil {
+				return err
+			}
 		}
-	}
-	*dst = append(*dst, args...)
-	return nil
+		return nil
+	})
 }
 
 // eventArgs reads one or more event-type patterns.
 func eventArgs(d *caddyfile.Dispenser, dst *[]string) error {
+	return listArgs(d, dst, func(args []string) error {
+		if _, err := verifier.CompilePatterns(args); err != nil {
+			return d.Errf("events: %v", err)
+		}
+		return nil
+	})
+}
+
+// listArgs reads one or more arguments and, if check accepts them, appends
+// them to dst.
+func listArgs(d *caddyfile.Dispenser, dst *[]string, check func(args []string) error) error {
 	args := d.RemainingArgs()
 	if len(args) == 0 {
 		return d.ArgErr()
 	}
-	if _, err := verifier.CompilePatterns(args); err != nil {
-		return d.Errf("events: %v", err)
+	if err := check(args); err != nil {
+		return err
 	}
 	*dst = append(*dst, args...)
 	return nil
@@ -397,6 +402,11 @@ func checkSecret(d *caddyfile.Dispenser, s string) error {
 		return d.Err("secret: write it as a placeholder, {env.NAME} or {file./path}: a literal secret would be stored in the config and shown by the admin API")
 	}
 	return nil
+}
+
+// stringArg sets dst to the argument.
+func stringArg(dst *string) func(string) error {
+	return func(s string) error { *dst = s; return nil }
 }
 
 // oneArg reads exactly one argument and hands it to set.
