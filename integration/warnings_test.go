@@ -84,6 +84,10 @@ func TestStartupWarnings(t *testing.T) {
 	if code, body, err := g.loadAs("application/json", string(cfg)); err != nil || code != 200 {
 		t.Fatalf("loading a JSON configuration with a literal secret: %d %s %v", code, body, err)
 	}
+	testwait.Until(t, 10*time.Second, func() (bool, string) {
+		n := ingestWarnings(g, literal)
+		return n >= 1, fmt.Sprintf("%d warnings about the literal secret", n)
+	})
 	if n := ingestWarnings(g, literal); n != 1 {
 		t.Errorf("%d warnings about the literal secret, want 1", n)
 	}
