@@ -11,7 +11,7 @@ import (
 
 // Stats answers GET /webhooks/stats.
 type Stats struct {
-	Storage string       `json:"storage"`
+	Storage string       `json:"storage"` // the store's name, e.g. "badger:/var/lib/caddy/webhooks"
 	Items   int64        `json:"items"`
 	Bytes   int64        `json:"bytes"`
 	Records RecordStats  `json:"records"`

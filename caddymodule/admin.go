@@ -90,7 +90,7 @@ func (a *AdminAPI) spool(r *http.Request) (*spool.Spool, error) {
 	want := r.URL.Query().Get("storage")
 	var found []*spool.Spool
 	spools.Range(func(_, v any) bool {
-		if h, ok := v.(spoolHandle); ok && (want == "" || h.Dir() == want) {
+		if h, ok := v.(spoolHandle); ok && (want == "" || storageIs(h.Name(), want)) {
 			found = append(found, h.Spool)
 		}
 		return true
@@ -103,7 +103,15 @@ func (a *AdminAPI) spool(r *http.Request) (*spool.Spool, error) {
 	case len(found) == 0:
 		return nil, apiError(http.StatusNotFound, "no webhooks storage is open: the configuration has no webhook routes")
 	}
-	return nil, apiError(http.StatusBadRequest, "several storages are open; choose one with ?storage=<dir>")
+	return nil, apiError(http.StatusBadRequest, "several storages are open; choose one with ?storage=<name>")
+}
+
+// storageIs reports whether a store's name is what ?storage= asks for: the
+// name, or the name without its backend's prefix ("badger:/srv/spool" is
+// also "/srv/spool", the directory that older clients give).
+func storageIs(name, want string) bool {
+	_, bare, _ := strings.Cut(name, ":")
+	return want == name || want == bare
 }
 
 func toRecordStats(u spool.RecordUsage) adminapi.RecordStats {
@@ -116,7 +124,7 @@ func toRecordStats(u spool.RecordUsage) adminapi.RecordStats {
 
 func (a *AdminAPI) stats(w http.ResponseWriter, s *spool.Spool) error {
 	now := time.Now()
-	out := adminapi.Stats{Storage: s.Dir(), Records: toRecordStats(s.Records()), Routes: []adminapi.RouteStats{}}
+	out := adminapi.Stats{Storage: s.Name(), Records: toRecordStats(s.Records()), Routes: []adminapi.RouteStats{}}
 	out.Items, out.Bytes = s.Usage()
 	for _, rs := range routeStats(s) {
 		sub, _ := strings.CutPrefix(rs.Route, "subscriber/")
@@ -161,7 +169,7 @@ func (a *AdminAPI) listDead(w http.ResponseWriter, r *http.Request, s *spool.Spo
 		}
 		after = n
 	}
-	items, next, err := s.ListDead(spool.DeadFilter{Route: q.Get("route"), Reason: q.Get("reason")}, after, limit)
+	items, next, err := s.ListDead(r.Context(), spool.DeadFilter{Route: q.Get("route"), Reason: q.Get("reason")}, after, limit)
 	if err != nil {
 		return apiError(http.StatusInternalServerError, "listing dead letters: %v", err)
 	}
@@ -235,7 +243,7 @@ func (a *AdminAPI) event(w http.ResponseWriter, r *http.Request, s *spool.Spool,
 	}
 	out := adminapi.Event{EventID: eventID, Routes: []adminapi.EventRoute{}}
 	for _, rt := range routes {
-		st, err := s.Lookup(rt, eventID)
+		st, err := s.Lookup(r.Context(), rt, eventID)
 		if errors.Is(err, spool.ErrNotFound) {
 			continue
 		}

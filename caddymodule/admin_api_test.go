@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -105,8 +106,8 @@ func TestAdminHandlers(t *testing.T) {
 	stat := func(route string) adminapi.RouteStats {
 		var st adminapi.Stats
 		api.must(t, http.MethodGet, "/webhooks/stats", "", &st)
-		if st.Storage != c.app.dir {
-			t.Fatalf("stats of storage %q, want %q", st.Storage, c.app.dir)
+		if st.Storage != "badger:"+c.app.dir {
+			t.Fatalf("stats of storage %q, want badger:%s", st.Storage, c.app.dir)
 		}
 		for _, rs := range st.Routes {
 			if rs.Route == route {
@@ -237,7 +238,7 @@ func TestAdminHandlers(t *testing.T) {
 	}
 	delivered := func(route, event string) func() (bool, string) {
 		return func() (bool, string) {
-			st, err := sp.Lookup(route, event)
+			st, err := sp.Lookup(context.Background(), route, event)
 			return err == nil && st.State == spool.StateDelivered, fmt.Sprintf("%s on %s: %+v %v", event, route, st, err)
 		}
 	}
@@ -298,7 +299,7 @@ func TestAdminHandlers(t *testing.T) {
 			t.Fatalf("publish to the disabled subscriber: %s", res)
 		}
 		testwait.Until(t, 10*time.Second, func() (bool, string) {
-			st, err := sp.Lookup("subscriber/gone", "evt_gone_2")
+			st, err := sp.Lookup(context.Background(), "subscriber/gone", "evt_gone_2")
 			return err == nil && st.State == spool.StateDead, fmt.Sprintf("%+v %v", st, err)
 		})
 		api.must(t, http.MethodPost, "/webhooks/subscribers/gone/enable", "", &en)
@@ -356,15 +357,21 @@ func TestAdminHandlers(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer spools.Delete(other)
-		otherDir := val.(spoolHandle).Dir()
+		otherName := val.(spoolHandle).Name()
 		if code, body := api.call(t, http.MethodGet, "/webhooks/stats", ""); code != 400 || !strings.Contains(body, "?storage=") {
 			t.Fatalf("stats with two storages open and none chosen: %d %s", code, body)
 		}
-		for _, dir := range []string{c.app.dir, otherDir} {
+		otherDir := strings.TrimPrefix(otherName, "badger:")
+		for _, tt := range []struct{ storage, name string }{
+			{"badger:" + c.app.dir, "badger:" + c.app.dir},
+			{c.app.dir, "badger:" + c.app.dir}, // the bare directory, as older clients give it
+			{otherName, otherName},
+			{otherDir, otherName},
+		} {
 			var st adminapi.Stats
-			api.must(t, http.MethodGet, "/webhooks/stats?storage="+dir, "", &st)
-			if st.Storage != dir {
-				t.Errorf("?storage=%s answered for %s", dir, st.Storage)
+			api.must(t, http.MethodGet, "/webhooks/stats?storage="+tt.storage, "", &st)
+			if st.Storage != tt.name {
+				t.Errorf("?storage=%s answered for %s, want %s", tt.storage, st.Storage, tt.name)
 			}
 		}
 		var ev adminapi.Event

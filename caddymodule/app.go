@@ -195,14 +195,16 @@ func (a *App) Provision(ctx caddy.Context) error {
 	}
 	a.dir = filepath.Clean(abs)
 	a.opts = spool.Options{
-		Dir:              a.dir,
-		MaxItems:         a.MaxItems,
-		MaxBytes:         a.MaxBytes,
-		MaxRecordBytes:   a.MaxRecordBytes,
-		MinFreeDisk:      a.MinFreeDisk,
-		Workers:          a.Workers,
-		DeadRetention:    time.Duration(a.DeadRetention),
-		AttemptRetention: time.Duration(a.AttemptRetention),
+		Dir:         a.dir,
+		MinFreeDisk: a.MinFreeDisk,
+		Limits: spool.Limits{
+			MaxItems:         a.MaxItems,
+			MaxBytes:         a.MaxBytes,
+			MaxRecordBytes:   a.MaxRecordBytes,
+			Workers:          a.Workers,
+			DeadRetention:    time.Duration(a.DeadRetention),
+			AttemptRetention: time.Duration(a.AttemptRetention),
+		},
 		// The spool outlives this configuration: log through the process's
 		// logger, not this context's.
 		Logger:  caddy.Log().Named("webhooks"),
@@ -298,7 +300,8 @@ func (a *App) beginExit() {
 // started, so that a load that fails on the way never changes them.
 func (a *App) takeOver() {
 	if a.opened.Load() {
-		a.spool.Reconfigure(a.opts)
+		a.spool.Reconfigure(a.opts.Limits)
+		a.spool.SetMinFreeDisk(a.opts.MinFreeDisk)
 	}
 }
 

@@ -2,6 +2,7 @@ package caddymodule
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -186,7 +187,7 @@ func expectUntouched(t *testing.T, s *spool.Spool, before usage, route, id strin
 	if after := usageOf(s); after != before {
 		t.Errorf("the spool changed: %+v, before %+v", after, before)
 	}
-	if st, err := s.Lookup(route, id); !errors.Is(err, spool.ErrNotFound) {
+	if st, err := s.Lookup(context.Background(), route, id); !errors.Is(err, spool.ErrNotFound) {
 		t.Errorf("the spool knows %s on route %s: %+v, %v", id, route, st, err)
 	}
 }

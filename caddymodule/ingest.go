@@ -320,7 +320,7 @@ func (h *Ingest) handOn(w http.ResponseWriter, r *http.Request, next caddyhttp.H
 		return h.reject(r, http.StatusConflict, "in_progress", errors.New("this event is being handled"))
 	}
 	defer handingOn.done(key)
-	st, err := sp.Seen(h.Name, ev.ID, ev.Body)
+	st, err := sp.Seen(r.Context(), h.Name, ev.ID, ev.Body)
 	if err != nil {
 		return h.answerSpoolFailure(w, r, err)
 	}

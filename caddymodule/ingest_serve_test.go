@@ -166,7 +166,7 @@ func TestIngestAnswers(t *testing.T) {
 	if after.items != before.items+1 || after.bytes <= before.bytes {
 		t.Fatalf("spool usage %+v after an accepted event, before %+v", after, before)
 	}
-	st, err := sp.Lookup("in", "evt_answers_1")
+	st, err := sp.Lookup(context.Background(), "in", "evt_answers_1")
 	if err != nil || st.State != spool.StatePending {
 		t.Fatalf("the accepted event: %+v, %v", st, err)
 	}
@@ -269,9 +269,9 @@ func TestRecordBudgetFull(t *testing.T) {
 			t.Fatalf("%s, before the budget is used up: %s", route, res)
 		}
 	}
-	o := c.app.opts
-	o.MaxRecordBytes = 1 // what a reload to a lower max_record_bytes applies
-	sp.Reconfigure(o)
+	l := c.app.opts.Limits
+	l.MaxRecordBytes = 1 // what a reload to a lower max_record_bytes applies
+	sp.Reconfigure(l)
 	for _, tt := range []struct {
 		route  string
 		new    bool

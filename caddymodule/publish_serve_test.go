@@ -102,7 +102,7 @@ func TestPublishServeHTTP(t *testing.T) {
 		t.Fatalf("%d items stored for two subscribers", u.items-before.items)
 	}
 	for _, r := range []string{"subscriber/a", "subscriber/b"} {
-		if st, err := sp.Lookup(r, "evt_pub_1"); err != nil || st.State != spool.StatePending {
+		if st, err := sp.Lookup(context.Background(), r, "evt_pub_1"); err != nil || st.State != spool.StatePending {
 			t.Errorf("%s: %+v, %v", r, st, err)
 		}
 	}
@@ -138,7 +138,7 @@ func TestPublishSpoolFull(t *testing.T) {
 		t.Fatalf("the spool changed: %+v, before %+v", u, before)
 	}
 	for _, r := range []string{"subscriber/a", "subscriber/b", publishScope} {
-		if _, err := c.spool().Lookup(r, "evt_full"); err == nil {
+		if _, err := c.spool().Lookup(context.Background(), r, "evt_full"); err == nil {
 			t.Errorf("%s knows the refused event", r)
 		}
 	}

@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"context"
 	"errors"
 	"testing"
 
@@ -106,7 +107,7 @@ func TestIngestWhileStarting(t *testing.T) {
 		if st, _ := answerBody(t, res); res.status() != 202 || st != "accepted" {
 			t.Fatalf("a request that arrived while starting: %s, want 202", res)
 		}
-		if _, err := c.spool().Lookup("in", "evt_starting_1"); err != nil {
+		if _, err := c.spool().Lookup(context.Background(), "in", "evt_starting_1"); err != nil {
 			t.Fatalf("not stored: %v", err)
 		}
 	})

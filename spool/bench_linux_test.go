@@ -25,7 +25,7 @@ func BenchmarkEnqueueDeliver(b *testing.B) {
 	for _, size := range []int{1 << 10, 64 << 10} {
 		body := []byte(strings.Repeat("x", size))
 		b.Run(fmt.Sprintf("%dKiB", size>>10), func(b *testing.B) {
-			s := openTest(b, Options{Logger: zap.NewNop(), MemTableSize: 32 << 20, MaxItems: 1 << 40, MaxBytes: 1 << 40})
+			s := openTest(b, Options{Logger: zap.NewNop(), MemTableSize: 32 << 20, Limits: Limits{MaxItems: 1 << 40, MaxBytes: 1 << 40}})
 			var delivered atomic.Int64
 			s.RegisterRoute("bench", Route{Concurrency: 64, Deliverer: DelivererFunc(func(context.Context, *Delivery) Outcome {
 				delivered.Add(1)

@@ -26,7 +26,7 @@ func BenchmarkEnqueue(b *testing.B) {
 	body := []byte(strings.Repeat("x", 1024))
 	for _, producers := range []int{1, 16, 64, 256} {
 		b.Run(fmt.Sprintf("group/producers=%d", producers), func(b *testing.B) {
-			s := openTest(b, Options{Logger: zap.NewNop(), MemTableSize: 32 << 20, MaxItems: 1 << 40, MaxBytes: 1 << 40})
+			s := openTest(b, Options{Logger: zap.NewNop(), MemTableSize: 32 << 20, Limits: Limits{MaxItems: 1 << 40, MaxBytes: 1 << 40}})
 			runProducers(b, producers, func(id string) error {
 				_, err := s.Enqueue(context.Background(), Entry{Route: "bench", EventID: id, Body: body})
 				return err

@@ -223,7 +223,7 @@ func TestCrashKeepsEveryAcknowledgedItem(t *testing.T) {
 	crashCycles(t, "enqueue", 10, func(cycle int, s *Spool, acked, all []string) {
 		missing := 0
 		for _, id := range all {
-			st, err := s.Lookup("crash", id)
+			st, err := s.Lookup(context.Background(), "crash", id)
 			if err != nil || st.State != StatePending {
 				missing++
 				if missing <= 5 {
@@ -250,7 +250,7 @@ func TestCrashWhileDeliveringKeepsMessages(t *testing.T) {
 	crashCycles(t, "deliver", 5, func(cycle int, s *Spool, acked, all []string) {
 		kept := 0
 		for _, id := range all {
-			st, err := s.Lookup("crash", id)
+			st, err := s.Lookup(context.Background(), "crash", id)
 			switch {
 			case err != nil:
 				t.Fatalf("cycle %d: acknowledged %s: %v", cycle, id, err)
@@ -261,7 +261,7 @@ func TestCrashWhileDeliveringKeepsMessages(t *testing.T) {
 				t.Fatalf("cycle %d: acknowledged %s is %v", cycle, id, st.State)
 			}
 		}
-		segs, _ := filepath.Glob(filepath.Join(s.Dir(), "bodies", "*.seg"))
+		segs, _ := filepath.Glob(filepath.Join(s.opts.Dir, "bodies", "*.seg"))
 		t.Logf("cycle %d: %d acknowledged, %d in all, %d of those kept, all intact; %d segments", cycle, len(acked), len(all), kept, len(segs))
 	})
 }
@@ -283,7 +283,7 @@ func TestCrashingPayloadRunsOutOfAttempts(t *testing.T) {
 	s.RegisterRoute("poison", Route{Deliverer: rec, Policy: fastPolicy(2)})
 	var dead []DeadLetter
 	eventually(t, 5*time.Second, "the poison item to become a dead letter", func() bool {
-		dead, _, _ = s.ListDead(DeadFilter{}, 0, 10)
+		dead, _, _ = s.ListDead(context.Background(), DeadFilter{}, 0, 10)
 		return len(dead) == 1
 	})
 	if dead[0].Reason != ReasonMaxAttempts || dead[0].Attempts != 2 {

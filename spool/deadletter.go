@@ -34,8 +34,9 @@ func (f DeadFilter) match(route string, st *state) bool {
 }
 
 // ListDead returns up to limit dead letters matching f with ids above after,
-// oldest first, and the cursor for the next page (0 at the end).
-func (s *Spool) ListDead(f DeadFilter, after uint64, limit int) ([]DeadLetter, uint64, error) {
+// oldest first, and the cursor for the next page (0 at the end). ctx is not
+// used: the spool reads its local database.
+func (s *Spool) ListDead(_ context.Context, f DeadFilter, after uint64, limit int) ([]DeadLetter, uint64, error) {
 	limit = min(max(limit, 1), 1000)
 	var out []DeadLetter
 	var next uint64

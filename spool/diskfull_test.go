@@ -160,7 +160,7 @@ func TestDiskFullRefusesBeforeBadgerDies(t *testing.T) {
 	}
 	defer s.Close()
 	for _, id := range accepted {
-		if st, err := s.Lookup("fill", id); err != nil || st.State != StatePending {
+		if st, err := s.Lookup(context.Background(), "fill", id); err != nil || st.State != StatePending {
 			t.Fatalf("accepted %s is %v (%v) after reopen", id, st.State, err)
 		}
 	}
@@ -315,7 +315,7 @@ func TestDiskFilledByAnotherProcess(t *testing.T) {
 		t.Fatalf("reopen once there is room: %v", err)
 	}
 	defer s.Close()
-	if st, err := s.Lookup("kept", "evt_kept"); err != nil || st.State != StatePending {
+	if st, err := s.Lookup(context.Background(), "kept", "evt_kept"); err != nil || st.State != StatePending {
 		t.Fatalf("after the reopen: %v, %v", st.State, err)
 	}
 }
@@ -332,7 +332,7 @@ func TestRecordBudgetOnTmpfs(t *testing.T) {
 		return
 	}
 	const budget = 1 << 20
-	s, err := Open(Options{Dir: dir, MemTableSize: 8 << 20, MinFreeDisk: 16 << 20, MaxRecordBytes: budget, Logger: zap.NewNop()})
+	s, err := Open(Options{Dir: dir, MemTableSize: 8 << 20, MinFreeDisk: 16 << 20, Limits: Limits{MaxRecordBytes: budget}, Logger: zap.NewNop()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -362,7 +362,7 @@ func TestRecordBudgetOnTmpfs(t *testing.T) {
 	}
 	// The first events' attempt records had room when they were written:
 	// gone, they were trimmed.
-	if st, err := s.Lookup("r", "g0-0"); err != nil || st.State != StateDelivered || len(st.Attempts) != 0 {
+	if st, err := s.Lookup(context.Background(), "r", "g0-0"); err != nil || st.State != StateDelivered || len(st.Attempts) != 0 {
 		t.Fatalf("the first event: %+v, %v; want delivered, its attempt record trimmed", st, err)
 	}
 	for chunk := range slices.Chunk(accepted, 500) {

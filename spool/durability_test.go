@@ -4,6 +4,7 @@ package spool
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -148,13 +149,13 @@ func TestEnqueueAnswersAfterSync(t *testing.T) {
 		}
 		id := fmt.Sprint("evt_", i)
 		mustEnqueue(t, s, entry("r", id, body))
-		if n := dirtyKiB(t, s.Dir(), ".mem", ".vlog"); n != 0 {
+		if n := dirtyKiB(t, s.opts.Dir, ".mem", ".vlog"); n != 0 {
 			t.Fatalf("enqueue %d answered with %d kB of its logs not synced", i, n)
 		}
-		if n := segmentDirtyKiB(t, filepath.Join(s.Dir(), "bodies")); n != 0 {
+		if n := segmentDirtyKiB(t, filepath.Join(s.opts.Dir, "bodies")); n != 0 {
 			t.Fatalf("enqueue %d answered with %d kB of its message segment not synced", i, n)
 		}
-		if st, err := s.Lookup("r", id); err != nil || st.State != StatePending {
+		if st, err := s.Lookup(context.Background(), "r", id); err != nil || st.State != StatePending {
 			t.Fatalf("enqueue %d answered before its commit: %v, %v", i, st.State, err)
 		}
 	}
@@ -173,7 +174,7 @@ func TestDurableCommitSyncsWhatCameBefore(t *testing.T) {
 	g := newGate()
 	s.RegisterRoute("r", Route{Deliverer: g})
 	newest := func() string { // the active write-ahead log
-		m, _ := filepath.Glob(filepath.Join(s.Dir(), "*.mem"))
+		m, _ := filepath.Glob(filepath.Join(s.opts.Dir, "*.mem"))
 		slices.Sort(m)
 		return m[len(m)-1]
 	}
@@ -187,7 +188,7 @@ func TestDurableCommitSyncsWhatCameBefore(t *testing.T) {
 			mustEnqueue(t, s, entry("r", fmt.Sprint("evt_", i+j), body))
 			if log := newest(); log != active { // this commit, or an outcome's, started a new log
 				rotations, active = rotations+1, log
-				if n := dirtyKiB(t, s.Dir(), ".mem", ".vlog"); n != 0 {
+				if n := dirtyKiB(t, s.opts.Dir, ".mem", ".vlog"); n != 0 {
 					t.Fatalf("enqueue %d answered with %d kB of the logs not synced", i+j, n)
 				}
 			}

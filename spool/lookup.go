@@ -1,6 +1,7 @@
 package spool
 
 import (
+	"context"
 	"errors"
 	"time"
 
@@ -29,7 +30,8 @@ type ItemStatus struct {
 }
 
 // Lookup finds where a route's event stands, while its dedupe record lasts.
-func (s *Spool) Lookup(route, eventID string) (ItemStatus, error) {
+// ctx is not used: the spool reads its local database.
+func (s *Spool) Lookup(_ context.Context, route, eventID string) (ItemStatus, error) {
 	var out ItemStatus
 	err := s.db.View(func(txn *badger.Txn) error {
 		item, err := txn.Get(dedupeKey(route, eventID))

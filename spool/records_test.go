@@ -93,7 +93,7 @@ func recordsAfterRoutine(t *testing.T, s *Spool) {
 		}
 	}
 	eventually(t, 10*time.Second, "all delivered", func() bool { return routeStats(s, "ok").Queued+routeStats(s, "ok").InFlight == 0 })
-	dead, _, err := s.ListDead(DeadFilter{Route: "bad"}, 0, 1000)
+	dead, _, err := s.ListDead(context.Background(), DeadFilter{Route: "bad"}, 0, 1000)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,7 +135,7 @@ func TestRecordsCounted(t *testing.T) {
 // them is written, while duplicates and conflicts are still answered.
 func TestRecordBudgetRefusesNewEvents(t *testing.T) {
 	const stored = 10
-	s := openTest(t, Options{MaxRecordBytes: stored * dedupeBytes})
+	s := openTest(t, Options{Limits: Limits{MaxRecordBytes: stored * dedupeBytes}})
 	ctx := context.Background()
 	for i := range stored {
 		mustEnqueue(t, s, entry("r", fmt.Sprint("evt_", i), "x")) // no route: no attempts
@@ -179,7 +179,7 @@ func TestRecordBudgetRefusesNewEvents(t *testing.T) {
 		})
 	}
 	// The budget raised: room again.
-	s.Reconfigure(Options{MaxRecordBytes: (stored + 1) * dedupeBytes})
+	s.Reconfigure(Limits{MaxRecordBytes: (stored + 1) * dedupeBytes})
 	if err := s.CanRemember(); err != nil {
 		t.Fatalf("CanRemember with room: %v", err)
 	}
@@ -210,7 +210,7 @@ func TestTrimDeletesOldestAttemptRecords(t *testing.T) {
 			recordsAfterRoutine(t, s)
 			before := s.Records()
 			budget := tt.budget(before)
-			s.Reconfigure(Options{MaxRecordBytes: budget})
+			s.Reconfigure(Limits{MaxRecordBytes: budget})
 			eventually(t, 10*time.Second, "the trim", func() bool {
 				r := s.Records()
 				return r.Dedupe.Bytes+r.Attempts.Bytes <= budget/10*9 || r.Attempts.Count == 0
@@ -234,7 +234,7 @@ func TestTrimDeletesOldestAttemptRecords(t *testing.T) {
 			var kept, gone []rec
 			for _, route := range []string{"ok", "bad", "seen"} {
 				for i := range 20 {
-					st, err := s.Lookup(route, fmt.Sprint("evt_", route, "_", i))
+					st, err := s.Lookup(context.Background(), route, fmt.Sprint("evt_", route, "_", i))
 					if err != nil {
 						t.Fatalf("%s evt_%d: %v (a dedupe record lost)", route, i, err)
 					}
@@ -283,7 +283,7 @@ func TestTrimDeletesOldestAttemptRecords(t *testing.T) {
 // counted as dropped.
 func TestAttemptRecordsDroppedWithoutRoom(t *testing.T) {
 	const events = 3
-	s := openTest(t, Options{MaxRecordBytes: events*dedupeBytes + recordOverhead})
+	s := openTest(t, Options{Limits: Limits{MaxRecordBytes: events*dedupeBytes + recordOverhead}})
 	for i := range events {
 		mustEnqueue(t, s, entry("r", fmt.Sprint("evt_", i), "x"))
 	}
@@ -294,7 +294,7 @@ func TestAttemptRecordsDroppedWithoutRoom(t *testing.T) {
 	}
 	eventually(t, 10*time.Second, "the outcomes committed", func() bool { return s.Records().AttemptRecordsDropped == events })
 	for i := range events {
-		if st, err := s.Lookup("r", fmt.Sprint("evt_", i)); err != nil || st.State != StateDelivered || len(st.Attempts) != 0 {
+		if st, err := s.Lookup(context.Background(), "r", fmt.Sprint("evt_", i)); err != nil || st.State != StateDelivered || len(st.Attempts) != 0 {
 			t.Fatalf("evt_%d: %+v, %v; want delivered without attempt records", i, st, err)
 		}
 	}

@@ -19,7 +19,7 @@ func deadAt(t *testing.T, s *Spool, route, id string) time.Time {
 	mustEnqueue(t, s, entry(route, id, "x"))
 	var st ItemStatus
 	eventually(t, 5*time.Second, id+" to die", func() bool {
-		st, _ = s.Lookup(route, id)
+		st, _ = s.Lookup(context.Background(), route, id)
 		return st.State == StateDead
 	})
 	return st.Dead.DeadAt
@@ -53,12 +53,12 @@ func TestPurgeDeadBefore(t *testing.T) {
 		t.Fatalf("PurgeDead = %d, %v; want %d", n, err, len(old))
 	}
 	for _, id := range old {
-		if st, _ := s.Lookup("r", id); st.State != StateDeleted {
+		if st, _ := s.Lookup(context.Background(), "r", id); st.State != StateDeleted {
 			t.Errorf("%s died before the cutoff and is %s, want deleted", id, st.State)
 		}
 	}
 	for _, id := range recent {
-		if st, _ := s.Lookup("r", id); st.State != StateDead {
+		if st, _ := s.Lookup(context.Background(), "r", id); st.State != StateDead {
 			t.Errorf("%s died after the cutoff and is %s, want dead", id, st.State)
 		}
 	}
@@ -76,7 +76,7 @@ func TestMaintenancePurgesDeadLettersPastRetention(t *testing.T) {
 	defer func(d time.Duration) { purgeInterval = d }(purgeInterval)
 	purgeInterval = 10 * time.Millisecond
 	const retention = time.Second
-	s := openTest(t, Options{DeadRetention: retention})
+	s := openTest(t, Options{Limits: Limits{DeadRetention: retention}})
 	defer s.Close() // before purgeInterval is restored
 	killAll(t, s, "r")
 
@@ -84,15 +84,15 @@ func TestMaintenancePurgesDeadLettersPastRetention(t *testing.T) {
 	waitPast(first.Add(retention))
 	second := deadAt(t, s, "r", "second")
 	eventually(t, 5*time.Second, "the first dead letter purged", func() bool {
-		st, _ := s.Lookup("r", "first")
+		st, _ := s.Lookup(context.Background(), "r", "first")
 		return st.State == StateDeleted
 	})
-	st, _ := s.Lookup("r", "second")
+	st, _ := s.Lookup(context.Background(), "r", "second")
 	if young := time.Since(second) < retention; young && st.State != StateDead {
 		t.Fatalf("the second dead letter is %s before its retention ended", st.State)
 	}
 	eventually(t, 5*time.Second, "the second dead letter purged", func() bool {
-		st, _ := s.Lookup("r", "second")
+		st, _ := s.Lookup(context.Background(), "r", "second")
 		return st.State == StateDeleted
 	})
 	if age := time.Since(second); age < retention {
@@ -107,7 +107,7 @@ func TestMaintenancePurgesDeadLettersPastRetention(t *testing.T) {
 // second early, never later.
 func TestAttemptRecordsExpire(t *testing.T) {
 	const retention = 3 * time.Second
-	s := openTest(t, Options{AttemptRetention: retention})
+	s := openTest(t, Options{Limits: Limits{AttemptRetention: retention}})
 	rec := newRecorder(func(d *Delivery) Outcome {
 		if d.Attempt == 1 {
 			return Outcome{StatusCode: 503}
@@ -120,14 +120,14 @@ func TestAttemptRecordsExpire(t *testing.T) {
 	rec.next(t, 5*time.Second)
 	var st ItemStatus
 	eventually(t, 5*time.Second, "delivered", func() bool {
-		st, _ = s.Lookup("r", "evt_att")
+		st, _ = s.Lookup(context.Background(), "r", "evt_att")
 		return st.State == StateDelivered
 	})
 	if time.Since(first.At) < retention-time.Second && len(st.Attempts) != 2 {
 		t.Fatalf("%d attempt records within the retention, want 2: %+v", len(st.Attempts), st.Attempts)
 	}
 	eventually(t, retention+5*time.Second, "the attempt records to expire", func() bool {
-		st, _ = s.Lookup("r", "evt_att")
+		st, _ = s.Lookup(context.Background(), "r", "evt_att")
 		return len(st.Attempts) == 0
 	})
 	if age := time.Since(first.At); age < retention-time.Second {

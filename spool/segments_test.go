@@ -79,7 +79,7 @@ func TestLegacyMessagesStillWork(t *testing.T) {
 
 	s := openTest(t, Options{Dir: dir})
 	ctx := context.Background()
-	dead, _, err := s.ListDead(DeadFilter{}, 0, 10)
+	dead, _, err := s.ListDead(context.Background(), DeadFilter{}, 0, 10)
 	if err != nil || len(dead) != 2 || dead[0].EventID != "evt_dead_big" || dead[1].EventID != "evt_dead_small" {
 		t.Fatalf("ListDead: %+v, %v", dead, err)
 	}
@@ -112,7 +112,7 @@ func TestLegacyMessagesStillWork(t *testing.T) {
 		if it.id == 4 {
 			want = StateDeleted
 		}
-		if st, err := s.Lookup("old", it.event); err != nil || st.State != want {
+		if st, err := s.Lookup(context.Background(), "old", it.event); err != nil || st.State != want {
 			t.Fatalf("%s: %v, %v; want %v", it.event, st.State, err, want)
 		}
 	}
@@ -130,11 +130,11 @@ func TestLegacyMessagesStillWork(t *testing.T) {
 // disk: a power cut must not bring back a pointer into a deleted segment.
 func TestEmptySegmentsAreReclaimedOnceDurable(t *testing.T) {
 	s := openTest(t, Options{segmentSize: 64 << 10, segmentMin: 1})
-	bodies := filepath.Join(s.Dir(), "bodies")
+	bodies := filepath.Join(s.opts.Dir, "bodies")
 	var mu sync.Mutex
 	var removed []uint32
 	s.bodies.beforeRemove = func(n uint32) {
-		if kb := dirtyKiB(t, s.Dir(), ".mem"); kb != 0 {
+		if kb := dirtyKiB(t, s.opts.Dir, ".mem"); kb != 0 {
 			t.Errorf("segment %d deleted with %d kB of the write-ahead log not synced", n, kb)
 		}
 		mu.Lock()
@@ -164,7 +164,7 @@ func TestEmptySegmentsAreReclaimedOnceDurable(t *testing.T) {
 	if got := segmentFiles(t, bodies); !slices.Equal(got, before) {
 		t.Fatalf("segments %v before the deletions were synced, want %v", got, before)
 	}
-	t.Logf("%d kB of the write-ahead log dirty before the reclaim", dirtyKiB(t, s.Dir(), ".mem"))
+	t.Logf("%d kB of the write-ahead log dirty before the reclaim", dirtyKiB(t, s.opts.Dir, ".mem"))
 	s.tendMu.Unlock()
 
 	s.tendSegments() // or the maintenance loop, nudged by the deliveries
@@ -184,7 +184,7 @@ func TestEmptySegmentsAreReclaimedOnceDurable(t *testing.T) {
 // reads back byte for byte and is delivered as it was by a replay.
 func TestCompactionMovesWhatSegmentsPin(t *testing.T) {
 	s := openTest(t, Options{segmentSize: 64 << 10, segmentMin: 1})
-	bodies := filepath.Join(s.Dir(), "bodies")
+	bodies := filepath.Join(s.opts.Dir, "bodies")
 	ctx := context.Background()
 	s.tendMu.Lock() // no compaction until the test asks for one
 	s.RegisterRoute("ok", Route{Deliverer: newRecorder(nil)})
@@ -222,7 +222,7 @@ func TestCompactionMovesWhatSegmentsPin(t *testing.T) {
 	}
 	t.Logf("segments: %d before, %d after (%d bytes, %d live)", len(before), len(after), total, live)
 
-	dead, _, err := s.ListDead(DeadFilter{}, 0, 1000)
+	dead, _, err := s.ListDead(context.Background(), DeadFilter{}, 0, 1000)
 	if err != nil || len(dead) != len(want) {
 		t.Fatalf("ListDead: %d, %v; want %d", len(dead), err, len(want))
 	}

@@ -26,7 +26,10 @@ func TestMaxAgeNeverBeforeTheFirstAttempt(t *testing.T) {
 	if a := rec.next(t, 5*time.Second); a.EventID != "evt_old" || a.Attempt != 1 {
 		t.Fatalf("attempt %+v, want the first attempt of evt_old", a)
 	}
-	eventually(t, 5*time.Second, "delivered", func() bool { st, _ := s.Lookup("r", "evt_old"); return st.State == StateDelivered })
+	eventually(t, 5*time.Second, "delivered", func() bool {
+		st, _ := s.Lookup(context.Background(), "r", "evt_old")
+		return st.State == StateDelivered
+	})
 }
 
 // TestPauseDoesNotCountTowardMaxAge: an item that failed once waits out a
@@ -58,8 +61,8 @@ func TestPauseDoesNotCountTowardMaxAge(t *testing.T) {
 	if a := rec.next(t, 5*time.Second); a.Attempt != 2 {
 		t.Fatalf("after resume: attempt %d, want 2", a.Attempt)
 	}
-	eventually(t, 5*time.Second, "delivered", func() bool { st, _ := s.Lookup("r", "evt_1"); return st.State == StateDelivered })
-	if d, _, _ := s.ListDead(DeadFilter{}, 0, 10); len(d) != 0 {
+	eventually(t, 5*time.Second, "delivered", func() bool { st, _ := s.Lookup(context.Background(), "r", "evt_1"); return st.State == StateDelivered })
+	if d, _, _ := s.ListDead(context.Background(), DeadFilter{}, 0, 10); len(d) != 0 {
 		t.Fatalf("dead letters %+v", d)
 	}
 }
@@ -97,7 +100,7 @@ func TestPausedTimeSurvivesRestart(t *testing.T) {
 // a duplicate, not a refusal, whatever bound is reached; so is a dedupe
 // record of a verify-only route.
 func TestDuplicatesAnsweredWhenFull(t *testing.T) {
-	s := openTest(t, Options{MaxItems: 1})
+	s := openTest(t, Options{Limits: Limits{MaxItems: 1}})
 	ctx := context.Background()
 	mustEnqueue(t, s, entry("r", "evt_a", "a"))
 	if _, err := s.Enqueue(ctx, entry("r", "evt_b", "b")); !errors.Is(err, ErrFull) {
@@ -107,7 +110,8 @@ func TestDuplicatesAnsweredWhenFull(t *testing.T) {
 		t.Fatalf("retry at max_items: %v, %v; want a duplicate", r.Status, err)
 	}
 	// Below the free-disk floor.
-	s.Reconfigure(Options{MaxItems: 100, MinFreeDisk: 1 << 60})
+	s.Reconfigure(Limits{MaxItems: 100})
+	s.SetMinFreeDisk(1 << 60)
 	if _, err := s.Enqueue(ctx, entry("r", "evt_c", "c")); !errors.Is(err, ErrFull) {
 		t.Fatalf("new item below the floor: %v, want ErrFull", err)
 	}
@@ -120,7 +124,7 @@ func TestDuplicatesAnsweredWhenFull(t *testing.T) {
 	if r, err := s.Remember(ctx, entry("v", "evt_v", "v")); err != nil || r.Status != Accepted {
 		t.Fatalf("Remember below the floor: %v, %v", r.Status, err)
 	}
-	if st, err := s.Seen("v", "evt_v", []byte("v")); err != nil || st != Duplicate {
+	if st, err := s.Seen(context.Background(), "v", "evt_v", []byte("v")); err != nil || st != Duplicate {
 		t.Fatalf("Seen after Remember: %v, %v", st, err)
 	}
 }
@@ -171,7 +175,7 @@ func TestOneFailingOpDoesNotFailItsBatch(t *testing.T) {
 		}
 	}
 	for _, id := range []string{"evt_a", "evt_b"} {
-		if st, err := s.Lookup("r", id); err != nil || st.State != StatePending {
+		if st, err := s.Lookup(context.Background(), "r", id); err != nil || st.State != StatePending {
 			t.Fatalf("%s: %v, %v", id, st.State, err)
 		}
 	}
@@ -233,7 +237,7 @@ func TestCorruptDeadLettersCanBeDeletedAndPurged(t *testing.T) {
 		mustEnqueue(t, s, entry("r", fmt.Sprintf("evt_%d", i), "x"))
 	}
 	eventually(t, 5*time.Second, "3 dead letters", func() bool { return routeStats(s, "r").Dead == 3 })
-	dead, _, _ := s.ListDead(DeadFilter{}, 0, 10)
+	dead, _, _ := s.ListDead(context.Background(), DeadFilter{}, 0, 10)
 	for _, d := range dead[:2] {
 		if err := s.db.Update(func(txn *badger.Txn) error { return txn.Set(deadKey(d.ID), []byte{0xff}) }); err != nil {
 			t.Fatal(err)
@@ -416,7 +420,7 @@ func TestReplayKeepsAttemptHistory(t *testing.T) {
 		t.Fatalf("Replay = %d, %v", n, err)
 	}
 	var st ItemStatus
-	eventually(t, 5*time.Second, "delivered", func() bool { st, _ = s.Lookup("r", "evt_1"); return st.State == StateDelivered })
+	eventually(t, 5*time.Second, "delivered", func() bool { st, _ = s.Lookup(context.Background(), "r", "evt_1"); return st.State == StateDelivered })
 	if len(st.Attempts) != 2 || st.Attempts[0].StatusCode != 400 || st.Attempts[1].StatusCode != 204 ||
 		st.Attempts[0].Number != 1 || st.Attempts[1].Number != 2 {
 		t.Fatalf("attempts %+v, want 400 then 204, numbered 1 and 2", st.Attempts)
@@ -436,7 +440,7 @@ func TestPurgeReadsWhatExpires(t *testing.T) {
 	}
 
 	// As version 1 left them: no y/ index; and one dead letter is corrupt.
-	dead, _, _ := s.ListDead(DeadFilter{}, 0, 1)
+	dead, _, _ := s.ListDead(context.Background(), DeadFilter{}, 0, 1)
 	s.Close()
 	db, err := badger.Open(badgerOptions(dir, 16<<20, s.log))
 	if err != nil {
@@ -514,7 +518,7 @@ func TestSHA256FingerprintsStillMatch(t *testing.T) {
 	if r, err := s.Enqueue(ctx, Entry{Route: "r", EventID: "evt_old", Body: []byte(`{}`)}); err != nil || r.Status != Conflict {
 		t.Fatalf("other body: %+v, %v; want a conflict", r, err)
 	}
-	if st, err := s.Seen("r", "evt_old", body); err != nil || st != Duplicate {
+	if st, err := s.Seen(context.Background(), "r", "evt_old", body); err != nil || st != Duplicate {
 		t.Fatalf("Seen: %v, %v", st, err)
 	}
 }

@@ -29,6 +29,9 @@ import (
 	"go.uber.org/zap"
 )
 
+// A Spool is the Badger Backend.
+var _ Backend = (*Spool)(nil)
+
 // Errors returned by the spool.
 var (
 	// ErrFull is matched (errors.Is) by every *FullError.
@@ -51,26 +54,24 @@ type FullError struct {
 func (e *FullError) Error() string        { return "spool: full (" + e.Limit + ")" }
 func (e *FullError) Is(target error) bool { return target == ErrFull }
 
-// Options configure a Spool. Zero values take the defaults below. The bounds
-// (MaxItems, MaxBytes, MaxRecordBytes, MinFreeDisk), Workers and the
-// retentions can be changed while it runs, with Reconfigure; the rest are
-// fixed at Open.
+// Options configure a Spool. Zero values take the defaults below. The
+// Limits can be changed while it runs, with Reconfigure, and MinFreeDisk
+// with SetMinFreeDisk; the rest are fixed at Open.
+//
+// The Limits' defaults: MaxItems 1,000,000; MaxBytes 1 GiB; MaxRecordBytes
+// 4 GiB (see records.go); Workers 64; DeadRetention and AttemptRetention 7
+// days.
 type Options struct {
-	Dir              string
-	Logger           *zap.Logger
-	MaxItems         int64         // stored items, dead letters included; default 1,000,000
-	MaxBytes         int64         // stored message bytes; default 1 GiB
-	MaxRecordBytes   int64         // dedupe and attempt records (see records.go); default 4 GiB
-	MinFreeDisk      int64         // free bytes left to others, on top of the reserve for Badger's own work; default 512 MiB
-	Workers          int           // deliveries in flight over all routes; default 64
-	LeaseMargin      time.Duration // a lease lasts the route's timeout plus this; default 30s
-	RouteGrace       time.Duration // how long items wait for a missing route; default 10m
-	DeadRetention    time.Duration // dead letters older than this are purged; default 7 days
-	AttemptRetention time.Duration // how long attempt records are kept; default 7 days
-	CloseTimeout     time.Duration // how long deliveries in flight get once they stop (Close); default 10s
-	MemTableSize     int64         // Badger memtable size; default 32 MiB
-	segmentSize      int64         // message segment size (see bodies.go); smaller in tests
-	segmentMin       int64         // the smallest message put in a segment; 1 in tests of segments
+	Limits
+	Dir          string
+	Logger       *zap.Logger
+	MinFreeDisk  int64         // free bytes left to others, on top of the reserve for Badger's own work; default 512 MiB
+	LeaseMargin  time.Duration // a lease lasts the route's timeout plus this; default 30s
+	RouteGrace   time.Duration // how long items wait for a missing route; default 10m
+	CloseTimeout time.Duration // how long deliveries in flight get once they stop (Close); default 10s
+	MemTableSize int64         // Badger memtable size; default 32 MiB
+	segmentSize  int64         // message segment size (see bodies.go); smaller in tests
+	segmentMin   int64         // the smallest message put in a segment; 1 in tests of segments
 	// Observe, if set, is called after every delivery attempt with its route,
 	// record and outcome: "delivered", "retry", "dead" or "released" (cut
 	// short by Close). It must be quick and safe for concurrent use.
@@ -114,6 +115,7 @@ func (o Options) withDefaults() Options {
 type Spool struct {
 	opts    Options // as opened; read the changeable fields through live
 	live    atomic.Pointer[liveOptions]
+	liveMu  sync.Mutex  // serialises changes of live
 	reserve int64       // disk space kept for Badger's flushes and compactions
 	full    atomic.Bool // the disk is full: nothing is written (see diskFull)
 	log     *zap.Logger
@@ -168,15 +170,9 @@ var (
 // at once. A directory can be open once per process: share the handle.
 func Open(opts Options) (*Spool, error) {
 	opts = opts.withDefaults()
-	if opts.Dir == "" {
-		return nil, errors.New("spool: no directory")
-	}
-	dir, err := filepath.Abs(opts.Dir)
+	dir, err := absDir(opts.Dir)
 	if err != nil {
 		return nil, err
-	}
-	if real, err := filepath.EvalSymlinks(dir); err == nil {
-		dir = real
 	}
 	opts.Dir = dir
 
@@ -324,7 +320,7 @@ func badgerOptions(dir string, memTableSize int64, log *zap.Logger) badger.Optio
 		WithNumVersionsToKeep(1)
 }
 
-// liveOptions are the Options that Reconfigure changes.
+// liveOptions are the Options that Reconfigure and SetMinFreeDisk change.
 type liveOptions struct {
 	maxItems, maxBytes, minFreeDisk int64
 	maxRecordBytes                  int64
@@ -338,15 +334,32 @@ func liveOf(o Options) *liveOptions {
 		workers: o.Workers, deadRetention: o.DeadRetention, attemptRetention: o.AttemptRetention}
 }
 
-// Reconfigure applies o's bounds (MaxItems, MaxBytes, MaxRecordBytes,
-// MinFreeDisk), Workers, DeadRetention and AttemptRetention to the running
-// spool, defaults included; its other fields are ignored. Items already
-// stored stay even if they are now over a bound; new ones are refused until
-// there is room. Attempt records over a lower MaxRecordBytes are trimmed.
-func (s *Spool) Reconfigure(o Options) {
-	s.live.Store(liveOf(o))
+// Reconfigure applies l to the running spool, defaults included; MinFreeDisk
+// stays as it is. Items already stored stay even if they are now over a
+// bound; new ones are refused until there is room. Attempt records over a
+// lower MaxRecordBytes are trimmed.
+func (s *Spool) Reconfigure(l Limits) {
+	s.setLive(func(o *Options) { o.Limits = l })
 	s.nudge() // more workers may be allowed
 	s.nudgeTrim()
+}
+
+// SetMinFreeDisk changes the running spool's MinFreeDisk (0: the default),
+// which Reconfigure leaves alone: the one bound of Badger's that the Backend
+// contract does not know.
+func (s *Spool) SetMinFreeDisk(n int64) {
+	s.setLive(func(o *Options) { o.MinFreeDisk = n })
+}
+
+// setLive changes the live options, one change at a time.
+func (s *Spool) setLive(change func(*Options)) {
+	s.liveMu.Lock()
+	defer s.liveMu.Unlock()
+	l := s.live.Load()
+	o := Options{MinFreeDisk: l.minFreeDisk, Limits: Limits{MaxItems: l.maxItems, MaxBytes: l.maxBytes, MaxRecordBytes: l.maxRecordBytes,
+		Workers: l.workers, DeadRetention: l.deadRetention, AttemptRetention: l.attemptRetention}}
+	change(&o)
+	s.live.Store(liveOf(o))
 }
 
 // StopDelivering starts no more deliveries and gives those in flight until
@@ -421,8 +434,41 @@ func waitUntil(done <-chan struct{}, deadline time.Time) bool {
 	}
 }
 
-// Dir is the spool's absolute directory.
-func (s *Spool) Dir() string { return s.opts.Dir }
+// Name identifies the spool: "badger:" and its absolute directory, with
+// symbolic links resolved (see NameOf).
+func (s *Spool) Name() string { return namePrefix + s.opts.Dir }
+
+// namePrefix begins every Spool's Name.
+const namePrefix = "badger:"
+
+// NameOf is the Name of the spool that Open would open in dir, known
+// before it is opened: the key to share one open spool by.
+func NameOf(dir string) (string, error) {
+	abs, err := absDir(dir)
+	if err != nil {
+		return "", err
+	}
+	return namePrefix + abs, nil
+}
+
+// absDir is dir made absolute, with the symbolic links of its longest
+// existing part resolved: Open creates the rest as plain directories, so
+// the result stays the same once they exist.
+func absDir(dir string) (string, error) {
+	if dir == "" {
+		return "", errors.New("spool: no directory")
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return "", err
+	}
+	for p, rest := abs, ""; filepath.Dir(p) != p; p, rest = filepath.Dir(p), filepath.Join(filepath.Base(p), rest) {
+		if real, err := filepath.EvalSymlinks(p); err == nil {
+			return filepath.Join(real, rest), nil
+		}
+	}
+	return abs, nil
+}
 
 // slotPause is how long the dispatcher, waiting for a slot, lets slots free
 // up after the first before it looks for due items again: a saturated
@@ -547,7 +593,8 @@ func (s *Spool) Remember(ctx context.Context, e Entry) (Result, error) {
 
 // Seen reports without writing whether a route already has an event id:
 // Duplicate (same body), Conflict (another body) or Accepted (not seen).
-func (s *Spool) Seen(route, eventID string, body []byte) (Status, error) {
+// ctx is not used: the answer is read from the local database.
+func (s *Spool) Seen(_ context.Context, route, eventID string, body []byte) (Status, error) {
 	o := &enqueueOp{entries: []preparedEntry{{dedupe: dedupeKey(route, eventID), hash: xxhash.Sum64(body), source: body}}}
 	var res Result
 	err := s.db.View(func(txn *badger.Txn) (err error) {

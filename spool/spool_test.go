@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -160,7 +162,7 @@ func TestDeliveryHappyPath(t *testing.T) {
 		rs := routeStats(s, "r")
 		return rs.Queued+rs.InFlight+rs.Scheduled == 0 && rs.Bytes == 0
 	})
-	st, err := s.Lookup("r", "evt_7")
+	st, err := s.Lookup(context.Background(), "r", "evt_7")
 	if err != nil || st.State != StateDelivered {
 		t.Fatalf("Lookup = %+v, %v; want delivered", st, err)
 	}
@@ -219,7 +221,7 @@ func TestRetryThenSuccess(t *testing.T) {
 		t.Fatalf("first retry after %v, want at least %v", gap, p.BackoffMin)
 	}
 	eventually(t, time.Second, "delivered", func() bool {
-		st, _ := s.Lookup("r", "evt_retry")
+		st, _ := s.Lookup(context.Background(), "r", "evt_retry")
 		return st.State == StateDelivered
 	})
 }
@@ -263,7 +265,7 @@ func TestDeadLetterReasons(t *testing.T) {
 			mustEnqueue(t, s, entry("r", "evt_dead", "poison"))
 			var dead []DeadLetter
 			eventually(t, 5*time.Second, "a dead letter", func() bool {
-				dead, _, _ = s.ListDead(DeadFilter{}, 0, 10)
+				dead, _, _ = s.ListDead(context.Background(), DeadFilter{}, 0, 10)
 				return len(dead) == 1
 			})
 			d := dead[0]
@@ -286,7 +288,7 @@ func TestDeadLetterReasons(t *testing.T) {
 			if rs.Dead != 1 || rs.Queued+rs.Scheduled+rs.InFlight != 0 || rs.Bytes == 0 {
 				t.Fatalf("stats %s; want one dead letter keeping its bytes", statsString(rs))
 			}
-			if st, _ := s.Lookup("r", "evt_dead"); st.State != StateDead || st.Dead.Reason != tt.wantReason {
+			if st, _ := s.Lookup(context.Background(), "r", "evt_dead"); st.State != StateDead || st.Dead.Reason != tt.wantReason {
 				t.Fatalf("Lookup = %+v", st)
 			}
 		})
@@ -320,23 +322,23 @@ func TestReplayDeleteAndPurge(t *testing.T) {
 	ctx := context.Background()
 
 	// One by id.
-	dead, _, _ := s.ListDead(DeadFilter{Route: "a"}, 0, 1)
+	dead, _, _ := s.ListDead(context.Background(), DeadFilter{Route: "a"}, 0, 1)
 	if n, err := s.Replay(ctx, dead[0].ID); n != 1 || err != nil {
 		t.Fatalf("Replay = %d, %v", n, err)
 	}
 	eventually(t, 2*time.Second, "the replayed item delivered", func() bool {
-		st, _ := s.Lookup("a", dead[0].EventID)
+		st, _ := s.Lookup(context.Background(), "a", dead[0].EventID)
 		return st.State == StateDelivered
 	})
 	if n, _ := s.Replay(ctx, dead[0].ID); n != 0 {
 		t.Fatalf("replaying a delivered item found %d", n)
 	}
 	// Delete one.
-	dead, _, _ = s.ListDead(DeadFilter{Route: "a"}, 0, 1)
+	dead, _, _ = s.ListDead(context.Background(), DeadFilter{Route: "a"}, 0, 1)
 	if n, err := s.DeleteDead(ctx, dead[0].ID); n != 1 || err != nil {
 		t.Fatalf("DeleteDead = %d, %v", n, err)
 	}
-	if st, _ := s.Lookup("a", dead[0].EventID); st.State != StateDeleted {
+	if st, _ := s.Lookup(context.Background(), "a", dead[0].EventID); st.State != StateDeleted {
 		t.Fatalf("a deleted dead letter looks %s", st.State)
 	}
 	// By filter: route b only.
@@ -383,7 +385,7 @@ func TestListDeadPagesAndFilters(t *testing.T) {
 	var cursor uint64
 	pages := 0
 	for {
-		page, next, err := s.ListDead(DeadFilter{}, cursor, 3)
+		page, next, err := s.ListDead(context.Background(), DeadFilter{}, cursor, 3)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -402,11 +404,11 @@ func TestListDeadPagesAndFilters(t *testing.T) {
 			t.Fatalf("pages not in id order: %d after %d", all[i].ID, all[i-1].ID)
 		}
 	}
-	rejected, _, _ := s.ListDead(DeadFilter{Reason: ReasonRejected}, 0, 100)
+	rejected, _, _ := s.ListDead(context.Background(), DeadFilter{Reason: ReasonRejected}, 0, 100)
 	if len(rejected) != 3 {
 		t.Fatalf("%d rejected, want 3", len(rejected))
 	}
-	if other, _, _ := s.ListDead(DeadFilter{Route: "other"}, 0, 100); len(other) != 0 {
+	if other, _, _ := s.ListDead(context.Background(), DeadFilter{Route: "other"}, 0, 100); len(other) != 0 {
 		t.Fatalf("filter by another route found %d", len(other))
 	}
 }
@@ -429,7 +431,7 @@ func TestLeaseExpiryRedelivers(t *testing.T) {
 	a1 := rec.next(t, 2*time.Second)
 	// The lease was committed before the attempt started: its end is the
 	// due time of the item's queue key now.
-	st, err := s.Lookup("r", "evt_hang")
+	st, err := s.Lookup(context.Background(), "r", "evt_hang")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -444,7 +446,7 @@ func TestLeaseExpiryRedelivers(t *testing.T) {
 		t.Fatalf("redelivered at %v, before the lease ended at %v", a2.At, leaseEnd)
 	}
 	eventually(t, time.Second, "delivered", func() bool {
-		st, _ := s.Lookup("r", "evt_hang")
+		st, _ := s.Lookup(context.Background(), "r", "evt_hang")
 		return st.State == StateDelivered
 	})
 	// The hung attempt's late success must change nothing. Close waits for
@@ -457,7 +459,7 @@ func TestLeaseExpiryRedelivers(t *testing.T) {
 	if items, _ := s.Usage(); items != 0 {
 		t.Fatalf("%d items stored after the late success", items)
 	}
-	if st, _ := s.Lookup("r", "evt_hang"); st.State != StateDelivered {
+	if st, _ := s.Lookup(context.Background(), "r", "evt_hang"); st.State != StateDelivered {
 		t.Fatalf("after the late success: %s, want delivered", st.State)
 	}
 	if n := len(rec.snapshot()); n != 2 {
@@ -523,7 +525,7 @@ func TestMissingRouteKeepsItemsAsDeadLetters(t *testing.T) {
 	mustEnqueue(t, s, entry("gone", "evt_orphan", "x"))
 	var dead []DeadLetter
 	eventually(t, 3*time.Second, "the orphan to become a dead letter", func() bool {
-		dead, _, _ = s.ListDead(DeadFilter{Reason: ReasonRouteRemoved}, 0, 10)
+		dead, _, _ = s.ListDead(context.Background(), DeadFilter{Reason: ReasonRouteRemoved}, 0, 10)
 		return len(dead) == 1
 	})
 	if dead[0].EventID != "evt_orphan" || dead[0].Attempts != 0 {
@@ -563,8 +565,8 @@ func TestBoundsRefuseWithFull(t *testing.T) {
 		opts  Options
 		limit string
 	}{
-		{"max items", Options{MaxItems: 3}, "max_items"},
-		{"max bytes", Options{MaxBytes: 3 * 150}, "max_bytes"},
+		{"max items", Options{Limits: Limits{MaxItems: 3}}, "max_items"},
+		{"max bytes", Options{Limits: Limits{MaxBytes: 3 * 150}}, "max_bytes"},
 		{"free disk floor", Options{MinFreeDisk: 1 << 62}, "min_free_disk"},
 	}
 	for _, tt := range tests {
@@ -574,7 +576,7 @@ func TestBoundsRefuseWithFull(t *testing.T) {
 			if tt.limit == "min_free_disk" {
 				// Open refuses a directory already below the floor; raise it after.
 				s = openTest(t, Options{})
-				s.Reconfigure(opts)
+				s.SetMinFreeDisk(opts.MinFreeDisk)
 			} else {
 				s = openTest(t, opts)
 			}
@@ -603,7 +605,8 @@ func TestBoundsRefuseWithFull(t *testing.T) {
 				}
 			}
 			// Bounds raised while running take effect at once.
-			s.Reconfigure(Options{MinFreeDisk: 1 << 20})
+			s.Reconfigure(Limits{})
+			s.SetMinFreeDisk(1 << 20)
 			if r, err := s.Enqueue(context.Background(), entry("r", "e_after", "x")); err != nil || r.Status != Accepted {
 				t.Fatalf("after raising the bound: %v, %v", r.Status, err)
 			}
@@ -655,6 +658,53 @@ func TestStatsCounts(t *testing.T) {
 	}
 }
 
+// TestReconfigureKeepsMinFreeDisk: the Backend's Reconfigure changes the
+// Limits and leaves MinFreeDisk, which only SetMinFreeDisk changes.
+func TestReconfigureKeepsMinFreeDisk(t *testing.T) {
+	s := openTest(t, Options{})
+	s.SetMinFreeDisk(1 << 62)
+	s.Reconfigure(Limits{MaxItems: 100})
+	var full *FullError
+	if _, err := s.Enqueue(context.Background(), entry("r", "evt_1", "x")); !errors.As(err, &full) || full.Limit != "min_free_disk" {
+		t.Fatalf("after Reconfigure: %v, want the min_free_disk floor still in force", err)
+	}
+	s.SetMinFreeDisk(1 << 20)
+	mustEnqueue(t, s, entry("r", "evt_1", "x"))
+	s.Reconfigure(Limits{MaxItems: 1})
+	if _, err := s.Enqueue(context.Background(), entry("r", "evt_2", "x")); !errors.As(err, &full) || full.Limit != "max_items" {
+		t.Fatalf("after SetMinFreeDisk: %v, want max_items still in force", err)
+	}
+}
+
+// TestNameOf: the name known before Open is the opened spool's Name, for a
+// directory that Open creates below a symbolic link and for the same
+// directory once it exists, given either way.
+func TestNameOf(t *testing.T) {
+	target := t.TempDir()
+	link := filepath.Join(t.TempDir(), "link")
+	if err := os.Symlink(target, link); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(link, "a", "spool")
+	before, err := NameOf(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := openTest(t, Options{Dir: dir})
+	want := "badger:" + filepath.Join(target, "a", "spool")
+	if before != want || s.Name() != want {
+		t.Fatalf("NameOf before Open %q, Name %q; want %q", before, s.Name(), want)
+	}
+	for _, d := range []string{dir, filepath.Join(target, "a", "spool")} {
+		if after, err := NameOf(d); err != nil || after != want {
+			t.Fatalf("NameOf(%s) once it exists: %q, %v; want %q", d, after, err, want)
+		}
+	}
+	if _, err := NameOf(""); err == nil {
+		t.Fatal("NameOf of no directory: no error")
+	}
+}
+
 func TestOpenCloseLifecycle(t *testing.T) {
 	dir := t.TempDir()
 	s := openTest(t, Options{Dir: dir})
@@ -672,7 +722,7 @@ func TestOpenCloseLifecycle(t *testing.T) {
 		t.Fatalf("Enqueue after Close: %v, want ErrClosed", err)
 	}
 	s2 := openTest(t, Options{Dir: dir})
-	if st, err := s2.Lookup("r", "evt_1"); err != nil || st.ID != r.ID || st.State != StatePending {
+	if st, err := s2.Lookup(context.Background(), "r", "evt_1"); err != nil || st.ID != r.ID || st.State != StatePending {
 		t.Fatalf("after reopen: %+v, %v", st, err)
 	}
 	if r2 := mustEnqueue(t, s2, entry("r", "evt_2", "x")); r2.ID <= r.ID {
@@ -691,7 +741,7 @@ func TestCloseWaitsForDeliveries(t *testing.T) {
 		t.Fatal(err)
 	}
 	s = openTest(t, Options{Dir: dir})
-	if st, _ := s.Lookup("r", "evt_1"); st.State != StateDelivered {
+	if st, _ := s.Lookup(context.Background(), "r", "evt_1"); st.State != StateDelivered {
 		t.Fatalf("after a graceful close: %s, want delivered", st.State)
 	}
 }
@@ -849,7 +899,7 @@ func TestASaturatedRouteIsNotPassedPerDelivery(t *testing.T) {
 func TestRememberAndSeen(t *testing.T) {
 	s := openTest(t, Options{})
 	e := entry("v", "evt_seen", "body")
-	if st, err := s.Seen("v", "evt_seen", e.Body); err != nil || st != Accepted {
+	if st, err := s.Seen(context.Background(), "v", "evt_seen", e.Body); err != nil || st != Accepted {
 		t.Fatalf("Seen before = %v, %v; want accepted (not seen)", st, err)
 	}
 	if r, err := s.Remember(context.Background(), e); err != nil || r.Status != Accepted {
@@ -863,7 +913,7 @@ func TestRememberAndSeen(t *testing.T) {
 		want Status
 	}{{"body", Duplicate}, {"other", Conflict}}
 	for _, tt := range tests {
-		if st, err := s.Seen("v", "evt_seen", []byte(tt.body)); err != nil || st != tt.want {
+		if st, err := s.Seen(context.Background(), "v", "evt_seen", []byte(tt.body)); err != nil || st != tt.want {
 			t.Errorf("Seen(%q) = %v, %v; want %v", tt.body, st, err, tt.want)
 		}
 	}
@@ -889,7 +939,7 @@ func TestReplayAll(t *testing.T) {
 		mustEnqueue(t, s, entry(r, "evt_"+r, "x"))
 	}
 	eventually(t, 5*time.Second, "3 dead letters", func() bool {
-		dead, _, _ := s.ListDead(DeadFilter{}, 0, 10)
+		dead, _, _ := s.ListDead(context.Background(), DeadFilter{}, 0, 10)
 		return len(dead) == 3
 	})
 	mu.Lock()
@@ -921,7 +971,7 @@ func TestAttemptHistory(t *testing.T) {
 	mustEnqueue(t, s, entry("r", "evt_hist", "x"))
 	var st ItemStatus
 	eventually(t, 5*time.Second, "delivery", func() bool {
-		st, _ = s.Lookup("r", "evt_hist")
+		st, _ = s.Lookup(context.Background(), "r", "evt_hist")
 		return st.State == StateDelivered
 	})
 	want := []struct {
@@ -985,7 +1035,7 @@ func TestGoneDisablesRouteUntilEnabled(t *testing.T) {
 	mustEnqueue(t, s, entry("sub", "evt_3", "x"))
 	eventually(t, 2*time.Second, "3 dead letters", func() bool { return routeStats(s, "sub").Dead == 3 })
 	rec.none(t, 100*time.Millisecond) // the later items were not attempted
-	dead, _, _ := s.ListDead(DeadFilter{Route: "sub", Reason: "gone"}, 0, 10)
+	dead, _, _ := s.ListDead(context.Background(), DeadFilter{Route: "sub", Reason: "gone"}, 0, 10)
 	if len(dead) != 3 {
 		t.Fatalf("%d dead letters with reason gone", len(dead))
 	}
@@ -1054,10 +1104,10 @@ func TestEnqueueAllStandsOrFallsTogether(t *testing.T) {
 	if res[0].Status != Aborted || res[1].Status != Aborted || res[2].Status != Conflict {
 		t.Fatalf("results %v %v %v, want aborted aborted conflict", res[0].Status, res[1].Status, res[2].Status)
 	}
-	if _, err := s.Lookup("a", "evt_1"); !errors.Is(err, ErrNotFound) {
+	if _, err := s.Lookup(context.Background(), "a", "evt_1"); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("an aborted entry was stored: %v", err)
 	}
-	if st, _ := s.Seen("scope", "evt_1", []byte("request")); st != Accepted {
+	if st, _ := s.Seen(context.Background(), "scope", "evt_1", []byte("request")); st != Accepted {
 		t.Fatalf("an aborted dedupe-only entry was recorded: %v", st)
 	}
 	// Without the conflict, the dedupe-only entry is recorded and stores no item.
@@ -1065,7 +1115,7 @@ func TestEnqueueAllStandsOrFallsTogether(t *testing.T) {
 	if err != nil || res[0].Status != Accepted || res[1].Status != Accepted {
 		t.Fatalf("%v %v, %v", res[0].Status, res[1].Status, err)
 	}
-	if st, _ := s.Seen("scope", "evt_1", []byte("request")); st != Duplicate {
+	if st, _ := s.Seen(context.Background(), "scope", "evt_1", []byte("request")); st != Duplicate {
 		t.Fatalf("the dedupe-only entry was not recorded: %v", st)
 	}
 	if items, _ := s.Usage(); items != 2 {
@@ -1082,7 +1132,7 @@ func TestReplayRestartsMaxAge(t *testing.T) {
 	s.RegisterRoute("r", Route{Policy: pol, Deliverer: newRecorder(func(*Delivery) Outcome { return Outcome{StatusCode: 503} })})
 	res := mustEnqueue(t, s, entry("r", "evt_1", "x"))
 	eventually(t, 5*time.Second, "a max_age dead letter", func() bool {
-		d, _, _ := s.ListDead(DeadFilter{Route: "r", Reason: ReasonMaxAge}, 0, 1)
+		d, _, _ := s.ListDead(context.Background(), DeadFilter{Route: "r", Reason: ReasonMaxAge}, 0, 1)
 		return len(d) == 1
 	})
 	time.Sleep(1100 * time.Millisecond) // replayed well after MaxAge
@@ -1103,7 +1153,7 @@ func TestReplayRestartsMaxAge(t *testing.T) {
 	if a := healthy.next(t, 2*time.Second); a.EventID != "evt_1" || a.Attempt != 2 {
 		t.Fatalf("after replay: %s attempt %d, want the retry", a.EventID, a.Attempt)
 	}
-	eventually(t, 2*time.Second, "delivered", func() bool { st, _ := s.Lookup("r", "evt_1"); return st.State == StateDelivered })
+	eventually(t, 2*time.Second, "delivered", func() bool { st, _ := s.Lookup(context.Background(), "r", "evt_1"); return st.State == StateDelivered })
 }
 
 // TestReplayAndDeleteManyIDs: more ids than one transaction can hold are

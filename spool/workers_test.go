@@ -14,7 +14,7 @@ import (
 // one more start.
 func TestWorkersCapHoldsAcrossRoutes(t *testing.T) {
 	const workers, routes, perRoute = 3, 4, 5
-	s := openTest(t, Options{Workers: workers, CloseTimeout: time.Second})
+	s := openTest(t, Options{Limits: Limits{Workers: workers}, CloseTimeout: time.Second})
 	g := newGate()
 	for r := range routes {
 		name := fmt.Sprint("route", r)

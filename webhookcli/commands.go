@@ -45,7 +45,7 @@ func addAdminFlags(c *cobra.Command) {
 	f.String("address", "", "the admin API's address, if not the default (or the one in --config)")
 	f.StringP("config", "c", "", "a configuration file to read the admin address from, if --address is not used")
 	f.StringP("adapter", "a", "", "the config adapter of --config")
-	f.String("storage", "", "the storage directory, when the instance has several open")
+	f.String("storage", "", "the storage (its name in the stats, or a Badger directory), when the instance has several open")
 }
 
 // runAdmin makes a command's RunE: it calls the admin API and either prints
