@@ -52,7 +52,7 @@ func (a *AdminAPI) Routes() []caddy.AdminRoute {
 func (a *AdminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 	path := strings.Trim(strings.TrimPrefix(r.URL.Path, "/webhooks"), "/")
 	parts := strings.Split(path, "/")
-	s, err := a.spool(r)
+	s, err := a.store(r)
 	if err != nil {
 		return err
 	}
@@ -84,14 +84,14 @@ func (a *AdminAPI) only(r *http.Request, method string, f func() error) error {
 	return f()
 }
 
-// spool finds the open spool: the one of the running configuration, or the
+// store finds the open store: the one of the running configuration, or the
 // one named by ?storage= when several are open.
-func (a *AdminAPI) spool(r *http.Request) (*spool.Spool, error) {
+func (a *AdminAPI) store(r *http.Request) (spool.Backend, error) {
 	want := r.URL.Query().Get("storage")
-	var found []*spool.Spool
-	spools.Range(func(_, v any) bool {
-		if h, ok := v.(spoolHandle); ok && (want == "" || storageIs(h.Name(), want)) {
-			found = append(found, h.Spool)
+	var found []spool.Backend
+	stores.Range(func(_, v any) bool {
+		if h, ok := v.(storeHandle); ok && (want == "" || storageIs(h.Name(), want)) {
+			found = append(found, h.Backend)
 		}
 		return true
 	})
@@ -122,7 +122,7 @@ func toRecordStats(u spool.RecordUsage) adminapi.RecordStats {
 	}
 }
 
-func (a *AdminAPI) stats(w http.ResponseWriter, s *spool.Spool) error {
+func (a *AdminAPI) stats(w http.ResponseWriter, s spool.Backend) error {
 	now := time.Now()
 	out := adminapi.Stats{Storage: s.Name(), Records: toRecordStats(s.Records()), Routes: []adminapi.RouteStats{}}
 	out.Items, out.Bytes = s.Usage()
@@ -151,7 +151,7 @@ func toDeadLetter(d spool.DeadLetter) adminapi.DeadLetter {
 		LastStatus: d.LastStatus, LastError: d.LastError, Bytes: d.Size, ReceivedAt: d.ReceivedAt, DeadAt: d.DeadAt}
 }
 
-func (a *AdminAPI) listDead(w http.ResponseWriter, r *http.Request, s *spool.Spool) error {
+func (a *AdminAPI) listDead(w http.ResponseWriter, r *http.Request, s spool.Backend) error {
 	q := r.URL.Query()
 	limit := 100
 	if v := q.Get("limit"); v != "" {
@@ -183,7 +183,7 @@ func (a *AdminAPI) listDead(w http.ResponseWriter, r *http.Request, s *spool.Spo
 	return writeJSON(w, http.StatusOK, out)
 }
 
-func (a *AdminAPI) replay(w http.ResponseWriter, r *http.Request, s *spool.Spool) error {
+func (a *AdminAPI) replay(w http.ResponseWriter, r *http.Request, s spool.Backend) error {
 	var req adminapi.ReplayRequest
 	if err := decodeBody(r, &req); err != nil {
 		return err
@@ -211,7 +211,7 @@ func (a *AdminAPI) replay(w http.ResponseWriter, r *http.Request, s *spool.Spool
 	return writeJSON(w, http.StatusOK, adminapi.Replayed{Replayed: n})
 }
 
-func (a *AdminAPI) deleteDead(w http.ResponseWriter, r *http.Request, s *spool.Spool, rawID string) error {
+func (a *AdminAPI) deleteDead(w http.ResponseWriter, r *http.Request, s spool.Backend, rawID string) error {
 	ids, err := parseIDs([]string{rawID})
 	if err != nil {
 		return err
@@ -227,7 +227,7 @@ func (a *AdminAPI) deleteDead(w http.ResponseWriter, r *http.Request, s *spool.S
 	return writeJSON(w, http.StatusOK, adminapi.Deleted{Deleted: n})
 }
 
-func (a *AdminAPI) event(w http.ResponseWriter, r *http.Request, s *spool.Spool, eventID string) error {
+func (a *AdminAPI) event(w http.ResponseWriter, r *http.Request, s spool.Backend, eventID string) error {
 	routes := []string{}
 	if rt := r.URL.Query().Get("route"); rt != "" {
 		routes = append(routes, rt)
@@ -270,7 +270,7 @@ func (a *AdminAPI) event(w http.ResponseWriter, r *http.Request, s *spool.Spool,
 	return writeJSON(w, http.StatusOK, out)
 }
 
-func (a *AdminAPI) pause(w http.ResponseWriter, r *http.Request, s *spool.Spool, route string, pause bool) error {
+func (a *AdminAPI) pause(w http.ResponseWriter, r *http.Request, s spool.Backend, route string, pause bool) error {
 	if !knownRoute(s, route) {
 		return apiError(http.StatusNotFound, "no route %s", route)
 	}
@@ -287,7 +287,7 @@ func (a *AdminAPI) pause(w http.ResponseWriter, r *http.Request, s *spool.Spool,
 	return writeJSON(w, http.StatusOK, adminapi.RoutePaused{Route: route, Paused: pause})
 }
 
-func (a *AdminAPI) enable(w http.ResponseWriter, r *http.Request, s *spool.Spool, name string) error {
+func (a *AdminAPI) enable(w http.ResponseWriter, r *http.Request, s spool.Backend, name string) error {
 	route := subscriberRoute(name)
 	if !knownRoute(s, route) {
 		return apiError(http.StatusNotFound, "no subscriber %s", name)
@@ -309,7 +309,7 @@ func (a *AdminAPI) changed(r *http.Request, msg string, fields ...zap.Field) {
 	a.log.Info(msg, append(fields, zap.String("remote_addr", r.RemoteAddr))...)
 }
 
-func knownRoute(s *spool.Spool, route string) bool {
+func knownRoute(s spool.Backend, route string) bool {
 	for _, rs := range routeStats(s) {
 		if rs.Route == route {
 			return true

@@ -106,8 +106,8 @@ func TestAdminHandlers(t *testing.T) {
 	stat := func(route string) adminapi.RouteStats {
 		var st adminapi.Stats
 		api.must(t, http.MethodGet, "/webhooks/stats", "", &st)
-		if st.Storage != "badger:"+c.app.dir {
-			t.Fatalf("stats of storage %q, want badger:%s", st.Storage, c.app.dir)
+		if st.Storage != c.storeName() {
+			t.Fatalf("stats of storage %q, want %s", st.Storage, c.storeName())
 		}
 		for _, rs := range st.Routes {
 			if rs.Route == route {
@@ -349,22 +349,23 @@ func TestAdminHandlers(t *testing.T) {
 
 	t.Run("several storages open", func(t *testing.T) {
 		other := filepath.Join(t.TempDir(), "other")
-		val, _, err := spools.LoadOrNew(other, func() (caddy.Destructor, error) {
+		val, _, err := stores.LoadOrNew(other, func() (caddy.Destructor, error) {
 			s, err := spool.Open(spool.Options{Dir: other, MinFreeDisk: 1 << 20})
-			return spoolHandle{s}, err
+			return storeHandle{s}, err
 		})
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer spools.Delete(other)
-		otherName := val.(spoolHandle).Name()
+		defer stores.Delete(other)
+		otherName := val.(storeHandle).Name()
 		if code, body := api.call(t, http.MethodGet, "/webhooks/stats", ""); code != 400 || !strings.Contains(body, "?storage=") {
 			t.Fatalf("stats with two storages open and none chosen: %d %s", code, body)
 		}
-		otherDir := strings.TrimPrefix(otherName, "badger:")
+		name, otherDir := c.storeName(), strings.TrimPrefix(otherName, "badger:")
+		dir := strings.TrimPrefix(name, "badger:")
 		for _, tt := range []struct{ storage, name string }{
-			{"badger:" + c.app.dir, "badger:" + c.app.dir},
-			{c.app.dir, "badger:" + c.app.dir}, // the bare directory, as older clients give it
+			{name, name},
+			{dir, name}, // the bare directory, as older clients give it
 			{otherName, otherName},
 			{otherDir, otherName},
 		} {
@@ -375,7 +376,7 @@ func TestAdminHandlers(t *testing.T) {
 			}
 		}
 		var ev adminapi.Event
-		api.must(t, http.MethodGet, "/webhooks/events/evt_ok_1?storage="+c.app.dir+"&route=in", "", &ev)
+		api.must(t, http.MethodGet, "/webhooks/events/evt_ok_1?storage="+dir+"&route=in", "", &ev)
 		if len(ev.Routes) != 1 || ev.Routes[0].State != adminapi.StateDelivered {
 			t.Errorf("the event in the chosen storage: %+v", ev)
 		}

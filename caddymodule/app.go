@@ -1,5 +1,6 @@
 // Package caddymodule is Hookgate's Caddy glue: the webhooks app, which owns
-// the spool and its delivery workers; the webhook_ingest and webhook_publish
+// the store of events (a spool.Backend, opened by a module of the
+// webhooks.backends namespace: Badger by default) and its delivery workers; the webhook_ingest and webhook_publish
 // handlers and the delivery client they share; the admin API under
 // /webhooks/ (its types are package adminapi's); the caddy_webhook_*
 // metrics; the Caddyfile syntax; and the caddy webhook commands (the
@@ -15,7 +16,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"path/filepath"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -33,19 +33,24 @@ func init() {
 	caddy.RegisterModule(new(App))
 }
 
-// spools holds one open spool per storage directory for the whole process.
-// Caddy provisions a new configuration before it cleans up the old one, and
-// Badger locks its directory, so configurations share the handle; its
-// delivery workers start with the first configuration that uses the
-// directory and stop when the last one is unloaded.
-var spools = caddy.NewUsagePool()
+// stores holds one open store per name (spool.Backend.Name) for the whole
+// process. Caddy provisions a new configuration before it cleans up the old
+// one, and a store is opened once per process (Badger locks its directory),
+// so configurations share the handle; its delivery workers start with the
+// first configuration that uses the store and stop when the last one is
+// unloaded.
+var stores = caddy.NewUsagePool()
 
-// App is the webhooks app: it owns the spool that webhook_ingest routes write
-// to and deliver from. It is optional; without a webhooks global option the
-// defaults apply.
+// App is the webhooks app: it owns the store that webhook_ingest and
+// webhook_publish routes write to and deliver from. It is optional; without a
+// webhooks global option the defaults apply.
 type App struct {
-	// Storage is the spool's directory. Default: "webhooks" in Caddy's data
-	// directory.
+	// BackendRaw is the store of events: a module of the webhooks.backends
+	// namespace, named by its "backend" member. Default: badger, with
+	// Storage and MinFreeDisk.
+	BackendRaw json.RawMessage `json:"backend,omitempty" caddy:"namespace=webhooks.backends inline_key=backend"`
+	// Storage is a shorthand for the badger backend's storage, when there
+	// is no BackendRaw.
 	Storage string `json:"storage,omitempty"`
 	// MaxItems bounds the stored items, dead letters included. Default 1,000,000.
 	MaxItems int64 `json:"max_items,omitempty"`
@@ -57,10 +62,8 @@ type App struct {
 	// make room, and new events are answered 503 once the dedupe records
 	// fill it. Default 1 GiB.
 	MaxRecordBytes int64 `json:"max_record_bytes,omitempty"`
-	// MinFreeDisk is the free space the spool leaves to others on the
-	// storage's file system, on top of the reserve it keeps for Badger's
-	// flushes and compactions; new events that would cut into it are
-	// answered 503. Default 512 MiB.
+	// MinFreeDisk is a shorthand for the badger backend's min_free_disk,
+	// when there is no BackendRaw.
 	MinFreeDisk int64 `json:"min_free_disk,omitempty"`
 	// Workers bounds the deliveries in flight over all routes. Default 64.
 	Workers int `json:"workers,omitempty"`
@@ -74,18 +77,18 @@ type App struct {
 	// answered 503. It must be above every handler's max_body. Default 64 MiB.
 	MaxUnverifiedBytes int64 `json:"max_unverified_bytes,omitempty"`
 
-	dir    string
-	opts   spool.Options
-	spool  *spool.Spool // set by Start
-	opened atomic.Bool  // Start took a use of the spool (and set spool) that Cleanup gives back
-	log    *zap.Logger
-	ctx    caddy.Context
-	grace  time.Duration // what deliveries in flight get at shutdown
+	backend BackendModule
+	limits  spool.Limits
+	store   spool.Backend // set by Start
+	opened  atomic.Bool   // Start took a use of the store (and set store) that Cleanup gives back
+	log     *zap.Logger
+	ctx     caddy.Context
+	grace   time.Duration // what deliveries in flight get at shutdown
 
 	unverified *byteBudget   // the request bodies being read and verified
 	routes     []appRoute    // this configuration's spool routes
 	unregister []func()      // undoes Start's route registrations
-	ready      chan struct{} // closed once Start has set spool
+	ready      chan struct{} // closed once Start has set store
 }
 
 // appRoute is a spool route of the configuration's handlers.
@@ -110,27 +113,27 @@ func (*App) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// routeStats returns the spool's routes as the admin API and the metrics
+// routeStats returns the store's routes as the admin API and the metrics
 // show them: without the publisher's dedupe scope, which holds dedupe
 // records and never an item, so that it is never listed as a route.
-func routeStats(s *spool.Spool) []spool.RouteStats {
+func routeStats(s spool.Backend) []spool.RouteStats {
 	return slices.DeleteFunc(s.Stats(), func(rs spool.RouteStats) bool { return rs.Route == publishScope })
 }
 
 // verifyOnly holds the verify-only routes of the loaded configurations, per
-// spool: the spool keeps their dedupe records but has no route for them,
+// store: the store keeps their dedupe records but has no route for them,
 // and the admin API lists them with the others.
-var verifyOnly = &routeNames{uses: map[*spool.Spool]map[string]int{}}
+var verifyOnly = &routeNames{uses: map[spool.Backend]map[string]int{}}
 
-// routeNames is a set of route names per spool, with a use count per name:
+// routeNames is a set of route names per store, with a use count per name:
 // a reloaded configuration adds its names before the old one removes them.
 type routeNames struct {
 	mu   sync.Mutex
-	uses map[*spool.Spool]map[string]int
+	uses map[spool.Backend]map[string]int
 }
 
 // add adds name for sp and returns the function that removes this use.
-func (rn *routeNames) add(sp *spool.Spool, name string) (remove func()) {
+func (rn *routeNames) add(sp spool.Backend, name string) (remove func()) {
 	rn.mu.Lock()
 	defer rn.mu.Unlock()
 	if rn.uses[sp] == nil {
@@ -153,30 +156,30 @@ func (rn *routeNames) add(sp *spool.Spool, name string) (remove func()) {
 }
 
 // has reports whether name is in the set of sp.
-func (rn *routeNames) has(sp *spool.Spool, name string) bool {
+func (rn *routeNames) has(sp spool.Backend, name string) bool {
 	rn.mu.Lock()
 	defer rn.mu.Unlock()
 	return rn.uses[sp][name] > 0
 }
 
 // list returns the names of sp.
-func (rn *routeNames) list(sp *spool.Spool) []string {
+func (rn *routeNames) list(sp spool.Backend) []string {
 	rn.mu.Lock()
 	defer rn.mu.Unlock()
 	return slices.Sorted(maps.Keys(rn.uses[sp]))
 }
 
-// spoolHandle lets the usage pool close a spool when its last user goes.
-type spoolHandle struct{ *spool.Spool }
+// storeHandle lets the usage pool close a store when its last user goes.
+type storeHandle struct{ spool.Backend }
 
-// Destruct closes the spool; deliveries in flight finish or release their
-// leases within the spool's close timeout.
-func (h spoolHandle) Destruct() error { return h.Close() }
+// Destruct closes the store; deliveries in flight finish or release their
+// leases within its close timeout.
+func (h storeHandle) Destruct() error { return h.Close() }
 
-// Provision derives the spool's options. The spool itself is opened (or
-// shared with the running configuration) in Start, so that a configuration
-// that is only validated (caddy validate, caddy adapt --validate) neither
-// takes the storage's lock nor delivers anything.
+// Provision loads the backend module and derives the limits. The store
+// itself is opened (or shared with the running configuration) in Start, so
+// that a configuration that is only validated (caddy validate, caddy adapt
+// --validate) neither takes the storage's lock nor delivers anything.
 func (a *App) Provision(ctx caddy.Context) error {
 	a.log = ctx.Logger()
 	a.ctx, a.grace = ctx, defaultGrace
@@ -185,30 +188,17 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if a.unverified.limit <= 0 {
 		a.unverified.limit = defaultMaxUnverifiedBytes
 	}
-	dir := a.Storage
-	if dir == "" {
-		dir = filepath.Join(caddy.AppDataDir(), "webhooks")
-	}
-	abs, err := filepath.Abs(dir)
-	if err != nil {
+	var err error
+	if a.backend, err = a.loadBackend(ctx); err != nil {
 		return err
 	}
-	a.dir = filepath.Clean(abs)
-	a.opts = spool.Options{
-		Dir:         a.dir,
-		MinFreeDisk: a.MinFreeDisk,
-		Limits: spool.Limits{
-			MaxItems:         a.MaxItems,
-			MaxBytes:         a.MaxBytes,
-			MaxRecordBytes:   a.MaxRecordBytes,
-			Workers:          a.Workers,
-			DeadRetention:    time.Duration(a.DeadRetention),
-			AttemptRetention: time.Duration(a.AttemptRetention),
-		},
-		// The spool outlives this configuration: log through the process's
-		// logger, not this context's.
-		Logger:  caddy.Log().Named("webhooks"),
-		Observe: observeAttempt,
+	a.limits = spool.Limits{
+		MaxItems:         a.MaxItems,
+		MaxBytes:         a.MaxBytes,
+		MaxRecordBytes:   a.MaxRecordBytes,
+		Workers:          a.Workers,
+		DeadRetention:    time.Duration(a.DeadRetention),
+		AttemptRetention: time.Duration(a.AttemptRetention),
 	}
 	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
 		return fmt.Errorf("webhooks: metrics: %w", err)
@@ -225,50 +215,87 @@ func (a *App) Provision(ctx caddy.Context) error {
 	return nil
 }
 
+// loadBackend loads the backend module, or without one the badger backend
+// of the shorthand.
+func (a *App) loadBackend(ctx caddy.Context) (BackendModule, error) {
+	if err := a.checkShorthand(); err != nil {
+		return nil, err
+	}
+	if a.BackendRaw == nil {
+		b := &BadgerBackend{Storage: a.Storage, MinFreeDisk: a.MinFreeDisk}
+		if err := b.Provision(ctx); err != nil {
+			return nil, err
+		}
+		return b, b.Validate()
+	}
+	mod, err := ctx.LoadModule(a, "BackendRaw")
+	if err != nil {
+		return nil, fmt.Errorf("webhooks: loading the backend: %w", err)
+	}
+	b, ok := mod.(BackendModule)
+	if !ok {
+		return nil, fmt.Errorf("webhooks: module %T is not a backend", mod)
+	}
+	return b, nil
+}
+
+// checkShorthand refuses Badger's shorthand next to a backend.
+func (a *App) checkShorthand() error {
+	if a.BackendRaw != nil && (a.Storage != "" || a.MinFreeDisk != 0) {
+		return errShorthand
+	}
+	return nil
+}
+
 // Validate checks the limits.
 func (a *App) Validate() error {
-	if a.MaxItems < 0 || a.MaxBytes < 0 || a.MaxRecordBytes < 0 || a.MinFreeDisk < 0 || a.Workers < 0 || a.DeadRetention < 0 || a.AttemptRetention < 0 ||
+	if a.MaxItems < 0 || a.MaxBytes < 0 || a.MaxRecordBytes < 0 || a.Workers < 0 || a.DeadRetention < 0 || a.AttemptRetention < 0 ||
 		a.MaxUnverifiedBytes < 0 {
 		return errors.New("webhooks: limits must not be negative")
 	}
 	return nil
 }
 
-// Start opens the spool, or shares the one an earlier configuration opened
-// (whose limits stay until this configuration has fully started, see
-// takeOver), and registers this configuration's routes. It takes the http
-// app's grace period for the deliveries in flight at shutdown.
+// Start opens the store, or shares the one of the same name that an earlier
+// configuration opened (whose limits stay until this configuration has
+// fully started, see takeOver), and registers this configuration's routes.
+// It takes the http app's grace period for the deliveries in flight at
+// shutdown.
 func (a *App) Start() error {
 	if h, err := a.ctx.AppIfConfigured("http"); err == nil {
 		if h, ok := h.(*caddyhttp.App); ok && h.GracePeriod > 0 {
 			a.grace = time.Duration(h.GracePeriod)
 		}
 	}
-	val, loaded, err := spools.LoadOrNew(a.dir, func() (caddy.Destructor, error) {
-		s, err := spool.Open(a.opts)
+	name := a.backend.StoreName()
+	val, loaded, err := stores.LoadOrNew(name, func() (caddy.Destructor, error) {
+		s, err := a.backend.OpenStore(StoreConfig{
+			Limits: a.limits,
+			// The store outlives this configuration: log through the
+			// process's logger, not this context's.
+			Logger:  caddy.Log().Named("webhooks"),
+			Observe: observeAttempt,
+		})
 		if err != nil {
 			return nil, err
 		}
-		return spoolHandle{s}, nil
+		return storeHandle{s}, nil
 	})
 	if err != nil {
-		if errors.Is(err, spool.ErrInUse) {
-			return err
-		}
-		return fmt.Errorf("webhooks storage %s: %w (if another Caddy process uses it, reload that one instead)", a.dir, err)
+		return err
 	}
 	if loaded {
-		a.log.Debug("sharing the open spool", zap.String("storage", a.dir))
+		a.log.Debug("sharing the open store", zap.String("storage", name))
 	} else {
-		a.log.Info("spool opened", zap.String("storage", a.dir))
+		a.log.Info("store opened", zap.String("storage", name))
 	}
-	a.spool = val.(spoolHandle).Spool
+	a.store = val.(storeHandle).Backend
 	a.opened.Store(true)
 	for _, r := range a.routes {
 		if r.route != nil {
-			a.unregister = append(a.unregister, a.spool.RegisterRoute(r.name, *r.route))
+			a.unregister = append(a.unregister, a.store.RegisterRoute(r.name, *r.route))
 		} else {
-			a.unregister = append(a.unregister, verifyOnly.add(a.spool, r.name))
+			a.unregister = append(a.unregister, verifyOnly.add(a.store, r.name))
 		}
 	}
 	close(a.ready)
@@ -276,8 +303,8 @@ func (a *App) Start() error {
 }
 
 // Stop winds deliveries down if the process is exiting (see beginExit). A
-// reload stops the old configuration too, but the spool and its workers
-// carry on for the new one; the spool closes when the last configuration
+// reload stops the old configuration too, but the store and its workers
+// carry on for the new one; the store closes when the last configuration
 // using it is cleaned up.
 func (a *App) Stop() error {
 	a.beginExit()
@@ -291,17 +318,20 @@ func (a *App) Stop() error {
 // Stop in case the events app is not there.
 func (a *App) beginExit() {
 	if caddy.Exiting() && a.opened.Load() {
-		a.spool.StopDelivering(a.grace)
+		a.store.StopDelivering(a.grace)
 	}
 }
 
-// takeOver makes this configuration's limits and retentions the spool's. It
-// runs on Caddy's "started" event, once every app of the configuration has
-// started, so that a load that fails on the way never changes them.
+// takeOver makes this configuration's limits, retentions and backend
+// settings the store's. It runs on Caddy's "started" event, once every app
+// of the configuration has started, so that a load that fails on the way
+// never changes them.
 func (a *App) takeOver() {
 	if a.opened.Load() {
-		a.spool.Reconfigure(a.opts.Limits)
-		a.spool.SetMinFreeDisk(a.opts.MinFreeDisk)
+		a.store.Reconfigure(a.limits)
+		if r, ok := a.backend.(StoreReconfigurer); ok {
+			r.ReconfigureStore(a.store)
+		}
 	}
 }
 
@@ -322,16 +352,16 @@ func (h lifecycle) Handle(_ context.Context, e caddy.Event) error {
 
 // Cleanup unregisters this configuration's routes (a newer configuration's
 // registrations of the same names stay in force) and releases its use of
-// the spool.
+// the store.
 func (a *App) Cleanup() error {
 	for _, u := range a.unregister {
 		u()
 	}
 	a.unregister = nil
-	if !a.opened.Swap(false) { // requests of this configuration still finishing keep a.spool
+	if !a.opened.Swap(false) { // requests of this configuration still finishing keep a.store
 		return nil
 	}
-	_, err := spools.Delete(a.dir)
+	_, err := stores.Delete(a.backend.StoreName())
 	return err
 }
 
@@ -376,18 +406,18 @@ var errNotStarted = errors.New("webhooks: the spool is not open yet")
 // servers may start before it, and opening a large spool takes a moment.
 const startWait = 10 * time.Second
 
-// spoolFor returns the spool once the app has started.
-func (a *App) spoolFor(ctx context.Context) (*spool.Spool, error) {
+// storeFor returns the store once the app has started.
+func (a *App) storeFor(ctx context.Context) (spool.Backend, error) {
 	select {
 	case <-a.ready:
-		return a.spool, nil
+		return a.store, nil
 	default:
 	}
 	t := time.NewTimer(startWait)
 	defer t.Stop()
 	select {
 	case <-a.ready:
-		return a.spool, nil
+		return a.store, nil
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	case <-a.ctx.Done(): // this configuration failed to start

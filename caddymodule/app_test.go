@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -48,12 +47,16 @@ func TestFailedReloadKeepsTheRunningLimits(t *testing.T) {
 			break
 		}
 	}
-	val, _, err := spools.LoadOrNew(filepath.Clean(dir), func() (caddy.Destructor, error) { return nil, errors.New("the spool is not open") })
+	name, err := spool.NameOf(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer spools.Delete(filepath.Clean(dir))
-	sp := val.(spoolHandle).Spool
+	val, _, err := stores.LoadOrNew(name, func() (caddy.Destructor, error) { return nil, errors.New("the spool is not open") })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stores.Delete(name)
+	sp := val.(storeHandle).Backend
 	for i := range 3 {
 		if _, err := sp.Enqueue(context.Background(), spool.Entry{Route: "r", EventID: fmt.Sprint("evt_", i), Body: []byte("{}")}); err != nil {
 			t.Fatalf("event %d refused under the running configuration's max_items 100: %v", i, err)
@@ -65,7 +68,7 @@ func TestFailedReloadKeepsTheRunningLimits(t *testing.T) {
 // routes before the old one removes the same names; they stay listed until
 // the last use goes, and a remove function counts once.
 func TestRouteNamesCountUses(t *testing.T) {
-	rn := &routeNames{uses: map[*spool.Spool]map[string]int{}}
+	rn := &routeNames{uses: map[spool.Backend]map[string]int{}}
 	sp := new(spool.Spool) // a key only
 	removeOld := rn.add(sp, "b")
 	rn.add(sp, "a")
@@ -123,7 +126,7 @@ func TestIngestJSONHeldToTheCaddyfileRules(t *testing.T) {
 		{"forward not http", `{"handler":"webhook_ingest","name":"a","insecure_no_signature":true,"forward":{"url":"ftp://x"}}`, "not an http(s) URL"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			err := caddy.Load(configJSON(t, "", "", "["+tt.handler+"]"), true)
+			err := caddy.Load(configJSON(t, spoolJSON(t, ""), "", "["+tt.handler+"]"), true)
 			if err == nil {
 				caddy.Stop()
 				t.Fatal("loaded")

@@ -44,18 +44,24 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 // UnmarshalCaddyfile sets up the app from Caddyfile tokens. Syntax:
 //
 //	webhooks {
+//		backend <name> {
+//			<the backend's options>
+//		}
 //		storage              <dir>
+//		min_free_disk        <size>
 //		max_items            <n>
 //		max_bytes            <size>
 //		max_record_bytes     <size>
-//		min_free_disk        <size>
 //		workers              <n>
 //		dead_retention       <duration>
 //		attempt_retention    <duration>
 //		max_unverified_bytes <size>
 //	}
 //
-// The block may appear once.
+// The block may appear once. The backend is a module of the
+// webhooks.backends namespace (default: badger); storage and min_free_disk
+// are a shorthand for "backend badger { storage …; min_free_disk … }" and
+// go with no other backend block.
 func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // the option's name
 	if d.NextArg() {
@@ -64,6 +70,8 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	for d.NextBlock(0) {
 		var err error
 		switch opt := d.Val(); opt {
+		case "backend":
+			err = a.unmarshalBackend(d)
 		case "storage":
 			err = oneArg(d, func(s string) error { a.Storage = s; return nil })
 		case "max_items":
@@ -89,6 +97,27 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			return err
 		}
 	}
+	if err := a.checkShorthand(); err != nil {
+		return d.Err(err.Error())
+	}
+	return nil
+}
+
+// unmarshalBackend parses "backend <name> { … }" with the module's own
+// Caddyfile syntax.
+func (a *App) unmarshalBackend(d *caddyfile.Dispenser) error {
+	if a.BackendRaw != nil {
+		return d.Err("webhooks: backend is given twice")
+	}
+	if !d.NextArg() {
+		return d.ArgErr()
+	}
+	name := d.Val()
+	mod, err := caddyfile.UnmarshalModule(d, "webhooks.backends."+name)
+	if err != nil {
+		return err
+	}
+	a.BackendRaw = caddyconfig.JSONModuleObject(mod, "backend", name, nil)
 	return nil
 }
 

@@ -83,15 +83,8 @@ func TestUnmarshalIngest(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			got := new(Ingest)
-			err := got.UnmarshalCaddyfile(caddyfile.NewTestDispenser(tt.input))
-			if tt.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-					t.Fatalf("error %v, want one containing %q", err, tt.wantErr)
-				}
+			if checkError(t, got.UnmarshalCaddyfile(caddyfile.NewTestDispenser(tt.input)), tt.wantErr) {
 				return
-			}
-			if err != nil {
-				t.Fatal(err)
 			}
 			if !reflect.DeepEqual(got, tt.want) {
 				t.Fatalf("got %+v\nwant %+v", got, tt.want)
@@ -124,4 +117,50 @@ func TestUnmarshalApp(t *testing.T) {
 	if err := bad.UnmarshalCaddyfile(caddyfile.NewTestDispenser("webhooks {\n storage_dir x\n}")); err == nil || !strings.Contains(err.Error(), `unknown option "storage_dir"`) {
 		t.Fatalf("unknown option: %v", err)
 	}
+}
+
+// TestUnmarshalBackend: "backend <name> { … }" in the webhooks block becomes
+// the backend module's JSON; the shorthand goes with no backend block.
+func TestUnmarshalBackend(t *testing.T) {
+	for _, tt := range []struct {
+		name, input, want, wantErr string
+	}{
+		{"badger", "webhooks {\n backend badger {\n storage /srv/hooks\n min_free_disk 1GiB\n }\n max_items 10\n}",
+			`{"backend":"badger","min_free_disk":1073741824,"storage":"/srv/hooks"}`, ""},
+		{"badger, defaults", "webhooks {\n backend badger\n}", `{"backend":"badger"}`, ""},
+		{"no name", "webhooks {\n backend\n}", "", "wrong argument count"},
+		{"unknown backend", "webhooks {\n backend etcd {\n endpoints x\n }\n}", "", "webhooks.backends.etcd"},
+		{"unknown option", "webhooks {\n backend badger {\n replicas 3\n }\n}", "", `unknown option "replicas" in backend badger`},
+		{"argument after the name", "webhooks {\n backend badger /srv/hooks\n}", "", "wrong argument count"},
+		{"twice", "webhooks {\n backend badger\n backend badger\n}", "", "backend is given twice"},
+		{"storage beside it", "webhooks {\n storage /srv/hooks\n backend badger\n}", "", "shorthand"},
+		{"min_free_disk beside it", "webhooks {\n backend badger {\n storage /srv/hooks\n }\n min_free_disk 1GiB\n}", "", "shorthand"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			got := new(App)
+			if checkError(t, got.UnmarshalCaddyfile(caddyfile.NewTestDispenser(tt.input)), tt.wantErr) {
+				return
+			}
+			if string(got.BackendRaw) != tt.want {
+				t.Fatalf("backend %s, want %s", got.BackendRaw, tt.want)
+			}
+		})
+	}
+}
+
+// checkError fails the test unless err matches want: an error containing
+// want, or no error if want is "". It reports whether an error was wanted,
+// so that the case ends there.
+func checkError(t *testing.T, err error, want string) bool {
+	t.Helper()
+	if want != "" {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Fatalf("error %v, want one containing %q", err, want)
+		}
+		return true
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return false
 }

@@ -38,6 +38,18 @@ type running struct {
 // parallel.
 func loadConfig(t *testing.T, webhooks string, routes ...string) *running {
 	t.Helper()
+	return loadWebhooks(t, spoolJSON(t, webhooks), routes...)
+}
+
+// spoolJSON is the webhooks app of most tests: a spool in a temporary
+// directory, with more members (each with a leading comma; may be "").
+func spoolJSON(t *testing.T, more string) string {
+	return fmt.Sprintf(`{"storage": %q, "min_free_disk": 1048576%s}`, t.TempDir(), more)
+}
+
+// loadWebhooks is loadConfig with the webhooks app's whole JSON object.
+func loadWebhooks(t *testing.T, webhooks string, routes ...string) *running {
+	t.Helper()
 	if err := caddy.Load(configJSON(t, webhooks, "", routes...), true); err != nil {
 		t.Fatalf("loading the configuration: %v", err)
 	}
@@ -54,7 +66,7 @@ func loadConfig(t *testing.T, webhooks string, routes ...string) *running {
 	return &running{app: app.(*App), server: httpApp.(*caddyhttp.App).Servers["test"]}
 }
 
-// configJSON is loadConfig's configuration, with more apps (each with a
+// configJSON is loadWebhooks's configuration, with more apps (each with a
 // leading comma) if apps is not "".
 func configJSON(t *testing.T, webhooks, apps string, routes ...string) []byte {
 	t.Setenv("HG_UNIT_SECRET", testSecret)
@@ -65,14 +77,14 @@ func configJSON(t *testing.T, webhooks, apps string, routes ...string) []byte {
 	return fmt.Appendf(nil, `{
 		"admin": {"disabled": true, "config": {"persist": false}},
 		"apps": {
-			"webhooks": {"storage": %q, "min_free_disk": 1048576%s},
+			"webhooks": %s,
 			"http": {"servers": {"test": {
 				"listen": ["127.0.0.1:0"],
 				"automatic_https": {"disable": true},
 				"routes": [%s]
 			}}}%s
 		}
-	}`, t.TempDir(), webhooks, strings.Join(rs, ","), apps)
+	}`, webhooks, strings.Join(rs, ","), apps)
 }
 
 // handler returns the first handler of route i.
@@ -80,8 +92,11 @@ func (c *running) handler(i int) caddyhttp.MiddlewareHandler {
 	return c.server.Routes[i].Handlers[0]
 }
 
-// spool is the configuration's open spool.
-func (c *running) spool() *spool.Spool { return c.app.spool }
+// spool is the configuration's open store.
+func (c *running) spool() spool.Backend { return c.app.store }
+
+// storeName is the name of the configuration's store.
+func (c *running) storeName() string { return c.app.backend.StoreName() }
 
 // result is what a handler did with one request: the response it wrote,
 // the error it returned, and the request's placeholders.
@@ -175,14 +190,14 @@ func (d *delivery) request() *http.Request {
 // a request that must leave it untouched.
 type usage struct{ items, bytes int64 }
 
-func usageOf(s *spool.Spool) usage {
+func usageOf(s spool.Backend) usage {
 	items, bytes := s.Usage()
 	return usage{items, bytes}
 }
 
 // expectUntouched fails if the spool's usage changed or it knows event id
 // on route.
-func expectUntouched(t *testing.T, s *spool.Spool, before usage, route, id string) {
+func expectUntouched(t *testing.T, s spool.Backend, before usage, route, id string) {
 	t.Helper()
 	if after := usageOf(s); after != before {
 		t.Errorf("the spool changed: %+v, before %+v", after, before)

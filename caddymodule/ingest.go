@@ -270,7 +270,7 @@ func (h *Ingest) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhtt
 	if !h.events.Match(ev.Type) {
 		return h.writeAnswer(w, repl, http.StatusOK, "ignored", ev.ID, "")
 	}
-	sp, err := h.app.spoolFor(r.Context())
+	sp, err := h.app.storeFor(r.Context())
 	if err != nil {
 		return h.answerSpoolFailure(w, r, err)
 	}
@@ -311,7 +311,7 @@ func forwardHeaders(in http.Header, p *verifier.Profile, eventType string) http.
 // handOn is verify-only mode: dedupe, then let the next handler answer and
 // remember the event only if it answered 2xx. A concurrent delivery of the
 // same event gets 409 with Retry-After while the first is being handled.
-func (h *Ingest) handOn(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, repl *caddy.Replacer, sp *spool.Spool, ev *verifier.Event) error {
+func (h *Ingest) handOn(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, repl *caddy.Replacer, sp spool.Backend, ev *verifier.Event) error {
 	// Claim the event before checking it was seen: the claim is held until
 	// it is remembered, so no second delivery can slip in between.
 	key := h.Name + "\x00" + ev.ID

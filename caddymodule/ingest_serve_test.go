@@ -269,7 +269,7 @@ func TestRecordBudgetFull(t *testing.T) {
 			t.Fatalf("%s, before the budget is used up: %s", route, res)
 		}
 	}
-	l := c.app.opts.Limits
+	l := c.app.limits
 	l.MaxRecordBytes = 1 // what a reload to a lower max_record_bytes applies
 	sp.Reconfigure(l)
 	for _, tt := range []struct {

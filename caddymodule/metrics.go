@@ -126,11 +126,11 @@ func (spoolCollector) Describe(ch chan<- *prometheus.Desc) {
 // Collect implements prometheus.Collector.
 func (spoolCollector) Collect(ch chan<- prometheus.Metric) {
 	now := time.Now()
-	seen := map[string]bool{}     // one spool per directory, but route names could repeat across them
-	var records spool.RecordUsage // summed over the spools
+	seen := map[string]bool{}     // one store per name, but route names could repeat across them
+	var records spool.RecordUsage // summed over the stores
 	open := false
-	spools.Range(func(_, v any) bool {
-		h, ok := v.(spoolHandle)
+	stores.Range(func(_, v any) bool {
+		h, ok := v.(storeHandle)
 		if !ok {
 			return true
 		}
@@ -142,7 +142,7 @@ func (spoolCollector) Collect(ch chan<- prometheus.Metric) {
 		records.Attempts.Bytes += r.Attempts.Bytes
 		records.MaxBytes += r.MaxBytes
 		records.AttemptRecordsDropped += r.AttemptRecordsDropped
-		for _, rs := range routeStats(h.Spool) {
+		for _, rs := range routeStats(h.Backend) {
 			if seen[rs.Route] {
 				continue
 			}

@@ -370,7 +370,7 @@ func (p *Publish) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 	if len(names) == 0 {
 		return answerPublish(w, http.StatusOK, publishAnswer{Status: "no_subscribers", EventID: req.eventID, Subscribers: names})
 	}
-	sp, err := p.app.spoolFor(r.Context())
+	sp, err := p.app.storeFor(r.Context())
 	var results []spool.Result
 	if err == nil {
 		results, err = sp.EnqueueAll(r.Context(), entries)

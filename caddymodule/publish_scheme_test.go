@@ -91,7 +91,7 @@ func TestPublishSchemeConfig(t *testing.T) {
 	} {
 		route := `[{"handler": "webhook_publish", "subscribers": [{"name": "s", "url": "https://example.com/", "scheme": "` +
 			tc.scheme + `", "secrets": ["{env.HG_UNIT_SECRET}"]}]}]`
-		err := caddy.Load(configJSON(t, "", "", route), true)
+		err := caddy.Load(configJSON(t, spoolJSON(t, ""), "", route), true)
 		if err == nil {
 			caddy.Stop()
 		}

@@ -72,7 +72,7 @@ func loadBehindGate(t *testing.T) (*running, chan error) {
 	for range 100 {
 		loaded := make(chan error, 1)
 		go func() {
-			loaded <- caddy.Load(configJSON(t, "", `, "hookgate_test_gate": {}`, ingestRoute("in", "")), true)
+			loaded <- caddy.Load(configJSON(t, spoolJSON(t, ""), `, "hookgate_test_gate": {}`, ingestRoute("in", "")), true)
 		}()
 		g := <-gate.started
 		if !g.webhooksStarted() {
