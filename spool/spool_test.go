@@ -17,59 +17,6 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 )
 
-func TestEnqueueDedupe(t *testing.T) {
-	s := openTest(t, Options{})
-	first := mustEnqueue(t, s, entry("a", "evt_1", `{"x":1}`))
-	if first.Status != Accepted || first.ID == 0 {
-		t.Fatalf("first enqueue = %+v, want accepted with an id", first)
-	}
-	tests := []struct {
-		name string
-		e    Entry
-		want Status
-		same bool // the id is the first item's
-	}{
-		{"same route, id and body", entry("a", "evt_1", `{"x":1}`), Duplicate, true},
-		{"same route and id, other body", entry("a", "evt_1", `{"x":2}`), Conflict, true},
-		{"other route, same id", entry("b", "evt_1", `{"x":1}`), Accepted, false},
-		{"same route, other id", entry("a", "evt_2", `{"x":1}`), Accepted, false},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			r := mustEnqueue(t, s, tt.e)
-			if r.Status != tt.want {
-				t.Fatalf("status = %v, want %v", r.Status, tt.want)
-			}
-			if (r.ID == first.ID) != tt.same {
-				t.Fatalf("id = %d, first = %d, same want %v", r.ID, first.ID, tt.same)
-			}
-		})
-	}
-	if items, _ := s.Usage(); items != 3 {
-		t.Fatalf("stored items = %d, want 3", items)
-	}
-}
-
-func TestEnqueueAllInOneTransaction(t *testing.T) {
-	s := openTest(t, Options{})
-	mustEnqueue(t, s, entry("b", "evt_1", "old"))
-	res, err := s.EnqueueAll(context.Background(), []Entry{
-		entry("a", "evt_1", "x"), entry("b", "evt_1", "old"), entry("c", "evt_1", "x"), entry("a", "evt_1", "x"),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := []Status{Accepted, Duplicate, Accepted, Duplicate}
-	for i, r := range res {
-		if r.Status != want[i] {
-			t.Errorf("entry %d: %v, want %v", i, r.Status, want[i])
-		}
-	}
-	if res[3].ID != res[0].ID {
-		t.Errorf("a repeated entry got id %d, want its first occurrence's %d", res[3].ID, res[0].ID)
-	}
-}
-
 func TestConcurrentEnqueueOfOneEvent(t *testing.T) {
 	s := openTest(t, Options{})
 	const n = 100
@@ -171,61 +118,6 @@ func TestDeliveryHappyPath(t *testing.T) {
 	}
 }
 
-func TestPerRouteConcurrencyCap(t *testing.T) {
-	s := openTest(t, Options{})
-	slow := newGate()
-	fast := newRecorder(nil)
-	s.RegisterRoute("slow", Route{Deliverer: slow, Concurrency: 2})
-	s.RegisterRoute("fast", Route{Deliverer: fast})
-	for i := range 10 {
-		mustEnqueue(t, s, entry("slow", fmt.Sprintf("s%d", i), "x"))
-	}
-	eventually(t, 2*time.Second, "two slow deliveries", func() bool { n, _ := slow.counts(); return n == 2 })
-	// The slow route is at its cap; another route still flows.
-	for i := range 5 {
-		mustEnqueue(t, s, entry("fast", fmt.Sprintf("f%d", i), "x"))
-	}
-	for range 5 {
-		fast.next(t, 2*time.Second)
-	}
-	if rs := routeStats(s, "slow"); rs.InFlight != 2 || rs.Queued != 8 {
-		t.Fatalf("slow route: %s; want 2 in flight, 8 queued", statsString(rs))
-	}
-	close(slow.release)
-	eventually(t, 5*time.Second, "the slow route to drain", func() bool {
-		rs := routeStats(s, "slow")
-		return rs.Queued+rs.InFlight == 0
-	})
-	if _, peak := slow.counts(); peak != 2 {
-		t.Fatalf("peak concurrency %d, want 2", peak)
-	}
-}
-
-func TestRetryThenSuccess(t *testing.T) {
-	s := openTest(t, Options{})
-	rec := newRecorder(func(d *Delivery) Outcome {
-		if d.Attempt < 3 {
-			return Outcome{StatusCode: 503}
-		}
-		return Outcome{StatusCode: 200}
-	})
-	p := Policy{MaxAttempts: 5, BackoffMin: 50 * time.Millisecond, BackoffMax: time.Second}
-	s.RegisterRoute("r", Route{Deliverer: rec, Policy: p})
-	mustEnqueue(t, s, entry("r", "evt_retry", "x"))
-	a1, a2, a3 := rec.next(t, 2*time.Second), rec.next(t, 2*time.Second), rec.next(t, 2*time.Second)
-	rec.none(t, 200*time.Millisecond)
-	if a1.Attempt != 1 || a2.Attempt != 2 || a3.Attempt != 3 {
-		t.Fatalf("attempt numbers %d %d %d, want 1 2 3", a1.Attempt, a2.Attempt, a3.Attempt)
-	}
-	if gap := a2.At.Sub(a1.At); gap < p.BackoffMin {
-		t.Fatalf("first retry after %v, want at least %v", gap, p.BackoffMin)
-	}
-	eventually(t, time.Second, "delivered", func() bool {
-		st, _ := s.Lookup(context.Background(), "r", "evt_retry")
-		return st.State == StateDelivered
-	})
-}
-
 func TestRetryAfterHonoured(t *testing.T) {
 	s := openTest(t, Options{})
 	rec := newRecorder(func(d *Delivery) Outcome {
@@ -239,177 +131,6 @@ func TestRetryAfterHonoured(t *testing.T) {
 	a1, a2 := rec.next(t, 2*time.Second), rec.next(t, 3*time.Second)
 	if gap := a2.At.Sub(a1.At); gap < 400*time.Millisecond {
 		t.Fatalf("retried after %v, want at least the Retry-After of 400ms", gap)
-	}
-}
-
-func TestDeadLetterReasons(t *testing.T) {
-	tests := []struct {
-		name       string
-		policy     Policy
-		answer     Outcome
-		wantReason string
-		attempts   int
-	}{
-		{"max attempts", fastPolicy(3), Outcome{StatusCode: 500}, ReasonMaxAttempts, 3},
-		{"connection errors count too", fastPolicy(2), Outcome{Err: errors.New("connection refused")}, ReasonMaxAttempts, 2},
-		{"non-retryable status", fastPolicy(5), Outcome{StatusCode: 400}, ReasonRejected, 1},
-		{"policy says no", Policy{MaxAttempts: 5, Retryable: func(Outcome) bool { return false }}, Outcome{StatusCode: 503}, ReasonRejected, 1},
-		{"deliverer's reason", fastPolicy(5), Outcome{StatusCode: 410, DeadReason: "gone"}, "gone", 1},
-		{"max age", Policy{MaxAttempts: 100, MaxAge: 300 * time.Millisecond, BackoffMin: 100 * time.Millisecond, BackoffMax: 100 * time.Millisecond}, Outcome{StatusCode: 500}, ReasonMaxAge, 3},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			s := openTest(t, Options{})
-			rec := newRecorder(func(*Delivery) Outcome { return tt.answer })
-			s.RegisterRoute("r", Route{Deliverer: rec, Policy: tt.policy})
-			mustEnqueue(t, s, entry("r", "evt_dead", "poison"))
-			var dead []DeadLetter
-			eventually(t, 5*time.Second, "a dead letter", func() bool {
-				dead, _, _ = s.ListDead(context.Background(), DeadFilter{}, 0, 10)
-				return len(dead) == 1
-			})
-			d := dead[0]
-			if d.Reason != tt.wantReason || d.EventID != "evt_dead" || d.Route != "r" {
-				t.Fatalf("dead letter %+v, want reason %q", d, tt.wantReason)
-			}
-			if tt.wantReason != ReasonMaxAge && d.Attempts != tt.attempts {
-				t.Fatalf("attempts %d, want %d", d.Attempts, tt.attempts)
-			}
-			if got := len(rec.snapshot()); got != d.Attempts {
-				t.Fatalf("deliverer saw %d attempts, record says %d", got, d.Attempts)
-			}
-			if d.LastStatus != tt.answer.StatusCode {
-				t.Fatalf("last status %d, want %d", d.LastStatus, tt.answer.StatusCode)
-			}
-			if tt.answer.Err != nil && d.LastError != tt.answer.Err.Error() {
-				t.Fatalf("last error %q, want %q", d.LastError, tt.answer.Err)
-			}
-			rs := routeStats(s, "r")
-			if rs.Dead != 1 || rs.Queued+rs.Scheduled+rs.InFlight != 0 || rs.Bytes == 0 {
-				t.Fatalf("stats %s; want one dead letter keeping its bytes", statsString(rs))
-			}
-			if st, _ := s.Lookup(context.Background(), "r", "evt_dead"); st.State != StateDead || st.Dead.Reason != tt.wantReason {
-				t.Fatalf("Lookup = %+v", st)
-			}
-		})
-	}
-}
-
-func TestReplayDeleteAndPurge(t *testing.T) {
-	s := openTest(t, Options{})
-	var mu sync.Mutex
-	healthy := false
-	rec := newRecorder(func(d *Delivery) Outcome {
-		mu.Lock()
-		defer mu.Unlock()
-		if healthy {
-			return Outcome{StatusCode: 200}
-		}
-		return Outcome{StatusCode: 500}
-	})
-	s.RegisterRoute("a", Route{Deliverer: rec, Policy: fastPolicy(1)})
-	s.RegisterRoute("b", Route{Deliverer: rec, Policy: fastPolicy(1)})
-	for i := range 4 {
-		mustEnqueue(t, s, entry("a", fmt.Sprintf("a%d", i), "x"))
-		mustEnqueue(t, s, entry("b", fmt.Sprintf("b%d", i), "x"))
-	}
-	eventually(t, 5*time.Second, "8 dead letters", func() bool {
-		return routeStats(s, "a").Dead == 4 && routeStats(s, "b").Dead == 4
-	})
-	mu.Lock()
-	healthy = true
-	mu.Unlock()
-	ctx := context.Background()
-
-	// One by id.
-	dead, _, _ := s.ListDead(context.Background(), DeadFilter{Route: "a"}, 0, 1)
-	if n, err := s.Replay(ctx, dead[0].ID); n != 1 || err != nil {
-		t.Fatalf("Replay = %d, %v", n, err)
-	}
-	eventually(t, 2*time.Second, "the replayed item delivered", func() bool {
-		st, _ := s.Lookup(context.Background(), "a", dead[0].EventID)
-		return st.State == StateDelivered
-	})
-	if n, _ := s.Replay(ctx, dead[0].ID); n != 0 {
-		t.Fatalf("replaying a delivered item found %d", n)
-	}
-	// Delete one.
-	dead, _, _ = s.ListDead(context.Background(), DeadFilter{Route: "a"}, 0, 1)
-	if n, err := s.DeleteDead(ctx, dead[0].ID); n != 1 || err != nil {
-		t.Fatalf("DeleteDead = %d, %v", n, err)
-	}
-	if st, _ := s.Lookup(context.Background(), "a", dead[0].EventID); st.State != StateDeleted {
-		t.Fatalf("a deleted dead letter looks %s", st.State)
-	}
-	// By filter: route b only.
-	if n, err := s.ReplayMatching(ctx, DeadFilter{Route: "b", Reason: ReasonMaxAttempts}); n != 4 || err != nil {
-		t.Fatalf("ReplayMatching(b) = %d, %v", n, err)
-	}
-	eventually(t, 2*time.Second, "route b drained", func() bool {
-		rs := routeStats(s, "b")
-		return rs.Dead == 0 && rs.Queued+rs.InFlight == 0 && rs.Bytes == 0
-	})
-	if rs := routeStats(s, "a"); rs.Dead != 2 {
-		t.Fatalf("route a: %s, want 2 dead left", statsString(rs))
-	}
-	// Purge: nothing died before an hour ago; everything died before now.
-	if n, _ := s.PurgeDead(ctx, time.Now().Add(-time.Hour)); n != 0 {
-		t.Fatalf("purged %d recent dead letters", n)
-	}
-	if n, err := s.PurgeDead(ctx, time.Now().Add(time.Second)); n != 2 || err != nil {
-		t.Fatalf("PurgeDead = %d, %v; want 2", n, err)
-	}
-	if items, bytes := s.Usage(); items != 0 || bytes != 0 {
-		t.Fatalf("usage %d items %d bytes after purge", items, bytes)
-	}
-}
-
-func TestListDeadPagesAndFilters(t *testing.T) {
-	s := openTest(t, Options{})
-	rec := newRecorder(func(d *Delivery) Outcome {
-		if d.EventID[0] == 'x' {
-			return Outcome{StatusCode: 404}
-		}
-		return Outcome{StatusCode: 500}
-	})
-	s.RegisterRoute("r", Route{Deliverer: rec, Policy: fastPolicy(1)})
-	for i := range 7 {
-		mustEnqueue(t, s, entry("r", fmt.Sprintf("e%d", i), "x"))
-	}
-	for i := range 3 {
-		mustEnqueue(t, s, entry("r", fmt.Sprintf("x%d", i), "x"))
-	}
-	eventually(t, 5*time.Second, "10 dead letters", func() bool { return routeStats(s, "r").Dead == 10 })
-
-	var all []DeadLetter
-	var cursor uint64
-	pages := 0
-	for {
-		page, next, err := s.ListDead(context.Background(), DeadFilter{}, cursor, 3)
-		if err != nil {
-			t.Fatal(err)
-		}
-		all = append(all, page...)
-		pages++
-		if next == 0 {
-			break
-		}
-		cursor = next
-	}
-	if len(all) != 10 || pages != 4 {
-		t.Fatalf("%d dead letters in %d pages, want 10 in 4", len(all), pages)
-	}
-	for i := 1; i < len(all); i++ {
-		if all[i].ID <= all[i-1].ID {
-			t.Fatalf("pages not in id order: %d after %d", all[i].ID, all[i-1].ID)
-		}
-	}
-	rejected, _, _ := s.ListDead(context.Background(), DeadFilter{Reason: ReasonRejected}, 0, 100)
-	if len(rejected) != 3 {
-		t.Fatalf("%d rejected, want 3", len(rejected))
-	}
-	if other, _, _ := s.ListDead(context.Background(), DeadFilter{Route: "other"}, 0, 100); len(other) != 0 {
-		t.Fatalf("filter by another route found %d", len(other))
 	}
 }
 
@@ -489,37 +210,6 @@ func queueDue(t *testing.T, s *Spool, id uint64) time.Time {
 	return time.UnixMilli(due)
 }
 
-func TestPauseHoldsAndResumeReleasesInOrder(t *testing.T) {
-	dir := t.TempDir()
-	s := openTest(t, Options{Dir: dir})
-	ctx := context.Background()
-	if err := s.Pause(ctx, "r"); err != nil {
-		t.Fatal(err)
-	}
-	rec := newRecorder(nil)
-	s.RegisterRoute("r", Route{Deliverer: rec, Concurrency: 1})
-	for i := range 5 {
-		mustEnqueue(t, s, entry("r", fmt.Sprintf("evt_%d", i), "x"))
-	}
-	rec.none(t, 300*time.Millisecond)
-	if rs := routeStats(s, "r"); !rs.Paused || rs.Queued != 5 {
-		t.Fatalf("paused route: %s", statsString(rs))
-	}
-	// The pause survives a restart.
-	s.Close()
-	s = openTest(t, Options{Dir: dir})
-	s.RegisterRoute("r", Route{Deliverer: rec, Concurrency: 1})
-	rec.none(t, 200*time.Millisecond)
-	if err := s.Resume(ctx, "r"); err != nil {
-		t.Fatal(err)
-	}
-	for i := range 5 {
-		if a := rec.next(t, 2*time.Second); a.EventID != fmt.Sprintf("evt_%d", i) {
-			t.Fatalf("delivery %d was %s: order changed", i, a.EventID)
-		}
-	}
-}
-
 func TestMissingRouteKeepsItemsAsDeadLetters(t *testing.T) {
 	s := openTest(t, Options{RouteGrace: 500 * time.Millisecond})
 	mustEnqueue(t, s, entry("gone", "evt_orphan", "x"))
@@ -559,102 +249,28 @@ func TestRouteRegistrationsStack(t *testing.T) {
 	failed.none(t, 0)
 }
 
-func TestBoundsRefuseWithFull(t *testing.T) {
-	tests := []struct {
-		name  string
-		opts  Options
-		limit string
-	}{
-		{"max items", Options{Limits: Limits{MaxItems: 3}}, "max_items"},
-		{"max bytes", Options{Limits: Limits{MaxBytes: 3 * 150}}, "max_bytes"},
-		{"free disk floor", Options{MinFreeDisk: 1 << 62}, "min_free_disk"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			opts := tt.opts
-			var s *Spool
-			if tt.limit == "min_free_disk" {
-				// Open refuses a directory already below the floor; raise it after.
-				s = openTest(t, Options{})
-				s.SetMinFreeDisk(opts.MinFreeDisk)
-			} else {
-				s = openTest(t, opts)
-			}
-			accepted := 0
-			var err error
-			for i := range 10 {
-				if _, err = s.Enqueue(context.Background(), entry("r", fmt.Sprintf("e%d", i), string(make([]byte, 100)))); err != nil {
-					break
-				}
-				accepted++
-			}
-			var full *FullError
-			if !errors.Is(err, ErrFull) || !errors.As(err, &full) || full.Limit != tt.limit {
-				t.Fatalf("after %d accepted: %v; want a full error for %s", accepted, err, tt.limit)
-			}
-			if tt.limit == "min_free_disk" && accepted != 0 {
-				t.Fatalf("accepted %d below the floor", accepted)
-			}
-			if tt.limit != "min_free_disk" && accepted != 3 {
-				t.Fatalf("accepted %d, want 3", accepted)
-			}
-			if accepted > 0 {
-				// A duplicate is still answered when full.
-				if r, err := s.Enqueue(context.Background(), entry("r", "e0", string(make([]byte, 100)))); err != nil || r.Status != Duplicate {
-					t.Fatalf("duplicate when full: %v, %v", r.Status, err)
-				}
-			}
-			// Bounds raised while running take effect at once.
-			s.Reconfigure(Limits{})
-			s.SetMinFreeDisk(1 << 20)
-			if r, err := s.Enqueue(context.Background(), entry("r", "e_after", "x")); err != nil || r.Status != Accepted {
-				t.Fatalf("after raising the bound: %v, %v", r.Status, err)
-			}
-		})
-	}
-}
-
-func TestStatsCounts(t *testing.T) {
+// TestFreeDiskFloorRefusesWithFull: below min_free_disk (Badger's own
+// bound; the contract suite checks the others) a new item is refused with
+// a full error and nothing is written, a duplicate is still answered, and
+// a floor lowered while running takes effect at once.
+func TestFreeDiskFloorRefusesWithFull(t *testing.T) {
 	s := openTest(t, Options{})
-	block := make(chan struct{})
-	defer close(block)
-	rec := newRecorder(func(d *Delivery) Outcome {
-		switch d.EventID {
-		case "inflight":
-			<-block
-			return Outcome{StatusCode: 200}
-		case "retry":
-			return Outcome{StatusCode: 503, RetryAfter: time.Hour}
-		case "dead":
-			return Outcome{StatusCode: 400}
-		}
-		return Outcome{StatusCode: 200}
-	})
-	before := time.Now()
-	s.RegisterRoute("r", Route{Deliverer: rec, Policy: Policy{BackoffMin: time.Minute, BackoffMax: time.Hour}})
-	for _, id := range []string{"inflight", "retry", "dead"} {
-		mustEnqueue(t, s, entry("r", id, "12345"))
+	ctx := context.Background()
+	mustEnqueue(t, s, entry("r", "e0", "x"))
+	s.SetMinFreeDisk(1 << 62) // Open refuses a directory already below the floor: raise it after
+	var full *FullError
+	if _, err := s.Enqueue(ctx, entry("r", "e1", "x")); !errors.As(err, &full) || full.Limit != "min_free_disk" {
+		t.Fatalf("below the floor: %v; want a full error for min_free_disk", err)
 	}
-	for range 3 {
-		rec.next(t, 2*time.Second)
+	if items, _ := s.Usage(); items != 1 {
+		t.Fatalf("%d items after a refusal, want 1", items)
 	}
-	if err := s.Pause(context.Background(), "r"); err != nil {
-		t.Fatal(err)
+	if r, err := s.Enqueue(ctx, entry("r", "e0", "x")); err != nil || r.Status != Duplicate {
+		t.Fatalf("a duplicate below the floor: %v, %v", r.Status, err)
 	}
-	mustEnqueue(t, s, entry("r", "queued", "12345"))
-	var rs RouteStats
-	eventually(t, 2*time.Second, "stats to settle", func() bool {
-		rs = routeStats(s, "r")
-		return rs.InFlight == 1 && rs.Scheduled == 1 && rs.Dead == 1 && rs.Queued == 1
-	})
-	if !rs.Paused {
-		t.Fatal("not reported paused")
-	}
-	if rs.Bytes < 4*5 {
-		t.Fatalf("bytes %d, want at least the 4 bodies", rs.Bytes)
-	}
-	if rs.Oldest.Before(before.Add(-time.Second)) || rs.Oldest.After(time.Now()) || rs.OldestAge(time.Now()) <= 0 {
-		t.Fatalf("oldest pending %v, want between %v and now", rs.Oldest, before)
+	s.SetMinFreeDisk(1 << 20)
+	if r, err := s.Enqueue(ctx, entry("r", "e1", "x")); err != nil || r.Status != Accepted {
+		t.Fatalf("after lowering the floor: %v, %v", r.Status, err)
 	}
 }
 
@@ -896,64 +512,6 @@ func TestASaturatedRouteIsNotPassedPerDelivery(t *testing.T) {
 	}
 }
 
-func TestRememberAndSeen(t *testing.T) {
-	s := openTest(t, Options{})
-	e := entry("v", "evt_seen", "body")
-	if st, err := s.Seen(context.Background(), "v", "evt_seen", e.Body); err != nil || st != Accepted {
-		t.Fatalf("Seen before = %v, %v; want accepted (not seen)", st, err)
-	}
-	if r, err := s.Remember(context.Background(), e); err != nil || r.Status != Accepted {
-		t.Fatalf("Remember = %+v, %v", r, err)
-	}
-	if r, _ := s.Remember(context.Background(), e); r.Status != Duplicate {
-		t.Fatalf("second Remember = %v, want duplicate", r.Status)
-	}
-	tests := []struct {
-		body string
-		want Status
-	}{{"body", Duplicate}, {"other", Conflict}}
-	for _, tt := range tests {
-		if st, err := s.Seen(context.Background(), "v", "evt_seen", []byte(tt.body)); err != nil || st != tt.want {
-			t.Errorf("Seen(%q) = %v, %v; want %v", tt.body, st, err, tt.want)
-		}
-	}
-	if items, _ := s.Usage(); items != 0 {
-		t.Fatalf("Remember stored %d items", items)
-	}
-}
-
-func TestReplayAll(t *testing.T) {
-	s := openTest(t, Options{})
-	var mu sync.Mutex
-	healthy := false
-	rec := newRecorder(func(*Delivery) Outcome {
-		mu.Lock()
-		defer mu.Unlock()
-		if healthy {
-			return Outcome{StatusCode: 200}
-		}
-		return Outcome{StatusCode: 404}
-	})
-	for _, r := range []string{"a", "b", "c"} {
-		s.RegisterRoute(r, Route{Deliverer: rec})
-		mustEnqueue(t, s, entry(r, "evt_"+r, "x"))
-	}
-	eventually(t, 5*time.Second, "3 dead letters", func() bool {
-		dead, _, _ := s.ListDead(context.Background(), DeadFilter{}, 0, 10)
-		return len(dead) == 3
-	})
-	mu.Lock()
-	healthy = true
-	mu.Unlock()
-	if n, err := s.ReplayMatching(context.Background(), DeadFilter{}); n != 3 || err != nil {
-		t.Fatalf("replay all = %d, %v", n, err)
-	}
-	eventually(t, 2*time.Second, "all delivered", func() bool {
-		items, _ := s.Usage()
-		return items == 0
-	})
-}
-
 func TestAttemptHistory(t *testing.T) {
 	s := openTest(t, Options{})
 	rec := newRecorder(func(d *Delivery) Outcome {
@@ -994,79 +552,6 @@ func TestAttemptHistory(t *testing.T) {
 	}
 }
 
-func TestFingerprintDecidesDuplicates(t *testing.T) {
-	s := openTest(t, Options{})
-	first := entry("sub", "evt_pub", `{"timestamp":"t1"}`)
-	first.Fingerprint = []byte(`{"eventType":"a.b","payload":{}}`)
-	again := entry("sub", "evt_pub", `{"timestamp":"t2"}`) // stamped anew, same request
-	again.Fingerprint = first.Fingerprint
-	other := entry("sub", "evt_pub", `{"timestamp":"t3"}`)
-	other.Fingerprint = []byte(`{"eventType":"a.b","payload":{"x":1}}`)
-	if r := mustEnqueue(t, s, first); r.Status != Accepted {
-		t.Fatalf("first: %v", r.Status)
-	}
-	if r := mustEnqueue(t, s, again); r.Status != Duplicate {
-		t.Fatalf("same fingerprint, other body: %v, want duplicate", r.Status)
-	}
-	if r := mustEnqueue(t, s, other); r.Status != Conflict {
-		t.Fatalf("other fingerprint: %v, want conflict", r.Status)
-	}
-}
-
-func TestGoneDisablesRouteUntilEnabled(t *testing.T) {
-	dir := t.TempDir()
-	s := openTest(t, Options{Dir: dir})
-	var mu sync.Mutex
-	gone := true
-	answer := func(*Delivery) Outcome {
-		mu.Lock()
-		defer mu.Unlock()
-		if gone {
-			return Outcome{StatusCode: 410, DeadReason: "gone", DisableRoute: true}
-		}
-		return Outcome{StatusCode: 200}
-	}
-	rec := newRecorder(answer)
-	s.RegisterRoute("sub", Route{Deliverer: rec})
-	mustEnqueue(t, s, entry("sub", "evt_1", "x"))
-	rec.next(t, 2*time.Second)
-	eventually(t, 2*time.Second, "the route to be disabled", func() bool { return routeStats(s, "sub").Disabled == "gone" })
-	mustEnqueue(t, s, entry("sub", "evt_2", "x"))
-	mustEnqueue(t, s, entry("sub", "evt_3", "x"))
-	eventually(t, 2*time.Second, "3 dead letters", func() bool { return routeStats(s, "sub").Dead == 3 })
-	rec.none(t, 100*time.Millisecond) // the later items were not attempted
-	dead, _, _ := s.ListDead(context.Background(), DeadFilter{Route: "sub", Reason: "gone"}, 0, 10)
-	if len(dead) != 3 {
-		t.Fatalf("%d dead letters with reason gone", len(dead))
-	}
-
-	// Disabled survives a restart.
-	s.Close()
-	s = openTest(t, Options{Dir: dir})
-	rec = newRecorder(answer)
-	s.RegisterRoute("sub", Route{Deliverer: rec})
-	if rs := routeStats(s, "sub"); rs.Disabled != "gone" {
-		t.Fatalf("after restart: %s disabled=%q", statsString(rs), rs.Disabled)
-	}
-	mu.Lock()
-	gone = false
-	mu.Unlock()
-	ctx := context.Background()
-	if err := s.Enable(ctx, "sub"); err != nil {
-		t.Fatal(err)
-	}
-	if n, err := s.ReplayMatching(ctx, DeadFilter{Route: "sub", Reason: "gone"}); n != 3 || err != nil {
-		t.Fatalf("replay: %d, %v", n, err)
-	}
-	for range 3 {
-		rec.next(t, 2*time.Second)
-	}
-	eventually(t, 2*time.Second, "all delivered", func() bool { items, _ := s.Usage(); return items == 0 })
-	if rs := routeStats(s, "sub"); rs.Disabled != "" {
-		t.Fatalf("still disabled: %q", rs.Disabled)
-	}
-}
-
 func TestAttemptLogLines(t *testing.T) {
 	core, logs := observer.New(zap.InfoLevel)
 	s := openTest(t, Options{Logger: zap.New(core)})
@@ -1090,36 +575,6 @@ func TestAttemptLogLines(t *testing.T) {
 	}
 	if lines[0].ContextMap()["status"] != int64(502) || lines[1].Message != "delivered" {
 		t.Errorf("lines: %q %v / %q", lines[0].Message, lines[0].ContextMap(), lines[1].Message)
-	}
-}
-
-func TestEnqueueAllStandsOrFallsTogether(t *testing.T) {
-	s := openTest(t, Options{})
-	mustEnqueue(t, s, entry("b", "evt_1", "old"))
-	scope := Entry{Route: "scope", EventID: "evt_1", Body: []byte("request"), DedupeOnly: true}
-	res, err := s.EnqueueAll(context.Background(), []Entry{scope, entry("a", "evt_1", "x"), entry("b", "evt_1", "new")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if res[0].Status != Aborted || res[1].Status != Aborted || res[2].Status != Conflict {
-		t.Fatalf("results %v %v %v, want aborted aborted conflict", res[0].Status, res[1].Status, res[2].Status)
-	}
-	if _, err := s.Lookup(context.Background(), "a", "evt_1"); !errors.Is(err, ErrNotFound) {
-		t.Fatalf("an aborted entry was stored: %v", err)
-	}
-	if st, _ := s.Seen(context.Background(), "scope", "evt_1", []byte("request")); st != Accepted {
-		t.Fatalf("an aborted dedupe-only entry was recorded: %v", st)
-	}
-	// Without the conflict, the dedupe-only entry is recorded and stores no item.
-	res, err = s.EnqueueAll(context.Background(), []Entry{scope, entry("a", "evt_1", "x")})
-	if err != nil || res[0].Status != Accepted || res[1].Status != Accepted {
-		t.Fatalf("%v %v, %v", res[0].Status, res[1].Status, err)
-	}
-	if st, _ := s.Seen(context.Background(), "scope", "evt_1", []byte("request")); st != Duplicate {
-		t.Fatalf("the dedupe-only entry was not recorded: %v", st)
-	}
-	if items, _ := s.Usage(); items != 2 {
-		t.Fatalf("%d items stored, want 2 (b and a)", items)
 	}
 }
 
