@@ -134,10 +134,10 @@ func (a *AdminAPI) stats(w http.ResponseWriter, s spool.Backend) error {
 		out.Routes = append(out.Routes, adminapi.RouteStats{
 			Route: rs.Route, Subscriber: sub, Queued: rs.Queued, InFlight: rs.InFlight, Scheduled: rs.Scheduled,
 			Dead: rs.Dead, Bytes: rs.Bytes, OldestPendingAge: rs.OldestAge(now).Seconds(), Paused: rs.Paused, Disabled: rs.Disabled,
-			VerifyOnly: verifyOnly.has(s, rs.Route),
+			VerifyOnly: verifyOnly.has(s.Name(), rs.Route),
 		})
 	}
-	for _, name := range verifyOnly.list(s) {
+	for _, name := range verifyOnly.list(s.Name()) {
 		if !slices.ContainsFunc(out.Routes, func(r adminapi.RouteStats) bool { return r.Route == name }) {
 			out.Routes = append(out.Routes, adminapi.RouteStats{Route: name, VerifyOnly: true})
 		}
@@ -235,7 +235,7 @@ func (a *AdminAPI) event(w http.ResponseWriter, r *http.Request, s spool.Backend
 		for _, rs := range routeStats(s) {
 			routes = append(routes, rs.Route)
 		}
-		for _, name := range verifyOnly.list(s) {
+		for _, name := range verifyOnly.list(s.Name()) {
 			if !slices.Contains(routes, name) {
 				routes = append(routes, name)
 			}

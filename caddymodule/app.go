@@ -1,7 +1,7 @@
 // Package caddymodule is Hookgate's Caddy glue: the webhooks app, which owns
 // the store of events (a spool.Backend, opened by a module of the
-// webhooks.backends namespace: Badger by default) and its delivery workers; the webhook_ingest and webhook_publish
-// handlers and the delivery client they share; the admin API under
+// webhooks.backends namespace: Badger by default) and its delivery workers;
+// the webhook_ingest and webhook_publish handlers and the delivery client they share; the admin API under
 // /webhooks/ (its types are package adminapi's); the caddy_webhook_*
 // metrics; the Caddyfile syntax; and the caddy webhook commands (the
 // operator commands are package webhookcli's). The work itself is done by
@@ -121,19 +121,21 @@ func routeStats(s spool.Backend) []spool.RouteStats {
 }
 
 // verifyOnly holds the verify-only routes of the loaded configurations, per
-// store: the store keeps their dedupe records but has no route for them,
-// and the admin API lists them with the others.
-var verifyOnly = &routeNames{uses: map[spool.Backend]map[string]int{}}
+// store (by its name): the store keeps their dedupe records but has no
+// route for them, and the admin API lists them with the others.
+var verifyOnly = &routeNames{uses: map[string]map[string]int{}}
 
-// routeNames is a set of route names per store, with a use count per name:
-// a reloaded configuration adds its names before the old one removes them.
+// routeNames is a set of route names per store name, with a use count per
+// route name: a reloaded configuration adds its names before the old one
+// removes them.
 type routeNames struct {
 	mu   sync.Mutex
-	uses map[spool.Backend]map[string]int
+	uses map[string]map[string]int
 }
 
-// add adds name for sp and returns the function that removes this use.
-func (rn *routeNames) add(sp spool.Backend, name string) (remove func()) {
+// add adds name for the store sp and returns the function that removes
+// this use.
+func (rn *routeNames) add(sp, name string) (remove func()) {
 	rn.mu.Lock()
 	defer rn.mu.Unlock()
 	if rn.uses[sp] == nil {
@@ -156,14 +158,14 @@ func (rn *routeNames) add(sp spool.Backend, name string) (remove func()) {
 }
 
 // has reports whether name is in the set of sp.
-func (rn *routeNames) has(sp spool.Backend, name string) bool {
+func (rn *routeNames) has(sp, name string) bool {
 	rn.mu.Lock()
 	defer rn.mu.Unlock()
 	return rn.uses[sp][name] > 0
 }
 
 // list returns the names of sp.
-func (rn *routeNames) list(sp spool.Backend) []string {
+func (rn *routeNames) list(sp string) []string {
 	rn.mu.Lock()
 	defer rn.mu.Unlock()
 	return slices.Sorted(maps.Keys(rn.uses[sp]))
@@ -295,7 +297,7 @@ func (a *App) Start() error {
 		if r.route != nil {
 			a.unregister = append(a.unregister, a.store.RegisterRoute(r.name, *r.route))
 		} else {
-			a.unregister = append(a.unregister, verifyOnly.add(a.store, r.name))
+			a.unregister = append(a.unregister, verifyOnly.add(a.store.Name(), r.name))
 		}
 	}
 	close(a.ready)

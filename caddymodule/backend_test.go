@@ -57,8 +57,8 @@ func TestBackendConfig(t *testing.T) {
 		{"another backend", fmt.Sprintf(`{"backend": {"backend": "test_wrapped", "storage": %q, "min_free_disk": 1048576}}`, dir), ""},
 		{"storage beside a backend", fmt.Sprintf(`{"storage": %q, "backend": {"backend": "badger"}}`, dir), "shorthand"},
 		{"min_free_disk beside a backend", `{"min_free_disk": 1048576, "backend": {"backend": "test_wrapped"}}`, "shorthand"},
-		{"unknown backend", `{"backend": {"backend": "etcd"}}`, "webhooks.backends.etcd"},
-		{"no backend name", `{"backend": {"storage": "/tmp/x"}}`, "backend"},
+		{"unknown backend", `{"backend": {"backend": "etcd"}}`, "unknown module: webhooks.backends.etcd"},
+		{"no backend name", `{"backend": {"storage": "/tmp/x"}}`, "module name not specified with key 'backend'"},
 		{"negative floor", fmt.Sprintf(`{"backend": {"backend": "badger", "storage": %q, "min_free_disk": -1}}`, dir), "min_free_disk must not be negative"},
 		{"negative floor, shorthand", fmt.Sprintf(`{"storage": %q, "min_free_disk": -1}`, dir), "min_free_disk must not be negative"},
 	} {
