@@ -17,48 +17,6 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 )
 
-func TestConcurrentEnqueueOfOneEvent(t *testing.T) {
-	s := openTest(t, Options{})
-	const n = 100
-	var wg sync.WaitGroup
-	results := make([]Result, n)
-	errs := make([]error, n)
-	start := make(chan struct{})
-	for i := range n {
-		wg.Go(func() {
-			<-start
-			results[i], errs[i] = s.Enqueue(context.Background(), entry("r", "evt_race", "same body"))
-		})
-	}
-	close(start)
-	wg.Wait()
-	accepted, dup := 0, 0
-	var id uint64
-	for i := range n {
-		if errs[i] != nil {
-			t.Fatalf("enqueue %d: %v", i, errs[i])
-		}
-		switch results[i].Status {
-		case Accepted:
-			accepted++
-			id = results[i].ID
-		case Duplicate:
-			dup++
-		}
-	}
-	if accepted != 1 || dup != n-1 {
-		t.Fatalf("accepted=%d duplicate=%d, want 1 and %d", accepted, dup, n-1)
-	}
-	for i := range n {
-		if results[i].ID != id {
-			t.Fatalf("result %d names item %d, want %d", i, results[i].ID, id)
-		}
-	}
-	if rs := routeStats(s, "r"); rs.Queued != 1 {
-		t.Fatalf("queued = %d, want 1", rs.Queued)
-	}
-}
-
 // TestDedupeWindowExpires: an event id is remembered for its dedupe window.
 // Badger keeps expiry times in whole seconds, so a record lasts between the
 // window less a second and the window: the checks allow for that second.
@@ -229,24 +187,6 @@ func TestMissingRouteKeepsItemsAsDeadLetters(t *testing.T) {
 	if a := rec.next(t, 2*time.Second); a.EventID != "evt_late" {
 		t.Fatalf("delivered %s", a.EventID)
 	}
-}
-
-func TestRouteRegistrationsStack(t *testing.T) {
-	s := openTest(t, Options{})
-	old, cur, failed := newRecorder(nil), newRecorder(nil), newRecorder(nil)
-	unregisterOld := s.RegisterRoute("r", Route{Deliverer: old})
-	// A reload that fails after registering leaves the old route in force.
-	unregisterFailed := s.RegisterRoute("r", Route{Deliverer: failed})
-	unregisterFailed()
-	mustEnqueue(t, s, entry("r", "evt_1", "x"))
-	old.next(t, 2*time.Second)
-	// A reload that succeeds registers first, then the old config cleans up.
-	s.RegisterRoute("r", Route{Deliverer: cur})
-	unregisterOld()
-	mustEnqueue(t, s, entry("r", "evt_2", "x"))
-	cur.next(t, 2*time.Second)
-	old.none(t, 50*time.Millisecond)
-	failed.none(t, 0)
 }
 
 // TestFreeDiskFloorRefusesWithFull: below min_free_disk (Badger's own

@@ -47,9 +47,11 @@ func Run(t *testing.T, open Factory) {
 		run  func(t *testing.T, open Factory)
 	}{
 		{"EnqueueDedupe", testEnqueueDedupe},
+		{"ConcurrentEnqueueOfOneEvent", testConcurrentEnqueueOfOneEvent},
 		{"EnqueueAllStandsOrFallsTogether", testEnqueueAllStandsOrFallsTogether},
 		{"RememberSeenCanRemember", testRememberSeenCanRemember},
 		{"DeliveredOnce", testDeliveredOnce},
+		{"RegistrationsStack", testRegistrationsStack},
 		{"RetryThenSuccess", testRetryThenSuccess},
 		{"DeadLetterReasons", testDeadLetterReasons},
 		{"GoneDisablesRouteUntilEnabled", testGoneDisablesRouteUntilEnabled},
@@ -223,6 +225,42 @@ func testEnqueueDedupe(t *testing.T, open Factory) {
 	})
 }
 
+// testConcurrentEnqueueOfOneEvent: of one event sent many times at once,
+// one copy is accepted and the others are its duplicates.
+func testConcurrentEnqueueOfOneEvent(t *testing.T, open Factory) {
+	s, _ := open(t, spool.Limits{})
+	const n = 50
+	var wg sync.WaitGroup
+	results, errs := make([]spool.Result, n), make([]error, n)
+	start := make(chan struct{})
+	for i := range n {
+		wg.Go(func() {
+			<-start
+			results[i], errs[i] = s.Enqueue(context.Background(), entry("r", "evt_race", "same body"))
+		})
+	}
+	close(start)
+	wg.Wait()
+	accepted := 0
+	for i, r := range results {
+		if errs[i] != nil {
+			t.Fatalf("enqueue %d: %v", i, errs[i])
+		}
+		if r.Status == spool.Accepted {
+			accepted++
+		} else if r.Status != spool.Duplicate {
+			t.Fatalf("enqueue %d: %v", i, r.Status)
+		}
+		if r.ID != results[0].ID {
+			t.Fatalf("enqueue %d names item %d, enqueue 0 item %d", i, r.ID, results[0].ID)
+		}
+	}
+	if accepted != 1 {
+		t.Fatalf("%d accepted, want 1", accepted)
+	}
+	waitStats(t, s, "r", func(rs spool.RouteStats) bool { return rs.Queued == 1 })
+}
+
 // testEnqueueAllStandsOrFallsTogether: the entries of one EnqueueAll, as the
 // publisher makes them (a dedupe-only entry for its scope, then one per
 // subscriber), are all stored or, when one conflicts, none is.
@@ -372,6 +410,30 @@ func testDeliveredOnce(t *testing.T, open Factory) {
 		return items == 0 && bytes == 0, fmt.Sprintf("usage %d items, %d bytes after delivery", items, bytes)
 	})
 	rec.noMore(t)
+}
+
+// testRegistrationsStack: registrations of a route name stack, as reloads
+// make them: the latest is in force, and unregistering one leaves the one
+// below it in force (a failed reload's, then the old configuration's).
+func testRegistrationsStack(t *testing.T, open Factory) {
+	s, _ := open(t, spool.Limits{})
+	old, cur, failed := newRecorder(nil), newRecorder(nil), newRecorder(nil)
+	unregisterOld := s.RegisterRoute("r", spool.Route{Deliverer: old})
+	unregisterFailed := s.RegisterRoute("r", spool.Route{Deliverer: failed})
+	unregisterFailed()
+	mustEnqueue(t, s, entry("r", "evt_1", "x"))
+	if a := old.next(t); a.EventID != "evt_1" {
+		t.Fatalf("the old registration delivered %+v", a)
+	}
+	s.RegisterRoute("r", spool.Route{Deliverer: cur})
+	unregisterOld()
+	mustEnqueue(t, s, entry("r", "evt_2", "x"))
+	if a := cur.next(t); a.EventID != "evt_2" {
+		t.Fatalf("the new registration delivered %+v", a)
+	}
+	waitState(t, s, "r", "evt_2", spool.StateDelivered)
+	old.noMore(t)
+	failed.noMore(t)
 }
 
 // testRetryThenSuccess: failed attempts are retried by the route's policy,
