@@ -90,6 +90,7 @@ type backlogResult struct {
 	drainCPU     string           // CPU profile of the drain's first seconds, if taken
 	drain        time.Duration    // resume to the last first arrival
 	drainRate    float64          // delivered/s
+	drainCPUPer  time.Duration    // Caddy's CPU (user+system) from the resume until every outcome is recorded, per event
 	delivered    int64            // distinct event ids at the upstream
 	dups         int64
 	dead         int64
@@ -200,7 +201,7 @@ func runBacklogCell(ctx context.Context, cfg config, root string, up *upstream, 
 
 	drainMem := p.sampleMem(100 * time.Millisecond)
 	defer drainMem.finish()
-	resumed := time.Now()
+	resumed, cpu0 := time.Now(), p.stat()
 	if _, err := p.adminDo(ctx, http.MethodPost, "/webhooks/routes/"+benchRoute+"/resume", adminTimeout); err != nil {
 		return nil, err
 	}
@@ -244,6 +245,9 @@ func runBacklogCell(ctx context.Context, cfg config, root string, up *upstream, 
 		return rs.Queued+rs.InFlight+rs.Scheduled == 0, err
 	}); err != nil {
 		return nil, fmt.Errorf("waiting for an empty queue after the drain: %w", err)
+	}
+	if cpu1 := p.stat(); r.delivered > 0 {
+		r.drainCPUPer = (cpu1.user + cpu1.sys - cpu0.user - cpu0.sys) / time.Duration(r.delivered)
 	}
 	r.settledAfter = settle(ctx, p)
 	r.memAfter = p.procStatus(statusFields...)
@@ -359,18 +363,18 @@ func diskUsage(dir string) (int64, error) {
 }
 
 func reportBacklog(cfg config, results []*backlogResult, load0 string) int {
-	fmt.Printf("| events queued | RSS | RssAnon | RssFile | spool on disk | fill accepted/s | drain delivered/s | RssAnon after drain |\n")
-	fmt.Printf("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+	fmt.Printf("| events queued | RSS | RssAnon | RssFile | spool on disk | fill accepted/s | drain delivered/s | drain Caddy CPU/event | RssAnon after drain |\n")
+	fmt.Printf("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
 	for _, r := range results {
-		fmt.Printf("| %s | %s | %s | %s | %s | %s | %s | %s |\n", count(int64(r.queued)),
+		fmt.Printf("| %s | %s | %s | %s | %s | %s | %s | %.0f µs | %s |\n", count(int64(r.queued)),
 			mib(r.mem["VmRSS"]), mib(r.mem["RssAnon"]), mib(r.mem["RssFile"]), mib(r.disk),
-			count(int64(r.fillRate)), count(int64(r.drainRate)), mib(r.memAfter["RssAnon"]))
+			count(int64(r.fillRate)), count(int64(r.drainRate)), float64(r.drainCPUPer.Nanoseconds())/1e3, mib(r.memAfter["RssAnon"]))
 	}
 
 	fmt.Println()
 	fmt.Println("notes:")
 	fmt.Println("- memory: the Caddy process's /proc/<pid>/status with the backlog queued on the paused route, read once Caddy is idle (under 10 % of a core over 1 s, waited for up to " + settleBound.String() + "); spool on disk: blocks allocated under its storage directory.")
-	fmt.Println("- fill accepted/s: 202 answers ÷ (last answer − first request); drain delivered/s: distinct events at the upstream ÷ (last first arrival − resume).")
+	fmt.Println("- fill accepted/s: 202 answers ÷ (last answer − first request); drain delivered/s: distinct events at the upstream ÷ (last first arrival − resume); drain Caddy CPU/event: the Caddy process's user+system CPU from the resume until the stats show every outcome recorded ÷ events delivered (less sensitive than the rate to what else runs on the machine).")
 	fmt.Println("- after drain: read once the spool's stats show the route's queue empty (every outcome recorded) and Caddy is idle; peaks: RssAnon and RssFile sampled every 100 ms.")
 	fmt.Printf("- load average at start %s, at end %s; the load generator and the upstream run in one process on the same cores.\n", load0, loadavg())
 	fail := false
