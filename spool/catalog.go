@@ -15,7 +15,6 @@ type class int
 const (
 	classQueued    class = iota // waiting for its first attempt
 	classScheduled              // waiting for a retry
-	classInFlight               // leased to a worker
 	classDead                   // a dead letter
 	numClasses
 )
@@ -156,15 +155,20 @@ func (c *catalog) apply(from, to *state) {
 }
 
 // load builds the catalog from the database, brings its schema up to date
-// and makes every item leased by a previous process due now.
+// and makes every item leased by a previous process due now, counting the
+// attempts the flight log says it started.
 func (s *Spool) load() error {
 	s.cat = newCatalog()
-	var stale []leasedItem   // leased by the previous process
+	var stale []leasedItem // leased by the previous process
+	started, err := readFlightLog(s.opts.Dir)
+	if err != nil {
+		return fmt.Errorf("spool: reading the flight log: %w", err)
+	}
 	var dead []diedAt        // every dead letter, while the y/ index is missing
 	var pauseStarts []uint32 // routes paused without a recorded start
 	loadedMs := nowMs()
 	version := byte(schemaVersion)
-	err := s.db.View(func(txn *badger.Txn) error {
+	err = s.db.View(func(txn *badger.Txn) error {
 		if item, err := txn.Get(keySchema); err == nil {
 			v, _ := item.ValueCopy(nil)
 			if len(v) != 1 || v[0] < 1 || v[0] > schemaVersion {
@@ -238,6 +242,12 @@ func (s *Spool) load() error {
 							dead = append(dead, diedAt{id, 0}) // for the purge to remove
 						}
 						continue
+					}
+					if p == prefixQueue && started[id] > st.Attempt {
+						// An attempt the previous process started and
+						// never reported back: it counts.
+						st.Attempt = started[id]
+						st.Flags |= flagLeased
 					}
 					if st.leased() {
 						st.Flags &^= flagLeased
@@ -317,8 +327,9 @@ type leasedItem struct {
 	st  state // with the lease flag cleared
 }
 
-// recoverLeases rewrites items leased by a previous process as due now. The
-// attempt they were leased for keeps counting against max_attempts. Each
+// recoverLeases rewrites items leased by a previous process as due now,
+// the attempt they were leased for counted against max_attempts: those in
+// the flight log, and those an older version leased on disk. Each
 // item moves in one transaction, so a crash cannot leave it under both keys
 // or under none.
 func (s *Spool) recoverLeases(items []leasedItem) error {

@@ -184,8 +184,12 @@ func (b *batch) lease(rid uint32, name string) (Route, bool) {
 	}
 	b.s.mu.Lock()
 	_, disabled := b.s.cat.disabled[rid]
-	waiting := b.s.cat.counts[rid] != nil && b.s.cat.counts[rid].n[classQueued] > 0
+	var queued int64
+	if rc := b.s.cat.counts[rid]; rc != nil {
+		queued = rc.n[classQueued]
+	}
 	b.s.mu.Unlock()
+	waiting := queued > b.s.flight.counts(rid)[classQueued]
 	if disabled || waiting {
 		return Route{}, false
 	}
@@ -313,7 +317,6 @@ func (s *Spool) commit(ops []op) {
 		err = ErrTooLarge
 	case bad >= 0 && len(ops) > 1:
 		s.log.Error("spool write failed", zap.Error(err))
-		s.rewindFailedClaims(ops[bad : bad+1])
 		ops[bad].finish(err)
 		s.commit(slices.Delete(slices.Clone(ops), bad, bad+1))
 		return
@@ -321,30 +324,18 @@ func (s *Spool) commit(ops []op) {
 	if err != nil && err != errDiskFull { // diskFull logged that one
 		s.log.Error("spool commit failed", zap.Int("ops", len(ops)), zap.Error(err))
 	}
-	if err != nil {
-		s.rewindFailedClaims(ops)
-	}
 	for _, o := range ops {
 		o.finish(err)
 	}
 }
 
-// rewindFailedClaims points the dispatcher back at the items of claims that
-// did not commit: they are still due, behind the keys it has scanned.
-func (s *Spool) rewindFailedClaims(ops []op) {
+// rewindTo points the dispatcher back at a q/ key it may have passed.
+func (s *Spool) rewindTo(k []byte) {
+	rid, _, _, _ := parseQueueKey(k)
 	s.rewindMu.Lock()
 	defer s.rewindMu.Unlock()
-	for _, o := range ops {
-		c, ok := o.(*claimOp)
-		if !ok {
-			continue
-		}
-		for _, cl := range c.claims {
-			rid, _, _, _ := parseQueueKey(cl.key)
-			if cur, ok := s.rewind[rid]; !ok || bytes.Compare(cl.key, cur) < 0 {
-				s.rewind[rid] = cl.key
-			}
-		}
+	if cur, ok := s.rewind[rid]; !ok || bytes.Compare(k, cur) < 0 {
+		s.rewind[rid] = k
 	}
 }
 

@@ -32,7 +32,7 @@ func TestMain(m *testing.M) {
 // crashChild is the child's main. It prints progress lines on stdout, one
 // write per line, so that the parent sees exactly what was acknowledged.
 func crashChild(mode, dir, tag string) int {
-	s, err := Open(Options{Dir: dir, MemTableSize: 16 << 20, MinFreeDisk: 1 << 20, LeaseMargin: time.Hour, Logger: zap.NewNop(),
+	s, err := Open(Options{Dir: dir, MemTableSize: 16 << 20, MinFreeDisk: 1 << 20, Logger: zap.NewNop(),
 		segmentSize: crashSegmentSize})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "open:", err)
@@ -303,7 +303,7 @@ func TestRestartRedeliversLeasedItemsAtOnce(t *testing.T) {
 	cmd.Process.Signal(syscall.SIGKILL)
 	cmd.Wait()
 
-	s := openTest(t, Options{Dir: dir, LeaseMargin: time.Hour})
+	s := openTest(t, Options{Dir: dir})
 	rec := newRecorder(nil)
 	s.RegisterRoute("hang", Route{Deliverer: rec, Timeout: time.Hour})
 	a := rec.next(t, 3*time.Second)

@@ -83,6 +83,10 @@ func (c *candidate) holdsSlot() bool { return c.known && c.disabled == "" }
 // unknown: the dispatcher then waits to be nudged).
 func (d *dispatcher) pass() (time.Time, error) {
 	s := d.s
+	if s.diskFull(s.freeNow()) {
+		// An outcome could not be recorded: start nothing.
+		return time.Time{}, errDiskFull
+	}
 	now := time.Now()
 	nowMs := now.UnixMilli()
 
@@ -116,6 +120,7 @@ func (d *dispatcher) pass() (time.Time, error) {
 		}
 	}
 	var found []candidate
+	s.flight.beginPass()
 	err := s.db.View(func(txn *badger.Txn) error {
 		for _, ref := range refs {
 			route, known := s.route(ref.name)
@@ -154,13 +159,12 @@ func (d *dispatcher) pass() (time.Time, error) {
 		}
 		return nil
 	})
+	s.flight.endPass()
 	if err != nil {
 		d.release(found)
 		return time.Time{}, err
 	}
-	if err := d.start(found, nowMs); err != nil {
-		return time.Time{}, err
-	}
+	d.start(found, nowMs)
 	if nextMs == 0 {
 		return time.Time{}, nil
 	}
@@ -222,6 +226,13 @@ func (d *dispatcher) scan(txn *badger.Txn, rid uint32, nowMs int64, limit int) (
 			d.cursors[rid] = item.KeyCopy(nil)
 			continue
 		}
+		id := keyID(k)
+		if d.s.flight.has(id) {
+			// In flight: its outcome will move or delete the key, and
+			// rewind the cursor if it is due again.
+			d.cursors[rid] = item.KeyCopy(nil)
+			continue
+		}
 		if len(out) == limit {
 			return out, nowMs, nil // more are due: look again once these are started
 		}
@@ -241,12 +252,11 @@ func (d *dispatcher) scan(txn *badger.Txn, rid uint32, nowMs int64, limit int) (
 	return out, 0, nil
 }
 
-// start decides for each due item: lease it to a worker (see claimOp), wait
-// for its route, or make it a dead letter.
-func (d *dispatcher) start(found []candidate, nowMs int64) error {
+// start decides for each due item: lease it to a worker (see flight), or
+// make it a dead letter.
+func (d *dispatcher) start(found []candidate, nowMs int64) {
 	s := d.s
-	var claims []*claim
-	var leased []candidate
+	var leases []work
 	for _, c := range found {
 		st := c.st
 		switch {
@@ -255,30 +265,23 @@ func (d *dispatcher) start(found []candidate, nowMs int64) error {
 		case !c.known:
 			s.send(&finishOp{key: c.key, to: toDead, reason: ReasonRouteRemoved, lastErr: "route " + c.name + " is not configured"})
 		case st.Attempt >= c.route.Policy.MaxAttempts:
-			// Its last attempt never reported back: the process died or the lease expired.
+			// It has had its attempts: a reload lowered max_attempts, or an
+			// older version leased it and never reported back.
 			s.send(&finishOp{key: c.key, to: toDead, reason: ReasonMaxAttempts})
 		case st.Attempt > 0 && c.route.Policy.MaxAge > 0 && time.Duration(s.ageMs(&st, nowMs))*time.Millisecond > c.route.Policy.MaxAge:
 			// Never before the first attempt: a gateway that was down, or
 			// a route that was paused, delivers what it held.
 			s.send(&finishOp{key: c.key, to: toDead, reason: ReasonMaxAge})
 		default:
-			lease := c.route.Timeout + s.opts.LeaseMargin
-			claims = append(claims, &claim{key: c.key, leaseMs: lease.Milliseconds(), route: c.route})
-			leased = append(leased, c)
+			leases = append(leases, work{key: c.key, st: st, route: c.route})
 			continue
 		}
 		d.release([]candidate{c})
 	}
-	if len(claims) == 0 {
-		return nil
+	for _, w := range leases {
+		s.flight.add(keyID(w.key), &w.st)
 	}
-	select {
-	case s.ops <- &claimOp{s: s, claims: claims}:
-		return nil
-	case <-s.closers.commit.done():
-		d.release(leased)
-		return ErrClosed
-	}
+	s.startLeased(leases)
 }
 
 // release gives back the slots reserved for candidates that are not
@@ -300,9 +303,9 @@ func (s *Spool) send(o op) {
 	}
 }
 
-// deliver makes one attempt for a leased item and records its outcome. It
-// runs as a worker goroutine holding one of the route's slots, which it
-// releases when it ends. msg is the item's message
+// deliver makes one attempt for a leased item, whose state on disk is st,
+// and records its outcome. It runs as a worker goroutine holding one of the
+// route's slots, which it releases when it ends. msg is the item's message
 // if the caller has it, nil to read it.
 func (s *Spool) deliver(key []byte, st state, route Route, msg *message) {
 	defer func() {
@@ -320,7 +323,7 @@ func (s *Spool) deliver(key []byte, st state, route Route, msg *message) {
 		}
 		if err != nil {
 			s.log.Error("cannot read a leased item's message", zap.Uint64("id", id), zap.Error(err))
-			s.send(&finishOp{key: key, to: toDead, reason: "corrupt", lastErr: err.Error()})
+			s.send(&finishOp{s: s, key: key, leased: &st, to: toDead, reason: "corrupt", lastErr: err.Error()})
 			return
 		}
 	}
@@ -331,7 +334,7 @@ func (s *Spool) deliver(key []byte, st state, route Route, msg *message) {
 		Header:     msg.Header,
 		Body:       msg.Body,
 		ReceivedAt: time.UnixMilli(msg.ReceivedMs),
-		Attempt:    st.Attempt,
+		Attempt:    st.Attempt + 1,
 	}
 	ctx, cancel := context.WithTimeout(s.workCtx, route.Timeout)
 	start := time.Now()
@@ -358,15 +361,16 @@ func (s *Spool) deliver(key []byte, st state, route Route, msg *message) {
 		rec.Error = out.Err.Error()
 	}
 	if !out.Succeeded() && s.workCtx.Err() != nil {
+		// Its item stays as it was, due at the next start.
 		s.log.Info("delivery interrupted by shutdown; released", fields...)
 		s.observe(d.Route, rec, "released")
-		s.send(&finishOp{key: key, to: toRelease})
+		s.flight.done(id)
 		return
 	}
 	// Age counts from the state's clock, which a replay resets, less the
 	// time the route was paused.
 	v := route.Policy.Decide(out, d.Attempt, time.Duration(s.ageMs(&st, nowMs()))*time.Millisecond)
-	o := &finishOp{key: key, status: out.StatusCode, lastErr: rec.Error, attempt: &rec}
+	o := &finishOp{s: s, key: key, leased: &st, status: out.StatusCode, lastErr: rec.Error, attempt: &rec}
 	switch {
 	case v.Ack:
 		o.to = toDelivered

@@ -126,6 +126,12 @@ func parseQueueKey(k []byte) (rid uint32, dueMs int64, id uint64, ok bool) {
 	return binary.BigEndian.Uint32(k[2:]), int64(binary.BigEndian.Uint64(k[6:])), binary.BigEndian.Uint64(k[14:]), true
 }
 
+// keyID is the item id of a q/ key.
+func keyID(k []byte) uint64 {
+	_, _, id, _ := parseQueueKey(k)
+	return id
+}
+
 func parseIDKey(k []byte) (uint64, bool) {
 	if len(k) != msgKeyLen {
 		return 0, false

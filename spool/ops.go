@@ -27,10 +27,8 @@ type preparedEntry struct {
 // conflicts, it stores none of them.
 //
 // A new item whose route has a free slot and nothing else waiting for its
-// first attempt is stored already leased (attempt 1) and handed, message
-// and all, to a worker once the commit is durable: one commit and no read
-// fewer than a lease through the dispatcher, and the attempt count is as
-// durable as with one.
+// first attempt is leased at once (see flight) and handed, message and all,
+// to a worker once the commit is durable: the dispatcher never reads it.
 type enqueueOp struct {
 	entries []preparedEntry
 	results []Result
@@ -75,19 +73,18 @@ func (o *enqueueOp) finish(err error) {
 	close(o.done)
 }
 
-// started hands the items leased at enqueue to workers, once committed. The
-// dispatcher, which sees a lease that ends unreported as a due item, is
-// woken if it planned to sleep past a lease's end.
+// started hands the items leased at enqueue to workers, once committed.
 func (o *enqueueOp) started() {
-	for _, l := range o.leases {
-		if _, end, _, _ := parseQueueKey(l.key); end < o.s.wakeAtMs.Load() {
-			o.s.nudge()
+	if len(o.leases) > 0 {
+		ws := make([]work, len(o.leases))
+		for i, l := range o.leases {
+			m, err := decodeMessage(l.msg)
+			if err != nil { // cannot be: encoded by prepare; deliver reads it again
+				m = nil
+			}
+			ws[i] = work{l.key, l.st, l.route, m}
 		}
-		m, err := decodeMessage(l.msg)
-		if err != nil { // cannot be: encoded by prepare; deliver reads it again
-			m = nil
-		}
-		o.s.startDelivery(work{l.key, l.st, l.route, m})
+		o.s.startLeased(ws)
 	}
 	o.leases = nil
 	now := time.Now()
@@ -101,6 +98,7 @@ func (o *enqueueOp) started() {
 func (o *enqueueOp) dropLeases() {
 	for _, l := range o.leases {
 		o.s.slots.release(l.st.Route, 1)
+		o.s.flight.done(keyID(l.key))
 	}
 	o.leases = nil
 }
@@ -164,13 +162,8 @@ func (o *enqueueOp) stage(b *batch) error {
 		id := b.newID()
 		st := &state{Route: rid, ReceivedMs: e.received, Size: int64(len(e.msg)), PausedMs: b.pausedMs(rid)}
 		rec := appendUint64(appendUint64(nil, id), e.hash)
-		due := b.nowMs
 		route, direct := b.lease(rid, e.route)
-		if direct {
-			st.Attempt, st.Flags = 1, flagLeased
-			due += (route.Timeout + b.s.opts.LeaseMargin).Milliseconds()
-		}
-		qk := queueKey(rid, due, id)
+		qk := queueKey(rid, b.nowMs, id)
 		if err := b.setRecord(kindDedupe, badger.NewEntry(e.dedupe, rec).WithTTL(e.window)); err != nil {
 			return err
 		}
@@ -182,6 +175,8 @@ func (o *enqueueOp) stage(b *batch) error {
 		}
 		b.change(nil, st)
 		if direct {
+			// Leased before the commit makes it visible to the dispatcher.
+			b.s.flight.add(id, st)
 			o.leases = append(o.leases, directLease{key: qk, st: *st, route: route, msg: e.msg})
 		} else {
 			b.queued(qk)
@@ -250,95 +245,26 @@ func (o *enqueueOp) lookup(txn *badger.Txn, i int) (res Result, first int, err e
 	return res, -1, nil
 }
 
-// claim is one due item the dispatcher wants to lease, with a slot
-// reserved for its delivery.
-type claim struct {
-	key     []byte // its q/ key when scanned
-	leaseMs int64
-	route   Route // to deliver it with
-	// set when granted:
-	granted bool
-	leased  []byte
-	st      state
-}
-
-// claimOp leases items: their attempt count is incremented and committed
-// before any attempt starts. Nobody waits for it: once committed, it hands
-// each granted item to a worker and gives back the slots of the others, so
-// that the dispatcher goes on looking while the committer writes.
-type claimOp struct {
-	s      *Spool
-	claims []*claim
-}
-
-func (o *claimOp) size() int     { return len(o.claims) * 128 }
-func (o *claimOp) durable() bool { return false }
-
-func (o *claimOp) finish(err error) {
-	s := o.s
-	for _, c := range o.claims {
-		if err != nil || !c.granted {
-			rid, _, _, _ := parseQueueKey(c.key)
-			s.slots.release(rid, 1)
-			continue
-		}
-		// The dispatcher sees a lease that ends unreported as a due item.
-		if _, end, _, _ := parseQueueKey(c.leased); end < s.wakeAtMs.Load() {
-			s.nudge()
-		}
-		s.startDelivery(work{key: c.leased, st: c.st, route: c.route})
-	}
-	if err != nil {
-		// The items are due still, behind the dispatcher's cursor (see
-		// rewindFailedClaims): it looks again in a while.
-		time.AfterFunc(time.Second, s.nudge)
-	}
-}
-
-func (o *claimOp) stage(b *batch) error {
-	for _, c := range o.claims {
-		c.granted = false // a batch split after a failed commit stages its ops again
-	}
-	for _, c := range o.claims {
-		st, found, err := getState(b.txn, c.key)
-		if err != nil || !found {
-			if err != nil && !errors.Is(err, errCorrupt) {
-				return err
-			}
-			continue
-		}
-		rid, _, id, _ := parseQueueKey(c.key)
-		from := st
-		st.Attempt++
-		st.Flags |= flagLeased
-		nk := queueKey(rid, b.nowMs+c.leaseMs, id)
-		if err := b.txn.Delete(c.key); err != nil {
-			return err
-		}
-		if err := b.txn.Set(nk, st.encode()); err != nil {
-			return err
-		}
-		b.change(&from, &st)
-		c.granted, c.leased, c.st = true, nk, st
-	}
-	return nil
-}
-
 // transition says what a finishOp does with an item.
 type transition int
 
 const (
 	toDelivered transition = iota // delete the item
 	toRetry                       // schedule the next attempt
-	toRelease                     // give back an attempt cut short by shutdown
 	toDead                        // make it a dead letter
 )
 
-// finishOp moves one item from the exact q/ key it was seen under. If that key
-// is gone (its lease expired and it was claimed again, or it was already
-// handled), the op does nothing.
+// finishOp moves one item from the exact q/ key it was seen under.
+//
+// The outcome of a delivery carries the item's state (leased): nothing else
+// writes an item in flight, so its key is as the lease found it, and the op
+// ends the lease once committed. Otherwise (the dispatcher making a dead
+// letter of what it saw in a snapshot) the op reads the key, and does
+// nothing if it is gone.
 type finishOp struct {
+	s       *Spool
 	key     []byte
+	leased  *state // the state of an item in flight, nil to read it
 	to      transition
 	delay   time.Duration
 	status  int
@@ -350,19 +276,38 @@ type finishOp struct {
 func (o *finishOp) size() int     { return 256 + len(o.lastErr) }
 func (o *finishOp) durable() bool { return false }
 
-func (o *finishOp) finish(error) {}
+func (o *finishOp) finish(err error) {
+	if o.leased == nil {
+		return
+	}
+	o.s.flight.done(keyID(o.key))
+	if err != nil {
+		// The item is as it was, due still, maybe behind the dispatcher's
+		// cursor: point it back there, in a while.
+		o.s.rewindTo(o.key)
+		time.AfterFunc(time.Second, o.s.nudge)
+	}
+}
 
 func (o *finishOp) stage(b *batch) error {
-	st, found, err := getState(b.txn, o.key)
-	if err != nil {
-		return err
-	}
-	if !found {
-		b.s.log.Debug("ignoring the outcome of an attempt whose lease was lost", zap.Binary("key", o.key))
-		return nil
+	var st state
+	if o.leased != nil {
+		st = *o.leased
+	} else {
+		var found bool
+		var err error
+		if st, found, err = getState(b.txn, o.key); err != nil {
+			return err
+		} else if !found {
+			b.s.log.Debug("ignoring an outcome for an item already handled", zap.Binary("key", o.key))
+			return nil
+		}
 	}
 	rid, _, id, _ := parseQueueKey(o.key)
 	from := st
+	if o.attempt != nil {
+		st.Attempt = o.attempt.Number
+	}
 	if err := b.txn.Delete(o.key); err != nil {
 		return err
 	}
@@ -379,12 +324,10 @@ func (o *finishOp) stage(b *batch) error {
 		}
 		return b.deleteMessage(id)
 	}
-	st.Flags &^= flagLeased
 	if o.status != 0 || o.lastErr != "" {
 		st.LastStatus, st.LastError = o.status, o.lastErr
 	}
-	switch o.to {
-	case toDead:
+	if o.to == toDead {
 		st.DeadMs, st.Reason = b.nowMs, o.reason
 		if err := b.txn.Set(deadKey(id), st.encode()); err != nil {
 			return err
@@ -394,8 +337,6 @@ func (o *finishOp) stage(b *batch) error {
 		}
 		b.change(&from, &st)
 		return nil
-	case toRelease:
-		st.Attempt = max(st.Attempt-1, 0)
 	}
 	nk := queueKey(rid, dueAfter(b.nowMs, o.delay), id)
 	if err := b.txn.Set(nk, st.encode()); err != nil {

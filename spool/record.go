@@ -79,7 +79,7 @@ func decodeMessage(b []byte) (*message, error) {
 
 // state flags.
 const (
-	flagLeased  = 1 << iota // in flight: the key's due time is the lease's end
+	flagLeased  = 1 << iota // written by older versions: in flight, the key's due time the lease's end
 	flagSegment             // the message is in a segment: m/ holds a pointer
 )
 
@@ -112,8 +112,6 @@ func (s *state) class() class {
 	switch {
 	case s.DeadMs != 0:
 		return classDead
-	case s.leased():
-		return classInFlight
 	case s.Attempt > 0:
 		return classScheduled
 	default:

@@ -185,10 +185,10 @@ func TestOneFailingOpDoesNotFailItsBatch(t *testing.T) {
 	}
 }
 
-// TestRestagedClaimStartsAfresh: a claim staged again after its batch
-// failed reports only what the second staging granted, and gives back the
-// slot of what it did not lease.
-func TestRestagedClaimStartsAfresh(t *testing.T) {
+// TestAnOutcomeThatFailsToCommitLeavesItsItemDue: when the outcome of an
+// attempt cannot be committed, its item is left as it was, no longer in
+// flight, and the dispatcher, pointed back at it, delivers it again.
+func TestAnOutcomeThatFailsToCommitLeavesItsItemDue(t *testing.T) {
 	s := openTest(t, Options{})
 	ctx := context.Background()
 	if err := s.Pause(ctx, "r"); err != nil { // nothing dispatched
@@ -196,34 +196,51 @@ func TestRestagedClaimStartsAfresh(t *testing.T) {
 	}
 	mustEnqueue(t, s, entry("r", "evt_1", "x"))
 	var key []byte
+	var st state
 	s.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixQueue, '/'}})
 		defer it.Close()
 		it.Rewind()
 		key = it.Item().KeyCopy(nil)
-		return nil
+		return it.Item().Value(func(v []byte) (err error) { st, err = decodeState(v); return err })
 	})
-	rid, _, _, _ := parseQueueKey(key)
-	if s.slots.reserve(rid, 1, 1, 1) != 1 {
-		t.Fatal("no slot")
+	id := keyID(key)
+	s.flight.add(id, &st)
+	o := &finishOp{s: s, key: key, leased: &st, to: toDelivered, attempt: &Attempt{Number: 1}}
+	s.commit([]op{o, &failingOp{done: make(chan struct{})}}) // committed without the failing op
+	if s.flight.has(id) {
+		t.Fatal("still in flight after its outcome was committed")
 	}
-	c := &claimOp{s: s, claims: []*claim{{key: key, leaseMs: 60_000}}}
-	// The failing op removes the item behind the claim's back, so that the
-	// second staging finds nothing to lease.
-	bad := &failingOp{done: make(chan struct{}), sideEffect: func() {
-		if err := s.db.Update(func(txn *badger.Txn) error { return txn.Delete(key) }); err != nil {
-			t.Error(err)
-		}
-	}}
-	s.commit([]op{c, bad})
-	if c.claims[0].granted {
-		t.Fatal("claim of a vanished item granted")
+
+	mustEnqueue(t, s, entry("r", "evt_2", "x"))
+	s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixQueue, '/'}})
+		defer it.Close()
+		it.Rewind()
+		key = it.Item().KeyCopy(nil)
+		return it.Item().Value(func(v []byte) (err error) { st, err = decodeState(v); return err })
+	})
+	id = keyID(key)
+	s.flight.add(id, &st)
+	(&finishOp{s: s, key: key, leased: &st, to: toDelivered}).finish(errors.New("disk on fire"))
+	if s.flight.has(id) {
+		t.Fatal("still in flight after its outcome failed to commit")
 	}
-	s.slots.mu.Lock()
-	defer s.slots.mu.Unlock()
-	if s.slots.total != 0 {
-		t.Fatalf("%d slots held after the claim was refused", s.slots.total)
+	s.rewindMu.Lock()
+	rewound := bytes.Equal(s.rewind[st.Route], key)
+	s.rewindMu.Unlock()
+	if !rewound {
+		t.Fatal("the dispatcher is not pointed back at the item")
 	}
+	rec := newRecorder(nil)
+	s.RegisterRoute("r", Route{Deliverer: rec})
+	if err := s.Resume(ctx, "r"); err != nil {
+		t.Fatal(err)
+	}
+	if a := rec.next(t, 10*time.Second); a.EventID != "evt_2" || a.Attempt != 1 {
+		t.Fatalf("delivered %s attempt %d, want evt_2 attempt 1", a.EventID, a.Attempt)
+	}
+	rec.none(t, 200*time.Millisecond)
 }
 
 // TestCorruptDeadLettersCanBeDeletedAndPurged: a dead letter whose record

@@ -66,7 +66,6 @@ type Options struct {
 	Dir          string
 	Logger       *zap.Logger
 	MinFreeDisk  int64         // free bytes left to others, on top of the reserve for Badger's own work; default 512 MiB
-	LeaseMargin  time.Duration // a lease lasts the route's timeout plus this; default 30s
 	RouteGrace   time.Duration // how long items wait for a missing route; default 10m
 	CloseTimeout time.Duration // how long deliveries in flight get once they stop (Close); default 10s
 	MemTableSize int64         // Badger memtable size; default 32 MiB
@@ -99,7 +98,6 @@ func (o Options) withDefaults() Options {
 	if o.Workers <= 0 {
 		o.Workers = 64
 	}
-	defDur(&o.LeaseMargin, 30*time.Second)
 	defDur(&o.RouteGrace, 10*time.Minute)
 	defDur(&o.DeadRetention, 7*24*time.Hour)
 	defDur(&o.AttemptRetention, 7*24*time.Hour)
@@ -151,7 +149,12 @@ type Spool struct {
 	rewind   map[uint32][]byte // earliest q/ key written behind the dispatcher, per route
 
 	recent *recentMessages // messages of items just stored, for their first delivery
-	idle   chan work       // to a worker waiting for its next delivery (workers.go)
+	flight *flight         // the items being delivered: their leases
+	// flightLog counts the attempts a crash cuts short; flightLogFailing
+	// whether its last write failed (logged once until one succeeds).
+	flightLog        *flightLog
+	flightLogFailing atomic.Bool
+	idle             chan work // to a worker waiting for its next delivery (workers.go)
 
 	closeOnce sync.Once
 	closeErr  error
@@ -257,6 +260,7 @@ func open(opts Options) (*Spool, error) {
 		rewind:   map[uint32][]byte{},
 		recent:   newRecentMessages(recentBytes),
 		idle:     make(chan work),
+		flight:   newFlight(),
 	}
 	s.live.Store(liveOf(opts))
 	s.workCtx, s.cancelWork = context.WithCancel(context.Background())
@@ -276,6 +280,9 @@ func open(opts Options) (*Spool, error) {
 	}
 	if err := s.loadSegments(); err != nil {
 		return fail(err)
+	}
+	if s.flightLog, err = createFlightLog(opts.Dir); err != nil {
+		return fail(fmt.Errorf("spool: %w", err))
 	}
 	// Empty segments other than the newest go now: load ended with a sync.
 	for _, n := range s.emptySegments() {
@@ -398,6 +405,9 @@ func (s *Spool) Close() error {
 		s.cancelWork()
 		<-s.closers.maintenance.done() // it writes through the committer
 		s.closers.commit.signalAndWait()
+		if err := s.flightLog.remove(); err != nil {
+			s.log.Warn("cannot remove the flight log; the next start counts the attempts it lists", zap.Error(err))
+		}
 		if s.diskFull(s.freeNow()) {
 			// Closing writes the last memtable to a new table, which would
 			// fault; the write-ahead log has every commit for the next Open.

@@ -9,7 +9,7 @@ import (
 type RouteStats struct {
 	Route     string
 	Queued    int64 // waiting for their first attempt
-	InFlight  int64 // leased to a worker
+	InFlight  int64 // being delivered
 	Scheduled int64 // waiting for a retry
 	Dead      int64
 	Bytes     int64     // message bytes, dead letters included
@@ -35,8 +35,12 @@ func (s *Spool) Stats() []RouteStats {
 		_, paused := s.cat.paused[rid]
 		rs := &RouteStats{Route: name, Paused: paused, Disabled: s.cat.disabled[rid]}
 		if rc := s.cat.counts[rid]; rc != nil {
-			rs.Queued, rs.Scheduled = rc.n[classQueued], rc.n[classScheduled]
-			rs.InFlight, rs.Dead = rc.n[classInFlight], rc.n[classDead]
+			// An item in flight is counted on disk by its state before the
+			// attempt (see flight).
+			f := s.flight.counts(rid)
+			rs.Queued = max(rc.n[classQueued]-f[classQueued], 0)
+			rs.Scheduled = max(rc.n[classScheduled]-f[classScheduled], 0)
+			rs.InFlight, rs.Dead = f[classQueued]+f[classScheduled], rc.n[classDead]
 			rs.Bytes = rc.bytes
 			if ms := rc.pending.oldestMs(); ms != 0 {
 				rs.Oldest = time.UnixMilli(ms)
