@@ -195,15 +195,7 @@ func TestAnOutcomeThatFailsToCommitLeavesItsItemDue(t *testing.T) {
 		t.Fatal(err)
 	}
 	mustEnqueue(t, s, entry("r", "evt_1", "x"))
-	var key []byte
-	var st state
-	s.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixQueue, '/'}})
-		defer it.Close()
-		it.Rewind()
-		key = it.Item().KeyCopy(nil)
-		return it.Item().Value(func(v []byte) (err error) { st, err = decodeState(v); return err })
-	})
+	key, st := firstQueued(t, s)
 	id := keyID(key)
 	s.flight.add(id, &st)
 	o := &finishOp{s: s, key: key, leased: &st, to: toDelivered, attempt: &Attempt{Number: 1}}
@@ -213,13 +205,7 @@ func TestAnOutcomeThatFailsToCommitLeavesItsItemDue(t *testing.T) {
 	}
 
 	mustEnqueue(t, s, entry("r", "evt_2", "x"))
-	s.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixQueue, '/'}})
-		defer it.Close()
-		it.Rewind()
-		key = it.Item().KeyCopy(nil)
-		return it.Item().Value(func(v []byte) (err error) { st, err = decodeState(v); return err })
-	})
+	key, st = firstQueued(t, s)
 	id = keyID(key)
 	s.flight.add(id, &st)
 	(&finishOp{s: s, key: key, leased: &st, to: toDelivered}).finish(errors.New("disk on fire"))
@@ -241,6 +227,25 @@ func TestAnOutcomeThatFailsToCommitLeavesItsItemDue(t *testing.T) {
 		t.Fatalf("delivered %s attempt %d, want evt_2 attempt 1", a.EventID, a.Attempt)
 	}
 	rec.none(t, 200*time.Millisecond)
+}
+
+// firstQueued returns the first q/ key and its state.
+func firstQueued(t *testing.T, s *Spool) (key []byte, st state) {
+	t.Helper()
+	err := s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixQueue, '/'}})
+		defer it.Close()
+		it.Rewind()
+		if !it.Valid() {
+			return errors.New("nothing queued")
+		}
+		key = it.Item().KeyCopy(nil)
+		return it.Item().Value(func(v []byte) (err error) { st, err = decodeState(v); return err })
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return key, st
 }
 
 // TestCorruptDeadLettersCanBeDeletedAndPurged: a dead letter whose record
