@@ -14,6 +14,8 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/hookgate/hookgate/spool"
 )
@@ -31,6 +33,19 @@ const (
 	// writing it then reads the answer rather than a connection reset.
 	drainWait = time.Second
 )
+
+// refusalLogEvery is how often a refusal (503 while the spool is full,
+// starting or stopping, or busy reading bodies) is logged, per message: a
+// sender's retries, or every sender's, would log one line per request.
+const refusalLogEvery = 10 * time.Second
+
+// refusalLogger is log sampled for refusals: the first of each message in
+// every refusalLogEvery, no more. The metrics count every one.
+func refusalLogger(log *zap.Logger) *zap.Logger {
+	return log.WithOptions(zap.WrapCore(func(c zapcore.Core) zapcore.Core {
+		return zapcore.NewSamplerWithOptions(c, refusalLogEvery, 1, 0)
+	}))
+}
 
 // spoolFailure is the answer to a spool write that failed, or to a body
 // refused with errBusy: 503 with a Retry-After while the spool is full

@@ -94,6 +94,7 @@ type Ingest struct {
 	app          *App
 	client       *outbound.Client
 	log          *zap.Logger
+	refusals     *zap.Logger // log, sampled (refusalLogger)
 }
 
 // CaddyModule returns the Caddy module information.
@@ -108,6 +109,7 @@ func (Ingest) CaddyModule() caddy.ModuleInfo {
 // route's forward settings with the spool.
 func (h *Ingest) Provision(ctx caddy.Context) error {
 	h.log = ctx.Logger()
+	h.refusals = refusalLogger(h.log)
 	if h.Name == "" && h.Forward != nil {
 		h.Name = outbound.RedactURL(h.Forward.URL)
 		h.log.Warn("webhook_ingest has no name: its route is named after the forward URL's scheme, host and port, so changing them starts a new route "+
@@ -455,7 +457,7 @@ func (h *Ingest) answerSpoolFailure(w http.ResponseWriter, r *http.Request, err 
 	code, retryAfter, msg := spoolFailure(err)
 	if retryAfter != "" {
 		w.Header().Set("Retry-After", retryAfter)
-		h.log.Warn("refusing events: "+msg, zap.String("route", h.Name), zap.Error(err))
+		h.refusals.Warn("refusing events: "+msg, zap.String("route", h.Name), zap.Error(err))
 		return h.writeAnswer(w, repl, code, "unavailable", "", msg)
 	}
 	if r.Context().Err() != nil {

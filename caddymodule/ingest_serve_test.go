@@ -17,6 +17,8 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/hookgate/hookgate/spool"
 	"github.com/hookgate/hookgate/verifier"
@@ -233,10 +235,13 @@ func TestIngestReadTimeout(t *testing.T) {
 
 // TestIngestSpoolFull: past max_items the answer is 503 with Retry-After,
 // written by the handler itself (Caddy would log a 5xx handler error with
-// the request's headers), and nothing is stored.
+// the request's headers), and nothing is stored. The refusals are logged
+// once, not once per request.
 func TestIngestSpoolFull(t *testing.T) {
 	c := loadConfig(t, `, "max_items": 1`, ingestRoute("in", ""))
 	h, sp := c.handler(0), c.spool()
+	core, logs := observer.New(zap.WarnLevel)
+	h.(*Ingest).refusals = refusalLogger(zap.New(core))
 	if err := sp.Pause(context.Background(), "in"); err != nil {
 		t.Fatal(err)
 	}
@@ -252,6 +257,14 @@ func TestIngestSpoolFull(t *testing.T) {
 		t.Errorf("outcome %q, want unavailable", res.placeholder("http.webhook.outcome"))
 	}
 	expectUntouched(t, sp, before, "in", "evt_full_2")
+	for i := range 3 {
+		if res := c.serve(t, h, signedDelivery(fmt.Sprint("evt_full_more_", i), "document.processed").request(), nil); res.status() != 503 {
+			t.Fatalf("over max_items again: %s", res)
+		}
+	}
+	if n := logs.FilterMessageSnippet("refusing events").Len(); n != 1 {
+		t.Errorf("%d refusals logged for 4 refused events, want 1", n)
+	}
 }
 
 // TestRecordBudgetFull: once the dedupe records fill max_record_bytes, a

@@ -178,7 +178,7 @@ func TestIngestRefusesBodiesOverTheBudget(t *testing.T) {
 	}
 	budget := &byteBudget{limit: 16 << 10}
 	h := &Ingest{Name: "busy-test", verifier: v, maxBody: 12 << 10, readTimeout: 5 * time.Second,
-		app: &App{unverified: budget}, log: zap.NewNop()}
+		app: &App{unverified: budget}, log: zap.NewNop(), refusals: zap.NewNop()}
 	post := func() *httptest.ResponseRecorder {
 		body := `{"pad":"` + strings.Repeat("x", 10<<10) + `"}`
 		req := httptest.NewRequest(http.MethodPost, "/hook", strings.NewReader(body))

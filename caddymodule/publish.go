@@ -69,6 +69,7 @@ type Publish struct {
 	maxBody     int64
 	window      time.Duration
 	log         *zap.Logger
+	refusals    *zap.Logger // log, sampled (refusalLogger)
 }
 
 // Subscriber is one endpoint of webhook_publish.
@@ -124,6 +125,7 @@ func (Publish) CaddyModule() caddy.ModuleInfo {
 // subscriber.
 func (p *Publish) Provision(ctx caddy.Context) error {
 	p.log = ctx.Logger()
+	p.refusals = refusalLogger(p.log)
 	if err := p.validate(); err != nil {
 		return err
 	}
@@ -409,7 +411,7 @@ func (p *Publish) answerSpoolFailure(w http.ResponseWriter, err error) error {
 	status := "error"
 	if retryAfter != "" {
 		w.Header().Set("Retry-After", retryAfter)
-		p.log.Warn("refusing events: "+msg, zap.Error(err))
+		p.refusals.Warn("refusing events: "+msg, zap.Error(err))
 		status = "unavailable"
 	} else {
 		p.log.Error("spool write failed", zap.Error(err))
