@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
@@ -21,10 +22,16 @@ import (
 // maxAnswer bounds the admin API's answer read into memory.
 const maxAnswer = 64 << 20
 
+// defaultAdminTimeout bounds a call to the admin API, answer included: a
+// replay or purge of many dead letters takes a while; a hung endpoint must
+// not hang the command.
+const defaultAdminTimeout = 2 * time.Minute
+
 // client calls the admin API of a running instance.
 type client struct {
-	addr    string // the admin address, in Caddy's network address form
-	storage string // passed as ?storage= when set
+	addr    string        // the admin address, in Caddy's network address form
+	storage string        // passed as ?storage= when set
+	timeout time.Duration // of each call, answer included
 }
 
 // newClient finds the admin address as `caddy stop` does: --address, else
@@ -35,7 +42,11 @@ func newClient(c *cobra.Command) (*client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("couldn't determine the admin API address: %w", err)
 	}
-	return &client{addr: addr, storage: get("storage")}, nil
+	timeout, _ := c.Flags().GetDuration("timeout")
+	if timeout <= 0 {
+		timeout = defaultAdminTimeout
+	}
+	return &client{addr: addr, storage: get("storage"), timeout: timeout}, nil
 }
 
 // request is one request to the admin API's /webhooks/ endpoints.
@@ -117,7 +128,7 @@ func (cl *client) do(method, uri string, body io.Reader) (*http.Response, error)
 		req.Header.Set("Content-Type", "application/json")
 	}
 	var d net.Dialer
-	hc := http.Client{Transport: &http.Transport{
+	hc := http.Client{Timeout: cl.timeout, Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			return d.DialContext(ctx, na.Network, dialAddr)
 		},

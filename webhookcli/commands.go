@@ -46,6 +46,7 @@ func addAdminFlags(c *cobra.Command) {
 	f.StringP("config", "c", "", "a configuration file to read the admin address from, if --address is not used")
 	f.StringP("adapter", "a", "", "the config adapter of --config")
 	f.String("storage", "", "the storage (its name in the stats, or a Badger directory), when the instance has several open")
+	f.Duration("timeout", defaultAdminTimeout, "how long to wait for the admin API's answer")
 }
 
 // runAdmin makes a command's RunE: it calls the admin API and either prints

@@ -387,6 +387,34 @@ func TestCLIErrors(t *testing.T) {
 	if _, err := runAt(t, "stats", "--address", closed); err == nil || !strings.Contains(err.Error(), "admin API at "+closed) {
 		t.Errorf("stats with nothing listening: %v", err)
 	}
+	// An endpoint that never answers: the command gives up after --timeout.
+	hung, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hung.Close()
+	go func() {
+		for {
+			c, err := hung.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+		}
+	}()
+	done := make(chan error, 1)
+	go func() {
+		_, err := runAt(t, "stats", "--address", hung.Addr().String(), "--timeout", "200ms")
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "Timeout") {
+			t.Errorf("stats against an endpoint that never answers: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("stats against an endpoint that never answers still waiting after 10s, with --timeout 200ms")
+	}
 }
 
 // TestCLIAddressFromConfig: without --address, the admin address comes from
