@@ -1,0 +1,223 @@
+// Package natstest starts nats-server in process, on loopback, with
+// JetStream on temporary directories: one node, or a cluster of several whose
+// nodes can be stopped and restarted with their stores. Only tests import it,
+// so the server stays out of the Caddy binary.
+package natstest
+
+import (
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hookgate/hookgate/internal/testwait"
+	"github.com/nats-io/nats-server/v2/server"
+)
+
+// startTimeout bounds a server's start and the cluster's election.
+const startTimeout = 30 * time.Second
+
+// Node is one in-process nats-server. Its ports and store stay the same
+// across Stop and Restart.
+type Node struct {
+	opts *server.Options
+	mu   sync.Mutex
+	srv  *server.Server
+}
+
+// baseOptions are the settings every node shares: JetStream with
+// fsync before every acknowledgement (the durability Hookgate promises needs
+// it), the monitoring port for /jsz, and room for the batches of many
+// concurrent enqueues (the default allows 50 open batches per stream).
+func baseOptions(t testing.TB, name string) *server.Options {
+	return &server.Options{
+		ServerName: name,
+		Host:       "127.0.0.1",
+		Port:       freePort(t),
+		HTTPHost:   "127.0.0.1",
+		HTTPPort:   freePort(t),
+		JetStream:  true,
+		StoreDir:   t.TempDir(),
+		SyncAlways: true,
+		NoLog:      true,
+		NoSigs:     true,
+		JetStreamLimits: server.JSLimitOpts{
+			MaxBatchInflightPerStream: 1000,
+			MaxBatchInflightTotal:     4000,
+		},
+	}
+}
+
+// Option changes a node's server options before it starts.
+type Option func(*server.Options)
+
+// WithoutSyncAlways leaves the server's default lazy fsync, which cannot keep
+// an acknowledged write through a power cut.
+func WithoutSyncAlways() Option { return func(o *server.Options) { o.SyncAlways = false } }
+
+// StartNode starts one node, without a cluster, and shuts it down when the
+// test ends.
+func StartNode(t testing.TB, opts ...Option) *Node {
+	t.Helper()
+	o := baseOptions(t, "n1")
+	for _, f := range opts {
+		f(o)
+	}
+	n := &Node{opts: o}
+	n.start(t)
+	t.Cleanup(n.Stop)
+	return n
+}
+
+func (n *Node) start(t testing.TB) {
+	t.Helper()
+	s, err := server.NewServer(n.opts.Clone())
+	if err != nil {
+		t.Fatalf("natstest: new server %s: %v", n.opts.ServerName, err)
+	}
+	go s.Start()
+	if !s.ReadyForConnections(startTimeout) {
+		s.Shutdown()
+		t.Fatalf("natstest: server %s not ready within %v", n.opts.ServerName, startTimeout)
+	}
+	n.mu.Lock()
+	n.srv = s
+	n.mu.Unlock()
+}
+
+// Server is the running server, nil while stopped.
+func (n *Node) Server() *server.Server {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.srv
+}
+
+// Name is the node's server name.
+func (n *Node) Name() string { return n.opts.ServerName }
+
+// URL is the node's client URL; it stays the same across restarts.
+func (n *Node) URL() string { return fmt.Sprintf("nats://127.0.0.1:%d", n.opts.Port) }
+
+// MonitorURL is the node's HTTP monitoring base URL (GET /jsz, /varz).
+func (n *Node) MonitorURL() string { return fmt.Sprintf("http://127.0.0.1:%d", n.opts.HTTPPort) }
+
+// Stop shuts the node down and waits for it; its store stays.
+func (n *Node) Stop() {
+	n.mu.Lock()
+	s := n.srv
+	n.srv = nil
+	n.mu.Unlock()
+	if s != nil {
+		s.Shutdown()
+		s.WaitForShutdown()
+	}
+}
+
+// Restart starts a stopped node again with its options and store.
+func (n *Node) Restart(t testing.TB) {
+	t.Helper()
+	if n.Server() != nil {
+		t.Fatalf("natstest: restart of running node %s", n.Name())
+	}
+	n.start(t)
+}
+
+// Cluster is a JetStream cluster of in-process nodes on loopback.
+type Cluster struct {
+	Nodes []*Node
+}
+
+// StartCluster starts size nodes routed to each other and waits until
+// JetStream is enabled on each and the meta group has a leader. The nodes
+// are shut down when the test ends.
+func StartCluster(t testing.TB, size int, opts ...Option) *Cluster {
+	t.Helper()
+	c := &Cluster{}
+	var routes []string
+	for i := range size {
+		o := baseOptions(t, fmt.Sprintf("n%d", i+1))
+		o.Cluster = server.ClusterOpts{Name: "hookgate-test", Host: "127.0.0.1", Port: freePort(t)}
+		for _, f := range opts {
+			f(o)
+		}
+		routes = append(routes, fmt.Sprintf("nats-route://127.0.0.1:%d", o.Cluster.Port))
+		c.Nodes = append(c.Nodes, &Node{opts: o})
+	}
+	// Every node lists every route, its own included: the meta group
+	// expects as many peers as there are routes.
+	for _, n := range c.Nodes {
+		n.opts.Routes = server.RoutesFromStr(strings.Join(routes, ","))
+	}
+	t.Cleanup(func() {
+		for _, n := range c.Nodes {
+			n.Stop()
+		}
+	})
+	for _, n := range c.Nodes {
+		n.start(t)
+	}
+	c.WaitReady(t)
+	return c
+}
+
+// URLs are the client URLs of every node.
+func (c *Cluster) URLs() []string {
+	var out []string
+	for _, n := range c.Nodes {
+		out = append(out, n.URL())
+	}
+	return out
+}
+
+// MonitorURLs are the monitoring base URLs of every node.
+func (c *Cluster) MonitorURLs() []string {
+	var out []string
+	for _, n := range c.Nodes {
+		out = append(out, n.MonitorURL())
+	}
+	return out
+}
+
+// WaitReady waits until every running node has JetStream enabled and is
+// current with a meta leader, and every node is routed to the others.
+func (c *Cluster) WaitReady(t testing.TB) {
+	t.Helper()
+	testwait.Until(t, startTimeout, func() (bool, string) {
+		running, leader := 0, false
+		for _, n := range c.Nodes {
+			s := n.Server()
+			if s == nil {
+				continue
+			}
+			running++
+			if !s.JetStreamEnabled() {
+				return false, n.Name() + ": JetStream not enabled"
+			}
+			if !s.JetStreamIsCurrent() {
+				return false, n.Name() + ": not current with the meta leader"
+			}
+			leader = leader || s.JetStreamIsLeader()
+		}
+		for _, n := range c.Nodes {
+			if s := n.Server(); s != nil && s.NumRoutes() < running-1 {
+				return false, fmt.Sprintf("%s: %d routes of %d", n.Name(), s.NumRoutes(), running-1)
+			}
+		}
+		return leader, "no meta leader"
+	})
+}
+
+// freePort is a loopback TCP port the kernel just gave out and that is free
+// again: nats-server takes fixed ports, so that a node restarted with its
+// options keeps its URLs.
+func freePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("natstest: free port: %v", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
