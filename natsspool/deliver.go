@@ -1,0 +1,476 @@
+package natsspool
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hookgate/hookgate/spool"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+)
+
+// Delivery bounds.
+const (
+	maxFetch  = 64              // messages asked for in one pull
+	fetchWait = 2 * time.Second // how long a pull waits for messages
+	retryWait = time.Second     // before a failed NATS step is tried again
+)
+
+// gate counts slots in flight against a limit that may change; a release
+// wakes whoever waits for one.
+type gate struct {
+	mu   sync.Mutex
+	n    int
+	free chan struct{} // closed and replaced at each release
+}
+
+func newGate() *gate { return &gate{free: make(chan struct{})} }
+
+// take takes up to want slots while fewer than limit are taken, and says
+// how many it took.
+func (g *gate) take(limit, want int) int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	k := max(min(want, limit-g.n), 0)
+	g.n += k
+	return k
+}
+
+func (g *gate) give(k int) {
+	if k == 0 {
+		return
+	}
+	g.mu.Lock()
+	g.n -= k
+	g.mu.Unlock()
+	g.wake()
+}
+
+func (g *gate) wake() {
+	g.mu.Lock()
+	close(g.free)
+	g.free = make(chan struct{})
+	g.mu.Unlock()
+}
+
+func (g *gate) released() <-chan struct{} {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.free
+}
+
+// routeLoop delivers one route on this instance while it is registered.
+type routeLoop struct {
+	name     string
+	regs     []*spool.Route // stacked registrations; the last is in force
+	slots    *gate
+	inflight atomic.Int64
+	cancel   context.CancelFunc
+}
+
+// RegisterRoute sets the delivery settings for a route name, as
+// spool.Spool.RegisterRoute: registrations stack, the latest is in force,
+// and the returned function removes only its own. While a route is
+// registered this instance pulls its items from the route's consumer, at
+// most Concurrency at a time (per instance), and within Limits.Workers over
+// all routes.
+func (b *Backend) RegisterRoute(name string, r spool.Route) (unregister func()) {
+	if r.Concurrency <= 0 {
+		r.Concurrency = spool.DefaultConcurrency
+	}
+	if r.Timeout <= 0 {
+		r.Timeout = spool.DefaultTimeout
+	}
+	reg := &r
+	b.loopsMu.Lock()
+	rl := b.loops[name]
+	if rl == nil {
+		ctx, cancel := context.WithCancel(b.stopCtx)
+		rl = &routeLoop{name: name, slots: newGate(), cancel: cancel}
+		b.loops[name] = rl
+		b.fetching.Add(1)
+		go b.run(ctx, rl)
+	}
+	rl.regs = append(rl.regs, reg)
+	b.loopsMu.Unlock()
+	rl.slots.wake()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			b.loopsMu.Lock()
+			defer b.loopsMu.Unlock()
+			rl.regs = slices.DeleteFunc(rl.regs, func(x *spool.Route) bool { return x == reg })
+			if len(rl.regs) == 0 {
+				rl.cancel()
+				if b.loops[name] == rl {
+					delete(b.loops, name)
+				}
+			}
+			rl.slots.wake()
+		})
+	}
+}
+
+func (b *Backend) route(rl *routeLoop) (spool.Route, bool) {
+	b.loopsMu.Lock()
+	defer b.loopsMu.Unlock()
+	if len(rl.regs) == 0 {
+		return spool.Route{}, false
+	}
+	return *rl.regs[len(rl.regs)-1], true
+}
+
+func (b *Backend) registered() []string {
+	b.loopsMu.Lock()
+	defer b.loopsMu.Unlock()
+	var out []string
+	for name, rl := range b.loops {
+		if len(rl.regs) > 0 {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
+func (b *Backend) inFlight(route string) int64 {
+	b.loopsMu.Lock()
+	defer b.loopsMu.Unlock()
+	if rl := b.loops[route]; rl != nil {
+		return rl.inflight.Load()
+	}
+	return 0
+}
+
+// consumerConfig is a route's durable pull consumer: its payload subject
+// only, explicit ack, no server-side redelivery limit or backoff (the
+// route's Policy decides), no cap on pending acks (items waiting for a
+// retry must not hold up new ones; this instance's slots bound the work).
+func (b *Backend) consumerConfig(route string, ackWait time.Duration) jetstream.ConsumerConfig {
+	c := jetstream.ConsumerConfig{
+		Durable:       b.n.consumer(route),
+		FilterSubject: b.n.queue(route),
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		AckWait:       ackWait,
+		MaxDeliver:    -1,
+		MaxAckPending: -1,
+	}
+	if b.routes.get(route).PausedSinceMs > 0 {
+		until := farFuture
+		c.PauseUntil = &until
+	}
+	return c
+}
+
+// ensureConsumer creates a route's consumer, or updates its ack wait when
+// ackWait is not 0 and differs; an update keeps the pause the bucket says.
+func (b *Backend) ensureConsumer(ctx context.Context, route string, ackWait time.Duration) error {
+	cctx, cancel := b.ctx(ctx)
+	defer cancel()
+	c, err := b.js.Consumer(cctx, b.n.stream(), b.n.consumer(route))
+	switch {
+	case errors.Is(err, jetstream.ErrConsumerNotFound):
+		if ackWait == 0 {
+			ackWait = spool.DefaultTimeout + b.opts.LeaseMargin
+		}
+		_, err = b.js.CreateConsumer(cctx, b.n.stream(), b.consumerConfig(route, ackWait))
+		if errors.Is(err, jetstream.ErrConsumerExists) {
+			return b.ensureConsumer(ctx, route, ackWait)
+		}
+		return err
+	case err != nil:
+		return err
+	case ackWait != 0 && c.CachedInfo().Config.AckWait != ackWait:
+		_, err = b.js.UpdateConsumer(cctx, b.n.stream(), b.consumerConfig(route, ackWait))
+		return err
+	}
+	return nil
+}
+
+// run pulls a route's items while it is registered and deliveries go on.
+func (b *Backend) run(ctx context.Context, rl *routeLoop) {
+	defer b.fetching.Done()
+	var cons jetstream.Consumer
+	var ackWait time.Duration
+	for ctx.Err() == nil {
+		r, ok := b.route(rl)
+		if !ok {
+			return
+		}
+		if want := r.Timeout + b.opts.LeaseMargin; cons == nil || want != ackWait {
+			err := b.ensureConsumer(ctx, rl.name, want)
+			if err == nil {
+				cctx, cancel := b.ctx(ctx)
+				cons, err = b.js.Consumer(cctx, b.n.stream(), b.n.consumer(rl.name))
+				cancel()
+			}
+			if err != nil {
+				if ctx.Err() == nil {
+					b.log.Warn("natsspool: route consumer not ready", zap.String("route", rl.name), zap.Error(err))
+				}
+				sleep(ctx, retryWait)
+				continue
+			}
+			ackWait = want
+		}
+		routeFree := rl.slots.released()
+		n := rl.slots.take(r.Concurrency, maxFetch)
+		if n == 0 {
+			waitOn(ctx, routeFree)
+			continue
+		}
+		workersFree := b.workers.released()
+		k := b.workers.take(b.limits.Load().Workers, n)
+		rl.slots.give(n - k)
+		if k == 0 {
+			waitOn(ctx, workersFree)
+			continue
+		}
+		got := b.fetch(ctx, rl, cons, k)
+		rl.slots.give(k - got)
+		b.workers.give(k - got)
+	}
+}
+
+// fetch pulls up to k messages and hands each to a delivery goroutine that
+// holds one of the k slots; it returns how many it handed on.
+func (b *Backend) fetch(ctx context.Context, rl *routeLoop, cons jetstream.Consumer, k int) int {
+	fctx, cancel := context.WithTimeout(ctx, fetchWait)
+	defer cancel()
+	batch, err := cons.Fetch(k, jetstream.FetchContext(fctx))
+	if err != nil {
+		if ctx.Err() == nil && !errors.Is(err, context.DeadlineExceeded) {
+			b.log.Warn("natsspool: fetch", zap.String("route", rl.name), zap.Error(err))
+			sleep(ctx, retryWait)
+		}
+		return 0
+	}
+	got := 0
+	for msg := range batch.Messages() {
+		if ctx.Err() != nil {
+			_ = msg.Nak() // stopped: released for another instance or the next start
+			continue
+		}
+		got++
+		rl.inflight.Add(1)
+		b.inflight.Add(1)
+		go b.deliver(rl, msg)
+	}
+	if err := batch.Error(); err != nil && ctx.Err() == nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, nats.ErrTimeout) {
+		b.log.Warn("natsspool: fetch", zap.String("route", rl.name), zap.Error(err))
+		sleep(ctx, retryWait)
+	}
+	return got
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}
+
+func waitOn(ctx context.Context, ch <-chan struct{}) {
+	select {
+	case <-ch:
+	case <-ctx.Done():
+	}
+}
+
+// item is a payload as delivered.
+type item struct {
+	seq         uint64
+	route       string
+	eventID     string
+	subject     string // the event's records
+	fp          string
+	header      http.Header
+	body        []byte
+	raw         nats.Header
+	receivedMs  int64
+	window      time.Duration
+	ageStartMs  int64
+	attemptBase int
+	pausedBase  int64
+}
+
+func (b *Backend) itemOf(seq uint64, h nats.Header, body []byte) item {
+	it := item{seq: seq, route: h.Get(hdrRoute), eventID: h.Get(hdrEventID), fp: h.Get(hdrFp), body: body, raw: h}
+	it.subject = b.n.ids(it.route, it.eventID)
+	it.receivedMs, _ = strconv.ParseInt(h.Get(hdrReceived), 10, 64)
+	w, _ := strconv.ParseInt(h.Get(hdrWindow), 10, 64)
+	it.window = time.Duration(w) * time.Second
+	it.ageStartMs, _ = strconv.ParseInt(h.Get(hdrAgeStart), 10, 64)
+	it.attemptBase, _ = strconv.Atoi(h.Get(hdrAttemptBase))
+	it.pausedBase, _ = strconv.ParseInt(h.Get(hdrPausedBase), 10, 64)
+	_ = json.Unmarshal([]byte(h.Get(hdrHeader)), &it.header)
+	return it
+}
+
+// remaining is how long the event's marker lasts from now.
+func (it *item) remaining() time.Duration {
+	return time.Until(time.UnixMilli(it.receivedMs).Add(it.window))
+}
+
+// deliver makes one attempt at a fetched item and settles it: ack, a
+// delayed nak for a retry, or the dead letters.
+func (b *Backend) deliver(rl *routeLoop, msg jetstream.Msg) {
+	defer func() {
+		rl.inflight.Add(-1)
+		rl.slots.give(1)
+		b.workers.give(1)
+		b.inflight.Done()
+	}()
+	md, err := msg.Metadata()
+	if err != nil {
+		b.log.Error("natsspool: message without metadata", zap.Error(err))
+		_ = msg.Nak()
+		return
+	}
+	it := b.itemOf(md.Sequence.Stream, msg.Headers(), msg.Data())
+	attempt := it.attemptBase + int(md.NumDelivered)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*b.opts.RequestTimeout)
+	defer cancel()
+	if md.NumDelivered > 1 {
+		// A kill that did not finish must finish without a new attempt.
+		last, err := b.lastRecord(ctx, it.subject)
+		if err != nil {
+			b.log.Warn("natsspool: records not read; retried", zap.String("route", it.route), zap.Error(err))
+			_ = msg.NakWithDelay(retryWait)
+			return
+		}
+		if last != nil && last.Header.Get(hdrItem) == strconv.FormatUint(it.seq, 10) &&
+			(last.Header.Get(hdrKind) == kindDeadIntent || last.Header.Get(hdrKind) == kindDead) {
+			b.finishKill(ctx, msg, &it, deadInfoOf(last.Header))
+			return
+		}
+	}
+	r, ok := b.route(rl)
+	if !ok {
+		_ = msg.Nak()
+		return
+	}
+	if reason := b.routes.get(it.route).Disabled; reason != "" {
+		b.kill(ctx, msg, &it, deadInfo{reason: reason, attempts: attempt - it.attemptBase - 1})
+		return
+	}
+	d := &spool.Delivery{ID: it.seq, Route: it.route, EventID: it.eventID, Header: it.header, Body: it.body,
+		ReceivedAt: time.UnixMilli(it.receivedMs), Attempt: attempt}
+	dctx, dcancel := context.WithTimeout(b.workCtx, r.Timeout)
+	start := time.Now()
+	out := r.Deliverer.Deliver(dctx, d)
+	took := time.Since(start)
+	dcancel()
+	rec := spool.Attempt{Number: attempt, At: start, Duration: took, StatusCode: out.StatusCode}
+	if out.Err != nil {
+		rec.Error = out.Err.Error()
+	}
+	fields := []zap.Field{zap.String("route", it.route), zap.String("event_id", it.eventID), zap.Int("attempt", attempt)}
+	if !out.Succeeded() && b.workCtx.Err() != nil {
+		b.log.Info("natsspool: delivery interrupted by shutdown; released", fields...)
+		b.observe(it.route, rec, "released")
+		_ = msg.Nak()
+		return
+	}
+	nowMs := time.Now().UnixMilli()
+	paused := b.routes.get(it.route).pausedMs(nowMs) - it.pausedBase
+	age := time.Duration(nowMs-it.ageStartMs-max(paused, 0)) * time.Millisecond
+	v := r.Policy.Decide(out, attempt, age)
+	b.recordAttempt(ctx, &it, rec)
+	switch {
+	case v.Ack:
+		if err := msg.DoubleAck(ctx); err != nil {
+			b.log.Warn("natsspool: ack of a delivered item failed; it may be delivered again", append(fields, zap.Error(err))...)
+		}
+		b.observe(it.route, rec, "delivered")
+		if r.LogAttempts {
+			b.log.Info("delivered", fields...)
+		}
+	case v.Reason != "":
+		b.observe(it.route, rec, "dead")
+		b.log.Warn("delivery failed; kept as a dead letter", append(fields, zap.String("reason", v.Reason))...)
+		b.kill(ctx, msg, &it, deadInfo{reason: v.Reason, status: out.StatusCode, lastErr: rec.Error, attempts: attempt - it.attemptBase})
+		if out.DisableRoute && out.DeadReason != "" {
+			if err := b.Disable(ctx, it.route, out.DeadReason); err != nil {
+				b.log.Error("natsspool: route not disabled", zap.String("route", it.route), zap.Error(err))
+			}
+		}
+	default:
+		b.observe(it.route, rec, "retry")
+		b.log.Info("delivery failed; will retry", append(fields, zap.Duration("retry_in", v.Delay))...)
+		if err := msg.NakWithDelay(v.Delay); err != nil {
+			b.log.Warn("natsspool: nak failed; the item is retried after its ack wait", append(fields, zap.Error(err))...)
+		}
+	}
+	b.cache.invalidate()
+}
+
+func (b *Backend) observe(route string, a spool.Attempt, outcome string) {
+	if b.opts.Observe != nil {
+		b.opts.Observe(route, a, outcome)
+	}
+}
+
+// attemptRecord is an attempt as its record stores it.
+type attemptRecord struct {
+	Number     int    `json:"n"`
+	AtMs       int64  `json:"at"`
+	DurationUs int64  `json:"us"`
+	StatusCode int    `json:"status,omitempty"`
+	Error      string `json:"error,omitempty"`
+}
+
+// maxErrorLen bounds an attempt's error text in its record.
+const maxErrorLen = 256
+
+// recordAttempt appends an attempt record to the event's subject, kept for
+// the attempt retention but not beyond the event's marker. A record that
+// cannot be written is counted, and the delivery goes on.
+func (b *Backend) recordAttempt(ctx context.Context, it *item, a spool.Attempt) {
+	ttl := min(b.limits.Load().AttemptRetention, it.remaining())
+	if ttl < time.Second {
+		return
+	}
+	errText := a.Error
+	if len(errText) > maxErrorLen {
+		errText = errText[:maxErrorLen]
+	}
+	v, _ := json.Marshal(attemptRecord{Number: a.Number, AtMs: a.At.UnixMilli(), DurationUs: a.Duration.Microseconds(), StatusCode: a.StatusCode, Error: errText})
+	m := b.record(it, kindAttempt, ttl)
+	m.Data = v
+	if _, err := b.js.PublishMsg(ctx, m); err != nil {
+		b.attemptRecordsDropped.Add(1)
+		b.log.Warn("natsspool: attempt record not written", zap.String("route", it.route), zap.Error(err))
+	}
+}
+
+// record is a new record of kind about it, expiring after ttl.
+func (b *Backend) record(it *item, kind string, ttl time.Duration) *nats.Msg {
+	m := nats.NewMsg(it.subject)
+	m.Header.Set(hdrKind, kind)
+	m.Header.Set(hdrFp, it.fp)
+	m.Header.Set(hdrItem, strconv.FormatUint(it.seq, 10))
+	m.Header.Set(hdrTTL, ttlSeconds(ttl))
+	return m
+}
+
+// lastRecord is the newest record on an event's subject, nil if none.
+func (b *Backend) lastRecord(ctx context.Context, subject string) (*jetstream.RawStreamMsg, error) {
+	cctx, cancel := b.ctx(ctx)
+	defer cancel()
+	msg, err := b.queue.GetLastMsgForSubject(cctx, subject)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil, nil
+	}
+	return msg, err
+}

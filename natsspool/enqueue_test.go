@@ -1,0 +1,57 @@
+package natsspool
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/hookgate/hookgate/internal/testwait"
+
+	"github.com/hookgate/hookgate/spool"
+)
+
+func TestAcceptedOnceDeliveredOnce(t *testing.T) {
+	forEachStore(t, func(t *testing.T, s store) {
+		a, b := s.open(t, "HG"), s.open(t, "HG") // two gateways on one store
+		res := mustEnqueue(t, a, entry("r", "evt_1", `{"a":1}`), spool.Accepted)
+		if res.ID == 0 {
+			t.Fatal("accepted without an id")
+		}
+		for _, tc := range []struct {
+			on   *Backend
+			body string
+			want spool.Status
+		}{
+			{a, `{"a":1}`, spool.Duplicate},
+			{b, `{"a":1}`, spool.Duplicate},
+			{a, `{"a":2}`, spool.Conflict},
+			{b, `{"a":2}`, spool.Conflict},
+		} {
+			got := mustEnqueue(t, tc.on, entry("r", "evt_1", tc.body), tc.want)
+			if got.ID != res.ID {
+				t.Fatalf("%v answered with item %d, want %d", tc.want, got.ID, res.ID)
+			}
+			if st, err := tc.on.Seen(ctxT(t), "r", "evt_1", []byte(tc.body)); err != nil || st != tc.want {
+				t.Fatalf("Seen = %v, %v; want %v", st, err, tc.want)
+			}
+		}
+		ch := make(chan delivery, 10)
+		defer a.RegisterRoute("r", spool.Route{Deliverer: newRecorder("a", ch, nil)})()
+		defer b.RegisterRoute("r", spool.Route{Deliverer: newRecorder("b", ch, nil)})()
+		if d := next(t, ch); d.eventID != "evt_1" || d.attempt != 1 {
+			t.Fatalf("delivery %+v", d)
+		}
+		// Delivered: a second event on the route comes next, not the first again.
+		mustEnqueue(t, b, entry("r", "evt_2", `{}`), spool.Accepted)
+		if d := next(t, ch); d.eventID != "evt_2" {
+			t.Fatalf("delivery %+v, want evt_2 (evt_1 delivered twice?)", d)
+		}
+		// The marker outlives the delivery: still a duplicate.
+		mustEnqueue(t, b, entry("r", "evt_1", `{"a":1}`), spool.Duplicate)
+		// The recorder reports an attempt before its outcome is recorded.
+		testwait.Until(t, wait, func() (bool, string) {
+			st, err := a.Lookup(ctxT(t), "r", "evt_1")
+			ok := err == nil && st.State == spool.StateDelivered && st.ID == res.ID && len(st.Attempts) == 1 && st.Attempts[0].StatusCode == 200
+			return ok, fmt.Sprintf("Lookup = %+v, %v", st, err)
+		})
+	})
+}

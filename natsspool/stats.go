@@ -1,0 +1,201 @@
+package natsspool
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hookgate/hookgate/spool"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+)
+
+// recordBytes is what one marker or record is counted as against
+// MaxRecordBytes: an estimate of its memory per replica (the subject's entry
+// in the server's subject index and the TTL wheel; proposal §2.4).
+const recordBytes = 150
+
+// cacheAge is how long Stats, Usage and Records answer from a snapshot.
+const cacheAge = time.Second
+
+// snapshot is the cluster-wide state read from the servers.
+type snapshot struct {
+	at      time.Time
+	items   int64 // payloads in the queue (any route) and dead letters
+	bytes   int64 // bytes of the queue stream and the dead letters (records included)
+	records int64 // markers and records
+	routes  []spool.RouteStats
+}
+
+// statsCache holds the last snapshot, plus what this instance added since.
+type statsCache struct {
+	mu      sync.Mutex
+	snap    snapshot
+	extra   snapshot // local additions since snap
+	refresh sync.Mutex
+}
+
+func (c *statsCache) invalidate() {
+	c.mu.Lock()
+	c.snap.at = time.Time{}
+	c.mu.Unlock()
+}
+
+func (c *statsCache) added(items, bytes int64) {
+	c.mu.Lock()
+	c.extra.items += items
+	c.extra.bytes += bytes
+	c.mu.Unlock()
+}
+
+func (c *statsCache) addedRecords(n int64) {
+	c.mu.Lock()
+	c.extra.records += n
+	c.mu.Unlock()
+}
+
+// peek is the snapshot plus the local additions, without refreshing.
+func (c *statsCache) peek() snapshot {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s := c.snap
+	s.items += c.extra.items
+	s.bytes += c.extra.bytes
+	s.records += c.extra.records
+	return s
+}
+
+// usage refreshes a stale snapshot (one caller at a time; the others wait
+// for it) and returns it.
+func (c *statsCache) usage(b *Backend) snapshot {
+	c.mu.Lock()
+	fresh := time.Since(c.snap.at) < cacheAge
+	c.mu.Unlock()
+	if fresh {
+		return c.peek()
+	}
+	c.refresh.Lock()
+	defer c.refresh.Unlock()
+	c.mu.Lock()
+	fresh = time.Since(c.snap.at) < cacheAge
+	c.mu.Unlock()
+	if !fresh {
+		ctx, cancel := b.ctx(context.Background())
+		s, err := b.read(ctx)
+		cancel()
+		if err != nil {
+			b.log.Warn("natsspool: stats not read; answering from the last ones", zap.Error(err))
+			c.mu.Lock()
+			c.snap.at = time.Now() // the next try after cacheAge
+			c.mu.Unlock()
+		} else {
+			c.mu.Lock()
+			c.snap, c.extra = s, snapshot{}
+			c.mu.Unlock()
+		}
+	}
+	return c.peek()
+}
+
+// read takes a snapshot: the streams' states, each route consumer's
+// counts, the dead letters per route, each route's oldest payload, and the
+// route states.
+func (b *Backend) read(ctx context.Context) (snapshot, error) {
+	s := snapshot{at: time.Now()}
+	qi, err := b.queue.Info(ctx)
+	if err != nil {
+		return s, err
+	}
+	di, err := b.dead.Info(ctx, jetstream.WithSubjectFilter(b.n.deadFilter("", "")))
+	if err != nil {
+		return s, err
+	}
+	byRoute := map[string]*spool.RouteStats{}
+	get := func(route string) *spool.RouteStats {
+		r := byRoute[route]
+		if r == nil {
+			r = &spool.RouteStats{Route: route}
+			byRoute[route] = r
+		}
+		return r
+	}
+	var payloads int64
+	lister := b.queue.ListConsumers(ctx)
+	for ci := range lister.Info() {
+		route, ok := routeOfConsumer(ci.Name)
+		if !ok {
+			continue
+		}
+		r := get(route)
+		r.Queued = int64(ci.NumPending)
+		r.InFlight = b.inFlight(route)
+		r.Scheduled = max(int64(ci.NumAckPending)-r.InFlight, 0)
+		payloads += int64(ci.NumPending) + int64(ci.NumAckPending)
+	}
+	if err := lister.Err(); err != nil && !errors.Is(err, jetstream.ErrEndOfData) {
+		return s, err
+	}
+	for subj, n := range di.State.Subjects {
+		if route, ok := b.n.routeOfDead(subj); ok {
+			get(route).Dead += int64(n)
+		}
+	}
+	for route, st := range b.routes.all() {
+		if st.PausedSinceMs > 0 || st.Disabled != "" {
+			r := get(route)
+			r.Paused, r.Disabled = st.PausedSinceMs > 0, st.Disabled
+		}
+	}
+	for _, route := range b.registered() {
+		get(route)
+	}
+	for _, r := range byRoute {
+		if r.Queued+r.InFlight+r.Scheduled == 0 {
+			continue
+		}
+		msg, err := b.queue.GetMsg(ctx, 1, jetstream.WithGetMsgSubject(b.n.queue(r.Route)))
+		if err == nil {
+			ms, _ := strconv.ParseInt(msg.Header.Get(hdrReceived), 10, 64)
+			r.Oldest = time.UnixMilli(ms).Truncate(time.Second)
+		}
+	}
+	for _, r := range byRoute {
+		s.routes = append(s.routes, *r)
+	}
+	slices.SortFunc(s.routes, func(a, b spool.RouteStats) int { return strings.Compare(a.Route, b.Route) })
+	s.items = payloads + int64(di.State.Msgs)
+	s.bytes = int64(qi.State.Bytes) + int64(di.State.Bytes)
+	s.records = max(int64(qi.State.Msgs)-payloads, 0)
+	return s, nil
+}
+
+// Stats returns every route that has items, is paused or disabled, or is
+// registered here, sorted by name, from a snapshot at most a second old.
+// Queued, Scheduled and Dead are cluster-wide; InFlight counts this
+// instance's deliveries only, and Bytes is not known per route (0).
+func (b *Backend) Stats() []spool.RouteStats {
+	return slices.Clone(b.cache.usage(b).routes)
+}
+
+// Usage returns the stored items (payloads and dead letters) and bytes
+// (the queue stream, records included, and the dead letters), from a
+// snapshot at most a second old.
+func (b *Backend) Usage() (items, bytes int64) {
+	s := b.cache.usage(b)
+	return s.items, s.bytes
+}
+
+// Records counts markers and records together as dedupe records, each at
+// recordBytes; attempt records are not counted apart.
+func (b *Backend) Records() spool.RecordUsage {
+	s := b.cache.usage(b)
+	return spool.RecordUsage{
+		Dedupe:                spool.RecordCount{Count: s.records, Bytes: s.records * recordBytes},
+		MaxBytes:              b.limits.Load().MaxRecordBytes,
+		AttemptRecordsDropped: b.attemptRecordsDropped.Load(),
+	}
+}
