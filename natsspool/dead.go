@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/hookgate/hookgate/spool"
@@ -84,7 +85,9 @@ func (b *Backend) kill(ctx context.Context, msg jetstream.Msg, it *item, d deadI
 func (b *Backend) finishKill(ctx context.Context, msg jetstream.Msg, it *item, d deadInfo) {
 	c := nats.NewMsg(b.n.dead(it.route, d.reason))
 	for k, v := range it.raw {
-		c.Header[k] = v
+		if strings.HasPrefix(k, "Hg-") { // not the batch headers the payload was stored with
+			c.Header[k] = v
+		}
 	}
 	d.set(c.Header)
 	c.Header.Set(hdrItem, strconv.FormatUint(it.seq, 10))

@@ -10,6 +10,8 @@ import (
 
 	"github.com/hookgate/hookgate/internal/natstest"
 	"github.com/hookgate/hookgate/spool"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
 )
 
 // wait bounds every wait of the tests on an event.
@@ -53,7 +55,9 @@ func (s store) options(prefix string) Options {
 
 func (s store) open(t *testing.T, prefix string) *Backend {
 	t.Helper()
-	return openWith(t, s.options(prefix))
+	o := s.options(prefix)
+	o.Logger = zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
+	return openWith(t, o)
 }
 
 func openWith(t *testing.T, o Options) *Backend {

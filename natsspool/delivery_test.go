@@ -1,0 +1,247 @@
+package natsspool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hookgate/hookgate/internal/testwait"
+	"github.com/hookgate/hookgate/spool"
+)
+
+// idle waits until no instance has anything of route queued, in flight or
+// scheduled.
+func idle(t *testing.T, route string, bs ...*Backend) {
+	t.Helper()
+	testwait.Until(t, wait, func() (bool, string) {
+		for _, b := range bs {
+			b.cache.invalidate()
+			for _, r := range b.Stats() {
+				if r.Route == route && r.Queued+r.InFlight+r.Scheduled > 0 {
+					return false, fmt.Sprintf("%+v", r)
+				}
+			}
+		}
+		return true, ""
+	})
+}
+
+func TestSameEventOnTwoInstancesAcceptedAndDeliveredOnce(t *testing.T) {
+	forEachStore(t, func(t *testing.T, s store) {
+		a, b := s.open(t, "HG"), s.open(t, "HG")
+		var results sync.Map
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		for i := range 32 {
+			wg.Go(func() {
+				on := []*Backend{a, b}[i%2]
+				<-start
+				res, err := on.Enqueue(context.Background(), entry("r", "evt_same", `{"x":1}`))
+				if err != nil {
+					t.Errorf("enqueue %d: %v", i, err)
+					return
+				}
+				results.Store(i, res)
+			})
+		}
+		close(start)
+		wg.Wait()
+		accepted := 0
+		var id uint64
+		results.Range(func(_, v any) bool {
+			res := v.(spool.Result)
+			switch res.Status {
+			case spool.Accepted:
+				accepted++
+			case spool.Duplicate:
+			default:
+				t.Errorf("status %v", res.Status)
+			}
+			if id != 0 && res.ID != id {
+				t.Errorf("item %d and %d for one event", id, res.ID)
+			}
+			id = res.ID
+			return true
+		})
+		if accepted != 1 {
+			t.Fatalf("%d accepted, want 1", accepted)
+		}
+		var c counter
+		ch := make(chan delivery, 64)
+		for _, x := range []*Backend{a, b} {
+			defer x.RegisterRoute("r", spool.Route{Deliverer: newRecorder("", ch, func(d *spool.Delivery) spool.Outcome {
+				c.add(d.EventID)
+				return spool.Outcome{StatusCode: http.StatusOK}
+			})})()
+		}
+		next(t, ch)
+		idle(t, "r", a, b)
+		if n := c.get("evt_same"); n != 1 {
+			t.Fatalf("delivered %d times", n)
+		}
+	})
+}
+
+func TestRetriesByPolicyThenDeadLetterReplayAndDelete(t *testing.T) {
+	forEachStore(t, func(t *testing.T, s store) {
+		a, b := s.open(t, "HG"), s.open(t, "HG")
+		var up atomic.Bool
+		ch := make(chan delivery, 16)
+		policy := spool.Policy{MaxAttempts: 3, BackoffMin: 10 * time.Millisecond, BackoffMax: 10 * time.Millisecond}
+		defer a.RegisterRoute("r", spool.Route{Policy: policy, Deliverer: newRecorder("a", ch, func(d *spool.Delivery) spool.Outcome {
+			switch {
+			case d.EventID == "evt_bad":
+				return spool.Outcome{StatusCode: http.StatusBadRequest}
+			case up.Load():
+				return spool.Outcome{StatusCode: http.StatusOK}
+			}
+			return spool.Outcome{StatusCode: http.StatusServiceUnavailable}
+		})})()
+		mustEnqueue(t, a, entry("r", "evt_1", `{}`), spool.Accepted)
+		for want := 1; want <= 3; want++ {
+			if d := next(t, ch); d.eventID != "evt_1" || d.attempt != want {
+				t.Fatalf("delivery %+v, want attempt %d", d, want)
+			}
+		}
+		var dl []spool.DeadLetter
+		testwait.Until(t, wait, func() (bool, string) {
+			var err error
+			dl, _, err = b.ListDead(ctxT(t), spool.DeadFilter{Route: "r"}, 0, 10) // the other instance sees it
+			return err == nil && len(dl) == 1, fmt.Sprintf("%+v, %v", dl, err)
+		})
+		if d := dl[0]; d.EventID != "evt_1" || d.Reason != spool.ReasonMaxAttempts || d.Attempts != 3 || d.LastStatus != 503 {
+			t.Fatalf("dead letter %+v", d)
+		}
+		st, err := b.Lookup(ctxT(t), "r", "evt_1")
+		if err != nil || st.State != spool.StateDead || st.Dead == nil || st.Dead.ID != dl[0].ID || len(st.Attempts) != 3 {
+			t.Fatalf("Lookup = %+v, %v", st, err)
+		}
+		up.Store(true)
+		for range 2 { // a second replay of the same dead letter does nothing
+			n, err := b.Replay(ctxT(t), dl[0].ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n != 1 && n != 0 {
+				t.Fatalf("replayed %d", n)
+			}
+		}
+		if d := next(t, ch); d.eventID != "evt_1" || d.attempt != 4 {
+			t.Fatalf("after replay: %+v, want attempt 4", d)
+		}
+		testwait.Until(t, wait, func() (bool, string) {
+			st, err := a.Lookup(ctxT(t), "r", "evt_1")
+			return err == nil && st.State == spool.StateDelivered && len(st.Attempts) == 4, fmt.Sprintf("%+v, %v", st, err)
+		})
+		// A rejection is a dead letter at once; deleted, Lookup says so.
+		mustEnqueue(t, b, entry("r", "evt_bad", `{}`), spool.Accepted)
+		if d := next(t, ch); d.eventID != "evt_bad" || d.attempt != 1 {
+			t.Fatalf("delivery %+v", d)
+		}
+		testwait.Until(t, wait, func() (bool, string) {
+			dl, _, err = a.ListDead(ctxT(t), spool.DeadFilter{Reason: spool.ReasonRejected}, 0, 10)
+			return err == nil && len(dl) == 1, fmt.Sprintf("%+v, %v", dl, err)
+		})
+		if n, err := b.DeleteDead(ctxT(t), dl[0].ID); n != 1 || err != nil {
+			t.Fatalf("DeleteDead = %d, %v", n, err)
+		}
+		if n, err := a.Replay(ctxT(t), dl[0].ID); n != 0 || err != nil {
+			t.Fatalf("Replay of a deleted dead letter = %d, %v", n, err)
+		}
+		if st, err := a.Lookup(ctxT(t), "r", "evt_bad"); err != nil || st.State != spool.StateDeleted {
+			t.Fatalf("Lookup = %+v, %v", st, err)
+		}
+		idle(t, "r", a)
+		select {
+		case d := <-ch:
+			t.Fatalf("an extra delivery: %+v", d)
+		default:
+		}
+	})
+}
+
+func TestPauseOnOneInstanceHoldsTheOther(t *testing.T) {
+	forEachStore(t, func(t *testing.T, s store) {
+		a, b := s.open(t, "HG"), s.open(t, "HG")
+		ch := make(chan delivery, 16)
+		defer b.RegisterRoute("r", spool.Route{Deliverer: newRecorder("b", ch, nil)})()
+		if err := a.Pause(ctxT(t), "r"); err != nil {
+			t.Fatal(err)
+		}
+		for _, id := range ids(3, "evt") {
+			mustEnqueue(t, a, entry("r", id, `{}`), spool.Accepted)
+		}
+		// b's view: paused, all three still queued, so none was handed out.
+		testwait.Until(t, wait, func() (bool, string) {
+			b.cache.invalidate()
+			for _, r := range b.Stats() {
+				if r.Route == "r" {
+					return r.Paused && r.Queued == 3, fmt.Sprintf("%+v", r)
+				}
+			}
+			return false, "no stats for r"
+		})
+		select {
+		case d := <-ch:
+			t.Fatalf("delivered while paused: %+v", d)
+		default:
+		}
+		if err := a.Resume(ctxT(t), "r"); err != nil {
+			t.Fatal(err)
+		}
+		for range 3 {
+			next(t, ch)
+		}
+	})
+}
+
+func TestAbruptlyClosedInstanceLeaseGoesToTheOther(t *testing.T) {
+	forEachStore(t, func(t *testing.T, s store) {
+		a, b := s.open(t, "HG"), s.open(t, "HG")
+		started := make(chan struct{}, 1)
+		route := spool.Route{Timeout: 2 * time.Second, Deliverer: spool.DelivererFunc(func(ctx context.Context, d *spool.Delivery) spool.Outcome {
+			started <- struct{}{}
+			<-ctx.Done()
+			return spool.Outcome{Err: ctx.Err()}
+		})}
+		defer a.RegisterRoute("r", route)()
+		mustEnqueue(t, a, entry("r", "evt_1", `{}`), spool.Accepted)
+		select {
+		case <-started:
+		case <-time.After(wait):
+			t.Fatal("not delivered")
+		}
+		a.nc.Close() // as kill -9: no ack, no nak
+		ch := make(chan delivery, 4)
+		route.Deliverer = newRecorder("b", ch, nil)
+		defer b.RegisterRoute("r", route)()
+		if d := next(t, ch); d.eventID != "evt_1" || d.attempt != 2 {
+			t.Fatalf("delivery %+v, want attempt 2 on b", d)
+		}
+	})
+}
+
+func TestFullRefusesNewEventsAndAnswersDuplicates(t *testing.T) {
+	forEachStore(t, func(t *testing.T, s store) {
+		o := s.options("HG")
+		o.Limits.MaxItems = 2
+		a := openWith(t, o)
+		mustEnqueue(t, a, entry("r", "evt_1", `{}`), spool.Accepted)
+		mustEnqueue(t, a, entry("r", "evt_2", `{}`), spool.Accepted)
+		_, err := a.Enqueue(ctxT(t), entry("r", "evt_3", `{}`))
+		var full *spool.FullError
+		if !errors.As(err, &full) || full.Limit != "max_items" || !errors.Is(err, spool.ErrFull) {
+			t.Fatalf("a third item: %v, want FullError{max_items}", err)
+		}
+		mustEnqueue(t, a, entry("r", "evt_1", `{}`), spool.Duplicate)
+		mustEnqueue(t, a, entry("r", "evt_2", `{"other":1}`), spool.Conflict)
+		if st, err := a.Seen(ctxT(t), "r", "evt_3", []byte(`{}`)); err != nil || st != spool.Accepted {
+			t.Fatalf("the refused event was stored: Seen = %v, %v", st, err)
+		}
+	})
+}
