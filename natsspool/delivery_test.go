@@ -245,3 +245,89 @@ func TestFullRefusesNewEventsAndAnswersDuplicates(t *testing.T) {
 		}
 	})
 }
+
+func TestGoneDisablesTheRouteOnEveryInstanceUntilEnabled(t *testing.T) {
+	forEachStore(t, func(t *testing.T, s store) {
+		a, b := s.open(t, "HG"), s.open(t, "HG")
+		var gone atomic.Bool
+		gone.Store(true)
+		ch := make(chan delivery, 16)
+		defer a.RegisterRoute("r", spool.Route{Deliverer: newRecorder("a", ch, func(d *spool.Delivery) spool.Outcome {
+			if gone.Load() {
+				return spool.Outcome{StatusCode: http.StatusGone, DeadReason: "gone", DisableRoute: true}
+			}
+			return spool.Outcome{StatusCode: http.StatusOK}
+		})})()
+		mustEnqueue(t, b, entry("r", "evt_1", `{}`), spool.Accepted)
+		if d := next(t, ch); d.eventID != "evt_1" {
+			t.Fatalf("delivery %+v", d)
+		}
+		testwait.Until(t, wait, func() (bool, string) {
+			b.cache.invalidate()
+			for _, r := range b.Stats() {
+				if r.Route == "r" {
+					return r.Disabled == "gone" && r.Dead == 1, fmt.Sprintf("%+v", r)
+				}
+			}
+			return false, "no stats for r"
+		})
+		// A disabled route's new items become dead letters without an attempt.
+		mustEnqueue(t, b, entry("r", "evt_2", `{}`), spool.Accepted)
+		testwait.Until(t, wait, func() (bool, string) {
+			st, err := b.Lookup(ctxT(t), "r", "evt_2")
+			return err == nil && st.State == spool.StateDead && st.Dead.Reason == "gone" && len(st.Attempts) == 0, fmt.Sprintf("%+v, %v", st, err)
+		})
+		gone.Store(false)
+		if err := b.Enable(ctxT(t), "r"); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := b.ReplayMatching(ctxT(t), spool.DeadFilter{Route: "r", Reason: "gone"}); n != 2 || err != nil {
+			t.Fatalf("ReplayMatching = %d, %v", n, err)
+		}
+		got := map[string]bool{}
+		for range 2 {
+			got[next(t, ch).eventID] = true
+		}
+		if !got["evt_1"] || !got["evt_2"] {
+			t.Fatalf("after replay: %v", got)
+		}
+	})
+}
+
+func TestCloseReleasesWhatItCancels(t *testing.T) {
+	forEachStore(t, func(t *testing.T, s store) {
+		o := s.options("HG")
+		o.CloseTimeout = 100 * time.Millisecond
+		var outcomes sync.Map
+		o.Observe = func(route string, a spool.Attempt, outcome string) { outcomes.Store(a.Number, outcome) }
+		a, b := openWith(t, o), s.open(t, "HG")
+		started := make(chan struct{}, 1)
+		defer a.RegisterRoute("r", spool.Route{Deliverer: spool.DelivererFunc(func(ctx context.Context, d *spool.Delivery) spool.Outcome {
+			started <- struct{}{}
+			<-ctx.Done() // only Close ends it: the route's timeout is 30s
+			return spool.Outcome{Err: ctx.Err()}
+		})})()
+		mustEnqueue(t, a, entry("r", "evt_1", `{}`), spool.Accepted)
+		select {
+		case <-started:
+		case <-time.After(wait):
+			t.Fatal("not delivered")
+		}
+		if err := a.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := outcomes.Load(1); got != "released" {
+			t.Fatalf("outcome of the cancelled attempt: %v", got)
+		}
+		if _, err := a.Enqueue(ctxT(t), entry("r", "evt_2", `{}`)); !errors.Is(err, spool.ErrClosed) {
+			t.Fatalf("enqueue after Close: %v", err)
+		}
+		// Released with a nak: b has it, as its second delivery (NATS counts
+		// the released one).
+		ch := make(chan delivery, 1)
+		defer b.RegisterRoute("r", spool.Route{Deliverer: newRecorder("b", ch, nil)})()
+		if d := next(t, ch); d.eventID != "evt_1" || d.attempt != 2 {
+			t.Fatalf("delivery %+v", d)
+		}
+	})
+}

@@ -55,3 +55,44 @@ func TestAcceptedOnceDeliveredOnce(t *testing.T) {
 		})
 	})
 }
+
+func TestEnqueueAllStandsOrFallsTogether(t *testing.T) {
+	forEachStore(t, func(t *testing.T, s store) {
+		a, b := s.open(t, "HG"), s.open(t, "HG")
+		pub := entry("publish", "evt_1", `{"p":1}`)
+		pub.DedupeOnly = true
+		batch := []spool.Entry{pub, entry("subscriber/x", "evt_1", `{"p":1}`), entry("subscriber/y", "evt_1", `{"p":1}`)}
+		res, err := a.EnqueueAll(ctxT(t), batch)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res[0].Status != spool.Accepted || res[1].Status != spool.Accepted || res[2].Status != spool.Accepted ||
+			res[1].ID == 0 || res[2].ID == 0 || res[1].ID == res[2].ID {
+			t.Fatalf("results %+v", res)
+		}
+		again, err := b.EnqueueAll(ctxT(t), batch)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range again {
+			if again[i].Status != spool.Duplicate || again[i].ID != res[i].ID {
+				t.Fatalf("again: %+v, first %+v", again, res)
+			}
+		}
+		// One entry conflicts: the new ones are not stored.
+		mixed := []spool.Entry{entry("subscriber/z", "evt_2", `{}`), entry("subscriber/x", "evt_1", `{"p":2}`)}
+		got, err := b.EnqueueAll(ctxT(t), mixed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got[0].Status != spool.Aborted || got[1].Status != spool.Conflict {
+			t.Fatalf("mixed: %+v", got)
+		}
+		if st, err := a.Seen(ctxT(t), "subscriber/z", "evt_2", []byte(`{}`)); err != nil || st != spool.Accepted {
+			t.Fatalf("an aborted entry was stored: %v, %v", st, err)
+		}
+		if st, err := a.Lookup(ctxT(t), "publish", "evt_1"); err != nil || st.ID != 0 {
+			t.Fatalf("Lookup of a remembered id = %+v, %v", st, err)
+		}
+	})
+}
