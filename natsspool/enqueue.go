@@ -405,7 +405,7 @@ func (b *Backend) CanRemember() error {
 // entries get, nil if they fit.
 func (b *Backend) softFull(ps []prepared) error {
 	l := b.limits.Load()
-	u := b.cache.usage(b)
+	u := b.cache.usageNoWait(b)
 	var items, bytes, records int64
 	for _, p := range ps {
 		records++

@@ -2,7 +2,10 @@ package natsspool
 
 import (
 	"fmt"
+	"sync"
 	"testing"
+
+	"github.com/hookgate/hookgate/internal/natstest"
 
 	"github.com/hookgate/hookgate/internal/testwait"
 
@@ -95,4 +98,25 @@ func TestEnqueueAllStandsOrFallsTogether(t *testing.T) {
 			t.Fatalf("Lookup of a remembered id = %+v, %v", st, err)
 		}
 	})
+}
+
+// TestTooManyOpenBatchesAreRetried: with one open batch allowed per stream,
+// concurrent enqueues are refused batches and retry until accepted. The
+// refusal (10210) answers a batch's first message, which is sent without a
+// reply subject, so the client sees it as an incomplete batch (10176) at the
+// commit.
+func TestTooManyOpenBatchesAreRetried(t *testing.T) {
+	n := natstest.StartNode(t, natstest.WithAtomicBatchesPerStream(1))
+	s := store{name: "single", servers: []string{n.URL()}, monitors: []string{n.MonitorURL()}, replicas: 1}
+	a := s.open(t, "HG")
+	var wg sync.WaitGroup
+	for i, id := range ids(32, "evt") {
+		wg.Go(func() {
+			res, err := a.Enqueue(ctxT(t), entry(fmt.Sprintf("r%d", i%4), id, `{}`))
+			if err != nil || res.Status != spool.Accepted {
+				t.Errorf("%s: %v, %v", id, res.Status, err)
+			}
+		})
+	}
+	wg.Wait()
 }

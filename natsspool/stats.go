@@ -72,13 +72,27 @@ func (c *statsCache) peek() snapshot {
 // usage refreshes a stale snapshot (one caller at a time; the others wait
 // for it) and returns it.
 func (c *statsCache) usage(b *Backend) snapshot {
+	return c.get(b, true)
+}
+
+// usageNoWait is usage for enqueues: while another caller refreshes the
+// snapshot it answers from the stale one rather than wait for the servers.
+func (c *statsCache) usageNoWait(b *Backend) snapshot {
+	return c.get(b, false)
+}
+
+func (c *statsCache) get(b *Backend, wait bool) snapshot {
 	c.mu.Lock()
 	fresh := time.Since(c.snap.at) < cacheAge
 	c.mu.Unlock()
 	if fresh {
 		return c.peek()
 	}
-	c.refresh.Lock()
+	if wait {
+		c.refresh.Lock()
+	} else if !c.refresh.TryLock() {
+		return c.peek()
+	}
 	defer c.refresh.Unlock()
 	c.mu.Lock()
 	fresh = time.Since(c.snap.at) < cacheAge

@@ -57,6 +57,12 @@ type Option func(*server.Options)
 // an acknowledged write through a power cut.
 func WithoutSyncAlways() Option { return func(o *server.Options) { o.SyncAlways = false } }
 
+// WithAtomicBatchesPerStream sets how many atomic batches may be open on one
+// stream at once (the server's default is 50).
+func WithAtomicBatchesPerStream(n int) Option {
+	return func(o *server.Options) { o.JetStreamLimits.MaxBatchInflightPerStream = n }
+}
+
 // StartNode starts one node, without a cluster, and shuts it down when the
 // test ends.
 func StartNode(t testing.TB, opts ...Option) *Node {
