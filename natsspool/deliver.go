@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"slices"
 	"strconv"
@@ -191,6 +192,25 @@ func (b *Backend) ensureConsumer(ctx context.Context, route string, ackWait time
 	case ackWait != 0 && c.CachedInfo().Config.AckWait != ackWait:
 		_, err = b.js.UpdateConsumer(cctx, b.n.stream(), b.consumerConfig(route, ackWait))
 		return err
+	}
+	return nil
+}
+
+// ensureConsumers makes sure, once per instance, that the routes of entries
+// with items have consumers: the stats count a route's items from its
+// consumer, also before any instance registers the route.
+func (b *Backend) ensureConsumers(ctx context.Context, ps []prepared) error {
+	for _, p := range ps {
+		if p.e.DedupeOnly {
+			continue
+		}
+		if _, ok := b.ensured.Load(p.e.Route); ok {
+			continue
+		}
+		if err := b.ensureConsumer(ctx, p.e.Route, 0); err != nil {
+			return fmt.Errorf("natsspool: consumer of route %s: %w", p.e.Route, err)
+		}
+		b.ensured.Store(p.e.Route, struct{}{})
 	}
 	return nil
 }

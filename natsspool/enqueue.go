@@ -190,6 +190,9 @@ func (b *Backend) EnqueueAll(ctx context.Context, entries []spool.Entry) ([]spoo
 	}
 	ctx, cancel := context.WithTimeout(ctx, 3*b.opts.RequestTimeout)
 	defer cancel()
+	if err := b.ensureConsumers(ctx, ps); err != nil {
+		return nil, err
+	}
 	results := make([]spool.Result, len(ps))
 	full := b.softFull(ps)
 	read := full != nil

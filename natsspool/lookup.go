@@ -12,8 +12,9 @@ import (
 )
 
 // Lookup finds where a route's event stands, from its records, while its
-// marker lasts: its current run's item (a replay starts a new one), its
-// attempts over every run, and its state.
+// marker lasts: its current run's item (a replay starts a new one; a dead
+// or deleted item is named by its dead letter's id), its attempts over
+// every run, and its state.
 func (b *Backend) Lookup(ctx context.Context, route, eventID string) (spool.ItemStatus, error) {
 	recs, err := b.records(ctx, b.n.ids(route, eventID))
 	if err != nil {
@@ -50,6 +51,9 @@ func (b *Backend) Lookup(ctx context.Context, route, eventID string) (spool.Item
 	}
 	cctx, cancel := b.ctx(ctx)
 	defer cancel()
+	if deadSeq != 0 {
+		out.ID = deadSeq // a dead letter is named by its id in the dead letters, which DeleteDead and Replay take
+	}
 	switch {
 	case deleted:
 		out.State = spool.StateDeleted

@@ -133,6 +133,7 @@ type Backend struct {
 	limits atomic.Pointer[spool.Limits]
 
 	routes   *routeStates // the KV bucket's route states, kept current by a watcher
+	ensured  sync.Map     // route names whose consumer this instance made sure of
 	cache    statsCache
 	workers  *gate // deliveries in flight over all routes
 	loopsMu  sync.Mutex

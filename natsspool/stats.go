@@ -24,11 +24,12 @@ const cacheAge = time.Second
 
 // snapshot is the cluster-wide state read from the servers.
 type snapshot struct {
-	at      time.Time
-	items   int64 // payloads in the queue (any route) and dead letters
-	bytes   int64 // bytes of the queue stream and the dead letters (records included)
-	records int64 // markers and records
-	routes  []spool.RouteStats
+	at       time.Time
+	items    int64 // payloads in the queue (any route) and dead letters
+	bytes    int64 // their bodies' bytes (estimated, see read)
+	records  int64 // events' markers: one per event id within its window
+	attempts int64 // the other records on events' subjects: attempts, dead and replay records
+	routes   []spool.RouteStats
 }
 
 // statsCache holds the last snapshot, plus what this instance added since.
@@ -117,7 +118,12 @@ func (c *statsCache) get(b *Backend, wait bool) snapshot {
 
 // read takes a snapshot: the streams' states, each route consumer's
 // counts, the dead letters per route, each route's oldest payload, and the
-// route states.
+// route states. JetStream counts bytes per stream, not per subject, so a
+// route's Bytes is estimated as its pending items times the body size of
+// its oldest payload plus its dead letters times that of its oldest dead
+// letter. Each event's records share one subject, and each route's payloads
+// another, so the stream's subject count less the routes with payloads is
+// the number of events remembered.
 func (b *Backend) read(ctx context.Context) (snapshot, error) {
 	s := snapshot{at: time.Now()}
 	qi, err := b.queue.Info(ctx)
@@ -137,7 +143,7 @@ func (b *Backend) read(ctx context.Context) (snapshot, error) {
 		}
 		return r
 	}
-	var payloads int64
+	var payloads, queues int64
 	lister := b.queue.ListConsumers(ctx)
 	for ci := range lister.Info() {
 		route, ok := routeOfConsumer(ci.Name)
@@ -148,7 +154,10 @@ func (b *Backend) read(ctx context.Context) (snapshot, error) {
 		r.Queued = int64(ci.NumPending)
 		r.InFlight = b.inFlight(route)
 		r.Scheduled = max(int64(ci.NumAckPending)-r.InFlight, 0)
-		payloads += int64(ci.NumPending) + int64(ci.NumAckPending)
+		if n := int64(ci.NumPending) + int64(ci.NumAckPending); n > 0 {
+			payloads += n
+			queues++
+		}
 	}
 	if err := lister.Err(); err != nil && !errors.Is(err, jetstream.ErrEndOfData) {
 		return s, err
@@ -168,22 +177,29 @@ func (b *Backend) read(ctx context.Context) (snapshot, error) {
 		get(route)
 	}
 	for _, r := range byRoute {
-		if r.Queued+r.InFlight+r.Scheduled == 0 {
-			continue
+		if pending := r.Queued + r.InFlight + r.Scheduled; pending > 0 {
+			msg, err := b.queue.GetMsg(ctx, 1, jetstream.WithGetMsgSubject(b.n.queue(r.Route)))
+			if err == nil {
+				ms, _ := strconv.ParseInt(msg.Header.Get(hdrReceived), 10, 64)
+				r.Oldest = time.UnixMilli(ms).Truncate(time.Second)
+				r.Bytes += pending * int64(len(msg.Data))
+			}
 		}
-		msg, err := b.queue.GetMsg(ctx, 1, jetstream.WithGetMsgSubject(b.n.queue(r.Route)))
-		if err == nil {
-			ms, _ := strconv.ParseInt(msg.Header.Get(hdrReceived), 10, 64)
-			r.Oldest = time.UnixMilli(ms).Truncate(time.Second)
+		if r.Dead > 0 {
+			msg, err := b.dead.GetMsg(ctx, 1, jetstream.WithGetMsgSubject(b.n.deadFilter(r.Route, "")))
+			if err == nil {
+				r.Bytes += r.Dead * int64(len(msg.Data))
+			}
 		}
+		s.bytes += r.Bytes
 	}
 	for _, r := range byRoute {
 		s.routes = append(s.routes, *r)
 	}
 	slices.SortFunc(s.routes, func(a, b spool.RouteStats) int { return strings.Compare(a.Route, b.Route) })
 	s.items = payloads + int64(di.State.Msgs)
-	s.bytes = int64(qi.State.Bytes) + int64(di.State.Bytes)
-	s.records = max(int64(qi.State.Msgs)-payloads, 0)
+	s.records = max(int64(qi.State.NumSubjects)-queues, 0)
+	s.attempts = max(int64(qi.State.Msgs)-payloads-s.records, 0)
 	return s, nil
 }
 
@@ -195,20 +211,20 @@ func (b *Backend) Stats() []spool.RouteStats {
 	return slices.Clone(b.cache.usage(b).routes)
 }
 
-// Usage returns the stored items (payloads and dead letters) and bytes
-// (the queue stream, records included, and the dead letters), from a
-// snapshot at most a second old.
+// Usage returns the stored items (payloads and dead letters) and their
+// bodies' bytes (estimated, see read), from a snapshot at most a second old.
 func (b *Backend) Usage() (items, bytes int64) {
 	s := b.cache.usage(b)
 	return s.items, s.bytes
 }
 
-// Records counts markers and records together as dedupe records, each at
-// recordBytes; attempt records are not counted apart.
+// Records counts the events' markers as dedupe records and their other
+// records as attempt records, each at recordBytes.
 func (b *Backend) Records() spool.RecordUsage {
 	s := b.cache.usage(b)
 	return spool.RecordUsage{
 		Dedupe:                spool.RecordCount{Count: s.records, Bytes: s.records * recordBytes},
+		Attempts:              spool.RecordCount{Count: s.attempts, Bytes: s.attempts * recordBytes},
 		MaxBytes:              b.limits.Load().MaxRecordBytes,
 		AttemptRecordsDropped: b.attemptRecordsDropped.Load(),
 	}
