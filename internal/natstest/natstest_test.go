@@ -27,11 +27,11 @@ func publish(t *testing.T, url string, replicas int, body string) uint64 {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: "T", Subjects: []string{"t"}, Replicas: replicas}); err != nil {
-		t.Fatal(err)
+		t.Fatalf("stream: %v", err)
 	}
 	ack, err := js.Publish(ctx, "t", []byte(body))
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("publish: %v", err)
 	}
 	return ack.Sequence
 }
@@ -68,6 +68,9 @@ func TestClusterSurvivesANodeRestart(t *testing.T) {
 		t.Fatalf("first sequence %d", got)
 	}
 	c.Nodes[1].Stop()
+	began := time.Now()
+	c.WaitReady(t) // a new meta leader, if the stopped node was it
+	t.Logf("ready again after %v", time.Since(began))
 	if got := publish(t, c.Nodes[2].URL(), 3, "b"); got != 2 {
 		t.Fatalf("with a node down: sequence %d", got)
 	}
