@@ -187,11 +187,13 @@ func (c *Cluster) MonitorURLs() []string {
 }
 
 // WaitReady waits until every running node has JetStream enabled and is
-// current with a meta leader, and every node is routed to the others.
+// current with a meta leader that has every running node's stats (so that
+// it can place replicas on them), and every node is routed to the others.
 func (c *Cluster) WaitReady(t testing.TB) {
 	t.Helper()
 	testwait.Until(t, startTimeout, func() (bool, string) {
-		running, leader := 0, false
+		running := 0
+		var leader *server.Server
 		for _, n := range c.Nodes {
 			s := n.Server()
 			if s == nil {
@@ -204,14 +206,23 @@ func (c *Cluster) WaitReady(t testing.TB) {
 			if !s.JetStreamIsCurrent() {
 				return false, n.Name() + ": not current with the meta leader"
 			}
-			leader = leader || s.JetStreamIsLeader()
+			if s.JetStreamIsLeader() {
+				leader = s
+			}
 		}
 		for _, n := range c.Nodes {
 			if s := n.Server(); s != nil && s.NumRoutes() < running-1 {
 				return false, fmt.Sprintf("%s: %d routes of %d", n.Name(), s.NumRoutes(), running-1)
 			}
 		}
-		return leader, "no meta leader"
+		if leader == nil {
+			return false, "no meta leader"
+		}
+		// Placement takes the peers the leader has current stats of.
+		if peers := leader.JetStreamClusterPeers(); len(peers) < running {
+			return false, fmt.Sprintf("the meta leader knows %d of %d peers", len(peers), running)
+		}
+		return true, ""
 	})
 }
 
