@@ -83,6 +83,13 @@ func (b *Backend) kill(ctx context.Context, msg jetstream.Msg, it *item, d deadI
 }
 
 func (b *Backend) finishKill(ctx context.Context, msg jetstream.Msg, it *item, d deadInfo) {
+	if it.rl != nil {
+		// From its dead copy on, the item counts as dead, not in flight, so
+		// that stats taken meanwhile do not count it twice.
+		it.rl.settling.Add(1)
+		defer it.rl.settling.Add(-1)
+		it.leave()
+	}
 	c := nats.NewMsg(b.n.dead(it.route, d.reason))
 	for k, v := range it.raw {
 		if strings.HasPrefix(k, "Hg-") { // not the batch headers the payload was stored with

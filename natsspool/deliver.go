@@ -73,7 +73,8 @@ type routeLoop struct {
 	name     string
 	regs     []*spool.Route // stacked registrations; the last is in force
 	slots    *gate
-	inflight atomic.Int64
+	inflight atomic.Int64 // deliveries of this instance, until they are settled or start a kill
+	settling atomic.Int64 // kills between their dead copy and their ack: counted as dead already
 	cancel   context.CancelFunc
 }
 
@@ -141,13 +142,16 @@ func (b *Backend) registered() []string {
 	return out
 }
 
-func (b *Backend) inFlight(route string) int64 {
+// localCounts are, per route, this instance's deliveries in flight and
+// kills settling.
+func (b *Backend) localCounts() map[string][2]int64 {
 	b.loopsMu.Lock()
 	defer b.loopsMu.Unlock()
-	if rl := b.loops[route]; rl != nil {
-		return rl.inflight.Load()
+	out := make(map[string][2]int64, len(b.loops))
+	for name, rl := range b.loops {
+		out[name] = [2]int64{rl.inflight.Load(), rl.settling.Load()}
 	}
-	return 0
+	return out
 }
 
 // consumerConfig is a route's durable pull consumer: its payload subject
@@ -322,6 +326,8 @@ type item struct {
 	ageStartMs  int64
 	attemptBase int
 	pausedBase  int64
+	rl          *routeLoop // the loop delivering it, nil outside a delivery
+	leave       func()     // ends its count as in flight
 }
 
 func (b *Backend) itemOf(seq uint64, h nats.Header, body []byte) item {
@@ -345,8 +351,9 @@ func (it *item) remaining() time.Duration {
 // deliver makes one attempt at a fetched item and settles it: ack, a
 // delayed nak for a retry, or the dead letters.
 func (b *Backend) deliver(rl *routeLoop, msg jetstream.Msg) {
+	leave := sync.OnceFunc(func() { rl.inflight.Add(-1) })
 	defer func() {
-		rl.inflight.Add(-1)
+		leave()
 		rl.slots.give(1)
 		b.workers.give(1)
 		b.inflight.Done()
@@ -358,6 +365,7 @@ func (b *Backend) deliver(rl *routeLoop, msg jetstream.Msg) {
 		return
 	}
 	it := b.itemOf(md.Sequence.Stream, msg.Headers(), msg.Data())
+	it.rl, it.leave = rl, leave
 	attempt := it.attemptBase + int(md.NumDelivered)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*b.opts.RequestTimeout)
 	defer cancel()

@@ -228,7 +228,7 @@ func (b *Backend) queueConfig(l spool.Limits) jetstream.StreamConfig {
 		Replicas:           b.opts.Replicas,
 		Discard:            jetstream.DiscardNew,
 		MaxMsgs:            -1,
-		MaxBytes:           l.MaxBytes + l.MaxRecordBytes,
+		MaxBytes:           -1, // see deadConfig
 		Duplicates:         2 * time.Minute,
 		AllowMsgTTL:        true,
 		AllowAtomicPublish: true,
@@ -241,14 +241,17 @@ const deadDuplicates = time.Hour
 
 func (b *Backend) deadConfig(l spool.Limits) jetstream.StreamConfig {
 	return jetstream.StreamConfig{
-		Name:       b.n.deadStream(),
-		Subjects:   []string{b.n.prefix + ".dead.*.*"},
-		Retention:  jetstream.LimitsPolicy,
-		Storage:    jetstream.FileStorage,
-		Replicas:   b.opts.Replicas,
-		Discard:    jetstream.DiscardNew,
-		MaxMsgs:    l.MaxItems,
-		MaxBytes:   l.MaxBytes,
+		Name:      b.n.deadStream(),
+		Subjects:  []string{b.n.prefix + ".dead.*.*"},
+		Retention: jetstream.LimitsPolicy,
+		Storage:   jetstream.FileStorage,
+		Replicas:  b.opts.Replicas,
+		Discard:   jetstream.DiscardNew,
+		MaxMsgs:   l.MaxItems,
+		// A stream's MaxBytes is reserved on the servers' max_file_store
+		// whether used or not, so the byte bounds are Hookgate's own checks
+		// (softFull), and a server out of storage refuses with 10047.
+		MaxBytes:   -1,
 		MaxAge:     l.DeadRetention,
 		Duplicates: deadDuplicates,
 	}

@@ -144,6 +144,9 @@ func (b *Backend) read(ctx context.Context) (snapshot, error) {
 		return r
 	}
 	var payloads, queues int64
+	// Read after the dead letters and before the consumers: a kill counts
+	// as settling from before its dead copy is stored until after its ack.
+	local := b.localCounts()
 	lister := b.queue.ListConsumers(ctx)
 	for ci := range lister.Info() {
 		route, ok := routeOfConsumer(ci.Name)
@@ -152,8 +155,8 @@ func (b *Backend) read(ctx context.Context) (snapshot, error) {
 		}
 		r := get(route)
 		r.Queued = int64(ci.NumPending)
-		r.InFlight = b.inFlight(route)
-		r.Scheduled = max(int64(ci.NumAckPending)-r.InFlight, 0)
+		r.InFlight = local[route][0]
+		r.Scheduled = max(int64(ci.NumAckPending)-r.InFlight-local[route][1], 0)
 		if n := int64(ci.NumPending) + int64(ci.NumAckPending); n > 0 {
 			payloads += n
 			queues++
