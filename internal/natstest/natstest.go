@@ -6,6 +6,7 @@ package natstest
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"strings"
 	"sync"
@@ -67,30 +68,58 @@ func WithAtomicBatchesPerStream(n int) Option {
 // test ends.
 func StartNode(t testing.TB, opts ...Option) *Node {
 	t.Helper()
-	o := baseOptions(t, "n1")
-	for _, f := range opts {
-		f(o)
+	var n *Node
+	err := withFreshPorts(func() error {
+		o := baseOptions(t, "n1")
+		for _, f := range opts {
+			f(o)
+		}
+		n = &Node{opts: o}
+		return n.tryStart()
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
-	n := &Node{opts: o}
-	n.start(t)
 	t.Cleanup(n.Stop)
 	return n
 }
 
+// startTries bounds the starts with new ports: a port found free can be
+// taken by another process before the server binds it.
+const startTries = 3
+
+func withFreshPorts(start func() error) error {
+	var err error
+	for range startTries {
+		if err = start(); err == nil {
+			return nil
+		}
+	}
+	return err
+}
+
 func (n *Node) start(t testing.TB) {
 	t.Helper()
+	if err := n.tryStart(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (n *Node) tryStart() error {
 	s, err := server.NewServer(n.opts.Clone())
 	if err != nil {
-		t.Fatalf("natstest: new server %s: %v", n.opts.ServerName, err)
+		return fmt.Errorf("natstest: new server %s: %w", n.opts.ServerName, err)
 	}
 	go s.Start()
 	if !s.ReadyForConnections(startTimeout) {
 		s.Shutdown()
-		t.Fatalf("natstest: server %s not ready within %v", n.opts.ServerName, startTimeout)
+		s.WaitForShutdown()
+		return fmt.Errorf("natstest: server %s not ready within %v", n.opts.ServerName, startTimeout)
 	}
 	n.mu.Lock()
 	n.srv = s
 	n.mu.Unlock()
+	return nil
 }
 
 // Server is the running server, nil while stopped.
@@ -141,31 +170,43 @@ type Cluster struct {
 func StartCluster(t testing.TB, size int, opts ...Option) *Cluster {
 	t.Helper()
 	c := &Cluster{}
-	var routes []string
-	for i := range size {
-		o := baseOptions(t, fmt.Sprintf("n%d", i+1))
-		o.Cluster = server.ClusterOpts{Name: "hookgate-test", Host: "127.0.0.1", Port: freePort(t)}
-		for _, f := range opts {
-			f(o)
+	t.Cleanup(func() { c.stop() })
+	err := withFreshPorts(func() error {
+		c.stop()
+		c.Nodes = nil
+		var routes []string
+		for i := range size {
+			o := baseOptions(t, fmt.Sprintf("n%d", i+1))
+			o.Cluster = server.ClusterOpts{Name: "hookgate-test", Host: "127.0.0.1", Port: freePort(t)}
+			for _, f := range opts {
+				f(o)
+			}
+			routes = append(routes, fmt.Sprintf("nats-route://127.0.0.1:%d", o.Cluster.Port))
+			c.Nodes = append(c.Nodes, &Node{opts: o})
 		}
-		routes = append(routes, fmt.Sprintf("nats-route://127.0.0.1:%d", o.Cluster.Port))
-		c.Nodes = append(c.Nodes, &Node{opts: o})
-	}
-	// Every node lists every route, its own included: the meta group
-	// expects as many peers as there are routes.
-	for _, n := range c.Nodes {
-		n.opts.Routes = server.RoutesFromStr(strings.Join(routes, ","))
-	}
-	t.Cleanup(func() {
+		// Every node lists every route, its own included: the meta group
+		// expects as many peers as there are routes.
 		for _, n := range c.Nodes {
-			n.Stop()
+			n.opts.Routes = server.RoutesFromStr(strings.Join(routes, ","))
 		}
+		for _, n := range c.Nodes {
+			if err := n.tryStart(); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
-	for _, n := range c.Nodes {
-		n.start(t)
+	if err != nil {
+		t.Fatal(err)
 	}
 	c.WaitReady(t)
 	return c
+}
+
+func (c *Cluster) stop() {
+	for _, n := range c.Nodes {
+		n.Stop()
+	}
 }
 
 // URLs are the client URLs of every node.
@@ -226,15 +267,36 @@ func (c *Cluster) WaitReady(t testing.TB) {
 	})
 }
 
-// freePort is a loopback TCP port the kernel just gave out and that is free
-// again: nats-server takes fixed ports, so that a node restarted with its
-// options keeps its URLs.
+// WaitStreamLeader waits until a running node leads the stream (of the
+// global account): a JetStream API request about a stream whose leader is
+// being elected gets no answer, and its client waits out its timeout.
+func (c *Cluster) WaitStreamLeader(t testing.TB, stream string) {
+	t.Helper()
+	testwait.Until(t, startTimeout, func() (bool, string) {
+		for _, n := range c.Nodes {
+			if s := n.Server(); s != nil && s.JetStreamIsStreamLeader(server.DEFAULT_GLOBAL_ACCOUNT, stream) {
+				return true, ""
+			}
+		}
+		return false, "no leader of stream " + stream
+	})
+}
+
+// freePort is a loopback TCP port that is free now, below Linux's
+// ephemeral range (32768-60999), so that outgoing connections, which take
+// their source ports from that range, do not take it before the server
+// binds it or while its node is stopped. nats-server takes fixed ports, so
+// that a node restarted with its options keeps its URLs.
 func freePort(t testing.TB) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("natstest: free port: %v", err)
+	for range 100 {
+		port := 10000 + rand.IntN(20000)
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err == nil {
+			l.Close()
+			return port
+		}
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	t.Fatal("natstest: no free port found")
+	return 0
 }

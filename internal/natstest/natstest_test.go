@@ -68,14 +68,14 @@ func TestClusterSurvivesANodeRestart(t *testing.T) {
 		t.Fatalf("first sequence %d", got)
 	}
 	c.Nodes[1].Stop()
-	began := time.Now()
-	c.WaitReady(t) // a new meta leader, if the stopped node was it
-	t.Logf("ready again after %v", time.Since(began))
+	c.WaitReady(t)             // a new meta leader, if the stopped node was it
+	c.WaitStreamLeader(t, "T") // and the stream's
 	if got := publish(t, c.Nodes[2].URL(), 3, "b"); got != 2 {
 		t.Fatalf("with a node down: sequence %d", got)
 	}
 	c.Nodes[1].Restart(t)
 	c.WaitReady(t)
+	c.WaitStreamLeader(t, "T")
 	if got := publish(t, c.Nodes[1].URL(), 3, "c"); got != 3 {
 		t.Fatalf("after restart: sequence %d", got)
 	}
