@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"net/http"
 	"slices"
 	"strconv"
@@ -20,9 +19,13 @@ import (
 
 // Delivery bounds.
 const (
-	maxFetch  = 64              // messages asked for in one pull
-	fetchWait = 2 * time.Second // how long a pull waits for messages
-	retryWait = time.Second     // before a failed NATS step is tried again
+	maxFetch = 64 // messages asked for in one pull
+	// fetchWait is how long a pull waits for messages. The server ends it
+	// a tenth earlier (at most 1s, nats.go's FetchContext): a message sent
+	// to a pull the client has given up on waits for its ack wait, so the
+	// margin must hold on a busy machine.
+	fetchWait = 10 * time.Second
+	retryWait = time.Second // before a failed NATS step is tried again
 )
 
 // gate counts slots in flight against a limit that may change; a release
@@ -200,23 +203,28 @@ func (b *Backend) ensureConsumer(ctx context.Context, route string, ackWait time
 	return nil
 }
 
-// ensureConsumers makes sure, once per instance, that the routes of entries
-// with items have consumers: the stats count a route's items from its
-// consumer, also before any instance registers the route.
-func (b *Backend) ensureConsumers(ctx context.Context, ps []prepared) error {
+// ensureConsumers makes sure, once per instance and route, that the routes
+// of entries with items have consumers: the stats count a route's items
+// from its consumer, also before any instance registers the route. One
+// call per route does it while the others go on; a failure is logged and
+// tried again by a later enqueue, as the enqueue does not need it.
+func (b *Backend) ensureConsumers(ctx context.Context, ps []prepared) {
 	for _, p := range ps {
 		if p.e.DedupeOnly {
 			continue
 		}
-		if _, ok := b.ensured.Load(p.e.Route); ok {
+		v, _ := b.ensured.LoadOrStore(p.e.Route, new(atomic.Int32))
+		state := v.(*atomic.Int32) // 0: not yet, 1: being made, 2: made
+		if !state.CompareAndSwap(0, 1) {
 			continue
 		}
 		if err := b.ensureConsumer(ctx, p.e.Route, 0); err != nil {
-			return fmt.Errorf("natsspool: consumer of route %s: %w", p.e.Route, err)
+			state.Store(0)
+			b.log.Warn("natsspool: route consumer not made; its items are not counted yet", zap.String("route", p.e.Route), zap.Error(err))
+			continue
 		}
-		b.ensured.Store(p.e.Route, struct{}{})
+		state.Store(2)
 	}
-	return nil
 }
 
 // run pulls a route's items while it is registered and deliveries go on.

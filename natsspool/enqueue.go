@@ -21,7 +21,6 @@ import (
 const (
 	hdrKind        = "Hg-Kind"         // a record's kind (see kind*)
 	hdrFp          = "Hg-Fp"           // the event's fingerprint, on every record
-	hdrBatch       = "Hg-Batch"        // the batch that wrote a marker
 	hdrOnly        = "Hg-Only"         // "1": a marker without a payload (Remember, DedupeOnly)
 	hdrItem        = "Hg-Item"         // the payload a record is about
 	hdrRoute       = "Hg-Route"        // the route's name
@@ -190,9 +189,7 @@ func (b *Backend) EnqueueAll(ctx context.Context, entries []spool.Entry) ([]spoo
 	}
 	ctx, cancel := context.WithTimeout(ctx, 3*b.opts.RequestTimeout)
 	defer cancel()
-	if err := b.ensureConsumers(ctx, ps); err != nil {
-		return nil, err
-	}
+	b.ensureConsumers(ctx, ps)
 	results := make([]spool.Result, len(ps))
 	full := b.softFull(ps)
 	read := full != nil

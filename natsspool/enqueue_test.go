@@ -2,6 +2,7 @@ package natsspool
 
 import (
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 
@@ -15,6 +16,9 @@ import (
 func TestAcceptedOnceDeliveredOnce(t *testing.T) {
 	forEachStore(t, func(t *testing.T, s store) {
 		a, b := s.open(t, "HG"), s.open(t, "HG") // two gateways on one store
+		if want := "nats:HG@" + strings.Join(s.servers, ","); a.Name() != want || b.Name() != want || s.options("HG").Name() != want {
+			t.Fatalf("names %q, %q; want %q", a.Name(), b.Name(), want)
+		}
 		res := mustEnqueue(t, a, entry("r", "evt_1", `{"a":1}`), spool.Accepted)
 		if res.ID == 0 {
 			t.Fatal("accepted without an id")
@@ -119,4 +123,38 @@ func TestTooManyOpenBatchesAreRetried(t *testing.T) {
 		})
 	}
 	wg.Wait()
+}
+
+// TestLostAnswerIsOwnCommit: a batch whose commit landed but whose answer
+// was lost (a timeout) is found by the retry's read as this call's own, and
+// answered Accepted with its item, not Duplicate.
+func TestLostAnswerIsOwnCommit(t *testing.T) {
+	forEachStore(t, func(t *testing.T, s store) {
+		a := s.open(t, "HG")
+		ps, err := a.prepare([]spool.Entry{entry("r", "evt_1", `{}`)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		msgs := a.messages([]*prepared{&ps[0]}, func(string) int64 { return 0 })
+		id, ack, err := publishBatch(ctxT(t), a.nc, msgs) // the first try; its answer is dropped
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, tc := range []struct {
+			own  []string
+			want spool.Status
+		}{
+			{[]string{"another-try", id}, spool.Accepted},
+			{[]string{"another-try"}, spool.Duplicate}, // another call's commit
+		} {
+			results := make([]spool.Result, 1)
+			pending, done, err := a.resolve(ctxT(t), ps, results, tc.own)
+			if err != nil || !done || len(pending) != 0 {
+				t.Fatalf("resolve: %v, done %v, pending %d", err, done, len(pending))
+			}
+			if results[0].Status != tc.want || results[0].ID != ack.Seq {
+				t.Fatalf("own %v: %+v, want %v of item %d", tc.own, results[0], tc.want, ack.Seq)
+			}
+		}
+	})
 }

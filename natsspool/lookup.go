@@ -16,12 +16,25 @@ import (
 // or deleted item is named by its dead letter's id), its attempts over
 // every run, and its state.
 func (b *Backend) Lookup(ctx context.Context, route, eventID string) (spool.ItemStatus, error) {
+	st, gone, err := b.lookup(ctx, route, eventID)
+	if gone && err == nil {
+		// Its payload was gone when read, after its records were: an
+		// attempt record written before the ack may be new since. Read
+		// them again.
+		st, _, err = b.lookup(ctx, route, eventID)
+	}
+	return st, err
+}
+
+// lookup reads an event's records, then its payload; gone says its state
+// follows from the payload's absence only.
+func (b *Backend) lookup(ctx context.Context, route, eventID string) (spool.ItemStatus, bool, error) {
 	recs, err := b.records(ctx, b.n.ids(route, eventID))
 	if err != nil {
-		return spool.ItemStatus{}, err
+		return spool.ItemStatus{}, false, err
 	}
 	if len(recs) == 0 {
-		return spool.ItemStatus{}, spool.ErrNotFound
+		return spool.ItemStatus{}, false, spool.ErrNotFound
 	}
 	var out spool.ItemStatus
 	var deadSeq uint64
@@ -63,7 +76,7 @@ func (b *Backend) Lookup(ctx context.Context, route, eventID string) (spool.Item
 		case errors.Is(err, jetstream.ErrMsgNotFound): // purged
 			out.State = spool.StateDeleted
 		case err != nil:
-			return spool.ItemStatus{}, err
+			return spool.ItemStatus{}, false, err
 		default:
 			d := deadLetter(dm)
 			out.State, out.Dead = spool.StateDead, &d
@@ -75,11 +88,12 @@ func (b *Backend) Lookup(ctx context.Context, route, eventID string) (spool.Item
 		switch {
 		case errors.Is(err, jetstream.ErrMsgNotFound):
 			out.State = spool.StateDelivered
+			return out, true, nil
 		case err != nil:
-			return spool.ItemStatus{}, err
+			return spool.ItemStatus{}, false, err
 		default:
 			out.State = spool.StatePending
 		}
 	}
-	return out, nil
+	return out, false, nil
 }

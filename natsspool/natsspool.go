@@ -304,8 +304,15 @@ func (b *Backend) ctx(parent context.Context) (context.Context, context.CancelFu
 }
 
 // Name is "nats:<prefix>@<servers>".
-func (b *Backend) Name() string {
-	return "nats:" + b.opts.Prefix + "@" + strings.Join(b.opts.Servers, ",")
+func (b *Backend) Name() string { return b.opts.Name() }
+
+// Name is the Name of the store these options open, known before it is
+// opened: "nats:<prefix>@<servers>", the prefix defaulted.
+func (o Options) Name() string {
+	if o.Prefix == "" {
+		o.Prefix = DefaultPrefix
+	}
+	return "nats:" + o.Prefix + "@" + strings.Join(o.Servers, ",")
 }
 
 // Reconfigure applies new limits: the local checks and worker bound at once,
