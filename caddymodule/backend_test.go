@@ -10,6 +10,9 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/hookgate/hookgate/internal/natstest"
+	"github.com/hookgate/hookgate/natsspool"
+
 	"github.com/caddyserver/caddy/v2"
 
 	"github.com/hookgate/hookgate/spool"
@@ -158,5 +161,38 @@ func TestAppWorksOnAnyBackend(t *testing.T) {
 	api.must(t, http.MethodGet, "/webhooks/stats", "", &st)
 	if st.Storage != c.storeName() || len(st.Routes) != 1 || st.Routes[0].Route != "in" {
 		t.Fatalf("stats %+v", st)
+	}
+}
+
+// TestNATSBackendConfig: the nats backend opens its store on a real server,
+// named as the store names itself, and refuses what cannot keep the
+// promise of a 2xx: a single server without accept_risk.
+func TestNATSBackendConfig(t *testing.T) {
+	node := natstest.StartNode(t)
+	servers := fmt.Sprintf("%q", node.URL())
+	t.Setenv("HG_TEST_NATS_SECRET", "s3cret")
+	for _, tt := range []struct {
+		name, backend, wantErr string
+	}{
+		{"one server, risk accepted", `"servers": [` + servers + `], "replicas": 1, "accept_risk": true, "verify_sync": [` + fmt.Sprintf("%q", node.MonitorURL()) + `]`, ""},
+		{"one server", `"servers": [` + servers + `], "replicas": 1, "verify_sync": [` + fmt.Sprintf("%q", node.MonitorURL()) + `]`, "replicas"},
+		{"no servers", `"replicas": 1`, "servers is required"},
+		{"token and user", `"servers": [` + servers + `], "token": "{env.HG_TEST_NATS_SECRET}", "user": "u", "password": "{env.HG_TEST_NATS_SECRET}"`, "one of credentials, token, or user"},
+		{"password without user", `"servers": [` + servers + `], "password": "{env.HG_TEST_NATS_SECRET}"`, "password needs a user"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			err := caddy.Load(configJSON(t, `{"backend": {"backend": "nats", `+tt.backend+`}}`, "", ingestRoute("in", "")), true)
+			t.Cleanup(func() { caddy.Stop() })
+			if checkError(t, err, tt.wantErr) {
+				return
+			}
+			app, err := caddy.ActiveContext().App("webhooks")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, want := app.(*App).store.Name(), "nats:"+natsspool.DefaultPrefix+"@"+node.URL(); got != want {
+				t.Fatalf("store %s, want %s", got, want)
+			}
+		})
 	}
 }

@@ -386,15 +386,17 @@ func eventArgs(d *caddyfile.Dispenser, dst *[]string) error {
 	})
 }
 
-// listArgs reads one or more arguments and, if check accepts them, appends
-// them to dst.
+// listArgs reads one or more arguments and, if check (when given) accepts
+// them, appends them to dst.
 func listArgs(d *caddyfile.Dispenser, dst *[]string, check func(args []string) error) error {
 	args := d.RemainingArgs()
 	if len(args) == 0 {
 		return d.ArgErr()
 	}
-	if err := check(args); err != nil {
-		return err
+	if check != nil {
+		if err := check(args); err != nil {
+			return err
+		}
 	}
 	*dst = append(*dst, args...)
 	return nil

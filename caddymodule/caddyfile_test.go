@@ -135,6 +135,16 @@ func TestUnmarshalBackend(t *testing.T) {
 		{"twice", "webhooks {\n backend badger\n backend badger\n}", "", "backend is given twice"},
 		{"storage beside it", "webhooks {\n storage /srv/hooks\n backend badger\n}", "", "shorthand"},
 		{"min_free_disk beside it", "webhooks {\n backend badger {\n storage /srv/hooks\n }\n min_free_disk 1GiB\n}", "", "shorthand"},
+		{"nats", "webhooks {\n backend nats {\n servers nats://a:4222 nats://b:4222\n servers nats://c:4222\n token {env.NATS_TOKEN}\n tls_ca /etc/ca.pem\n prefix HG\n replicas 5\n verify_sync http://a:8222\n accept_risk\n request_timeout 5s\n }\n}",
+			`{"accept_risk":true,"backend":"nats","prefix":"HG","replicas":5,"request_timeout":5000000000,"servers":["nats://a:4222","nats://b:4222","nats://c:4222"],"tls_ca":"/etc/ca.pem","token":"{env.NATS_TOKEN}","verify_sync":["http://a:8222"]}`, ""},
+		{"nats user", "webhooks {\n backend nats {\n servers nats://a:4222\n user hookgate {env.NATS_PASSWORD}\n credentials /etc/hg.creds\n }\n}",
+			`{"backend":"nats","credentials":"/etc/hg.creds","password":"{env.NATS_PASSWORD}","servers":["nats://a:4222"],"user":"hookgate"}`, ""},
+		{"nats literal token", "webhooks {\n backend nats {\n servers nats://a:4222\n token s3cret\n }\n}", "", "placeholder"},
+		{"nats literal password", "webhooks {\n backend nats {\n servers nats://a:4222\n user hookgate s3cret\n }\n}", "", "placeholder"},
+		{"nats user without password", "webhooks {\n backend nats {\n user hookgate\n }\n}", "", "wrong argument count"},
+		{"nats replicas", "webhooks {\n backend nats {\n replicas 0\n }\n}", "", "not a positive number"},
+		{"nats unknown option", "webhooks {\n backend nats {\n storage /srv\n }\n}", "", `unknown option "storage" in backend nats`},
+		{"nats accept_risk with an argument", "webhooks {\n backend nats {\n accept_risk yes\n }\n}", "", "wrong argument count"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			got := new(App)
