@@ -53,6 +53,11 @@ type NATSBackend struct {
 	AcceptRisk bool `json:"accept_risk,omitempty"`
 	// RequestTimeout bounds every NATS request. Default 10s.
 	RequestTimeout caddy.Duration `json:"request_timeout,omitempty"`
+	// LeaseMargin is added to a route's timeout to give how long a
+	// delivery may stay unacknowledged before another gateway takes the
+	// event over: how long the events in flight at a gateway that dies
+	// wait. Default 30s.
+	LeaseMargin caddy.Duration `json:"lease_margin,omitempty"`
 
 	name    string
 	connect []nats.Option
@@ -106,8 +111,8 @@ func (b *NATSBackend) Validate() error {
 		return errors.New("webhooks backend nats: servers is required")
 	case b.Replicas < 0:
 		return errors.New("webhooks backend nats: replicas must not be negative")
-	case b.RequestTimeout < 0:
-		return errors.New("webhooks backend nats: request_timeout must not be negative")
+	case b.RequestTimeout < 0, b.LeaseMargin < 0:
+		return errors.New("webhooks backend nats: request_timeout and lease_margin must not be negative")
 	case b.Token != "" && (b.User != "" || b.Credentials != ""),
 		b.User != "" && b.Credentials != "":
 		return errors.New("webhooks backend nats: give one of credentials, token, or user")
@@ -138,6 +143,7 @@ func (b *NATSBackend) OpenStore(c StoreConfig) (spool.Backend, error) {
 		VerifySync:     b.VerifySync,
 		AcceptRisk:     b.AcceptRisk,
 		RequestTimeout: timeout,
+		LeaseMargin:    time.Duration(b.LeaseMargin),
 		Limits:         c.Limits,
 		Logger:         c.Logger,
 		Observe:        c.Observe,
@@ -162,6 +168,7 @@ func (b *NATSBackend) OpenStore(c StoreConfig) (spool.Backend, error) {
 //		verify_sync     <monitoring url>...
 //		accept_risk
 //		request_timeout <duration>
+//		lease_margin    <duration>
 //	}
 //
 // credentials, token and user are alternatives; the token and the password
@@ -200,6 +207,8 @@ func (b *NATSBackend) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			b.AcceptRisk = true
 		case "request_timeout":
 			err = oneArg(d, durationArg(d, &b.RequestTimeout))
+		case "lease_margin":
+			err = oneArg(d, durationArg(d, &b.LeaseMargin))
 		default:
 			return d.Errf("webhooks: unknown option %q in backend nats", opt)
 		}
