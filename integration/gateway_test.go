@@ -155,6 +155,12 @@ func (g *gateway) globals(extra string) string { return g.globalsWith("", extra)
 
 // globalsWith is globals with more lines in the webhooks block.
 func (g *gateway) globalsWith(webhooks, extra string) string {
+	return g.globalsOn(fmt.Sprintf("storage %s\n\t\tmin_free_disk 1MiB\n\t\t%s", g.storage, webhooks), extra)
+}
+
+// globalsOn is the global options block with webhooks as the webhooks
+// block's body.
+func (g *gateway) globalsOn(webhooks, extra string) string {
 	return fmt.Sprintf(`{
 	admin %s
 	grace_period 2s
@@ -162,13 +168,11 @@ func (g *gateway) globalsWith(webhooks, extra string) string {
 	skip_install_trust
 	auto_https off
 	webhooks {
-		storage %s
-		min_free_disk 1MiB
 		%s
 	}
 	%s
 }
-`, g.admin, g.storage, webhooks, extra)
+`, g.admin, webhooks, extra)
 }
 
 func (g *gateway) url(path string) string { return "http://" + g.site + path }

@@ -16,21 +16,8 @@ import (
 // acknowledges, and a lease margin of a second, so that another gateway
 // takes over a dead one's events a second after their route's timeout.
 func (g *gateway) natsGlobals(c *natstest.Cluster) string {
-	return fmt.Sprintf(`{
-	admin %s
-	grace_period 2s
-	default_bind 127.0.0.1
-	skip_install_trust
-	auto_https off
-	webhooks {
-		backend nats {
-			servers %s
-			verify_sync %s
-			lease_margin 1s
-		}
-	}
-}
-`, g.admin, strings.Join(c.URLs(), " "), strings.Join(c.MonitorURLs(), " "))
+	return g.globalsOn(fmt.Sprintf("backend nats {\n\t\t\tservers %s\n\t\t\tverify_sync %s\n\t\t\tlease_margin 1s\n\t\t}",
+		strings.Join(c.URLs(), " "), strings.Join(c.MonitorURLs(), " ")), "")
 }
 
 // natsPair starts a 3-node NATS cluster and two gateways on it with one
