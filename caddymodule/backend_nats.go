@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -96,11 +95,7 @@ func (b *NATSBackend) Provision(caddy.Context) error {
 	if b.TLSCA != "" {
 		b.connect = append(b.connect, nats.RootCAs(b.TLSCA))
 	}
-	prefix := b.Prefix
-	if prefix == "" {
-		prefix = natsspool.DefaultPrefix
-	}
-	b.name = "nats:" + prefix + "@" + strings.Join(b.Servers, ",")
+	b.name = natsspool.Options{Servers: b.Servers, Prefix: b.Prefix}.Name()
 	return nil
 }
 
@@ -122,8 +117,8 @@ func (b *NATSBackend) Validate() error {
 	return nil
 }
 
-// StoreName is "nats:", the prefix, "@" and the servers, as natsspool
-// names its store.
+// StoreName is the name natsspool gives the store: "nats:", the prefix,
+// "@" and the servers.
 func (b *NATSBackend) StoreName() string { return b.name }
 
 // OpenStore connects to the servers, creates or checks the streams and the
