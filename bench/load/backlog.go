@@ -131,7 +131,7 @@ func runBacklogCell(ctx context.Context, cfg config, root string, up *upstream, 
 	if err != nil {
 		return nil, err
 	}
-	p, err := startCaddy(ctx, cfg.caddyBin, root, modeGateway, fmt.Sprintf("backlog-%d", n), up.addr, secret)
+	p, err := startCaddy(ctx, cfg.caddyBin, root, modeGateway, fmt.Sprintf("backlog-%d", n), up.addr, secret, "")
 	if err != nil {
 		return nil, err
 	}

@@ -98,7 +98,7 @@ func TestProcStatus(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { cmd.Process.Kill(); cmd.Wait() }()
-	st := (&caddyProc{cmd: cmd}).procStatus(statusFields...)
+	st := (&child{cmd: cmd}).procStatus(statusFields...)
 	for _, k := range statusFields {
 		if _, ok := st[k]; !ok {
 			t.Errorf("no %s in %v", k, st)

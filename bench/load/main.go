@@ -49,7 +49,50 @@ type config struct {
 	backlog     []int   // backlog mode: the backlog sizes, one fresh Caddy each
 	body        int     // backlog mode: body size
 	strict      bool    // a missed target of issue 11 fails the run
+	natsBin     string  // if set, the nats-server binary for the gateway cells on NATS JetStream
 }
+
+// cell is one kind of cell of the table: a mode and, for the gateway, its
+// backend: Badger (nats 0) or NATS JetStream on nats servers.
+type cell struct {
+	mode string
+	nats int
+}
+
+// label names the cell in the table: the mode, and the backend of a gateway
+// on NATS.
+func (c cell) label() string {
+	switch c.nats {
+	case 0:
+		return c.mode
+	case 1:
+		return c.mode + ", NATS 1 node"
+	}
+	return fmt.Sprintf("%s, NATS %d nodes", c.mode, c.nats)
+}
+
+// slug names the cell's temporary directories.
+func (c cell) slug() string {
+	if c.nats > 0 {
+		return fmt.Sprintf("nats%d", c.nats)
+	}
+	return c.mode
+}
+
+// cells are the cells of each body size, in order: reverse_proxy, the
+// gateway on Badger, and with a nats-server binary the gateway on one
+// node (replicas 1) and on a cluster of three (replicas 3).
+func (cfg config) cells() []cell {
+	cs := []cell{{mode: modeProxy}, {mode: modeGateway}}
+	if cfg.natsBin != "" {
+		cs = append(cs, cell{modeGateway, 1}, cell{modeGateway, 3})
+	}
+	return cs
+}
+
+// natsTimeout is the default -timeout with the NATS cells: four cells per
+// size instead of two, each of which may drain for up to -drain-timeout.
+const natsTimeout = 480 * time.Second
 
 func main() {
 	var cfg config
@@ -70,6 +113,7 @@ func main() {
 	flag.StringVar(&backlog, "backlog", "", "backlog mode: pause the gateway's route, fill it with this many events, read the memory, resume and time the drain; comma-separated sizes, each from a fresh Caddy (at most "+strconv.Itoa(maxBacklog)+")")
 	flag.IntVar(&cfg.body, "body", 1024, "backlog mode: body size in bytes")
 	flag.BoolVar(&cfg.strict, "strict", false, "exit non-zero if a target of issue 11 is missed, not only on errors and lost events")
+	flag.StringVar(&cfg.natsBin, "nats-server", "", "also run the gateway on NATS JetStream, one node and a 3-node cluster of this nats-server binary, for each size (bench/run.sh -nats builds it; -timeout defaults to "+natsTimeout.String()+")")
 	flag.Parse()
 	if cfg.profileDir != "" {
 		if err := os.MkdirAll(cfg.profileDir, 0o755); err != nil {
@@ -93,17 +137,24 @@ func main() {
 		}
 		cfg.sizes = append(cfg.sizes, n)
 	}
-	if cfg.rounds < 1 || cfg.rounds*len(cfg.sizes)*2 > 26 {
-		fmt.Fprintln(os.Stderr, "load: -rounds × sizes × 2 modes must be 1..26 cells")
+	if cfg.rounds < 1 || cfg.rounds*len(cfg.sizes)*len(cfg.cells()) > 26 {
+		fmt.Fprintf(os.Stderr, "load: -rounds × sizes × %d cells per size must be 1..26 cells\n", len(cfg.cells()))
 		os.Exit(2)
 	}
+	timeoutSet := false
+	flag.Visit(func(f *flag.Flag) { timeoutSet = timeoutSet || f.Name == "timeout" })
+	if cfg.natsBin != "" && !timeoutSet {
+		cfg.total = natsTimeout
+	}
 	if backlog != "" {
+		if cfg.natsBin != "" {
+			fmt.Fprintln(os.Stderr, "load: -nats-server (bench/run.sh -nats) is not for -backlog")
+			os.Exit(2)
+		}
 		if err := parseBacklog(&cfg, backlog); err != nil {
 			fmt.Fprintln(os.Stderr, "load:", err)
 			os.Exit(2)
 		}
-		timeoutSet := false
-		flag.Visit(func(f *flag.Flag) { timeoutSet = timeoutSet || f.Name == "timeout" })
 		if !timeoutSet {
 			cfg.total = backlogTimeout(cfg.backlog)
 		}
@@ -168,16 +219,16 @@ func run(cfg config) int {
 	cellNo := 0
 	for round := 1; round <= cfg.rounds; round++ {
 		for _, size := range cfg.sizes {
-			for _, mode := range []string{modeProxy, modeGateway} {
+			for _, c := range cfg.cells() {
 				if ctx.Err() != nil {
 					break
 				}
-				cell := byte('a' + cellNo)
+				letter := byte('a' + cellNo)
 				cellNo++
-				fmt.Fprintf(os.Stderr, "load: round %d/%d: %s %s ...\n", round, cfg.rounds, mode, sizeName(size))
-				r, err := runCell(ctx, cfg, root, up, mode, size, cell, secret)
+				fmt.Fprintf(os.Stderr, "load: round %d/%d: %s %s ...\n", round, cfg.rounds, c.label(), sizeName(size))
+				r, err := runCell(ctx, cfg, root, up, c, size, letter, secret)
 				if err != nil {
-					fmt.Fprintf(os.Stderr, "load: %s %s: %v\n", mode, sizeName(size), err)
+					fmt.Fprintf(os.Stderr, "load: %s %s: %v\n", c.label(), sizeName(size), err)
 					return 1
 				}
 				results = append(results, r)
@@ -215,7 +266,7 @@ func loadavg() string {
 
 // result is one cell of the table.
 type result struct {
-	mode        string
+	cell
 	size        int
 	window      time.Duration
 	ok          int64 // 2xx (proxy) or 202 (gateway) in the window
@@ -239,6 +290,11 @@ type result struct {
 	upConns     int64   // connections the upstream accepted
 	upRequests  int64
 	profile     string
+	natsCPU     time.Duration // NATS cells: the servers' CPU per delivered event, summed
+	natsRSS     int64         // NATS cells: the sum of the servers' VmHWM
+	natsWarn    int           // NATS cells: the servers' log lines at warning level
+	natsErr     int           // and at error level
+	natsSample  string
 	health
 }
 
@@ -263,13 +319,23 @@ func (h health) report(label string) (fail bool) {
 	return fail
 }
 
-func runCell(ctx context.Context, cfg config, root string, up *upstream, mode string, size int, cell byte, secret string) (*result, error) {
-	tpl, err := newTemplate([]byte(secret), size, cell)
+func runCell(ctx context.Context, cfg config, root string, up *upstream, c cell, size int, letter byte, secret string) (*result, error) {
+	mode := c.mode
+	tpl, err := newTemplate([]byte(secret), size, letter)
 	if err != nil {
 		return nil, err
 	}
-	name := strings.ReplaceAll(mode+"-"+sizeName(size), " ", "")
-	p, err := startCaddy(ctx, cfg.caddyBin, root, mode, name, up.addr, secret)
+	name := strings.ReplaceAll(c.slug()+"-"+sizeName(size), " ", "")
+	var nc *natsCluster
+	backend := ""
+	if c.nats > 0 {
+		if nc, err = startNATS(ctx, cfg.natsBin, root, name, c.nats); err != nil {
+			return nil, err
+		}
+		defer nc.close(cfg.keep)
+		backend = nc.natsBackend()
+	}
+	p, err := startCaddy(ctx, cfg.caddyBin, root, mode, name, up.addr, secret, backend)
 	if err != nil {
 		return nil, err
 	}
@@ -292,7 +358,7 @@ func runCell(ctx context.Context, cfg config, root string, up *upstream, mode st
 		if secs < 1 {
 			secs = 1
 		}
-		profPath = filepath.Join(cfg.profileDir, fmt.Sprintf("%s-%c.pprof", name, cell))
+		profPath = filepath.Join(cfg.profileDir, fmt.Sprintf("%s-%c.pprof", name, letter))
 		profErr = make(chan error, 1)
 		go func() {
 			time.Sleep(cfg.warmup + time.Second)
@@ -301,6 +367,11 @@ func runCell(ctx context.Context, cfg config, root string, up *upstream, mode st
 	}
 
 	st0 := p.stat()
+	var nats0 time.Duration
+	if nc != nil {
+		nats0 = nc.cpu()
+		nc.markLogs()
+	}
 	mem := p.sampleMem(100 * time.Millisecond)
 	lr := generate(ctx, loadSpec{
 		url:      "http://" + p.addr + "/",
@@ -317,7 +388,7 @@ func runCell(ctx context.Context, cfg config, root string, up *upstream, mode st
 		return nil, ctx.Err()
 	}
 	r := &result{
-		mode: mode, size: size, window: lr.window, ok: lr.ok, okTotal: lr.okTotal,
+		cell: c, size: size, window: lr.window, ok: lr.ok, okTotal: lr.okTotal,
 		p50: lr.p50, p99: lr.p99, errors: lr.errors, errSample: lr.errSample, statusOther: lr.other,
 	}
 	if lr.window > 0 {
@@ -357,6 +428,9 @@ func runCell(ctx context.Context, cfg config, root string, up *upstream, mode st
 		r.cpuPerReq = (st1.user + st1.sys - st0.user - st0.sys) / time.Duration(events)
 		r.sysPerReq = (st1.sys - st0.sys) / time.Duration(events)
 		r.faultsPer = float64(st1.minflt-st0.minflt) / float64(events)
+		if nc != nil {
+			r.natsCPU = (nc.cpu() - nats0) / time.Duration(events)
+		}
 	}
 	r.peakRSS = p.peakRSS()
 	r.peakAnon, r.peakFile = mem.finish()
@@ -369,6 +443,10 @@ func runCell(ctx context.Context, cfg config, root string, up *upstream, mode st
 	}
 	p.stop()
 	r.logWarn, r.logErr, r.logSample = p.logCounts()
+	if nc != nil {
+		r.natsRSS = nc.peakRSS()
+		r.natsWarn, r.natsErr, r.natsSample = nc.logCounts()
+	}
 	return r, nil
 }
 
@@ -401,10 +479,18 @@ func aggregate(rs []*result) *result {
 	a.sysPerReq = medD(func(r *result) time.Duration { return r.sysPerReq })
 	a.faultsPer = medF(func(r *result) float64 { return r.faultsPer })
 	a.drain = medD(func(r *result) time.Duration { return r.drain })
+	a.natsCPU = medD(func(r *result) time.Duration { return r.natsCPU })
 	a.statusOther = map[int]int64{}
 	a.errors, a.undelivered, a.badLength, a.dups, a.okTotal, a.delivered, a.logWarn, a.logErr = 0, 0, 0, 0, 0, 0, 0, 0
+	a.natsWarn, a.natsErr = 0, 0
 	for _, r := range rs {
 		a.peakRSS = max(a.peakRSS, r.peakRSS)
+		a.natsRSS = max(a.natsRSS, r.natsRSS)
+		a.natsWarn += r.natsWarn
+		a.natsErr += r.natsErr
+		if a.natsSample == "" {
+			a.natsSample = r.natsSample
+		}
 		a.peakAnon = max(a.peakAnon, r.peakAnon)
 		a.peakFile = max(a.peakFile, r.peakFile)
 		a.errors += r.errors
@@ -435,43 +521,55 @@ func report(cfg config, all []*result, load0 string) int {
 	var results []*result
 	perCell := map[string][]*result{}
 	for _, size := range cfg.sizes {
-		for _, mode := range []string{modeProxy, modeGateway} {
+		for _, c := range cfg.cells() {
 			var rs []*result
 			for _, r := range all {
-				if r.size == size && r.mode == mode {
+				if r.size == size && r.cell == c {
 					rs = append(rs, r)
 				}
 			}
 			if len(rs) > 0 {
 				results = append(results, aggregate(rs))
-				perCell[mode+" "+sizeName(size)] = rs
+				perCell[c.label()+" "+sizeName(size)] = rs
 			}
 		}
 	}
 	if cfg.rounds > 1 {
 		fmt.Printf("median of %d interleaved rounds per cell\n\n", cfg.rounds)
 	}
-	fmt.Println("| mode | body | requests or accepted/s | delivered/s | p50 ack | p99 ack | peak RSS (anon + file) | Caddy CPU/event | errors |")
-	fmt.Println("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+	natsHead, natsRule := "", ""
+	if cfg.natsBin != "" {
+		natsHead, natsRule = " NATS CPU/event |", " ---: |"
+	}
+	fmt.Printf("| mode | body | requests or accepted/s | delivered/s | p50 ack | p99 ack | peak RSS (anon + file) | Caddy CPU/event |%s errors |\n", natsHead)
+	fmt.Printf("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |%s ---: |\n", natsRule)
 	fail := false
 	for _, r := range results {
 		delivered := "–"
 		if r.mode == modeGateway {
 			delivered = fmt.Sprintf("%.0f", r.deliverRate)
 		}
-		fmt.Printf("| %s | %s | %.0f | %s | %s | %s | %s (%s + %s) | %d µs | %d |\n",
-			r.mode, sizeName(r.size), r.rate, delivered, ms(r.p50), ms(r.p99),
-			mib(r.peakRSS), mib(r.peakAnon), mib(r.peakFile), r.cpuPerReq.Microseconds(), r.errors)
+		natsCol := ""
+		switch {
+		case cfg.natsBin == "":
+		case r.nats > 0:
+			natsCol = fmt.Sprintf(" %d µs |", r.natsCPU.Microseconds())
+		default:
+			natsCol = " – |"
+		}
+		fmt.Printf("| %s | %s | %.0f | %s | %s | %s | %s (%s + %s) | %d µs |%s %d |\n",
+			r.label(), sizeName(r.size), r.rate, delivered, ms(r.p50), ms(r.p99),
+			mib(r.peakRSS), mib(r.peakAnon), mib(r.peakFile), r.cpuPerReq.Microseconds(), natsCol, r.errors)
 	}
 	fmt.Println()
 	var targets []loadTarget
 	for _, size := range cfg.sizes {
 		var proxy, gw *result
 		for _, r := range results {
-			if r.size == size && r.mode == modeProxy {
+			if r.size == size && r.cell == (cell{mode: modeProxy}) {
 				proxy = r
 			}
-			if r.size == size && r.mode == modeGateway {
+			if r.size == size && r.cell == (cell{mode: modeGateway}) {
 				gw = r
 			}
 		}
@@ -492,9 +590,12 @@ func report(cfg config, all []*result, load0 string) int {
 	fmt.Println("- delivered/s: distinct events the upstream received ÷ (last delivery − start of load, warm-up included), so the drain of the backlog counts.")
 	fmt.Println("- peak RSS: the Caddy process's VmHWM; in brackets the largest RssAnon and RssFile sampled every 100 ms (file: mmapped Badger files).")
 	fmt.Println("- Caddy CPU/event: the Caddy process's user+system CPU from start of load to the end of the drain ÷ requests (proxy) or delivered events (gateway).")
+	if cfg.natsBin != "" {
+		fmt.Println("- NATS cells: the gateway on nats-server with JetStream (sync_interval: always), one node (replicas 1, accept_risk) or a 3-node cluster (replicas 3), all on this machine; peak RSS and Caddy CPU/event are still Caddy's, NATS CPU/event is the servers' user+system CPU over the same span ÷ delivered events, summed over the servers. The ratios and targets below are about the Badger gateway.")
+	}
 	fmt.Printf("- load average at start %s, at end %s; the load generator and the upstream run in one process on the same cores.\n", load0, loadavg())
 	for _, r := range results {
-		label := r.mode + " " + sizeName(r.size)
+		label := r.label() + " " + sizeName(r.size)
 		if rs := perCell[label]; len(rs) > 1 {
 			var parts []string
 			for _, x := range rs {
@@ -511,6 +612,10 @@ func report(cfg config, all []*result, load0 string) int {
 		if r.mode == modeGateway {
 			fmt.Printf("- %s: accepted %d (warm-up included), delivered %d distinct, %d redelivered, drain %s after the load stopped\n",
 				label, r.okTotal, r.delivered, r.dups, r.drain.Round(time.Millisecond))
+		}
+		if r.nats > 0 {
+			fmt.Printf("- %s: nats-server CPU/event %d µs (sum of %d servers), their peak RSS %s in all; from the start of load on they logged %d warnings and %d errors%s\n",
+				label, r.natsCPU.Microseconds(), r.nats, mib(r.natsRSS), r.natsWarn, r.natsErr, sampleNote(r.natsSample))
 		}
 		if r.errors > 0 {
 			fmt.Printf("- %s: %d unexpected answers or failed requests, e.g. %s\n", label, r.errors, r.errSample)
@@ -531,7 +636,7 @@ func report(cfg config, all []*result, load0 string) int {
 		if r.profile == "" || r.mode != modeGateway {
 			continue
 		}
-		printTop(fmt.Sprintf("CPU profile of %s %s", r.mode, sizeName(r.size)), r.profile)
+		printTop(fmt.Sprintf("CPU profile of %s %s", r.label(), sizeName(r.size)), r.profile)
 	}
 	missed := 0
 	fmt.Println("\ntargets (issue 11, goals 1 and 2):")
@@ -597,6 +702,14 @@ func printTop(title, path string, pprofArgs ...string) {
 		fmt.Printf("go tool pprof: %v\n", err)
 	}
 	os.Stdout.Write(out)
+}
+
+// sampleNote is ", e.g. " and the sample, if there is one.
+func sampleNote(sample string) string {
+	if sample == "" {
+		return ""
+	}
+	return ", e.g. " + sample
 }
 
 func mib(n int64) string { return fmt.Sprintf("%.0f MiB", float64(n)/(1<<20)) }
