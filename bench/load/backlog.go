@@ -25,7 +25,7 @@ const (
 	maxBacklogSizes = 4         // per run
 
 	adminTimeout  = 10 * time.Second      // one admin API request
-	registerBound = 20 * time.Second      // for the route to appear after Caddy's start
+	registerBound = 40 * time.Second      // for the route to appear after Caddy's start (the NATS backend's open is bounded by 30 s)
 	pollGap       = 20 * time.Millisecond // between looks at the upstream or the stats
 	settleBound   = 30 * time.Second      // for Caddy to go idle before a memory reading
 )
@@ -138,18 +138,8 @@ func runBacklogCell(ctx context.Context, cfg config, root string, up *upstream, 
 	defer p.stop()
 	up.reset(cfg.body)
 
-	// The route registers when the webhooks app starts, which may be after
-	// the site first answers.
-	regCtx, cancel := context.WithTimeout(ctx, registerBound)
-	var lastErr error
-	err = await(regCtx, func() (bool, error) {
-		_, ok, err := p.routeStat(regCtx, benchRoute)
-		lastErr = err
-		return ok, nil
-	})
-	cancel()
-	if err != nil {
-		return nil, fmt.Errorf("route %s not in /webhooks/stats: %v (last answer: %v)", benchRoute, err, lastErr)
+	if err := p.awaitRoute(ctx); err != nil {
+		return nil, err
 	}
 	if _, err := p.adminDo(ctx, http.MethodPost, "/webhooks/routes/"+benchRoute+"/pause", adminTimeout); err != nil {
 		return nil, err
@@ -315,6 +305,24 @@ type routeStat struct {
 	Scheduled int64  `json:"scheduled"`
 	Dead      int64  `json:"dead"`
 	Paused    bool   `json:"paused"`
+}
+
+// awaitRoute waits until the bench route is in /webhooks/stats: it
+// registers when the webhooks app has started, its store open, which may
+// be after the site first answers.
+func (p *caddyProc) awaitRoute(ctx context.Context) error {
+	regCtx, cancel := context.WithTimeout(ctx, registerBound)
+	defer cancel()
+	var lastErr error
+	err := await(regCtx, func() (bool, error) {
+		_, ok, err := p.routeStat(regCtx, benchRoute)
+		lastErr = err
+		return ok, nil
+	})
+	if err != nil {
+		return fmt.Errorf("route %s not in /webhooks/stats: %v (last answer: %v): %s", benchRoute, err, lastErr, tail(p.logPath))
+	}
+	return nil
 }
 
 // routeStat returns the spool's figures for route, and whether it is listed.

@@ -268,6 +268,7 @@ func loadavg() string {
 type result struct {
 	cell
 	size        int
+	openAfter   time.Duration // gateway: from the site's first answer until the route was in /webhooks/stats
 	window      time.Duration
 	ok          int64 // 2xx (proxy) or 202 (gateway) in the window
 	okTotal     int64 // including warm-up
@@ -340,6 +341,14 @@ func runCell(ctx context.Context, cfg config, root string, up *upstream, c cell,
 		return nil, err
 	}
 	defer p.stop()
+	var openAfter time.Duration // from the site's first answer to the store open
+	if mode == modeGateway {
+		t0 := time.Now()
+		if err := p.awaitRoute(ctx); err != nil {
+			return nil, err
+		}
+		openAfter = time.Since(t0)
+	}
 	up.reset(size)
 
 	maxReq := cfg.maxRequests
@@ -388,7 +397,7 @@ func runCell(ctx context.Context, cfg config, root string, up *upstream, c cell,
 		return nil, ctx.Err()
 	}
 	r := &result{
-		cell: c, size: size, window: lr.window, ok: lr.ok, okTotal: lr.okTotal,
+		cell: c, size: size, openAfter: openAfter, window: lr.window, ok: lr.ok, okTotal: lr.okTotal,
 		p50: lr.p50, p99: lr.p99, errors: lr.errors, errSample: lr.errSample, statusOther: lr.other,
 	}
 	if lr.window > 0 {
@@ -486,6 +495,7 @@ func aggregate(rs []*result) *result {
 	for _, r := range rs {
 		a.peakRSS = max(a.peakRSS, r.peakRSS)
 		a.natsRSS = max(a.natsRSS, r.natsRSS)
+		a.openAfter = max(a.openAfter, r.openAfter)
 		a.natsWarn += r.natsWarn
 		a.natsErr += r.natsErr
 		if a.natsSample == "" {
@@ -610,8 +620,8 @@ func report(cfg config, all []*result, load0 string) int {
 		fmt.Printf("- %s: Caddy CPU/event %d µs, of which system %d µs; %.1f minor page faults/event; the upstream got %d requests on %d connections\n",
 			label, r.cpuPerReq.Microseconds(), r.sysPerReq.Microseconds(), r.faultsPer, r.upRequests, r.upConns)
 		if r.mode == modeGateway {
-			fmt.Printf("- %s: accepted %d (warm-up included), delivered %d distinct, %d redelivered, drain %s after the load stopped\n",
-				label, r.okTotal, r.delivered, r.dups, r.drain.Round(time.Millisecond))
+			fmt.Printf("- %s: accepted %d (warm-up included), delivered %d distinct, %d redelivered, drain %s after the load stopped; the store opened %s after the site first answered\n",
+				label, r.okTotal, r.delivered, r.dups, r.drain.Round(time.Millisecond), r.openAfter.Round(time.Millisecond))
 		}
 		if r.nats > 0 {
 			fmt.Printf("- %s: nats-server CPU/event %d µs (sum of %d servers), their peak RSS %s in all; from the start of load on they logged %d warnings and %d errors%s\n",
