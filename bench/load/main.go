@@ -341,7 +341,7 @@ func runCell(ctx context.Context, cfg config, root string, up *upstream, c cell,
 		return nil, err
 	}
 	defer p.stop()
-	var openAfter time.Duration // from the site's first answer to the store open
+	var openAfter time.Duration // from the site's first answer until the route was in /webhooks/stats
 	if mode == modeGateway {
 		t0 := time.Now()
 		if err := p.awaitRoute(ctx); err != nil {
@@ -620,7 +620,7 @@ func report(cfg config, all []*result, load0 string) int {
 		fmt.Printf("- %s: Caddy CPU/event %d µs, of which system %d µs; %.1f minor page faults/event; the upstream got %d requests on %d connections\n",
 			label, r.cpuPerReq.Microseconds(), r.sysPerReq.Microseconds(), r.faultsPer, r.upRequests, r.upConns)
 		if r.mode == modeGateway {
-			fmt.Printf("- %s: accepted %d (warm-up included), delivered %d distinct, %d redelivered, drain %s after the load stopped; the store opened %s after the site first answered\n",
+			fmt.Printf("- %s: accepted %d (warm-up included), delivered %d distinct, %d redelivered, drain %s after the load stopped; its route was in /webhooks/stats %s after the site first answered\n",
 				label, r.okTotal, r.delivered, r.dups, r.drain.Round(time.Millisecond), r.openAfter.Round(time.Millisecond))
 		}
 		if r.nats > 0 {
