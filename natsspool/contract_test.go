@@ -5,11 +5,12 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
+
 	"github.com/hookgate/hookgate/internal/natstest"
 	"github.com/hookgate/hookgate/spool"
 	"github.com/hookgate/hookgate/spool/spooltest"
-	"go.uber.org/zap"
-	"go.uber.org/zap/zaptest"
 )
 
 // contractStores numbers the contract suite's stores, each under a prefix

@@ -8,10 +8,11 @@ import (
 	"strings"
 	"time"
 
-	"github.com/hookgate/hookgate/spool"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
+
+	"github.com/hookgate/hookgate/spool"
 )
 
 // Headers of dead letters and of the records about them.

@@ -12,9 +12,10 @@ import (
 	"time"
 
 	"github.com/cespare/xxhash/v2"
-	"github.com/hookgate/hookgate/spool"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/hookgate/hookgate/spool"
 )
 
 // Headers of Hookgate's messages.

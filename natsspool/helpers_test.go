@@ -8,10 +8,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hookgate/hookgate/internal/natstest"
-	"github.com/hookgate/hookgate/spool"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
+
+	"github.com/hookgate/hookgate/internal/natstest"
+	"github.com/hookgate/hookgate/spool"
 )
 
 // wait bounds every wait of the tests on an event.

@@ -7,8 +7,9 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/hookgate/hookgate/spool"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/hookgate/hookgate/spool"
 )
 
 // Lookup finds where a route's event stands, from its records, while its

@@ -19,10 +19,11 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/hookgate/hookgate/spool"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
+
+	"github.com/hookgate/hookgate/spool"
 )
 
 // Defaults of Options.
@@ -32,16 +33,6 @@ const (
 	DefaultRequestTimeout = 10 * time.Second
 	DefaultLeaseMargin    = 30 * time.Second
 	DefaultCloseTimeout   = 10 * time.Second
-)
-
-// Defaults of the Limits, as Badger's.
-const (
-	defaultMaxItems         = 1_000_000
-	defaultMaxBytes         = 1 << 30
-	defaultMaxRecordBytes   = 4 << 30
-	defaultWorkers          = 64
-	defaultDeadRetention    = 7 * 24 * time.Hour
-	defaultAttemptRetention = 7 * 24 * time.Hour
 )
 
 // Options configure a Backend.
@@ -93,30 +84,8 @@ func (o Options) withDefaults() Options {
 	if o.Logger == nil {
 		o.Logger = zap.NewNop()
 	}
-	o.Limits = limitsWithDefaults(o.Limits)
+	o.Limits = o.Limits.WithDefaults()
 	return o
-}
-
-func limitsWithDefaults(l spool.Limits) spool.Limits {
-	if l.MaxItems <= 0 {
-		l.MaxItems = defaultMaxItems
-	}
-	if l.MaxBytes <= 0 {
-		l.MaxBytes = defaultMaxBytes
-	}
-	if l.MaxRecordBytes <= 0 {
-		l.MaxRecordBytes = defaultMaxRecordBytes
-	}
-	if l.Workers <= 0 {
-		l.Workers = defaultWorkers
-	}
-	if l.DeadRetention <= 0 {
-		l.DeadRetention = defaultDeadRetention
-	}
-	if l.AttemptRetention <= 0 {
-		l.AttemptRetention = defaultAttemptRetention
-	}
-	return l
 }
 
 // Backend is a spool.Backend on JetStream. Instances opened on the same
@@ -319,7 +288,7 @@ func (o Options) Name() string {
 // the streams' hard limits by an update (with several instances, the last
 // writer wins).
 func (b *Backend) Reconfigure(l spool.Limits) {
-	l = limitsWithDefaults(l)
+	l = l.WithDefaults()
 	b.limits.Store(&l)
 	b.workers.wake()
 	ctx, cancel := b.ctx(context.Background())

@@ -9,9 +9,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/hookgate/hookgate/spool"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
+
+	"github.com/hookgate/hookgate/spool"
 )
 
 // recordBytes is what one marker or record is counted as against

@@ -55,7 +55,7 @@ type Backend interface {
 }
 
 // Limits are the bounds and settings every backend applies and Reconfigure
-// changes while it runs. Zero values take each backend's defaults.
+// changes while it runs. Zero values take the defaults of WithDefaults.
 type Limits struct {
 	MaxItems         int64         // stored items, dead letters included
 	MaxBytes         int64         // stored message bytes
@@ -63,4 +63,24 @@ type Limits struct {
 	Workers          int           // deliveries in flight over all routes
 	DeadRetention    time.Duration // dead letters older than this are purged
 	AttemptRetention time.Duration // how long attempt records are kept
+}
+
+// WithDefaults returns l with its zero (or negative) values replaced by the
+// defaults: MaxItems 1,000,000; MaxBytes 1 GiB; MaxRecordBytes 4 GiB;
+// Workers 64; DeadRetention and AttemptRetention 7 days.
+func (l Limits) WithDefaults() Limits {
+	orDefault(&l.MaxItems, 1_000_000)
+	orDefault(&l.MaxBytes, 1<<30)
+	orDefault(&l.MaxRecordBytes, 4<<30)
+	orDefault(&l.Workers, 64)
+	orDefault(&l.DeadRetention, 7*24*time.Hour)
+	orDefault(&l.AttemptRetention, 7*24*time.Hour)
+	return l
+}
+
+// orDefault sets *v to d unless it is positive.
+func orDefault[T int | int64 | time.Duration](v *T, d T) {
+	if *v <= 0 {
+		*v = d
+	}
 }

@@ -78,30 +78,13 @@ type Options struct {
 }
 
 func (o Options) withDefaults() Options {
-	def := func(v *int64, d int64) {
-		if *v <= 0 {
-			*v = d
-		}
-	}
-	defDur := func(v *time.Duration, d time.Duration) {
-		if *v <= 0 {
-			*v = d
-		}
-	}
-	def(&o.MaxItems, 1_000_000)
-	def(&o.MaxBytes, 1<<30)
-	def(&o.MaxRecordBytes, 4<<30)
-	def(&o.MinFreeDisk, 512<<20)
-	def(&o.MemTableSize, 32<<20)
-	def(&o.segmentSize, segmentSize)
-	def(&o.segmentMin, segmentMessageMin)
-	if o.Workers <= 0 {
-		o.Workers = 64
-	}
-	defDur(&o.RouteGrace, 10*time.Minute)
-	defDur(&o.DeadRetention, 7*24*time.Hour)
-	defDur(&o.AttemptRetention, 7*24*time.Hour)
-	defDur(&o.CloseTimeout, 10*time.Second)
+	o.Limits = o.Limits.WithDefaults()
+	orDefault(&o.MinFreeDisk, 512<<20)
+	orDefault(&o.MemTableSize, 32<<20)
+	orDefault(&o.segmentSize, segmentSize)
+	orDefault(&o.segmentMin, segmentMessageMin)
+	orDefault(&o.RouteGrace, 10*time.Minute)
+	orDefault(&o.CloseTimeout, 10*time.Second)
 	if o.Logger == nil {
 		o.Logger = zap.NewNop()
 	}
