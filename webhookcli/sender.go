@@ -13,8 +13,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/hookgate/hookgate/verifier"
 	"github.com/spf13/cobra"
+
+	"github.com/hookgate/hookgate/verifier"
 )
 
 // The test sender's commands: sign, verify and send, for trying a

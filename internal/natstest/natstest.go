@@ -13,8 +13,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hookgate/hookgate/internal/testwait"
 	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/hookgate/hookgate/internal/testwait"
 )
 
 // startTimeout bounds a server's start and the cluster's election.
