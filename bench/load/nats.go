@@ -148,14 +148,14 @@ func startNATS(ctx context.Context, bin, root, cellName string, nodes int) (c *n
 // is enabled on it (/healthz?js-enabled-only=true) and, in a cluster of
 // nodes, its /jsz names a meta leader of a cluster of that size.
 func natsNodeReady(ctx context.Context, client *http.Client, n *natsNode, nodes int) string {
-	body, err := httpDo(ctx, client, http.MethodGet, n.monitor()+"/healthz?js-enabled-only=true", 1<<20)
-	if err != nil {
+	if _, err := httpDo(ctx, client, http.MethodGet, n.monitor()+"/healthz?js-enabled-only=true", 1<<20); err != nil {
 		return fmt.Sprintf("%s: healthz: %v", n.name, err)
 	}
 	if nodes == 1 {
 		return ""
 	}
-	if body, err = httpDo(ctx, client, http.MethodGet, n.monitor()+"/jsz", 1<<20); err != nil {
+	body, err := httpDo(ctx, client, http.MethodGet, n.monitor()+"/jsz", 1<<20)
+	if err != nil {
 		return fmt.Sprintf("%s: jsz: %v", n.name, err)
 	}
 	if why := metaLeader(body, nodes); why != "" {
