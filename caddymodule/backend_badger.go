@@ -91,25 +91,15 @@ func (b *BadgerBackend) ReconfigureStore(store spool.Backend) {
 //		min_free_disk <size>
 //	}
 func (b *BadgerBackend) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
-	d.Next() // the backend's name
-	if d.NextArg() {
-		return d.ArgErr()
-	}
-	for d.NextBlock(0) {
-		var err error
-		switch opt := d.Val(); opt {
+	return backendBlock(d, func(opt string) error {
+		switch opt {
 		case "storage":
-			err = oneArg(d, func(s string) error { b.Storage = s; return nil })
+			return oneArg(d, stringArg(&b.Storage))
 		case "min_free_disk":
-			err = oneArg(d, sizeArg(d, &b.MinFreeDisk))
-		default:
-			return d.Errf("webhooks: unknown option %q in backend badger", opt)
+			return oneArg(d, sizeArg(d, &b.MinFreeDisk))
 		}
-		if err != nil {
-			return err
-		}
-	}
-	return nil
+		return d.Errf("webhooks: unknown option %q in backend badger", opt)
+	})
 }
 
 // Interface guards.

@@ -169,49 +169,40 @@ func (b *NATSBackend) OpenStore(c StoreConfig) (spool.Backend, error) {
 // credentials, token and user are alternatives; the token and the password
 // are placeholders ({env.NATS_TOKEN}, {file./path}), never written literally.
 func (b *NATSBackend) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
-	d.Next() // the backend's name
-	if d.NextArg() {
-		return d.ArgErr()
-	}
-	for d.NextBlock(0) {
-		var err error
-		switch opt := d.Val(); opt {
+	return backendBlock(d, func(opt string) error {
+		switch opt {
 		case "servers":
-			err = listArgs(d, &b.Servers, nil)
+			return listArgs(d, &b.Servers, nil)
 		case "credentials":
-			err = oneArg(d, stringArg(&b.Credentials))
+			return oneArg(d, stringArg(&b.Credentials))
 		case "token":
-			err = oneArg(d, func(s string) error { b.Token = s; return checkSecret(d, s) })
+			return oneArg(d, func(s string) error { b.Token = s; return checkSecret(d, s) })
 		case "user":
 			if !d.Args(&b.User, &b.Password) || d.NextArg() {
 				return d.ArgErr()
 			}
-			err = checkSecret(d, b.Password)
+			return checkSecret(d, b.Password)
 		case "tls_ca":
-			err = oneArg(d, stringArg(&b.TLSCA))
+			return oneArg(d, stringArg(&b.TLSCA))
 		case "prefix":
-			err = oneArg(d, stringArg(&b.Prefix))
+			return oneArg(d, stringArg(&b.Prefix))
 		case "replicas":
-			err = oneArg(d, positiveInt(d, &b.Replicas))
+			return oneArg(d, positiveInt(d, &b.Replicas))
 		case "verify_sync":
-			err = listArgs(d, &b.VerifySync, nil)
+			return listArgs(d, &b.VerifySync, nil)
 		case "accept_risk":
 			if d.NextArg() {
 				return d.ArgErr()
 			}
 			b.AcceptRisk = true
+			return nil
 		case "request_timeout":
-			err = oneArg(d, durationArg(d, &b.RequestTimeout))
+			return oneArg(d, durationArg(d, &b.RequestTimeout))
 		case "lease_margin":
-			err = oneArg(d, durationArg(d, &b.LeaseMargin))
-		default:
-			return d.Errf("webhooks: unknown option %q in backend nats", opt)
+			return oneArg(d, durationArg(d, &b.LeaseMargin))
 		}
-		if err != nil {
-			return err
-		}
-	}
-	return nil
+		return d.Errf("webhooks: unknown option %q in backend nats", opt)
+	})
 }
 
 // Interface guards.

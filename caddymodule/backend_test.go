@@ -66,19 +66,26 @@ func TestBackendConfig(t *testing.T) {
 		{"negative floor, shorthand", fmt.Sprintf(`{"storage": %q, "min_free_disk": -1}`, dir), "min_free_disk must not be negative"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			err := caddy.Load(configJSON(t, tt.webhooks, "", ingestRoute("in", "")), true)
-			t.Cleanup(func() { caddy.Stop() })
-			if checkError(t, err, tt.wantErr) {
-				return
-			}
-			app, err := caddy.ActiveContext().App("webhooks")
-			if err != nil {
-				t.Fatal(err)
-			}
-			if got := app.(*App).store.Name(); got != name {
-				t.Fatalf("store %s, want %s", got, name)
-			}
+			loadStore(t, tt.webhooks, tt.wantErr, name)
 		})
+	}
+}
+
+// loadStore loads a config whose webhooks app is webhooks and checks that it
+// fails with wantErr, or opens the store named name.
+func loadStore(t *testing.T, webhooks, wantErr, name string) {
+	t.Helper()
+	err := caddy.Load(configJSON(t, webhooks, "", ingestRoute("in", "")), true)
+	t.Cleanup(func() { caddy.Stop() })
+	if checkError(t, err, wantErr) {
+		return
+	}
+	app, err := caddy.ActiveContext().App("webhooks")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := app.(*App).store.Name(); got != name {
+		t.Fatalf("store %s, want %s", got, name)
 	}
 }
 
@@ -181,18 +188,7 @@ func TestNATSBackendConfig(t *testing.T) {
 		{"password without user", `"servers": [` + servers + `], "password": "{env.HG_TEST_NATS_SECRET}"`, "password needs a user"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			err := caddy.Load(configJSON(t, `{"backend": {"backend": "nats", `+tt.backend+`}}`, "", ingestRoute("in", "")), true)
-			t.Cleanup(func() { caddy.Stop() })
-			if checkError(t, err, tt.wantErr) {
-				return
-			}
-			app, err := caddy.ActiveContext().App("webhooks")
-			if err != nil {
-				t.Fatal(err)
-			}
-			if got, want := app.(*App).store.Name(), "nats:"+natsspool.DefaultPrefix+"@"+node.URL(); got != want {
-				t.Fatalf("store %s, want %s", got, want)
-			}
+			loadStore(t, `{"backend": {"backend": "nats", `+tt.backend+`}}`, tt.wantErr, "nats:"+natsspool.DefaultPrefix+"@"+node.URL())
 		})
 	}
 }

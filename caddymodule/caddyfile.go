@@ -435,6 +435,21 @@ func checkSecret(d *caddyfile.Dispenser, s string) error {
 	return nil
 }
 
+// backendBlock reads a backend module's tokens: the backend's name, no
+// argument after it, and a block whose options option reads.
+func backendBlock(d *caddyfile.Dispenser, option func(opt string) error) error {
+	d.Next() // the backend's name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for d.NextBlock(0) {
+		if err := option(d.Val()); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // stringArg sets dst to the argument.
 func stringArg(dst *string) func(string) error {
 	return func(s string) error { *dst = s; return nil }
