@@ -161,7 +161,7 @@ func TestEnqueueAnswersAfterSync(t *testing.T) {
 	}
 }
 
-// TestDurableCommitSyncsWhatCameBefore: leases and outcomes are committed
+// TestDurableCommitSyncsWhatCameBefore: delivery outcomes are committed
 // without a sync, and the next enqueue syncs them with its own commit, even
 // when a commit, its own or an outcome's, found the memtable full and
 // started a new write-ahead log: the old log must not be left with unsynced
