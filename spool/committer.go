@@ -425,10 +425,10 @@ func (s *Spool) applyBatch(b *batch) {
 // Badger is opened without SyncWrites, so a commit is in its memory-mapped
 // logs, i.e. in the page cache: it survives the process (a crash, kill -9),
 // not the machine. Only enqueues and the operator's changes must be on disk
-// before they are answered; delivery outcomes (and the flight log, see
-// flightLog) may be lost to a power cut, which costs an attempt that is not
-// counted or a delivery made twice, both within at least once. The next
-// durable commit syncs them too.
+// before they are answered; delivery outcomes may be lost to a power cut,
+// which costs an attempt that is not counted or a delivery made twice, both
+// within at least once. The next durable commit syncs them too. (The flight
+// log, see flightLog, is never synced: the same holds for it.)
 //
 // A durable commit syncs before as well as after, when something is
 // unsynced: db.Sync syncs the active memtable's log, and a commit that finds
