@@ -408,6 +408,10 @@ func (b *Backend) deliver(rl *routeLoop, msg jetstream.Msg) {
 	out := r.Deliverer.Deliver(dctx, d)
 	took := time.Since(start)
 	dcancel()
+	// The outcome's writes get a timeout of their own: the delivery may have
+	// outlasted ctx's.
+	sctx, scancel := context.WithTimeout(context.Background(), 2*b.opts.RequestTimeout)
+	defer scancel()
 	rec := spool.Attempt{Number: attempt, At: start, Duration: took, StatusCode: out.StatusCode}
 	if out.Err != nil {
 		rec.Error = out.Err.Error()
@@ -423,10 +427,10 @@ func (b *Backend) deliver(rl *routeLoop, msg jetstream.Msg) {
 	paused := b.routes.get(it.route).pausedMs(nowMs) - it.pausedBase
 	age := time.Duration(nowMs-it.ageStartMs-max(paused, 0)) * time.Millisecond
 	v := r.Policy.Decide(out, attempt, age)
-	b.recordAttempt(ctx, &it, rec)
+	b.recordAttempt(sctx, &it, rec)
 	switch {
 	case v.Ack:
-		if err := msg.DoubleAck(ctx); err != nil {
+		if err := msg.DoubleAck(sctx); err != nil {
 			b.log.Warn("natsspool: ack of a delivered item failed; it may be delivered again", append(fields, zap.Error(err))...)
 		}
 		b.observe(it.route, rec, "delivered")
@@ -436,9 +440,9 @@ func (b *Backend) deliver(rl *routeLoop, msg jetstream.Msg) {
 	case v.Reason != "":
 		b.observe(it.route, rec, "dead")
 		b.log.Warn("delivery failed; kept as a dead letter", append(fields, zap.String("reason", v.Reason))...)
-		b.kill(ctx, msg, &it, deadInfo{reason: v.Reason, status: out.StatusCode, lastErr: rec.Error, attempts: attempt - it.attemptBase})
+		b.kill(sctx, msg, &it, deadInfo{reason: v.Reason, status: out.StatusCode, lastErr: rec.Error, attempts: attempt - it.attemptBase})
 		if out.DisableRoute && out.DeadReason != "" {
-			if err := b.Disable(ctx, it.route, out.DeadReason); err != nil {
+			if err := b.Disable(sctx, it.route, out.DeadReason); err != nil {
 				b.log.Error("natsspool: route not disabled", zap.String("route", it.route), zap.Error(err))
 			}
 		}

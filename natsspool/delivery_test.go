@@ -331,3 +331,27 @@ func TestCloseReleasesWhatItCancels(t *testing.T) {
 		}
 	})
 }
+
+// TestADeliveryLongerThanTheRequestTimeoutIsAcked: the outcome of a
+// delivery that took longer than the NATS calls' own timeout is still
+// written: the item is acked at once, not left for its ack wait and
+// delivered again.
+func TestADeliveryLongerThanTheRequestTimeoutIsAcked(t *testing.T) {
+	forEachStore(t, func(t *testing.T, s store) {
+		o := s.options("HG")
+		o.RequestTimeout = 200 * time.Millisecond
+		o.LeaseMargin = time.Minute // a redelivery would come long after the test ends
+		b := openWith(t, o)
+		ch := make(chan delivery, 10)
+		b.RegisterRoute("r", spool.Route{Timeout: 10 * time.Second, Deliverer: newRecorder("a", ch, func(*spool.Delivery) spool.Outcome {
+			time.Sleep(time.Second) // more than twice the request timeout
+			return spool.Outcome{StatusCode: http.StatusOK}
+		})})
+		mustEnqueue(t, b, entry("r", "evt_slow", "x"), spool.Accepted)
+		next(t, ch)
+		testwait.Until(t, 10*time.Second, func() (bool, string) {
+			items, _ := b.Usage()
+			return items == 0, fmt.Sprintf("%d items stored after the delivery", items)
+		})
+	})
+}
