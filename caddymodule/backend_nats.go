@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -113,6 +114,12 @@ func (b *NATSBackend) Validate() error {
 		return errors.New("webhooks backend nats: give one of credentials, token, or user")
 	case b.Password != "" && b.User == "":
 		return errors.New("webhooks backend nats: password needs a user")
+	}
+	for _, s := range b.Servers {
+		// The servers are part of the store's name, which the stats show.
+		if u, err := url.Parse(s); err == nil && u.User != nil {
+			return fmt.Errorf("webhooks backend nats: server %s: give credentials with user, token or credentials, not in the URL", u.Redacted())
+		}
 	}
 	return nil
 }

@@ -184,6 +184,7 @@ func TestNATSBackendConfig(t *testing.T) {
 		{"one server, risk accepted", `"servers": [` + servers + `], "replicas": 1, "accept_risk": true, "verify_sync": [` + fmt.Sprintf("%q", node.MonitorURL()) + `]`, ""},
 		{"one server", `"servers": [` + servers + `], "replicas": 1, "verify_sync": [` + fmt.Sprintf("%q", node.MonitorURL()) + `]`, "replicas"},
 		{"no servers", `"replicas": 1`, "servers is required"},
+		{"credentials in a server URL", `"servers": ["nats://hookgate:s3cret@127.0.0.1:4222"]`, "not in the URL"},
 		{"token and user", `"servers": [` + servers + `], "token": "{env.HG_TEST_NATS_SECRET}", "user": "u", "password": "{env.HG_TEST_NATS_SECRET}"`, "one of credentials, token, or user"},
 		{"password without user", `"servers": [` + servers + `], "password": "{env.HG_TEST_NATS_SECRET}"`, "password needs a user"},
 	} {
