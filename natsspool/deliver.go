@@ -187,11 +187,14 @@ func (b *Backend) ensureConsumer(ctx context.Context, route string, ackWait time
 	c, err := b.js.Consumer(cctx, b.n.stream(), b.n.consumer(route))
 	switch {
 	case errors.Is(err, jetstream.ErrConsumerNotFound):
-		if ackWait == 0 {
-			ackWait = spool.DefaultTimeout + b.opts.LeaseMargin
+		create := ackWait
+		if create == 0 {
+			create = spool.DefaultTimeout + b.opts.LeaseMargin
 		}
-		_, err = b.js.CreateConsumer(cctx, b.n.stream(), b.consumerConfig(route, ackWait))
+		_, err = b.js.CreateConsumer(cctx, b.n.stream(), b.consumerConfig(route, create))
 		if errors.Is(err, jetstream.ErrConsumerExists) {
+			// Another instance created it meanwhile: keep its ack wait
+			// unless this call sets one (not the default it used).
 			return b.ensureConsumer(ctx, route, ackWait)
 		}
 		return err
