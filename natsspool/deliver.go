@@ -270,15 +270,19 @@ func (b *Backend) run(ctx context.Context, rl *routeLoop) {
 			waitOn(ctx, workersFree)
 			continue
 		}
-		got := b.fetch(ctx, rl, cons, k)
+		got, gone := b.fetch(ctx, rl, cons, k)
 		rl.slots.give(k - got)
 		b.workers.give(k - got)
+		if gone {
+			cons = nil // deleted behind our back: made again above
+		}
 	}
 }
 
 // fetch pulls up to k messages and hands each to a delivery goroutine that
-// holds one of the k slots; it returns how many it handed on.
-func (b *Backend) fetch(ctx context.Context, rl *routeLoop, cons jetstream.Consumer, k int) int {
+// holds one of the k slots; it returns how many it handed on, and whether
+// the consumer is gone.
+func (b *Backend) fetch(ctx context.Context, rl *routeLoop, cons jetstream.Consumer, k int) (int, bool) {
 	fctx, cancel := context.WithTimeout(ctx, fetchWait)
 	defer cancel()
 	batch, err := cons.Fetch(k, jetstream.FetchContext(fctx))
@@ -287,7 +291,7 @@ func (b *Backend) fetch(ctx context.Context, rl *routeLoop, cons jetstream.Consu
 			b.log.Warn("natsspool: fetch", zap.String("route", rl.name), zap.Error(err))
 			sleep(ctx, retryWait)
 		}
-		return 0
+		return 0, consumerGone(err)
 	}
 	got := 0
 	for msg := range batch.Messages() {
@@ -300,11 +304,18 @@ func (b *Backend) fetch(ctx context.Context, rl *routeLoop, cons jetstream.Consu
 		b.inflight.Add(1)
 		go b.deliver(rl, msg)
 	}
-	if err := batch.Error(); err != nil && ctx.Err() == nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, nats.ErrTimeout) {
+	err = batch.Error()
+	if err != nil && ctx.Err() == nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, nats.ErrTimeout) {
 		b.log.Warn("natsspool: fetch", zap.String("route", rl.name), zap.Error(err))
 		sleep(ctx, retryWait)
 	}
-	return got
+	return got, consumerGone(err)
+}
+
+// consumerGone reports whether a pull failed because its consumer no longer
+// exists (an operator deleted it, or the stream was lost).
+func consumerGone(err error) bool {
+	return errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound)
 }
 
 func sleep(ctx context.Context, d time.Duration) {

@@ -355,3 +355,22 @@ func TestADeliveryLongerThanTheRequestTimeoutIsAcked(t *testing.T) {
 		})
 	})
 }
+
+// TestADeletedConsumerIsMadeAgain: a route's consumer deleted behind the
+// backend's back (by an operator) is created again, and delivery goes on.
+func TestADeletedConsumerIsMadeAgain(t *testing.T) {
+	forEachStore(t, func(t *testing.T, s store) {
+		b := s.open(t, "HG")
+		ch := make(chan delivery, 10)
+		b.RegisterRoute("r", spool.Route{Deliverer: newRecorder("a", ch, nil)})
+		mustEnqueue(t, b, entry("r", "evt_1", "x"), spool.Accepted)
+		next(t, ch)
+		if err := b.js.DeleteConsumer(ctxT(t), b.n.stream(), b.n.consumer("r")); err != nil {
+			t.Fatal(err)
+		}
+		mustEnqueue(t, b, entry("r", "evt_2", "x"), spool.Accepted)
+		if d := next(t, ch); d.eventID != "evt_2" {
+			t.Fatalf("delivered %s, want evt_2", d.eventID)
+		}
+	})
+}
