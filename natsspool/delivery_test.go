@@ -365,6 +365,10 @@ func TestADeletedConsumerIsMadeAgain(t *testing.T) {
 		b.RegisterRoute("r", spool.Route{Deliverer: newRecorder("a", ch, nil)})
 		mustEnqueue(t, b, entry("r", "evt_1", "x"), spool.Accepted)
 		next(t, ch)
+		testwait.Until(t, wait, func() (bool, string) { // acked: nothing for the new consumer to redeliver
+			items, _ := b.Usage()
+			return items == 0, fmt.Sprintf("%d items stored", items)
+		})
 		if err := b.js.DeleteConsumer(ctxT(t), b.n.stream(), b.n.consumer("r")); err != nil {
 			t.Fatal(err)
 		}
