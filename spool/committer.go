@@ -201,10 +201,14 @@ func (b *batch) lease(rid uint32, name string) (Route, bool) {
 }
 
 // queued notes a q/ key written, so the dispatcher can rewind to it.
-func (b *batch) queued(k []byte) {
+func (b *batch) queued(k []byte) { keepEarliest(b.rewind, k) }
+
+// keepEarliest records q/ key k in m, per route, unless an earlier key of
+// its route is there.
+func keepEarliest(m map[uint32][]byte, k []byte) {
 	rid, _, _, _ := parseQueueKey(k)
-	if cur, ok := b.rewind[rid]; !ok || bytes.Compare(k, cur) < 0 {
-		b.rewind[rid] = k
+	if cur, ok := m[rid]; !ok || bytes.Compare(k, cur) < 0 {
+		m[rid] = k
 	}
 }
 
@@ -331,12 +335,9 @@ func (s *Spool) commit(ops []op) {
 
 // rewindTo points the dispatcher back at a q/ key it may have passed.
 func (s *Spool) rewindTo(k []byte) {
-	rid, _, _, _ := parseQueueKey(k)
 	s.rewindMu.Lock()
 	defer s.rewindMu.Unlock()
-	if cur, ok := s.rewind[rid]; !ok || bytes.Compare(k, cur) < 0 {
-		s.rewind[rid] = k
-	}
+	keepEarliest(s.rewind, k)
 }
 
 // commitOnce writes ops in one transaction. If an op fails to stage, it
@@ -407,10 +408,8 @@ func (s *Spool) applyBatch(b *batch) {
 	}
 	if len(b.rewind) > 0 {
 		s.rewindMu.Lock()
-		for rid, k := range b.rewind {
-			if cur, ok := s.rewind[rid]; !ok || bytes.Compare(k, cur) < 0 {
-				s.rewind[rid] = k
-			}
+		for _, k := range b.rewind {
+			keepEarliest(s.rewind, k)
 		}
 		s.rewindMu.Unlock()
 		s.nudge()
