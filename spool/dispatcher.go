@@ -259,23 +259,26 @@ func (d *dispatcher) start(found []candidate, nowMs int64) {
 	var leases []work
 	for _, c := range found {
 		st := c.st
+		var reason, lastErr string
 		switch {
 		case c.disabled != "":
-			s.send(&finishOp{key: c.key, to: toDead, reason: c.disabled, lastErr: "route " + c.name + " is disabled"})
+			reason, lastErr = c.disabled, "route "+c.name+" is disabled"
 		case !c.known:
-			s.send(&finishOp{key: c.key, to: toDead, reason: ReasonRouteRemoved, lastErr: "route " + c.name + " is not configured"})
+			reason, lastErr = ReasonRouteRemoved, "route "+c.name+" is not configured"
 		case st.Attempt >= c.route.Policy.MaxAttempts:
 			// It has had its attempts: a reload lowered max_attempts, or an
 			// older version leased it and never reported back.
-			s.send(&finishOp{key: c.key, to: toDead, reason: ReasonMaxAttempts})
+			reason = ReasonMaxAttempts
 		case st.Attempt > 0 && c.route.Policy.MaxAge > 0 && time.Duration(s.ageMs(&st, nowMs))*time.Millisecond > c.route.Policy.MaxAge:
 			// Never before the first attempt: a gateway that was down, or
 			// a route that was paused, delivers what it held.
-			s.send(&finishOp{key: c.key, to: toDead, reason: ReasonMaxAge})
+			reason = ReasonMaxAge
 		default:
 			leases = append(leases, work{key: c.key, st: st, route: c.route})
 			continue
 		}
+		s.flight.hold(keyID(c.key)) // until it commits
+		s.send(&finishOp{s: s, key: c.key, held: true, to: toDead, reason: reason, lastErr: lastErr})
 		d.release([]candidate{c})
 	}
 	for _, w := range leases {

@@ -16,7 +16,8 @@ import (
 // the commit of an item's outcome. So an item whose outcome commits while a
 // pass runs stays here, marked done, until that pass ends; the next pass's
 // snapshot has the outcome. The entries are bounded by the deliveries in
-// flight (Options.Workers) and those that end during one pass.
+// flight (Options.Workers), the dead letters being made (the ops queue) and
+// those that end during one pass.
 type flight struct {
 	mu      sync.Mutex
 	items   map[uint64]flightItem
@@ -28,6 +29,7 @@ type flightItem struct {
 	rid     uint32
 	class   class // classQueued or classScheduled: what Stats counts it out of
 	attempt int   // the attempt's number (the state's Attempt, plus 1)
+	held    bool  // not an attempt: the dispatcher is making it a dead letter
 	done    bool
 }
 
@@ -49,6 +51,16 @@ func (f *flight) add(id uint64, st *state) {
 	n[it.class]++
 }
 
+// hold keeps item id from being leased while the dispatcher makes it a dead
+// letter: a later pass, whose snapshot may predate that commit and whose
+// route may have been enabled meanwhile, must not also deliver it. It is not
+// an attempt, so neither logged nor counted in flight.
+func (f *flight) hold(id uint64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.items[id] = flightItem{held: true}
+}
+
 // has reports whether item id is leased, or was until the pass running.
 func (f *flight) has(id uint64) bool {
 	f.mu.Lock()
@@ -66,7 +78,9 @@ func (f *flight) done(id uint64) {
 	if !ok || it.done {
 		return
 	}
-	f.routes[it.rid][it.class]--
+	if !it.held {
+		f.routes[it.rid][it.class]--
+	}
 	if f.passing {
 		it.done = true
 		f.items[id] = it
@@ -110,7 +124,7 @@ func (f *flight) live() []flightRecord {
 	defer f.mu.Unlock()
 	out := make([]flightRecord, 0, len(f.items))
 	for id, it := range f.items {
-		if !it.done {
+		if !it.done && !it.held {
 			out = append(out, flightRecord{id, it.attempt})
 		}
 	}

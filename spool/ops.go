@@ -259,12 +259,13 @@ const (
 // The outcome of a delivery carries the item's state (leased): nothing else
 // writes an item in flight, so its key is as the lease found it, and the op
 // ends the lease once committed. Otherwise (the dispatcher making a dead
-// letter of what it saw in a snapshot) the op reads the key, and does
-// nothing if it is gone.
+// letter of what it saw in a snapshot, holding the item in flight) the op
+// reads the key, and does nothing if it is gone.
 type finishOp struct {
 	s       *Spool
 	key     []byte
 	leased  *state // the state of an item in flight, nil to read it
+	held    bool   // read, but its item is in flight until the op commits
 	to      transition
 	delay   time.Duration
 	status  int
@@ -277,7 +278,7 @@ func (o *finishOp) size() int     { return 256 + len(o.lastErr) }
 func (o *finishOp) durable() bool { return false }
 
 func (o *finishOp) finish(err error) {
-	if o.leased == nil {
+	if o.leased == nil && !o.held {
 		return
 	}
 	o.s.flight.done(keyID(o.key))

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -189,13 +190,7 @@ func TestOneFailingOpDoesNotFailItsBatch(t *testing.T) {
 // attempt cannot be committed, its item is left as it was, no longer in
 // flight, and the dispatcher, pointed back at it, delivers it again.
 func TestAnOutcomeThatFailsToCommitLeavesItsItemDue(t *testing.T) {
-	s := openTest(t, Options{})
-	ctx := context.Background()
-	if err := s.Pause(ctx, "r"); err != nil { // nothing dispatched
-		t.Fatal(err)
-	}
-	mustEnqueue(t, s, entry("r", "evt_1", "x"))
-	key, st := firstQueued(t, s)
+	s, key, st := pausedWithOneItem(t)
 	id := keyID(key)
 	s.flight.add(id, &st)
 	o := &finishOp{s: s, key: key, leased: &st, to: toDelivered, attempt: &Attempt{Number: 1}}
@@ -220,7 +215,7 @@ func TestAnOutcomeThatFailsToCommitLeavesItsItemDue(t *testing.T) {
 	}
 	rec := newRecorder(nil)
 	s.RegisterRoute("r", Route{Deliverer: rec})
-	if err := s.Resume(ctx, "r"); err != nil {
+	if err := s.Resume(context.Background(), "r"); err != nil {
 		t.Fatal(err)
 	}
 	if a := rec.next(t, 10*time.Second); a.EventID != "evt_2" || a.Attempt != 1 {
@@ -230,6 +225,19 @@ func TestAnOutcomeThatFailsToCommitLeavesItsItemDue(t *testing.T) {
 }
 
 // firstQueued returns the first q/ key and its state.
+// pausedWithOneItem opens a spool holding one item, queued on route "r",
+// which is paused so that the dispatcher leaves it to the test.
+func pausedWithOneItem(t *testing.T) (*Spool, []byte, state) {
+	t.Helper()
+	s := openTest(t, Options{})
+	if err := s.Pause(context.Background(), "r"); err != nil {
+		t.Fatal(err)
+	}
+	mustEnqueue(t, s, entry("r", "evt_1", "x"))
+	key, st := firstQueued(t, s)
+	return s, key, st
+}
+
 func firstQueued(t *testing.T, s *Spool) (key []byte, st state) {
 	t.Helper()
 	err := s.db.View(func(txn *badger.Txn) error {
@@ -597,5 +605,38 @@ func TestItemIDsNeverRepeat(t *testing.T) {
 	s = openTest(t, Options{Dir: dir})
 	if id := mustEnqueue(t, s, entry("r", "evt_3", "x")).ID; id <= 1000 {
 		t.Fatalf("id %d, within the range an older version leased", id)
+	}
+}
+
+// TestADeadLetterBeingMadeIsNotLeased: an item the dispatcher is making a
+// dead letter of stays in flight until that commits, so that a later pass,
+// whose snapshot may still show it and whose route may have been enabled
+// meanwhile, does not also deliver it.
+func TestADeadLetterBeingMadeIsNotLeased(t *testing.T) {
+	s, key, st := pausedWithOneItem(t)
+	id := keyID(key)
+
+	hold, held := make(chan struct{}), make(chan struct{})
+	blocker := &failingOp{done: make(chan struct{}), sideEffect: func() { close(held); <-hold }}
+	s.send(blocker)
+	<-held // the committer is busy: what the dispatcher sends waits
+	release := sync.OnceFunc(func() { close(hold) })
+	defer release() // on a failure too, so that the spool can close
+	d := &dispatcher{s: s, cursors: map[uint32][]byte{}, missing: map[uint32]int64{}}
+	d.start([]candidate{{key: key, st: st, name: "r", disabled: "gone"}}, nowMs()) // holds no slot
+	if !s.flight.has(id) {
+		t.Fatal("an item being made a dead letter is not held in flight")
+	}
+	if rs := routeStats(s, "r"); rs.InFlight != 0 || rs.Queued != 1 {
+		t.Fatalf("stats %+v while held, want it queued, not an attempt in flight", rs)
+	}
+	if live := s.flight.live(); len(live) != 0 {
+		t.Fatalf("held item logged as an attempt: %v", live)
+	}
+	release()
+	<-blocker.done
+	eventually(t, 5*time.Second, "the dead letter committed", func() bool { return !s.flight.has(id) })
+	if rs := routeStats(s, "r"); rs.Dead != 1 || rs.Queued != 0 {
+		t.Fatalf("stats %+v, want one dead letter", rs)
 	}
 }
