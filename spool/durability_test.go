@@ -142,11 +142,10 @@ func TestEnqueueAnswersAfterSync(t *testing.T) {
 	}
 
 	s := openTest(t, Options{Dir: filepath.Join(dir, "spool")})
-	for i := range 100 {
-		body := strings.Repeat("x", 100)
-		if i%2 == 1 {
-			body = strings.Repeat("v", 48<<10)
-		}
+	for i := range 150 {
+		// Each place a message goes: the write-ahead log, the value log, a
+		// segment. A commit that wrote to the value log must sync it too.
+		body := [...]string{strings.Repeat("x", 100), strings.Repeat("w", 1<<10), strings.Repeat("v", 48<<10)}[i%3]
 		id := fmt.Sprint("evt_", i)
 		mustEnqueue(t, s, entry("r", id, body))
 		if n := dirtyKiB(t, s.opts.Dir, ".mem", ".vlog"); n != 0 {
