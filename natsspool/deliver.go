@@ -27,7 +27,51 @@ const (
 	// margin must hold on a busy machine.
 	fetchWait = 10 * time.Second
 	retryWait = time.Second // before a failed NATS step is tried again
+	// skipWaitMax caps the delay of a redelivery after a delivery that made
+	// no attempt (see skipDelay).
+	skipWaitMax = time.Minute
+	// maxUncounted is how many deliveries of an item may go without an
+	// attempt record before each one counts as an attempt (see
+	// attemptNumber).
+	maxUncounted = 20
 )
+
+// skipDelay is how long a delivery that made no HTTP attempt (its records
+// not read, its route no longer registered here, a dead letter not yet
+// stored) waits to be delivered again: retryWait doubled with each earlier
+// delivery, at most skipWaitMax, so an item that cannot be attempted comes
+// back at most once a minute.
+func skipDelay(delivered uint64) time.Duration {
+	return min(retryWait<<min(max(delivered, 1)-1, 6), skipWaitMax)
+}
+
+// attemptNumber is the number of the attempt a delivery of it makes, the
+// delivery being its delivered-th: one after the last attempt recorded for
+// the item (last is the newest record of its event), as deliveries that
+// made no attempt must not use up max_attempts. An attempt whose record was
+// not written (a crash during the attempt, a failed write) goes uncounted,
+// but at most maxUncounted deliveries go uncounted in all; without a record
+// of the item (its marker expired with its records) every delivery counts.
+func attemptNumber(it *item, last *jetstream.RawStreamMsg, delivered uint64) int {
+	byDeliveries := it.attemptBase + int(delivered)
+	if last == nil {
+		return byDeliveries
+	}
+	recorded := 0
+	switch kind := last.Header.Get(hdrKind); {
+	case kind == kindAttempt && last.Header.Get(hdrItem) == strconv.FormatUint(it.seq, 10):
+		var a attemptRecord
+		if json.Unmarshal(last.Data, &a) != nil {
+			return byDeliveries
+		}
+		recorded = a.Number + 1
+	case (kind == kindMarker || kind == kindReplayed) && last.Sequence+1 == it.seq:
+		recorded = it.attemptBase + 1 // the item's payload follows its marker: no attempt yet
+	default:
+		return byDeliveries
+	}
+	return max(recorded, byDeliveries-maxUncounted)
+}
 
 // gate counts slots in flight against a limit that may change; a release
 // wakes whoever waits for one.
@@ -389,15 +433,16 @@ func (b *Backend) deliver(rl *routeLoop, msg jetstream.Msg) {
 	}
 	it := b.itemOf(md.Sequence.Stream, msg.Headers(), msg.Data())
 	it.rl, it.leave = rl, leave
-	attempt := it.attemptBase + int(md.NumDelivered)
+	attempt := it.attemptBase + 1
 	ctx, cancel := context.WithTimeout(context.Background(), 2*b.opts.RequestTimeout)
 	defer cancel()
 	if md.NumDelivered > 1 {
-		// A kill that did not finish must finish without a new attempt.
+		// A kill that did not finish must finish without a new attempt; the
+		// attempts so far are counted from the records.
 		last, err := b.lastRecord(ctx, it.subject)
 		if err != nil {
 			b.log.Warn("natsspool: records not read; retried", zap.String("route", it.route), zap.Error(err))
-			_ = msg.NakWithDelay(retryWait)
+			_ = msg.NakWithDelay(skipDelay(md.NumDelivered))
 			return
 		}
 		if last != nil && last.Header.Get(hdrItem) == strconv.FormatUint(it.seq, 10) &&
@@ -405,10 +450,11 @@ func (b *Backend) deliver(rl *routeLoop, msg jetstream.Msg) {
 			b.finishKill(ctx, msg, &it, deadInfoOf(last.Header))
 			return
 		}
+		attempt = attemptNumber(&it, last, md.NumDelivered)
 	}
 	r, ok := b.route(rl)
 	if !ok {
-		_ = msg.Nak()
+		_ = msg.Nak() // unregistered meanwhile: for another instance at once; not an attempt
 		return
 	}
 	if reason := b.routes.get(it.route).Disabled; reason != "" {
@@ -434,6 +480,7 @@ func (b *Backend) deliver(rl *routeLoop, msg jetstream.Msg) {
 	if !out.Succeeded() && b.workCtx.Err() != nil {
 		b.log.Info("natsspool: delivery interrupted by shutdown; released", fields...)
 		b.observe(it.route, rec, "released")
+		b.recordAttempt(sctx, &it, rec) // an attempt was made: the next delivery counts it
 		_ = msg.Nak()
 		return
 	}

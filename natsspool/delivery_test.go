@@ -5,10 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/hookgate/hookgate/internal/testwait"
 	"github.com/hookgate/hookgate/spool"
@@ -220,8 +224,9 @@ func TestAbruptlyClosedInstanceLeaseGoesToTheOther(t *testing.T) {
 		ch := make(chan delivery, 4)
 		route.Deliverer = newRecorder("b", ch, nil)
 		defer b.RegisterRoute("r", route)()
-		if d := next(t, ch); d.eventID != "evt_1" || d.attempt != 2 {
-			t.Fatalf("delivery %+v, want attempt 2 on b", d)
+		// a died before recording its attempt: uncounted (see attemptNumber).
+		if d := next(t, ch); d.eventID != "evt_1" || d.attempt != 1 {
+			t.Fatalf("delivery %+v, want attempt 1 on b", d)
 		}
 	})
 }
@@ -322,8 +327,8 @@ func TestCloseReleasesWhatItCancels(t *testing.T) {
 		if _, err := a.Enqueue(ctxT(t), entry("r", "evt_2", `{}`)); !errors.Is(err, spool.ErrClosed) {
 			t.Fatalf("enqueue after Close: %v", err)
 		}
-		// Released with a nak: b has it, as its second delivery (NATS counts
-		// the released one).
+		// Released with a nak: b has it, as its second attempt (the released
+		// one is recorded).
 		ch := make(chan delivery, 1)
 		defer b.RegisterRoute("r", spool.Route{Deliverer: newRecorder("b", ch, nil)})()
 		if d := next(t, ch); d.eventID != "evt_1" || d.attempt != 2 {
@@ -377,4 +382,90 @@ func TestADeletedConsumerIsMadeAgain(t *testing.T) {
 			t.Fatalf("delivered %s, want evt_2", d.eventID)
 		}
 	})
+}
+
+// TestDeliveriesWithoutAnAttemptDoNotCount: deliveries that made no HTTP
+// attempt (here naked by hand, as after a failed read of the records or on
+// an instance that had just unregistered the route) do not use up
+// max_attempts: the route still gets its three attempts, numbered from 1.
+func TestDeliveriesWithoutAnAttemptDoNotCount(t *testing.T) {
+	forEachStore(t, func(t *testing.T, s store) {
+		a := s.open(t, "HG")
+		mustEnqueue(t, a, entry("r", "evt_1", `{}`), spool.Accepted)
+		cons, err := a.js.Consumer(ctxT(t), a.n.stream(), a.n.consumer("r"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for want := uint64(1); want <= 5; want++ {
+			batch, err := cons.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for msg := range batch.Messages() {
+				if md, err := msg.Metadata(); err != nil || md.NumDelivered != want {
+					t.Fatalf("delivery %d: %+v, %v", want, md, err)
+				}
+				if err := msg.Nak(); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		ch := make(chan delivery, 8)
+		policy := spool.Policy{MaxAttempts: 3, BackoffMin: 10 * time.Millisecond, BackoffMax: 10 * time.Millisecond}
+		defer a.RegisterRoute("r", spool.Route{Policy: policy, Deliverer: newRecorder("a", ch, func(*spool.Delivery) spool.Outcome {
+			return spool.Outcome{StatusCode: http.StatusServiceUnavailable}
+		})})()
+		for want := 1; want <= 3; want++ {
+			if d := next(t, ch); d.attempt != want {
+				t.Fatalf("delivery %+v, want attempt %d", d, want)
+			}
+		}
+		testwait.Until(t, wait, func() (bool, string) {
+			st, err := a.Lookup(ctxT(t), "r", "evt_1")
+			return err == nil && st.State == spool.StateDead && st.Dead.Attempts == 3, fmt.Sprintf("%+v, %v", st, err)
+		})
+	})
+}
+
+func TestAttemptNumber(t *testing.T) {
+	rec := func(seq uint64, kind string, item uint64, data string) *jetstream.RawStreamMsg {
+		m := &jetstream.RawStreamMsg{Sequence: seq, Header: nats.Header{}, Data: []byte(data)}
+		m.Header.Set(hdrKind, kind)
+		if item != 0 {
+			m.Header.Set(hdrItem, strconv.FormatUint(item, 10))
+		}
+		return m
+	}
+	it := &item{seq: 11, attemptBase: 2}
+	for _, tt := range []struct {
+		name      string
+		last      *jetstream.RawStreamMsg
+		delivered uint64
+		want      int
+	}{
+		{"no records: by deliveries", nil, 4, 6},
+		{"marker just before: none yet", rec(10, kindMarker, 0, ""), 4, 3},
+		{"replayed just before: none yet", rec(10, kindReplayed, 0, ""), 4, 3},
+		{"after a recorded attempt", rec(30, kindAttempt, 11, `{"n":4}`), 9, 5},
+		{"another item's attempt: by deliveries", rec(30, kindAttempt, 7, `{"n":4}`), 4, 6},
+		{"a marker of another run: by deliveries", rec(5, kindMarker, 0, ""), 4, 6},
+		{"at most maxUncounted uncounted", rec(10, kindMarker, 0, ""), maxUncounted + 5, 2 + 5},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := attemptNumber(it, tt.last, tt.delivered); got != tt.want {
+				t.Fatalf("attemptNumber = %d, want %d", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestSkipDelayGrowsToItsCap(t *testing.T) {
+	for _, tt := range []struct {
+		delivered uint64
+		want      time.Duration
+	}{{0, retryWait}, {1, retryWait}, {2, 2 * retryWait}, {4, 8 * retryWait}, {7, skipWaitMax}, {1 << 40, skipWaitMax}} {
+		if got := skipDelay(tt.delivered); got != tt.want {
+			t.Errorf("skipDelay(%d) = %v, want %v", tt.delivered, got, tt.want)
+		}
+	}
 }
