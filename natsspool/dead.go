@@ -232,7 +232,7 @@ func (b *Backend) replay(ctx context.Context, id uint64) (bool, error) {
 			q.Data = dm.Data
 			_, _, err := publishBatch(cctx, b.nc, []*nats.Msg{rec, q})
 			if c := errCode(err); c == codeWrongLastSeq || c == codeWrongLastSeqInFlight {
-				pauseBriefly(cctx)
+				retryPause(cctx, try)
 				continue
 			}
 			if err != nil {
