@@ -469,3 +469,57 @@ func TestSkipDelayGrowsToItsCap(t *testing.T) {
 		}
 	}
 }
+
+// TestStatsReadNeverHoldsUpACaller: while a snapshot is being read (held
+// here on the lock its read of the local counts takes), an enqueue and
+// Stats, Usage and Records answer from the last snapshot at once.
+func TestStatsReadNeverHoldsUpACaller(t *testing.T) {
+	forEachStore(t, func(t *testing.T, s store) {
+		a := s.open(t, "HG")
+		mustEnqueue(t, a, entry("r", "evt_1", `{}`), spool.Accepted)
+		a.loopsMu.Lock()
+		held := true
+		defer func() {
+			if held {
+				a.loopsMu.Unlock()
+			}
+		}()
+		a.cache.invalidate()
+		for _, tc := range []struct {
+			name string
+			call func() error
+		}{
+			{"enqueue", func() error {
+				_, err := a.Enqueue(context.Background(), entry("r", "evt_2", `{}`))
+				return err
+			}},
+			{"stats", func() error { a.Stats(); return nil }},
+			{"usage", func() error { a.Usage(); return nil }},
+			{"records", func() error { a.Records(); return nil }},
+		} {
+			done := make(chan error, 1)
+			go func() { done <- tc.call() }()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Fatalf("%s: %v", tc.name, err)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatalf("%s waited for the stats' read", tc.name)
+			}
+		}
+		if items, _ := a.Usage(); items != 2 {
+			t.Fatalf("usage %d items, want 2 (the last snapshot and this instance's enqueue)", items)
+		}
+		held = false
+		a.loopsMu.Unlock()
+		testwait.Until(t, wait, func() (bool, string) {
+			for _, r := range a.Stats() {
+				if r.Route == "r" && r.Queued == 2 {
+					return true, ""
+				}
+			}
+			return false, fmt.Sprintf("%+v", a.Stats())
+		})
+	})
+}

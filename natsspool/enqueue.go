@@ -410,18 +410,19 @@ func (b *Backend) Seen(ctx context.Context, route, eventID string, body []byte) 
 // CanRemember reports from the cached counts whether a new event id would
 // fit the record budget.
 func (b *Backend) CanRemember() error {
-	u := b.cache.peek()
+	u := b.cache.get()
 	if (u.records+1)*recordBytes > b.limits.Load().MaxRecordBytes {
 		return &spool.FullError{Limit: "max_record_bytes"}
 	}
 	return nil
 }
 
-// softFull checks the bounds against the cached usage: the error new
+// softFull checks the bounds against the last snapshot and this
+// instance's additions since (never waiting for a read): the error new
 // entries get, nil if they fit.
 func (b *Backend) softFull(ps []prepared) error {
 	l := b.limits.Load()
-	u := b.cache.usageNoWait(b)
+	u := b.cache.get()
 	var items, bytes, records int64
 	for _, p := range ps {
 		records++

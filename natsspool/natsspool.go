@@ -120,6 +120,8 @@ type Backend struct {
 	closed     atomic.Bool
 	watchStop  context.CancelFunc
 	watchDone  chan struct{}
+	statsStop  context.CancelFunc
+	statsDone  chan struct{}
 
 	attemptRecordsDropped atomic.Int64
 }
@@ -144,7 +146,7 @@ func Open(ctx context.Context, opts Options) (*Backend, error) {
 		return nil, fmt.Errorf("natsspool: connect: %w", err)
 	}
 	b := &Backend{opts: opts, n: names{prefix: opts.Prefix}, log: opts.Logger, nc: nc, loops: map[string]*routeLoop{},
-		workers: newGate(), watchDone: make(chan struct{})}
+		workers: newGate(), watchDone: make(chan struct{}), cache: newStatsCache(), statsDone: make(chan struct{})}
 	b.limits.Store(&opts.Limits)
 	if err := b.setUp(ctx); err != nil {
 		nc.Close()
@@ -156,6 +158,11 @@ func Open(ctx context.Context, opts Options) (*Backend, error) {
 		nc.Close()
 		return nil, err
 	}
+	// The first snapshot before the first enqueue, whose bounds it checks.
+	b.cache.refresh(ctx, b)
+	var statsCtx context.Context
+	statsCtx, b.statsStop = context.WithCancel(context.Background())
+	go b.refreshStats(statsCtx)
 	return b, nil
 }
 
@@ -336,6 +343,8 @@ func (b *Backend) Close() error {
 		b.cancelWork()
 		b.watchStop()
 		<-b.watchDone
+		b.statsStop()
+		<-b.statsDone
 		if err := b.nc.Drain(); err != nil {
 			b.nc.Close()
 		}
