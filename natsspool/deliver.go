@@ -93,6 +93,13 @@ func (g *gate) take(limit, want int) int {
 	return k
 }
 
+// available is how many slots are free under limit, without taking them.
+func (g *gate) available(limit int) int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return max(limit-g.n, 0)
+}
+
 func (g *gate) give(k int) {
 	if k == 0 {
 		return
@@ -301,6 +308,9 @@ func (b *Backend) run(ctx context.Context, rl *routeLoop) {
 			}
 			ackWait = want
 		}
+		// The route's slots are held through the pull (only this loop takes
+		// them); a worker slot, shared by all routes, only per message
+		// received, so that idle routes' pulls hold none.
 		routeFree := rl.slots.released()
 		n := rl.slots.take(r.Concurrency, maxFetch)
 		if n == 0 {
@@ -308,15 +318,14 @@ func (b *Backend) run(ctx context.Context, rl *routeLoop) {
 			continue
 		}
 		workersFree := b.workers.released()
-		k := b.workers.take(b.limits.Load().Workers, n)
+		k := min(n, b.workers.available(b.limits.Load().Workers))
 		rl.slots.give(n - k)
 		if k == 0 {
 			waitOn(ctx, workersFree)
 			continue
 		}
-		got, gone := b.fetch(ctx, rl, cons, k)
+		got, gone := b.fetch(ctx, rl, cons, k, ackWait)
 		rl.slots.give(k - got)
-		b.workers.give(k - got)
 		if gone {
 			cons = nil // deleted behind our back: made again above
 		}
@@ -324,9 +333,9 @@ func (b *Backend) run(ctx context.Context, rl *routeLoop) {
 }
 
 // fetch pulls up to k messages and hands each to a delivery goroutine that
-// holds one of the k slots; it returns how many it handed on, and whether
-// the consumer is gone.
-func (b *Backend) fetch(ctx context.Context, rl *routeLoop, cons jetstream.Consumer, k int) (int, bool) {
+// holds one of the k route slots and a worker slot, taken as the message
+// comes; it returns how many it handed on, and whether the consumer is gone.
+func (b *Backend) fetch(ctx context.Context, rl *routeLoop, cons jetstream.Consumer, k int, ackWait time.Duration) (int, bool) {
 	fctx, cancel := context.WithTimeout(ctx, fetchWait)
 	defer cancel()
 	batch, err := cons.Fetch(k, jetstream.FetchContext(fctx))
@@ -339,7 +348,7 @@ func (b *Backend) fetch(ctx context.Context, rl *routeLoop, cons jetstream.Consu
 	}
 	got := 0
 	for msg := range batch.Messages() {
-		if ctx.Err() != nil {
+		if ctx.Err() != nil || !b.takeWorker(ctx, msg, ackWait) {
 			_ = msg.Nak() // stopped: released for another instance or the next start
 			continue
 		}
@@ -354,6 +363,33 @@ func (b *Backend) fetch(ctx context.Context, rl *routeLoop, cons jetstream.Consu
 		sleep(ctx, retryWait)
 	}
 	return got, consumerGone(err)
+}
+
+// takeWorker takes a worker slot for msg, waiting for one while other
+// routes' deliveries hold them all (msg's ack wait kept from running out
+// meanwhile); false if ctx ended first.
+func (b *Backend) takeWorker(ctx context.Context, msg jetstream.Msg, ackWait time.Duration) bool {
+	var progress *time.Ticker
+	for {
+		free := b.workers.released()
+		if b.workers.take(b.limits.Load().Workers, 1) == 1 {
+			if progress != nil {
+				progress.Stop()
+			}
+			return true
+		}
+		if progress == nil {
+			progress = time.NewTicker(max(ackWait/3, time.Second))
+			defer progress.Stop()
+		}
+		select {
+		case <-free:
+		case <-progress.C:
+			_ = msg.InProgress()
+		case <-ctx.Done():
+			return false
+		}
+	}
 }
 
 // consumerGone reports whether a pull failed because its consumer no longer

@@ -523,3 +523,35 @@ func TestStatsReadNeverHoldsUpACaller(t *testing.T) {
 		})
 	})
 }
+
+// TestIdleRoutesHoldNoWorkers: with one worker, a registered route with
+// nothing to deliver, whose pull waits for messages, does not hold that
+// worker from a route that has an item.
+func TestIdleRoutesHoldNoWorkers(t *testing.T) {
+	forEachStore(t, func(t *testing.T, s store) {
+		o := s.options("HG")
+		o.Limits.Workers = 1
+		a := openWith(t, o)
+		ch := make(chan delivery, 4)
+		defer a.RegisterRoute("idle", spool.Route{Deliverer: newRecorder("a", ch, nil)})()
+		testwait.Until(t, wait, func() (bool, string) { // idle's pull is waiting
+			c, err := a.js.Consumer(ctxT(t), a.n.stream(), a.n.consumer("idle"))
+			if err != nil {
+				return false, err.Error()
+			}
+			return c.CachedInfo().NumWaiting > 0, fmt.Sprintf("%+v", c.CachedInfo())
+		})
+		start := time.Now()
+		defer a.RegisterRoute("busy", spool.Route{Deliverer: newRecorder("a", ch, nil)})()
+		mustEnqueue(t, a, entry("busy", "evt_1", `{}`), spool.Accepted)
+		select {
+		case d := <-ch:
+			if d.eventID != "evt_1" {
+				t.Fatalf("delivery %+v", d)
+			}
+		case <-time.After(fetchWait / 2):
+			t.Fatalf("not delivered within %v: the idle route's pull holds the worker", fetchWait/2)
+		}
+		t.Logf("delivered after %v", time.Since(start))
+	})
+}
