@@ -148,6 +148,11 @@ func (b *Backend) RegisterRoute(name string, r spool.Route) (unregister func()) 
 	}
 	reg := &r
 	b.loopsMu.Lock()
+	if b.loopsClosed {
+		// Close waits for the loops, or has: none may start now.
+		b.loopsMu.Unlock()
+		return func() {}
+	}
 	rl := b.loops[name]
 	if rl == nil {
 		ctx, cancel := context.WithCancel(b.stopCtx)

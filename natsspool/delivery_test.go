@@ -555,3 +555,26 @@ func TestIdleRoutesHoldNoWorkers(t *testing.T) {
 		t.Logf("delivered after %v", time.Since(start))
 	})
 }
+
+// TestRegisterRouteDuringCloseStartsNoLoop: a registration racing Close
+// starts no fetch loop once Close waits for them (a WaitGroup Add during
+// its Wait), and one after Close starts none either.
+func TestRegisterRouteDuringCloseStartsNoLoop(t *testing.T) {
+	forEachStore(t, func(t *testing.T, s store) {
+		a := s.open(t, "HG")
+		r := spool.Route{Deliverer: newRecorder("a", make(chan delivery, 1), nil)}
+		var wg sync.WaitGroup
+		for i := range 8 {
+			wg.Go(func() { a.RegisterRoute(fmt.Sprintf("r%d", i), r) })
+		}
+		wg.Go(func() { _ = a.Close() })
+		wg.Wait()
+		unregister := a.RegisterRoute("late", r)
+		defer unregister()
+		a.loopsMu.Lock()
+		defer a.loopsMu.Unlock()
+		if a.loops["late"] != nil {
+			t.Fatal("a route registered after Close has a fetch loop")
+		}
+	})
+}

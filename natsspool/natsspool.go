@@ -124,6 +124,10 @@ type Backend struct {
 	statsDone  chan struct{}
 
 	attemptRecordsDropped atomic.Int64
+
+	// loopsClosed is set under loopsMu by Close before it waits for the
+	// loops: RegisterRoute starts none after.
+	loopsClosed bool
 }
 
 var _ spool.Backend = (*Backend)(nil)
@@ -326,6 +330,9 @@ func (b *Backend) Close() error {
 	b.closeOnce.Do(func() {
 		b.StopDelivering(b.opts.CloseTimeout)
 		b.closed.Store(true)
+		b.loopsMu.Lock()
+		b.loopsClosed = true
+		b.loopsMu.Unlock()
 		b.fetching.Wait()
 		done := make(chan struct{})
 		go func() { b.inflight.Wait(); close(done) }()
