@@ -246,18 +246,32 @@ func (b *Backend) replay(ctx context.Context, id uint64) (bool, error) {
 	}
 }
 
-// ReplayMatching replays every dead letter f selects.
+// replayPage is how many dead letters ReplayMatching lists at a time.
+var replayPage = maxPage
+
+// ReplayMatching replays every dead letter f selects that exists when it
+// starts: it stops at the dead letters' last id taken first, so that items
+// dying again while it runs (new ids) are not replayed again and again.
 func (b *Backend) ReplayMatching(ctx context.Context, f spool.DeadFilter) (int, error) {
+	cctx, cancel := b.ctx(ctx)
+	info, err := b.dead.Info(cctx)
+	cancel()
+	if err != nil {
+		return 0, fmt.Errorf("natsspool: replay: %w", err)
+	}
+	last := info.State.LastSeq
 	total := 0
 	var after uint64
-	for {
-		page, next, err := b.ListDead(ctx, f, after, maxPage)
+	for after < last {
+		page, next, err := b.ListDead(ctx, f, after, replayPage)
 		if err != nil {
 			return total, err
 		}
-		ids := make([]uint64, len(page))
-		for i, d := range page {
-			ids[i] = d.ID
+		ids := make([]uint64, 0, len(page))
+		for _, d := range page {
+			if d.ID <= last {
+				ids = append(ids, d.ID)
+			}
 		}
 		n, err := b.Replay(ctx, ids...)
 		total += n
@@ -266,6 +280,7 @@ func (b *Backend) ReplayMatching(ctx context.Context, f spool.DeadFilter) (int, 
 		}
 		after = next
 	}
+	return total, nil
 }
 
 // DeleteDead deletes dead letters, first recording each deletion on its

@@ -578,3 +578,34 @@ func TestRegisterRouteDuringCloseStartsNoLoop(t *testing.T) {
 		}
 	})
 }
+
+// TestReplayMatchingStopsAtTheDeadLettersItFound: items that die again
+// while ReplayMatching pages through the dead letters (here at once, and
+// one dead letter a page) are not replayed again: each of the six is
+// replayed once, and the call ends.
+func TestReplayMatchingStopsAtTheDeadLettersItFound(t *testing.T) {
+	forEachStore(t, func(t *testing.T, s store) {
+		a := s.open(t, "HG")
+		defer a.RegisterRoute("r", spool.Route{Deliverer: newRecorder("a", make(chan delivery, 64), func(*spool.Delivery) spool.Outcome {
+			return spool.Outcome{StatusCode: http.StatusBadRequest}
+		})})()
+		for _, id := range ids(6, "evt") {
+			mustEnqueue(t, a, entry("r", id, `{}`), spool.Accepted)
+		}
+		deadLetters := func(want int) {
+			testwait.Until(t, wait, func() (bool, string) {
+				dl, _, err := a.ListDead(ctxT(t), spool.DeadFilter{Route: "r"}, 0, 100)
+				return err == nil && len(dl) == want, fmt.Sprintf("%d dead letters, %v", len(dl), err)
+			})
+		}
+		deadLetters(6)
+		replayPage = 1
+		defer func() { replayPage = maxPage }()
+		ctx, cancel := context.WithTimeout(ctxT(t), 10*time.Second)
+		defer cancel()
+		if n, err := a.ReplayMatching(ctx, spool.DeadFilter{Route: "r"}); n != 6 || err != nil {
+			t.Fatalf("ReplayMatching = %d, %v; want 6", n, err)
+		}
+		deadLetters(6) // dead again, each once
+	})
+}
