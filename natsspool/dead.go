@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -76,11 +77,47 @@ func (b *Backend) kill(ctx context.Context, msg jetstream.Msg, it *item, d deadI
 	m := b.record(it, kindDeadIntent, b.intentTTL(it))
 	d.set(m.Header)
 	if _, err := b.js.PublishMsg(ctx, m); err != nil {
-		b.log.Warn("natsspool: dead letter not started; retried", zap.String("route", it.route), zap.Error(err))
-		_ = msg.NakWithDelay(retryWait)
+		b.killFailed(msg, it, "natsspool: dead letter not started; retried", err)
 		return
 	}
 	b.finishKill(ctx, msg, it, d)
+}
+
+// killWarnEvery is the least time between two warnings of failed kills.
+const killWarnEvery = time.Minute
+
+// warnLimiter counts failures and lets a warning of them through at most
+// once per killWarnEvery.
+type warnLimiter struct {
+	mu     sync.Mutex
+	at     time.Time
+	failed int
+}
+
+// allow counts a failure and says how many to warn of now: 0 while the
+// last warning is recent.
+func (w *warnLimiter) allow() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.failed++
+	if !w.at.IsZero() && time.Since(w.at) < killWarnEvery {
+		return 0
+	}
+	n := w.failed
+	w.at, w.failed = time.Now(), 0
+	return n
+}
+
+// killFailed releases an item whose kill failed at a step (the dead
+// letters full, say) for a redelivery that finishes it: un-acked, it stays
+// in the queue until its dead letter is stored. The redelivery waits
+// skipDelay (up to a minute), and the warning is logged at most once per
+// killWarnEvery.
+func (b *Backend) killFailed(msg jetstream.Msg, it *item, what string, err error) {
+	if n := b.killWarn.allow(); n > 0 {
+		b.log.Warn(what, zap.String("route", it.route), zap.Int("failures", n), zap.Error(err))
+	}
+	_ = msg.NakWithDelay(skipDelay(it.delivered))
 }
 
 func (b *Backend) finishKill(ctx context.Context, msg jetstream.Msg, it *item, d deadInfo) {
@@ -103,16 +140,14 @@ func (b *Backend) finishKill(ctx context.Context, msg jetstream.Msg, it *item, d
 	c.Data = it.body
 	ack, err := b.js.PublishMsg(ctx, c, jetstream.WithMsgID("dead:"+strconv.FormatUint(it.seq, 10)))
 	if err != nil {
-		b.log.Warn("natsspool: dead letter not stored; retried", zap.String("route", it.route), zap.Error(err))
-		_ = msg.NakWithDelay(retryWait)
+		b.killFailed(msg, it, "natsspool: dead letter not stored; retried", err)
 		return
 	}
 	r := b.record(it, kindDead, b.intentTTL(it))
 	d.set(r.Header)
 	r.Header.Set(hdrDead, strconv.FormatUint(ack.Sequence, 10))
 	if _, err := b.js.PublishMsg(ctx, r); err != nil {
-		b.log.Warn("natsspool: dead record not written; retried", zap.String("route", it.route), zap.Error(err))
-		_ = msg.NakWithDelay(retryWait)
+		b.killFailed(msg, it, "natsspool: dead record not written; retried", err)
 		return
 	}
 	if err := msg.DoubleAck(ctx); err != nil {

@@ -434,6 +434,7 @@ type item struct {
 	ageStartMs  int64
 	attemptBase int
 	pausedBase  int64
+	delivered   uint64     // JetStream's count of its deliveries, this one included
 	rl          *routeLoop // the loop delivering it, nil outside a delivery
 	leave       func()     // ends its count as in flight
 }
@@ -474,6 +475,7 @@ func (b *Backend) deliver(rl *routeLoop, msg jetstream.Msg) {
 	}
 	it := b.itemOf(md.Sequence.Stream, msg.Headers(), msg.Data())
 	it.rl, it.leave = rl, leave
+	it.delivered = md.NumDelivered
 	attempt := it.attemptBase + 1
 	ctx, cancel := context.WithTimeout(context.Background(), 2*b.opts.RequestTimeout)
 	defer cancel()

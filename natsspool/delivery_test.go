@@ -13,6 +13,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/hookgate/hookgate/internal/testwait"
 	"github.com/hookgate/hookgate/spool"
@@ -607,5 +609,43 @@ func TestReplayMatchingStopsAtTheDeadLettersItFound(t *testing.T) {
 			t.Fatalf("ReplayMatching = %d, %v; want 6", n, err)
 		}
 		deadLetters(6) // dead again, each once
+	})
+}
+
+// TestFullDeadLettersBackOffAndLoseNothing: a kill that finds the dead
+// letters full leaves its item in the queue, undead and not attempted
+// again, retried with a growing delay and one warning a minute; once there
+// is room its dead letter is stored.
+func TestFullDeadLettersBackOffAndLoseNothing(t *testing.T) {
+	forEachStore(t, func(t *testing.T, s store) {
+		core, logs := observer.New(zap.WarnLevel)
+		o := s.options("HG")
+		o.Logger = zap.New(core)
+		a := openWith(t, o)
+		for _, id := range ids(2, "evt") {
+			mustEnqueue(t, a, entry("r", id, `{}`), spool.Accepted)
+		}
+		a.Reconfigure(spool.Limits{MaxItems: 1}) // room for one dead letter
+		var attempts counter
+		defer a.RegisterRoute("r", spool.Route{Deliverer: spool.DelivererFunc(func(_ context.Context, d *spool.Delivery) spool.Outcome {
+			attempts.add(d.EventID)
+			return spool.Outcome{StatusCode: http.StatusBadRequest}
+		})})()
+		notStored := func() int { return logs.FilterMessageSnippet("dead letter not stored").Len() }
+		testwait.Until(t, wait, func() (bool, string) { return notStored() > 0, "no kill found the dead letters full" })
+		time.Sleep(4 * time.Second) // 1 s apart, 4 more tries and warnings
+		if n := notStored(); n != 1 {
+			t.Fatalf("%d warnings of a full dead letter stream, want 1", n)
+		}
+		a.Reconfigure(spool.Limits{MaxItems: 10})
+		testwait.Until(t, wait, func() (bool, string) {
+			dl, _, err := a.ListDead(ctxT(t), spool.DeadFilter{Route: "r"}, 0, 10)
+			return err == nil && len(dl) == 2, fmt.Sprintf("%d dead letters, %v", len(dl), err)
+		})
+		for _, id := range ids(2, "evt") {
+			if n := attempts.get(id); n != 1 {
+				t.Fatalf("%s attempted %d times", id, n)
+			}
+		}
 	})
 }

@@ -124,6 +124,7 @@ type Backend struct {
 	statsDone  chan struct{}
 
 	attemptRecordsDropped atomic.Int64
+	killWarn              warnLimiter // warnings of kills that failed at a step
 
 	// loopsClosed is set under loopsMu by Close before it waits for the
 	// loops: RegisterRoute starts none after.
