@@ -62,10 +62,14 @@ func headerSafe(s string) string {
 	return string(out)
 }
 
-// intentTTL is how long the records of a kill last: at least the event's
-// marker, and beyond any redelivery of the item being killed.
+// intentTTL is how long the records of a kill last: as long as the event's
+// marker, not longer, since a record left on the event's subject refuses
+// its id (the enqueue expects the subject empty) after its dedupe window.
+// A kill whose records expire before it finishes (the window ending
+// meanwhile) is made again by the item's next attempt; its dead copy is
+// deduplicated by the item for deadDuplicates.
 func (b *Backend) intentTTL(it *item) time.Duration {
-	return max(it.remaining(), 2*(spool.DefaultTimeout+b.opts.LeaseMargin), 10*time.Minute)
+	return max(it.remaining(), time.Second)
 }
 
 // kill makes an item a dead letter. First a dead-intent record: from then on

@@ -649,3 +649,26 @@ func TestFullDeadLettersBackOffAndLoseNothing(t *testing.T) {
 		}
 	})
 }
+
+// TestADeadEventsIDIsFreeAfterItsWindow: the records of an event's kill
+// last no longer than its dedupe window, so its id is accepted again once
+// the window has passed.
+func TestADeadEventsIDIsFreeAfterItsWindow(t *testing.T) {
+	forEachStore(t, func(t *testing.T, s store) {
+		a := s.open(t, "HG")
+		defer a.RegisterRoute("r", spool.Route{Deliverer: newRecorder("a", make(chan delivery, 4), func(*spool.Delivery) spool.Outcome {
+			return spool.Outcome{StatusCode: http.StatusBadRequest}
+		})})()
+		e := entry("r", "evt_1", `{}`)
+		e.DedupeWindow = 3 * time.Second
+		mustEnqueue(t, a, e, spool.Accepted)
+		testwait.Until(t, wait, func() (bool, string) {
+			st, err := a.Lookup(ctxT(t), "r", "evt_1")
+			return err == nil && st.State == spool.StateDead, fmt.Sprintf("%+v, %v", st, err)
+		})
+		testwait.Until(t, 15*time.Second, func() (bool, string) {
+			res, err := a.Enqueue(ctxT(t), e)
+			return err == nil && res.Status == spool.Accepted, fmt.Sprintf("%+v, %v", res, err)
+		})
+	})
+}
