@@ -537,7 +537,9 @@ func TestIdleRoutesHoldNoWorkers(t *testing.T) {
 		ch := make(chan delivery, 4)
 		defer a.RegisterRoute("idle", spool.Route{Deliverer: newRecorder("a", ch, nil)})()
 		testwait.Until(t, wait, func() (bool, string) { // idle's pull is waiting
-			c, err := a.js.Consumer(ctxT(t), a.n.stream(), a.n.consumer("idle"))
+			ctx, cancel := context.WithTimeout(ctxT(t), 2*time.Second) // a request lost in an election is asked again
+			defer cancel()
+			c, err := a.js.Consumer(ctx, a.n.stream(), a.n.consumer("idle"))
 			if err != nil {
 				return false, err.Error()
 			}
