@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -61,10 +62,14 @@ func headerSafe(s string) string {
 	return string(out)
 }
 
-// intentTTL is how long the records of a kill last: at least the event's
-// marker, and beyond any redelivery of the item being killed.
+// intentTTL is how long the records of a kill last: as long as the event's
+// marker, not longer, since a record left on the event's subject refuses
+// its id (the enqueue expects the subject empty) after its dedupe window.
+// A kill whose records expire before it finishes (the window ending
+// meanwhile) is made again by the item's next attempt; its dead copy is
+// deduplicated by the item for deadDuplicates.
 func (b *Backend) intentTTL(it *item) time.Duration {
-	return max(it.remaining(), 2*(spool.DefaultTimeout+b.opts.LeaseMargin), 10*time.Minute)
+	return max(it.remaining(), time.Second)
 }
 
 // kill makes an item a dead letter. First a dead-intent record: from then on
@@ -76,11 +81,47 @@ func (b *Backend) kill(ctx context.Context, msg jetstream.Msg, it *item, d deadI
 	m := b.record(it, kindDeadIntent, b.intentTTL(it))
 	d.set(m.Header)
 	if _, err := b.js.PublishMsg(ctx, m); err != nil {
-		b.log.Warn("natsspool: dead letter not started; retried", zap.String("route", it.route), zap.Error(err))
-		_ = msg.NakWithDelay(retryWait)
+		b.killFailed(msg, it, "natsspool: dead letter not started; retried", err)
 		return
 	}
 	b.finishKill(ctx, msg, it, d)
+}
+
+// killWarnEvery is the least time between two warnings of failed kills.
+const killWarnEvery = time.Minute
+
+// warnLimiter counts failures and lets a warning of them through at most
+// once per killWarnEvery.
+type warnLimiter struct {
+	mu     sync.Mutex
+	at     time.Time
+	failed int
+}
+
+// allow counts a failure and says how many to warn of now: 0 while the
+// last warning is recent.
+func (w *warnLimiter) allow() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.failed++
+	if !w.at.IsZero() && time.Since(w.at) < killWarnEvery {
+		return 0
+	}
+	n := w.failed
+	w.at, w.failed = time.Now(), 0
+	return n
+}
+
+// killFailed releases an item whose kill failed at a step (the dead
+// letters full, say) for a redelivery that finishes it: un-acked, it stays
+// in the queue until its dead letter is stored. The redelivery waits
+// skipDelay (up to a minute), and the warning is logged at most once per
+// killWarnEvery.
+func (b *Backend) killFailed(msg jetstream.Msg, it *item, what string, err error) {
+	if n := b.killWarn.allow(); n > 0 {
+		b.log.Warn(what, zap.String("route", it.route), zap.Int("failures", n), zap.Error(err))
+	}
+	_ = msg.NakWithDelay(skipDelay(it.delivered))
 }
 
 func (b *Backend) finishKill(ctx context.Context, msg jetstream.Msg, it *item, d deadInfo) {
@@ -103,16 +144,14 @@ func (b *Backend) finishKill(ctx context.Context, msg jetstream.Msg, it *item, d
 	c.Data = it.body
 	ack, err := b.js.PublishMsg(ctx, c, jetstream.WithMsgID("dead:"+strconv.FormatUint(it.seq, 10)))
 	if err != nil {
-		b.log.Warn("natsspool: dead letter not stored; retried", zap.String("route", it.route), zap.Error(err))
-		_ = msg.NakWithDelay(retryWait)
+		b.killFailed(msg, it, "natsspool: dead letter not stored; retried", err)
 		return
 	}
 	r := b.record(it, kindDead, b.intentTTL(it))
 	d.set(r.Header)
 	r.Header.Set(hdrDead, strconv.FormatUint(ack.Sequence, 10))
 	if _, err := b.js.PublishMsg(ctx, r); err != nil {
-		b.log.Warn("natsspool: dead record not written; retried", zap.String("route", it.route), zap.Error(err))
-		_ = msg.NakWithDelay(retryWait)
+		b.killFailed(msg, it, "natsspool: dead record not written; retried", err)
 		return
 	}
 	if err := msg.DoubleAck(ctx); err != nil {
@@ -232,7 +271,7 @@ func (b *Backend) replay(ctx context.Context, id uint64) (bool, error) {
 			q.Data = dm.Data
 			_, _, err := publishBatch(cctx, b.nc, []*nats.Msg{rec, q})
 			if c := errCode(err); c == codeWrongLastSeq || c == codeWrongLastSeqInFlight {
-				pauseBriefly(cctx)
+				retryPause(cctx, try)
 				continue
 			}
 			if err != nil {
@@ -246,18 +285,32 @@ func (b *Backend) replay(ctx context.Context, id uint64) (bool, error) {
 	}
 }
 
-// ReplayMatching replays every dead letter f selects.
+// replayPage is how many dead letters ReplayMatching lists at a time.
+var replayPage = maxPage
+
+// ReplayMatching replays every dead letter f selects that exists when it
+// starts: it stops at the dead letters' last id taken first, so that items
+// dying again while it runs (new ids) are not replayed again and again.
 func (b *Backend) ReplayMatching(ctx context.Context, f spool.DeadFilter) (int, error) {
+	cctx, cancel := b.ctx(ctx)
+	info, err := b.dead.Info(cctx)
+	cancel()
+	if err != nil {
+		return 0, fmt.Errorf("natsspool: replay: %w", err)
+	}
+	last := info.State.LastSeq
 	total := 0
 	var after uint64
-	for {
-		page, next, err := b.ListDead(ctx, f, after, maxPage)
+	for after < last {
+		page, next, err := b.ListDead(ctx, f, after, replayPage)
 		if err != nil {
 			return total, err
 		}
-		ids := make([]uint64, len(page))
-		for i, d := range page {
-			ids[i] = d.ID
+		ids := make([]uint64, 0, len(page))
+		for _, d := range page {
+			if d.ID <= last {
+				ids = append(ids, d.ID)
+			}
 		}
 		n, err := b.Replay(ctx, ids...)
 		total += n
@@ -266,6 +319,7 @@ func (b *Backend) ReplayMatching(ctx context.Context, f spool.DeadFilter) (int, 
 		}
 		after = next
 	}
+	return total, nil
 }
 
 // DeleteDead deletes dead letters, first recording each deletion on its

@@ -27,7 +27,51 @@ const (
 	// margin must hold on a busy machine.
 	fetchWait = 10 * time.Second
 	retryWait = time.Second // before a failed NATS step is tried again
+	// skipWaitMax caps the delay of a redelivery after a delivery that made
+	// no attempt (see skipDelay).
+	skipWaitMax = time.Minute
+	// maxUncounted is how many deliveries of an item may go without an
+	// attempt record before each one counts as an attempt (see
+	// attemptNumber).
+	maxUncounted = 20
 )
+
+// skipDelay is how long a delivery that made no HTTP attempt (its records
+// not read, its route no longer registered here, a dead letter not yet
+// stored) waits to be delivered again: retryWait doubled with each earlier
+// delivery, at most skipWaitMax, so an item that cannot be attempted comes
+// back at most once a minute.
+func skipDelay(delivered uint64) time.Duration {
+	return min(retryWait<<min(max(delivered, 1)-1, 6), skipWaitMax)
+}
+
+// attemptNumber is the number of the attempt a delivery of it makes, the
+// delivery being its delivered-th: one after the last attempt recorded for
+// the item (last is the newest record of its event), as deliveries that
+// made no attempt must not use up max_attempts. An attempt whose record was
+// not written (a crash during the attempt, a failed write) goes uncounted,
+// but at most maxUncounted deliveries go uncounted in all; without a record
+// of the item (its marker expired with its records) every delivery counts.
+func attemptNumber(it *item, last *jetstream.RawStreamMsg, delivered uint64) int {
+	byDeliveries := it.attemptBase + int(delivered)
+	if last == nil {
+		return byDeliveries
+	}
+	recorded := 0
+	switch kind := last.Header.Get(hdrKind); {
+	case kind == kindAttempt && last.Header.Get(hdrItem) == strconv.FormatUint(it.seq, 10):
+		var a attemptRecord
+		if json.Unmarshal(last.Data, &a) != nil {
+			return byDeliveries
+		}
+		recorded = a.Number + 1
+	case (kind == kindMarker || kind == kindReplayed) && last.Sequence+1 == it.seq:
+		recorded = it.attemptBase + 1 // the item's payload follows its marker: no attempt yet
+	default:
+		return byDeliveries
+	}
+	return max(recorded, byDeliveries-maxUncounted)
+}
 
 // gate counts slots in flight against a limit that may change; a release
 // wakes whoever waits for one.
@@ -47,6 +91,13 @@ func (g *gate) take(limit, want int) int {
 	k := max(min(want, limit-g.n), 0)
 	g.n += k
 	return k
+}
+
+// available is how many slots are free under limit, without taking them.
+func (g *gate) available(limit int) int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return max(limit-g.n, 0)
 }
 
 func (g *gate) give(k int) {
@@ -97,6 +148,11 @@ func (b *Backend) RegisterRoute(name string, r spool.Route) (unregister func()) 
 	}
 	reg := &r
 	b.loopsMu.Lock()
+	if b.loopsClosed {
+		// Close waits for the loops, or has: none may start now.
+		b.loopsMu.Unlock()
+		return func() {}
+	}
 	rl := b.loops[name]
 	if rl == nil {
 		ctx, cancel := context.WithCancel(b.stopCtx)
@@ -257,6 +313,9 @@ func (b *Backend) run(ctx context.Context, rl *routeLoop) {
 			}
 			ackWait = want
 		}
+		// The route's slots are held through the pull (only this loop takes
+		// them); a worker slot, shared by all routes, only per message
+		// received, so that idle routes' pulls hold none.
 		routeFree := rl.slots.released()
 		n := rl.slots.take(r.Concurrency, maxFetch)
 		if n == 0 {
@@ -264,15 +323,14 @@ func (b *Backend) run(ctx context.Context, rl *routeLoop) {
 			continue
 		}
 		workersFree := b.workers.released()
-		k := b.workers.take(b.limits.Load().Workers, n)
+		k := min(n, b.workers.available(b.limits.Load().Workers))
 		rl.slots.give(n - k)
 		if k == 0 {
 			waitOn(ctx, workersFree)
 			continue
 		}
-		got, gone := b.fetch(ctx, rl, cons, k)
+		got, gone := b.fetch(ctx, rl, cons, k, ackWait)
 		rl.slots.give(k - got)
-		b.workers.give(k - got)
 		if gone {
 			cons = nil // deleted behind our back: made again above
 		}
@@ -280,9 +338,9 @@ func (b *Backend) run(ctx context.Context, rl *routeLoop) {
 }
 
 // fetch pulls up to k messages and hands each to a delivery goroutine that
-// holds one of the k slots; it returns how many it handed on, and whether
-// the consumer is gone.
-func (b *Backend) fetch(ctx context.Context, rl *routeLoop, cons jetstream.Consumer, k int) (int, bool) {
+// holds one of the k route slots and a worker slot, taken as the message
+// comes; it returns how many it handed on, and whether the consumer is gone.
+func (b *Backend) fetch(ctx context.Context, rl *routeLoop, cons jetstream.Consumer, k int, ackWait time.Duration) (int, bool) {
 	fctx, cancel := context.WithTimeout(ctx, fetchWait)
 	defer cancel()
 	batch, err := cons.Fetch(k, jetstream.FetchContext(fctx))
@@ -295,7 +353,7 @@ func (b *Backend) fetch(ctx context.Context, rl *routeLoop, cons jetstream.Consu
 	}
 	got := 0
 	for msg := range batch.Messages() {
-		if ctx.Err() != nil {
+		if ctx.Err() != nil || !b.takeWorker(ctx, msg, ackWait) {
 			_ = msg.Nak() // stopped: released for another instance or the next start
 			continue
 		}
@@ -310,6 +368,33 @@ func (b *Backend) fetch(ctx context.Context, rl *routeLoop, cons jetstream.Consu
 		sleep(ctx, retryWait)
 	}
 	return got, consumerGone(err)
+}
+
+// takeWorker takes a worker slot for msg, waiting for one while other
+// routes' deliveries hold them all (msg's ack wait kept from running out
+// meanwhile); false if ctx ended first.
+func (b *Backend) takeWorker(ctx context.Context, msg jetstream.Msg, ackWait time.Duration) bool {
+	var progress *time.Ticker
+	for {
+		free := b.workers.released()
+		if b.workers.take(b.limits.Load().Workers, 1) == 1 {
+			if progress != nil {
+				progress.Stop()
+			}
+			return true
+		}
+		if progress == nil {
+			progress = time.NewTicker(max(ackWait/3, time.Second))
+			defer progress.Stop()
+		}
+		select {
+		case <-free:
+		case <-progress.C:
+			_ = msg.InProgress()
+		case <-ctx.Done():
+			return false
+		}
+	}
 }
 
 // consumerGone reports whether a pull failed because its consumer no longer
@@ -349,6 +434,7 @@ type item struct {
 	ageStartMs  int64
 	attemptBase int
 	pausedBase  int64
+	delivered   uint64     // JetStream's count of its deliveries, this one included
 	rl          *routeLoop // the loop delivering it, nil outside a delivery
 	leave       func()     // ends its count as in flight
 }
@@ -389,15 +475,17 @@ func (b *Backend) deliver(rl *routeLoop, msg jetstream.Msg) {
 	}
 	it := b.itemOf(md.Sequence.Stream, msg.Headers(), msg.Data())
 	it.rl, it.leave = rl, leave
-	attempt := it.attemptBase + int(md.NumDelivered)
+	it.delivered = md.NumDelivered
+	attempt := it.attemptBase + 1
 	ctx, cancel := context.WithTimeout(context.Background(), 2*b.opts.RequestTimeout)
 	defer cancel()
 	if md.NumDelivered > 1 {
-		// A kill that did not finish must finish without a new attempt.
+		// A kill that did not finish must finish without a new attempt; the
+		// attempts so far are counted from the records.
 		last, err := b.lastRecord(ctx, it.subject)
 		if err != nil {
 			b.log.Warn("natsspool: records not read; retried", zap.String("route", it.route), zap.Error(err))
-			_ = msg.NakWithDelay(retryWait)
+			_ = msg.NakWithDelay(skipDelay(md.NumDelivered))
 			return
 		}
 		if last != nil && last.Header.Get(hdrItem) == strconv.FormatUint(it.seq, 10) &&
@@ -405,10 +493,11 @@ func (b *Backend) deliver(rl *routeLoop, msg jetstream.Msg) {
 			b.finishKill(ctx, msg, &it, deadInfoOf(last.Header))
 			return
 		}
+		attempt = attemptNumber(&it, last, md.NumDelivered)
 	}
 	r, ok := b.route(rl)
 	if !ok {
-		_ = msg.Nak()
+		_ = msg.Nak() // unregistered meanwhile: for another instance at once; not an attempt
 		return
 	}
 	if reason := b.routes.get(it.route).Disabled; reason != "" {
@@ -434,6 +523,7 @@ func (b *Backend) deliver(rl *routeLoop, msg jetstream.Msg) {
 	if !out.Succeeded() && b.workCtx.Err() != nil {
 		b.log.Info("natsspool: delivery interrupted by shutdown; released", fields...)
 		b.observe(it.route, rec, "released")
+		b.recordAttempt(sctx, &it, rec) // an attempt was made: the next delivery counts it
 		_ = msg.Nak()
 		return
 	}

@@ -5,10 +5,16 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/hookgate/hookgate/internal/testwait"
 	"github.com/hookgate/hookgate/spool"
@@ -220,8 +226,9 @@ func TestAbruptlyClosedInstanceLeaseGoesToTheOther(t *testing.T) {
 		ch := make(chan delivery, 4)
 		route.Deliverer = newRecorder("b", ch, nil)
 		defer b.RegisterRoute("r", route)()
-		if d := next(t, ch); d.eventID != "evt_1" || d.attempt != 2 {
-			t.Fatalf("delivery %+v, want attempt 2 on b", d)
+		// a died before recording its attempt: uncounted (see attemptNumber).
+		if d := next(t, ch); d.eventID != "evt_1" || d.attempt != 1 {
+			t.Fatalf("delivery %+v, want attempt 1 on b", d)
 		}
 	})
 }
@@ -322,8 +329,8 @@ func TestCloseReleasesWhatItCancels(t *testing.T) {
 		if _, err := a.Enqueue(ctxT(t), entry("r", "evt_2", `{}`)); !errors.Is(err, spool.ErrClosed) {
 			t.Fatalf("enqueue after Close: %v", err)
 		}
-		// Released with a nak: b has it, as its second delivery (NATS counts
-		// the released one).
+		// Released with a nak: b has it, as its second attempt (the released
+		// one is recorded).
 		ch := make(chan delivery, 1)
 		defer b.RegisterRoute("r", spool.Route{Deliverer: newRecorder("b", ch, nil)})()
 		if d := next(t, ch); d.eventID != "evt_1" || d.attempt != 2 {
@@ -376,5 +383,294 @@ func TestADeletedConsumerIsMadeAgain(t *testing.T) {
 		if d := next(t, ch); d.eventID != "evt_2" {
 			t.Fatalf("delivered %s, want evt_2", d.eventID)
 		}
+	})
+}
+
+// TestDeliveriesWithoutAnAttemptDoNotCount: deliveries that made no HTTP
+// attempt (here naked by hand, as after a failed read of the records or on
+// an instance that had just unregistered the route) do not use up
+// max_attempts: the route still gets its three attempts, numbered from 1.
+func TestDeliveriesWithoutAnAttemptDoNotCount(t *testing.T) {
+	forEachStore(t, func(t *testing.T, s store) {
+		a := s.open(t, "HG")
+		mustEnqueue(t, a, entry("r", "evt_1", `{}`), spool.Accepted)
+		cons, err := a.js.Consumer(ctxT(t), a.n.stream(), a.n.consumer("r"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for want := uint64(1); want <= 5; want++ {
+			batch, err := cons.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for msg := range batch.Messages() {
+				if md, err := msg.Metadata(); err != nil || md.NumDelivered != want {
+					t.Fatalf("delivery %d: %+v, %v", want, md, err)
+				}
+				if err := msg.Nak(); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		ch := make(chan delivery, 8)
+		policy := spool.Policy{MaxAttempts: 3, BackoffMin: 10 * time.Millisecond, BackoffMax: 10 * time.Millisecond}
+		defer a.RegisterRoute("r", spool.Route{Policy: policy, Deliverer: newRecorder("a", ch, func(*spool.Delivery) spool.Outcome {
+			return spool.Outcome{StatusCode: http.StatusServiceUnavailable}
+		})})()
+		for want := 1; want <= 3; want++ {
+			if d := next(t, ch); d.attempt != want {
+				t.Fatalf("delivery %+v, want attempt %d", d, want)
+			}
+		}
+		testwait.Until(t, wait, func() (bool, string) {
+			st, err := a.Lookup(ctxT(t), "r", "evt_1")
+			return err == nil && st.State == spool.StateDead && st.Dead.Attempts == 3, fmt.Sprintf("%+v, %v", st, err)
+		})
+	})
+}
+
+func TestAttemptNumber(t *testing.T) {
+	rec := func(seq uint64, kind string, item uint64, data string) *jetstream.RawStreamMsg {
+		m := &jetstream.RawStreamMsg{Sequence: seq, Header: nats.Header{}, Data: []byte(data)}
+		m.Header.Set(hdrKind, kind)
+		if item != 0 {
+			m.Header.Set(hdrItem, strconv.FormatUint(item, 10))
+		}
+		return m
+	}
+	it := &item{seq: 11, attemptBase: 2}
+	for _, tt := range []struct {
+		name      string
+		last      *jetstream.RawStreamMsg
+		delivered uint64
+		want      int
+	}{
+		{"no records: by deliveries", nil, 4, 6},
+		{"marker just before: none yet", rec(10, kindMarker, 0, ""), 4, 3},
+		{"replayed just before: none yet", rec(10, kindReplayed, 0, ""), 4, 3},
+		{"after a recorded attempt", rec(30, kindAttempt, 11, `{"n":4}`), 9, 5},
+		{"another item's attempt: by deliveries", rec(30, kindAttempt, 7, `{"n":4}`), 4, 6},
+		{"a marker of another run: by deliveries", rec(5, kindMarker, 0, ""), 4, 6},
+		{"at most maxUncounted uncounted", rec(10, kindMarker, 0, ""), maxUncounted + 5, 2 + 5},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := attemptNumber(it, tt.last, tt.delivered); got != tt.want {
+				t.Fatalf("attemptNumber = %d, want %d", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestSkipDelayGrowsToItsCap(t *testing.T) {
+	for _, tt := range []struct {
+		delivered uint64
+		want      time.Duration
+	}{{0, retryWait}, {1, retryWait}, {2, 2 * retryWait}, {4, 8 * retryWait}, {7, skipWaitMax}, {1 << 40, skipWaitMax}} {
+		if got := skipDelay(tt.delivered); got != tt.want {
+			t.Errorf("skipDelay(%d) = %v, want %v", tt.delivered, got, tt.want)
+		}
+	}
+}
+
+// TestStatsReadNeverHoldsUpACaller: while a snapshot is being read (held
+// here on the lock its read of the local counts takes), an enqueue and
+// Stats, Usage and Records answer from the last snapshot at once.
+func TestStatsReadNeverHoldsUpACaller(t *testing.T) {
+	forEachStore(t, func(t *testing.T, s store) {
+		a := s.open(t, "HG")
+		mustEnqueue(t, a, entry("r", "evt_1", `{}`), spool.Accepted)
+		a.loopsMu.Lock()
+		held := true
+		defer func() {
+			if held {
+				a.loopsMu.Unlock()
+			}
+		}()
+		a.cache.invalidate()
+		for _, tc := range []struct {
+			name string
+			call func() error
+		}{
+			{"enqueue", func() error {
+				_, err := a.Enqueue(context.Background(), entry("r", "evt_2", `{}`))
+				return err
+			}},
+			{"stats", func() error { a.Stats(); return nil }},
+			{"usage", func() error { a.Usage(); return nil }},
+			{"records", func() error { a.Records(); return nil }},
+		} {
+			done := make(chan error, 1)
+			go func() { done <- tc.call() }()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Fatalf("%s: %v", tc.name, err)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatalf("%s waited for the stats' read", tc.name)
+			}
+		}
+		if items, _ := a.Usage(); items != 2 {
+			t.Fatalf("usage %d items, want 2 (the last snapshot and this instance's enqueue)", items)
+		}
+		held = false
+		a.loopsMu.Unlock()
+		testwait.Until(t, wait, func() (bool, string) {
+			for _, r := range a.Stats() {
+				if r.Route == "r" && r.Queued == 2 {
+					return true, ""
+				}
+			}
+			return false, fmt.Sprintf("%+v", a.Stats())
+		})
+	})
+}
+
+// TestIdleRoutesHoldNoWorkers: with one worker, a registered route with
+// nothing to deliver, whose pull waits for messages, does not hold that
+// worker from a route that has an item.
+func TestIdleRoutesHoldNoWorkers(t *testing.T) {
+	forEachStore(t, func(t *testing.T, s store) {
+		o := s.options("HG")
+		o.Limits.Workers = 1
+		a := openWith(t, o)
+		ch := make(chan delivery, 4)
+		defer a.RegisterRoute("idle", spool.Route{Deliverer: newRecorder("a", ch, nil)})()
+		testwait.Until(t, wait, func() (bool, string) { // idle's pull is waiting
+			ctx, cancel := context.WithTimeout(ctxT(t), 2*time.Second) // a request lost in an election is asked again
+			defer cancel()
+			c, err := a.js.Consumer(ctx, a.n.stream(), a.n.consumer("idle"))
+			if err != nil {
+				return false, err.Error()
+			}
+			return c.CachedInfo().NumWaiting > 0, fmt.Sprintf("%+v", c.CachedInfo())
+		})
+		start := time.Now()
+		defer a.RegisterRoute("busy", spool.Route{Deliverer: newRecorder("a", ch, nil)})()
+		mustEnqueue(t, a, entry("busy", "evt_1", `{}`), spool.Accepted)
+		select {
+		case d := <-ch:
+			if d.eventID != "evt_1" {
+				t.Fatalf("delivery %+v", d)
+			}
+		case <-time.After(fetchWait / 2):
+			t.Fatalf("not delivered within %v: the idle route's pull holds the worker", fetchWait/2)
+		}
+		t.Logf("delivered after %v", time.Since(start))
+	})
+}
+
+// TestRegisterRouteDuringCloseStartsNoLoop: a registration racing Close
+// starts no fetch loop once Close waits for them (a WaitGroup Add during
+// its Wait), and one after Close starts none either.
+func TestRegisterRouteDuringCloseStartsNoLoop(t *testing.T) {
+	forEachStore(t, func(t *testing.T, s store) {
+		a := s.open(t, "HG")
+		r := spool.Route{Deliverer: newRecorder("a", make(chan delivery, 1), nil)}
+		var wg sync.WaitGroup
+		for i := range 8 {
+			wg.Go(func() { a.RegisterRoute(fmt.Sprintf("r%d", i), r) })
+		}
+		wg.Go(func() { _ = a.Close() })
+		wg.Wait()
+		unregister := a.RegisterRoute("late", r)
+		defer unregister()
+		a.loopsMu.Lock()
+		defer a.loopsMu.Unlock()
+		if a.loops["late"] != nil {
+			t.Fatal("a route registered after Close has a fetch loop")
+		}
+	})
+}
+
+// TestReplayMatchingStopsAtTheDeadLettersItFound: items that die again
+// while ReplayMatching pages through the dead letters (here at once, and
+// one dead letter a page) are not replayed again: each of the six is
+// replayed once, and the call ends.
+func TestReplayMatchingStopsAtTheDeadLettersItFound(t *testing.T) {
+	forEachStore(t, func(t *testing.T, s store) {
+		a := s.open(t, "HG")
+		defer a.RegisterRoute("r", spool.Route{Deliverer: newRecorder("a", make(chan delivery, 64), func(*spool.Delivery) spool.Outcome {
+			return spool.Outcome{StatusCode: http.StatusBadRequest}
+		})})()
+		for _, id := range ids(6, "evt") {
+			mustEnqueue(t, a, entry("r", id, `{}`), spool.Accepted)
+		}
+		deadLetters := func(want int) {
+			testwait.Until(t, wait, func() (bool, string) {
+				dl, _, err := a.ListDead(ctxT(t), spool.DeadFilter{Route: "r"}, 0, 100)
+				return err == nil && len(dl) == want, fmt.Sprintf("%d dead letters, %v", len(dl), err)
+			})
+		}
+		deadLetters(6)
+		replayPage = 1
+		defer func() { replayPage = maxPage }()
+		ctx, cancel := context.WithTimeout(ctxT(t), 10*time.Second)
+		defer cancel()
+		if n, err := a.ReplayMatching(ctx, spool.DeadFilter{Route: "r"}); n != 6 || err != nil {
+			t.Fatalf("ReplayMatching = %d, %v; want 6", n, err)
+		}
+		deadLetters(6) // dead again, each once
+	})
+}
+
+// TestFullDeadLettersBackOffAndLoseNothing: a kill that finds the dead
+// letters full leaves its item in the queue, undead and not attempted
+// again, retried with a growing delay and one warning a minute; once there
+// is room its dead letter is stored.
+func TestFullDeadLettersBackOffAndLoseNothing(t *testing.T) {
+	forEachStore(t, func(t *testing.T, s store) {
+		core, logs := observer.New(zap.WarnLevel)
+		o := s.options("HG")
+		o.Logger = zap.New(core)
+		a := openWith(t, o)
+		for _, id := range ids(2, "evt") {
+			mustEnqueue(t, a, entry("r", id, `{}`), spool.Accepted)
+		}
+		a.Reconfigure(spool.Limits{MaxItems: 1}) // room for one dead letter
+		var attempts counter
+		defer a.RegisterRoute("r", spool.Route{Deliverer: spool.DelivererFunc(func(_ context.Context, d *spool.Delivery) spool.Outcome {
+			attempts.add(d.EventID)
+			return spool.Outcome{StatusCode: http.StatusBadRequest}
+		})})()
+		notStored := func() int { return logs.FilterMessageSnippet("dead letter not stored").Len() }
+		testwait.Until(t, wait, func() (bool, string) { return notStored() > 0, "no kill found the dead letters full" })
+		time.Sleep(4 * time.Second) // 1 s apart, 4 more tries and warnings
+		if n := notStored(); n != 1 {
+			t.Fatalf("%d warnings of a full dead letter stream, want 1", n)
+		}
+		a.Reconfigure(spool.Limits{MaxItems: 10})
+		testwait.Until(t, wait, func() (bool, string) {
+			dl, _, err := a.ListDead(ctxT(t), spool.DeadFilter{Route: "r"}, 0, 10)
+			return err == nil && len(dl) == 2, fmt.Sprintf("%d dead letters, %v", len(dl), err)
+		})
+		for _, id := range ids(2, "evt") {
+			if n := attempts.get(id); n != 1 {
+				t.Fatalf("%s attempted %d times", id, n)
+			}
+		}
+	})
+}
+
+// TestADeadEventsIDIsFreeAfterItsWindow: the records of an event's kill
+// last no longer than its dedupe window, so its id is accepted again once
+// the window has passed.
+func TestADeadEventsIDIsFreeAfterItsWindow(t *testing.T) {
+	forEachStore(t, func(t *testing.T, s store) {
+		a := s.open(t, "HG")
+		defer a.RegisterRoute("r", spool.Route{Deliverer: newRecorder("a", make(chan delivery, 4), func(*spool.Delivery) spool.Outcome {
+			return spool.Outcome{StatusCode: http.StatusBadRequest}
+		})})()
+		e := entry("r", "evt_1", `{}`)
+		e.DedupeWindow = 3 * time.Second
+		mustEnqueue(t, a, e, spool.Accepted)
+		testwait.Until(t, wait, func() (bool, string) {
+			st, err := a.Lookup(ctxT(t), "r", "evt_1")
+			return err == nil && st.State == spool.StateDead, fmt.Sprintf("%+v, %v", st, err)
+		})
+		testwait.Until(t, 15*time.Second, func() (bool, string) {
+			res, err := a.Enqueue(ctxT(t), e)
+			return err == nil && res.Status == spool.Accepted, fmt.Sprintf("%+v, %v", res, err)
+		})
 	})
 }

@@ -239,7 +239,7 @@ func (b *Backend) EnqueueAll(ctx context.Context, entries []spool.Entry) ([]spoo
 		switch code := errCode(err); code {
 		case codeWrongLastSeq, codeWrongLastSeqInFlight:
 			if code == codeWrongLastSeqInFlight {
-				pauseBriefly(ctx)
+				retryPause(ctx, try)
 			}
 		case codeStoreFull:
 			full = &spool.FullError{Limit: "max_items"}
@@ -249,7 +249,7 @@ func (b *Backend) EnqueueAll(ctx context.Context, entries []spool.Entry) ([]spoo
 		case codeInsufficientStorage, codeStorageExceeded:
 			full = &spool.FullError{Limit: "nats_storage"}
 		case codeBatchIncomplete, codeBatchTooMany:
-			pauseBriefly(ctx)
+			retryPause(ctx, try)
 		case 0:
 			// A timeout, no responders or a lost connection: the commit may
 			// have landed, which the read finds as our own.
@@ -258,7 +258,7 @@ func (b *Backend) EnqueueAll(ctx context.Context, entries []spool.Entry) ([]spoo
 				!errors.Is(err, nats.ErrConnectionReconnecting) {
 				return nil, fmt.Errorf("natsspool: enqueue: %w", err)
 			}
-			pauseBriefly(ctx)
+			retryPause(ctx, try)
 		default:
 			return nil, fmt.Errorf("natsspool: enqueue: %w", err)
 		}
@@ -266,6 +266,12 @@ func (b *Backend) EnqueueAll(ctx context.Context, entries []spool.Entry) ([]spoo
 			return nil, ctx.Err()
 		}
 	}
+}
+
+// retryPauseOf is the pause after the try-th try: see retryPause.
+func retryPauseOf(try int) time.Duration {
+	d := min(retryPauseMin<<min(max(try, 0), 16), retryPauseMax)
+	return d/2 + rand.N(d/2+1)
 }
 
 func indexOf(ps []prepared, p *prepared) int {
@@ -277,10 +283,19 @@ func indexOf(ps []prepared, p *prepared) int {
 	return -1
 }
 
-// pauseBriefly waits 1–5 ms, or until ctx ends: a retry after a write to the
-// same subject was in flight, or the stream had too many open batches.
-func pauseBriefly(ctx context.Context) {
-	t := time.NewTimer(time.Millisecond + rand.N(4*time.Millisecond))
+// Bounds of retryPause.
+const (
+	retryPauseMin = 2 * time.Millisecond
+	retryPauseMax = 500 * time.Millisecond
+)
+
+// retryPause waits before a write is tried again after its try-th try (0
+// the first) failed because a write to the same subject was in flight, the
+// stream had too many open batches, or the answer was lost: between half
+// and all of retryPauseMin doubled per try, at most retryPauseMax, or until
+// ctx (which bounds the write) ends.
+func retryPause(ctx context.Context, try int) {
+	t := time.NewTimer(retryPauseOf(try))
 	defer t.Stop()
 	select {
 	case <-t.C:
@@ -395,18 +410,19 @@ func (b *Backend) Seen(ctx context.Context, route, eventID string, body []byte) 
 // CanRemember reports from the cached counts whether a new event id would
 // fit the record budget.
 func (b *Backend) CanRemember() error {
-	u := b.cache.peek()
+	u := b.cache.get()
 	if (u.records+1)*recordBytes > b.limits.Load().MaxRecordBytes {
 		return &spool.FullError{Limit: "max_record_bytes"}
 	}
 	return nil
 }
 
-// softFull checks the bounds against the cached usage: the error new
+// softFull checks the bounds against the last snapshot and this
+// instance's additions since (never waiting for a read): the error new
 // entries get, nil if they fit.
 func (b *Backend) softFull(ps []prepared) error {
 	l := b.limits.Load()
-	u := b.cache.usageNoWait(b)
+	u := b.cache.get()
 	var items, bytes, records int64
 	for _, p := range ps {
 		records++

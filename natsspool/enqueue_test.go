@@ -1,10 +1,15 @@
 package natsspool
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
 	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
 
 	"github.com/hookgate/hookgate/internal/natstest"
 
@@ -157,4 +162,54 @@ func TestLostAnswerIsOwnCommit(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestBatchRefusalsBackOff: while the stream's one open batch is held by
+// another client, an enqueue's retries back off instead of sending its
+// batch every few milliseconds, and end with its context.
+func TestBatchRefusalsBackOff(t *testing.T) {
+	n := natstest.StartNode(t, natstest.WithAtomicBatchesPerStream(1))
+	s := store{name: "single", servers: []string{n.URL()}, monitors: []string{n.MonitorURL()}, replicas: 1}
+	a := s.open(t, "HG")
+	held := nats.NewMsg(a.n.queue("held"))
+	held.Header.Set(hdrBatchID, "held-open")
+	held.Header.Set(hdrBatchSeq, "1")
+	if err := a.nc.PublishMsg(held); err != nil {
+		t.Fatal(err)
+	}
+	sub, err := a.nc.SubscribeSync(a.n.queue("r"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(ctxT(t), 1500*time.Millisecond)
+	defer cancel()
+	if _, err := a.Enqueue(ctx, entry("r", "evt_1", `{}`)); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("enqueue while the stream's batch is held: %v, want the context's deadline", err)
+	}
+	tries, _, err := sub.Pending()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 2 ms doubling to 500 ms is about 11 tries in 1.5 s.
+	if tries < 2 || tries > 20 {
+		t.Fatalf("%d tries in 1.5 s", tries)
+	}
+}
+
+func TestRetryPauseGrowsToItsCap(t *testing.T) {
+	for _, tt := range []struct {
+		try      int
+		min, max time.Duration
+	}{
+		{0, retryPauseMin / 2, retryPauseMin},
+		{3, 4 * retryPauseMin, 8 * retryPauseMin},
+		{20, retryPauseMax / 2, retryPauseMax},
+		{1 << 30, retryPauseMax / 2, retryPauseMax},
+	} {
+		for range 100 {
+			if d := retryPauseOf(tt.try); d < tt.min || d > tt.max {
+				t.Fatalf("retryPauseOf(%d) = %v, want %v to %v", tt.try, d, tt.min, tt.max)
+			}
+		}
+	}
 }

@@ -120,8 +120,15 @@ type Backend struct {
 	closed     atomic.Bool
 	watchStop  context.CancelFunc
 	watchDone  chan struct{}
+	statsStop  context.CancelFunc
+	statsDone  chan struct{}
 
 	attemptRecordsDropped atomic.Int64
+	killWarn              warnLimiter // warnings of kills that failed at a step
+
+	// loopsClosed is set under loopsMu by Close before it waits for the
+	// loops: RegisterRoute starts none after.
+	loopsClosed bool
 }
 
 var _ spool.Backend = (*Backend)(nil)
@@ -144,7 +151,7 @@ func Open(ctx context.Context, opts Options) (*Backend, error) {
 		return nil, fmt.Errorf("natsspool: connect: %w", err)
 	}
 	b := &Backend{opts: opts, n: names{prefix: opts.Prefix}, log: opts.Logger, nc: nc, loops: map[string]*routeLoop{},
-		workers: newGate(), watchDone: make(chan struct{})}
+		workers: newGate(), watchDone: make(chan struct{}), cache: newStatsCache(), statsDone: make(chan struct{})}
 	b.limits.Store(&opts.Limits)
 	if err := b.setUp(ctx); err != nil {
 		nc.Close()
@@ -156,6 +163,11 @@ func Open(ctx context.Context, opts Options) (*Backend, error) {
 		nc.Close()
 		return nil, err
 	}
+	// The first snapshot before the first enqueue, whose bounds it checks.
+	b.cache.refresh(ctx, b)
+	var statsCtx context.Context
+	statsCtx, b.statsStop = context.WithCancel(context.Background())
+	go b.refreshStats(statsCtx)
 	return b, nil
 }
 
@@ -319,6 +331,9 @@ func (b *Backend) Close() error {
 	b.closeOnce.Do(func() {
 		b.StopDelivering(b.opts.CloseTimeout)
 		b.closed.Store(true)
+		b.loopsMu.Lock()
+		b.loopsClosed = true
+		b.loopsMu.Unlock()
 		b.fetching.Wait()
 		done := make(chan struct{})
 		go func() { b.inflight.Wait(); close(done) }()
@@ -336,6 +351,8 @@ func (b *Backend) Close() error {
 		b.cancelWork()
 		b.watchStop()
 		<-b.watchDone
+		b.statsStop()
+		<-b.statsDone
 		if err := b.nc.Drain(); err != nil {
 			b.nc.Close()
 		}

@@ -20,8 +20,12 @@ import (
 // in the server's subject index and the TTL wheel; proposal §2.4).
 const recordBytes = 150
 
-// cacheAge is how long Stats, Usage and Records answer from a snapshot.
-const cacheAge = time.Second
+// Refreshes of the snapshot: see refreshStats.
+const (
+	cacheAge      = time.Second            // how old a snapshot may be while it is asked for
+	statsInterest = time.Minute            // how long after the last ask the snapshot is kept current
+	refreshGap    = 100 * time.Millisecond // the least time between two reads
+)
 
 // snapshot is the cluster-wide state read from the servers.
 type snapshot struct {
@@ -33,13 +37,17 @@ type snapshot struct {
 	routes   []spool.RouteStats
 }
 
-// statsCache holds the last snapshot, plus what this instance added since.
+// statsCache holds the last snapshot, plus what this instance added since;
+// refreshStats reads new ones in the background.
 type statsCache struct {
 	mu      sync.Mutex
 	snap    snapshot
-	extra   snapshot // local additions since snap
-	refresh sync.Mutex
+	extra   snapshot // local additions since snap was read
+	askedAt time.Time
+	kick    chan struct{} // wakes refreshStats; capacity 1
 }
+
+func newStatsCache() statsCache { return statsCache{kick: make(chan struct{}, 1)} }
 
 func (c *statsCache) invalidate() {
 	c.mu.Lock()
@@ -60,7 +68,7 @@ func (c *statsCache) addedRecords(n int64) {
 	c.mu.Unlock()
 }
 
-// peek is the snapshot plus the local additions, without refreshing.
+// peek is the snapshot plus the local additions.
 func (c *statsCache) peek() snapshot {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -71,50 +79,76 @@ func (c *statsCache) peek() snapshot {
 	return s
 }
 
-// usage refreshes a stale snapshot (one caller at a time; the others wait
-// for it) and returns it.
-func (c *statsCache) usage(b *Backend) snapshot {
-	return c.get(b, true)
-}
-
-// usageNoWait is usage for enqueues: while another caller refreshes the
-// snapshot it answers from the stale one rather than wait for the servers.
-func (c *statsCache) usageNoWait(b *Backend) snapshot {
-	return c.get(b, false)
-}
-
-func (c *statsCache) get(b *Backend, wait bool) snapshot {
+// get is peek for a caller that wants current counts: a stale snapshot
+// wakes refreshStats, and the answer is the last one, without waiting.
+func (c *statsCache) get() snapshot {
 	c.mu.Lock()
-	fresh := time.Since(c.snap.at) < cacheAge
+	c.askedAt = time.Now()
+	stale := time.Since(c.snap.at) >= cacheAge
 	c.mu.Unlock()
-	if fresh {
-		return c.peek()
-	}
-	if wait {
-		c.refresh.Lock()
-	} else if !c.refresh.TryLock() {
-		return c.peek()
-	}
-	defer c.refresh.Unlock()
-	c.mu.Lock()
-	fresh = time.Since(c.snap.at) < cacheAge
-	c.mu.Unlock()
-	if !fresh {
-		ctx, cancel := b.ctx(context.Background())
-		s, err := b.read(ctx)
-		cancel()
-		if err != nil {
-			b.log.Warn("natsspool: stats not read; answering from the last ones", zap.Error(err))
-			c.mu.Lock()
-			c.snap.at = time.Now() // the next try after cacheAge
-			c.mu.Unlock()
-		} else {
-			c.mu.Lock()
-			c.snap, c.extra = s, snapshot{}
-			c.mu.Unlock()
+	if stale {
+		select {
+		case c.kick <- struct{}{}:
+		default:
 		}
 	}
 	return c.peek()
+}
+
+// wanted reports whether the snapshot is stale and was asked for lately.
+func (c *statsCache) wanted() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return time.Since(c.snap.at) >= cacheAge && time.Since(c.askedAt) < statsInterest
+}
+
+// refresh reads a snapshot, bounded by the request timeout. Additions made
+// while it reads stay counted on top of it (it may have seen them: counted
+// twice until the next read, never missed); after a failure the last
+// snapshot stands for another cacheAge.
+func (c *statsCache) refresh(ctx context.Context, b *Backend) {
+	c.mu.Lock()
+	before := c.extra
+	c.mu.Unlock()
+	rctx, cancel := b.ctx(ctx)
+	s, err := b.read(rctx)
+	cancel()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err != nil {
+		if ctx.Err() == nil {
+			b.log.Warn("natsspool: stats not read; answering from the last ones", zap.Error(err))
+		}
+		c.snap.at = time.Now()
+		return
+	}
+	c.snap = s
+	c.extra.items -= before.items
+	c.extra.bytes -= before.bytes
+	c.extra.records -= before.records
+}
+
+// refreshStats keeps the snapshot current until ctx ends, one read at a
+// time and refreshGap apart: at once when a stale one is asked for, and
+// every cacheAge while one was asked for within statsInterest. No caller
+// waits for it.
+func (b *Backend) refreshStats(ctx context.Context) {
+	defer close(b.statsDone)
+	tick := time.NewTicker(cacheAge)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-b.cache.kick:
+		case <-tick.C:
+			if !b.cache.wanted() {
+				continue
+			}
+		}
+		b.cache.refresh(ctx, b)
+		sleep(ctx, refreshGap)
+	}
 }
 
 // read takes a snapshot: the streams' states, each route consumer's
@@ -208,24 +242,25 @@ func (b *Backend) read(ctx context.Context) (snapshot, error) {
 }
 
 // Stats returns every route that has items, is paused or disabled, or is
-// registered here, sorted by name, from a snapshot at most a second old.
+// registered here, sorted by name, from the last snapshot (see
+// refreshStats): at most about a second old while asked for every minute.
 // Queued, Scheduled and Dead are cluster-wide; InFlight counts this
 // instance's deliveries only, and Bytes is not known per route (0).
 func (b *Backend) Stats() []spool.RouteStats {
-	return slices.Clone(b.cache.usage(b).routes)
+	return slices.Clone(b.cache.get().routes)
 }
 
 // Usage returns the stored items (payloads and dead letters) and their
-// bodies' bytes (estimated, see read), from a snapshot at most a second old.
+// bodies' bytes (estimated, see read), from the last snapshot as Stats.
 func (b *Backend) Usage() (items, bytes int64) {
-	s := b.cache.usage(b)
+	s := b.cache.get()
 	return s.items, s.bytes
 }
 
 // Records counts the events' markers as dedupe records and their other
 // records as attempt records, each at recordBytes.
 func (b *Backend) Records() spool.RecordUsage {
-	s := b.cache.usage(b)
+	s := b.cache.get()
 	return spool.RecordUsage{
 		Dedupe:                spool.RecordCount{Count: s.records, Bytes: s.records * recordBytes},
 		Attempts:              spool.RecordCount{Count: s.attempts, Bytes: s.attempts * recordBytes},
