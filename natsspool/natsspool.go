@@ -56,11 +56,17 @@ type Options struct {
 	RequestTimeout time.Duration // every NATS request; default 10s
 	LeaseMargin    time.Duration // a delivery's ack wait is the route's timeout plus this; default 30s
 	CloseTimeout   time.Duration // how long deliveries in flight get at Close; default 10s
-	Limits         spool.Limits
-	Logger         *zap.Logger
+	// RouteGrace is how long the items of a route that no live instance
+	// registers wait for one before they become dead letters
+	// (spool.ReasonRouteRemoved), as spool.Options.RouteGrace; default 10m.
+	RouteGrace time.Duration
+	Limits     spool.Limits
+	Logger     *zap.Logger
 	// Observe, if set, is called after every delivery attempt, as
 	// spool.Options.Observe.
 	Observe func(route string, a spool.Attempt, outcome string)
+
+	presenceEvery time.Duration // how often an instance publishes its presence; default 2s, shorter in tests
 }
 
 var prefixRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,32}$`)
@@ -80,6 +86,12 @@ func (o Options) withDefaults() Options {
 	}
 	if o.CloseTimeout <= 0 {
 		o.CloseTimeout = DefaultCloseTimeout
+	}
+	if o.RouteGrace <= 0 {
+		o.RouteGrace = DefaultRouteGrace
+	}
+	if o.presenceEvery <= 0 {
+		o.presenceEvery = defaultPresenceEvery
 	}
 	if o.Logger == nil {
 		o.Logger = zap.NewNop()
@@ -121,6 +133,11 @@ type Backend struct {
 	watchStop  context.CancelFunc
 	watchDone  chan struct{}
 
+	id          string // this instance's presence key is i.<id>
+	peers       peers
+	presence    loop // publishes this instance's presence until Close
+	maintenance loop // sweeps removed routes until deliveries stop
+
 	attemptRecordsDropped atomic.Int64
 }
 
@@ -144,7 +161,7 @@ func Open(ctx context.Context, opts Options) (*Backend, error) {
 		return nil, fmt.Errorf("natsspool: connect: %w", err)
 	}
 	b := &Backend{opts: opts, n: names{prefix: opts.Prefix}, log: opts.Logger, nc: nc, loops: map[string]*routeLoop{},
-		workers: newGate(), watchDone: make(chan struct{})}
+		workers: newGate(), watchDone: make(chan struct{}), id: newInstanceID(), peers: peers{m: map[string]*peer{}}}
 	b.limits.Store(&opts.Limits)
 	if err := b.setUp(ctx); err != nil {
 		nc.Close()
@@ -156,6 +173,8 @@ func Open(ctx context.Context, opts Options) (*Backend, error) {
 		nc.Close()
 		return nil, err
 	}
+	b.presence.start(context.Background(), b.presenceLoop)
+	b.maintenance.start(b.stopCtx, b.maintenanceLoop)
 	return b, nil
 }
 
@@ -334,6 +353,9 @@ func (b *Backend) Close() error {
 		}
 		t.Stop()
 		b.cancelWork()
+		b.maintenance.stopAndWait()
+		b.presence.stopAndWait()
+		b.unpublishPresence()
 		b.watchStop()
 		<-b.watchDone
 		if err := b.nc.Drain(); err != nil {

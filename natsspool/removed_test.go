@@ -1,0 +1,85 @@
+package natsspool
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/hookgate/hookgate/internal/testwait"
+	"github.com/hookgate/hookgate/spool"
+)
+
+// openFast opens a backend whose presence and maintenance run every 100
+// and 500 ms, with a route grace of grace.
+func (s store) openFast(t *testing.T, prefix string, grace time.Duration) *Backend {
+	t.Helper()
+	o := s.options(prefix)
+	o.Logger = zaptest.NewLogger(t, zaptest.Level(zap.ErrorLevel))
+	o.RouteGrace = grace
+	o.presenceEvery = 100 * time.Millisecond
+	return openWith(t, o)
+}
+
+// busy is a route of one slot whose first delivery holds it until release
+// closes, so that its other items stay queued, free for any instance to
+// fetch.
+func busy(started chan<- string, release <-chan struct{}) spool.Route {
+	return spool.Route{Concurrency: 1, Timeout: time.Minute,
+		Deliverer: spool.DelivererFunc(func(ctx context.Context, d *spool.Delivery) spool.Outcome {
+			started <- d.EventID
+			select {
+			case <-release:
+			case <-ctx.Done():
+			}
+			return spool.Outcome{StatusCode: http.StatusOK}
+		})}
+}
+
+func TestRemovedRouteItemsBecomeDeadLettersAfterTheGrace(t *testing.T) {
+	forEachStore(t, func(t *testing.T, s store) {
+		const grace = time.Second
+		a, b := s.openFast(t, "HG", grace), s.openFast(t, "HG", grace)
+		// Only b registers "kept", and holds its one slot, so its second
+		// item stays queued: a must see b's registration and leave it.
+		started, release := make(chan string, 2), make(chan struct{})
+		defer b.RegisterRoute("kept", busy(started, release))()
+		defer close(release)
+		mustEnqueue(t, a, entry("kept", "evt_k1", `{}`), spool.Accepted)
+		if id := <-started; id != "evt_k1" {
+			t.Fatalf("started %s", id)
+		}
+		mustEnqueue(t, a, entry("kept", "evt_k2", `{}`), spool.Accepted)
+		mustEnqueue(t, a, entry("gone", "evt_orphan", `{}`), spool.Accepted)
+		var dead []spool.DeadLetter
+		testwait.Until(t, wait, func() (bool, string) {
+			var err error
+			dead, _, err = a.ListDead(ctxT(t), spool.DeadFilter{}, 0, 10)
+			return err == nil && len(dead) > 0, fmt.Sprintf("dead letters %+v, %v", dead, err)
+		})
+		if d := dead[0]; len(dead) != 1 || d.EventID != "evt_orphan" || d.Route != "gone" || d.Reason != spool.ReasonRouteRemoved || d.Attempts != 0 {
+			t.Fatalf("dead letters %+v, want evt_orphan of route gone, route_removed, no attempts", dead)
+		}
+		// Several maintenance passes of both instances later, "kept" has
+		// no dead letter.
+		time.Sleep(3 * grace)
+		if n, _, err := b.ListDead(ctxT(t), spool.DeadFilter{Route: "kept"}, 0, 10); err != nil || len(n) != 0 {
+			t.Fatalf("kept: dead letters %+v (%v)", n, err)
+		}
+		// A route registered again within the grace gets its items.
+		mustEnqueue(t, a, entry("late", "evt_late", `{}`), spool.Accepted)
+		time.Sleep(grace / 3)
+		ch := make(chan delivery, 1)
+		defer b.RegisterRoute("late", spool.Route{Deliverer: newRecorder("b", ch, nil)})()
+		if d := next(t, ch); d.eventID != "evt_late" {
+			t.Fatalf("delivered %+v", d)
+		}
+		if n, _, err := a.ListDead(ctxT(t), spool.DeadFilter{Route: "late"}, 0, 10); err != nil || len(n) != 0 {
+			t.Fatalf("late: dead letters %+v (%v)", n, err)
+		}
+	})
+}
