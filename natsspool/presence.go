@@ -129,6 +129,19 @@ func (b *Backend) registeredAnywhere() map[string]bool {
 	return out
 }
 
+// clusterCounts are, per route, the deliveries in flight and kills settling
+// of every live instance: this one's now, the others' as last published.
+func (b *Backend) clusterCounts() map[string][2]int64 {
+	out := b.localCounts()
+	for _, p := range b.livePeers() {
+		for r, c := range p.Counts {
+			have := out[r]
+			out[r] = [2]int64{have[0] + c[0], have[1] + c[1]}
+		}
+	}
+	return out
+}
+
 // presenceLoop publishes this instance's record every presenceEvery until
 // ctx ends, forgets the records of instances gone, and now and then purges
 // the bucket's old delete markers (each instance leaves one).

@@ -147,7 +147,8 @@ func (b *Backend) read(ctx context.Context) (snapshot, error) {
 	var payloads, queues int64
 	// Read after the dead letters and before the consumers: a kill counts
 	// as settling from before its dead copy is stored until after its ack.
-	local := b.localCounts()
+	// Other instances' counts are as they last published them.
+	local := b.clusterCounts()
 	lister := b.queue.ListConsumers(ctx)
 	for ci := range lister.Info() {
 		route, ok := routeOfConsumer(ci.Name)
@@ -209,8 +210,11 @@ func (b *Backend) read(ctx context.Context) (snapshot, error) {
 
 // Stats returns every route that has items, is paused or disabled, or is
 // registered here, sorted by name, from a snapshot at most a second old.
-// Queued, Scheduled and Dead are cluster-wide; InFlight counts this
-// instance's deliveries only, and Bytes is not known per route (0).
+// Every count is cluster-wide. InFlight adds to this instance's deliveries
+// the other live instances' as they last published them (presence.go), so
+// up to presenceEvery (2s) late: a delivery that ended meanwhile still
+// counts as in flight, and one started meanwhile as scheduled. Bytes are
+// estimated (see read).
 func (b *Backend) Stats() []spool.RouteStats {
 	return slices.Clone(b.cache.usage(b).routes)
 }

@@ -83,3 +83,38 @@ func TestRemovedRouteItemsBecomeDeadLettersAfterTheGrace(t *testing.T) {
 		}
 	})
 }
+
+// TestInFlightCountsEveryInstance: a route delivered by b only shows its
+// deliveries in flight on a too, not as scheduled retries, and they leave
+// the count once they end.
+func TestInFlightCountsEveryInstance(t *testing.T) {
+	forEachStore(t, func(t *testing.T, s store) {
+		a, b := s.openFast(t, "HG", DefaultRouteGrace), s.openFast(t, "HG", DefaultRouteGrace)
+		started, release := make(chan string, 4), make(chan struct{})
+		route := busy(started, release)
+		route.Concurrency = 2
+		defer b.RegisterRoute("r", route)()
+		for _, id := range ids(3, "evt") {
+			mustEnqueue(t, a, entry("r", id, `{}`), spool.Accepted)
+		}
+		<-started
+		<-started
+		stats := func(x *Backend, want spool.RouteStats) {
+			t.Helper()
+			testwait.Until(t, wait, func() (bool, string) {
+				x.cache.invalidate()
+				for _, r := range x.Stats() {
+					if r.Route == "r" {
+						return r.InFlight == want.InFlight && r.Queued == want.Queued && r.Scheduled == want.Scheduled,
+							fmt.Sprintf("%+v, want %d queued, %d in flight, %d scheduled", r, want.Queued, want.InFlight, want.Scheduled)
+					}
+				}
+				return false, "no stats for r"
+			})
+		}
+		stats(a, spool.RouteStats{Queued: 1, InFlight: 2})
+		stats(b, spool.RouteStats{Queued: 1, InFlight: 2})
+		close(release)
+		stats(a, spool.RouteStats{})
+	})
+}
