@@ -248,6 +248,9 @@ func (b *Backend) run(ctx context.Context, rl *routeLoop) {
 				cons, err = b.js.Consumer(cctx, b.n.stream(), b.n.consumer(rl.name))
 				cancel()
 			}
+			if err == nil {
+				b.reconcilePause(ctx, rl.name, cons.CachedInfo().Paused)
+			}
 			if err != nil {
 				if ctx.Err() == nil {
 					b.log.Warn("natsspool: route consumer not ready", zap.String("route", rl.name), zap.Error(err))

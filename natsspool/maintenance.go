@@ -29,8 +29,8 @@ func (b *Backend) maintenanceLoop(ctx context.Context) {
 	}
 }
 
-// maintain reads every route consumer and makes the items of removed
-// routes dead letters.
+// maintain reads every route consumer, makes its pause match the bucket,
+// and makes the items of removed routes dead letters.
 func (b *Backend) maintain(ctx context.Context, missing missingRoutes) {
 	lctx, cancel := context.WithTimeout(ctx, 2*b.opts.RequestTimeout)
 	var withItems []string
@@ -40,6 +40,7 @@ func (b *Backend) maintain(ctx context.Context, missing missingRoutes) {
 		if !ok {
 			continue
 		}
+		b.reconcilePause(ctx, route, ci.Paused)
 		if ci.NumPending+uint64(ci.NumAckPending) > 0 {
 			withItems = append(withItems, route)
 		}
