@@ -2,11 +2,13 @@ package natsspool
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
@@ -38,6 +40,22 @@ func busy(started chan<- string, release <-chan struct{}) spool.Route {
 			}
 			return spool.Outcome{StatusCode: http.StatusOK}
 		})}
+}
+
+// routeStats waits until b's stats of route have want's Queued, InFlight
+// and Scheduled.
+func routeStats(t *testing.T, b *Backend, route string, want spool.RouteStats) {
+	t.Helper()
+	testwait.Until(t, wait, func() (bool, string) {
+		b.cache.invalidate()
+		for _, r := range b.Stats() {
+			if r.Route == route {
+				return r.InFlight == want.InFlight && r.Queued == want.Queued && r.Scheduled == want.Scheduled,
+					fmt.Sprintf("%+v, want %d queued, %d in flight, %d scheduled", r, want.Queued, want.InFlight, want.Scheduled)
+			}
+		}
+		return false, "no stats for " + route
+	})
 }
 
 func TestRemovedRouteItemsBecomeDeadLettersAfterTheGrace(t *testing.T) {
@@ -99,22 +117,39 @@ func TestInFlightCountsEveryInstance(t *testing.T) {
 		}
 		<-started
 		<-started
-		stats := func(x *Backend, want spool.RouteStats) {
-			t.Helper()
-			testwait.Until(t, wait, func() (bool, string) {
-				x.cache.invalidate()
-				for _, r := range x.Stats() {
-					if r.Route == "r" {
-						return r.InFlight == want.InFlight && r.Queued == want.Queued && r.Scheduled == want.Scheduled,
-							fmt.Sprintf("%+v, want %d queued, %d in flight, %d scheduled", r, want.Queued, want.InFlight, want.Scheduled)
-					}
-				}
-				return false, "no stats for r"
-			})
-		}
-		stats(a, spool.RouteStats{Queued: 1, InFlight: 2})
-		stats(b, spool.RouteStats{Queued: 1, InFlight: 2})
+		routeStats(t, a, "r", spool.RouteStats{Queued: 1, InFlight: 2})
+		routeStats(t, b, "r", spool.RouteStats{Queued: 1, InFlight: 2})
 		close(release)
-		stats(a, spool.RouteStats{})
+		routeStats(t, a, "r", spool.RouteStats{})
+	})
+}
+
+// TestACrashedInstanceExpires: the routes and deliveries of an instance
+// that stopped without closing count until its presence expires; then its
+// route's queued items become dead letters after the grace, its delivery
+// counts as scheduled until its lease ends, and its record is deleted.
+func TestACrashedInstanceExpires(t *testing.T) {
+	forEachStore(t, func(t *testing.T, s store) {
+		const grace = time.Second
+		a, b := s.openFast(t, "HG", grace), s.openFast(t, "HG", grace)
+		started, release := make(chan string, 2), make(chan struct{})
+		defer close(release)
+		b.RegisterRoute("x", busy(started, release))
+		mustEnqueue(t, a, entry("x", "evt_1", `{}`), spool.Accepted)
+		<-started
+		mustEnqueue(t, a, entry("x", "evt_2", `{}`), spool.Accepted)
+		routeStats(t, a, "x", spool.RouteStats{Queued: 1, InFlight: 1})
+		b.presence.stopAndWait() // as kill -9: b's record stays, never refreshed
+		b.nc.Close()
+		testwait.Until(t, wait, func() (bool, string) {
+			dead, _, err := a.ListDead(ctxT(t), spool.DeadFilter{Route: "x"}, 0, 10)
+			return err == nil && len(dead) == 1 && dead[0].EventID == "evt_2" && dead[0].Reason == spool.ReasonRouteRemoved,
+				fmt.Sprintf("dead letters %+v, %v", dead, err)
+		})
+		routeStats(t, a, "x", spool.RouteStats{Scheduled: 1}) // evt_1, until its lease ends
+		testwait.Until(t, wait, func() (bool, string) {
+			_, err := a.kv.Get(ctxT(t), b.presenceKey())
+			return errors.Is(err, jetstream.ErrKeyNotFound), fmt.Sprintf("b's record: %v", err)
+		})
 	})
 }
