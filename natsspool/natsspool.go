@@ -6,7 +6,10 @@
 // subject sequence 0, TTL = the dedupe window) and its payload; a durable
 // pull consumer per route delivers, retried by the route's Policy with
 // NakWithDelay; dead letters are copies in their own stream; pause and
-// disable live in a KV bucket, so every instance sees them.
+// disable live in a KV bucket, so every instance sees them, and so does each
+// instance's presence (presence.go): the routes it registers and its
+// deliveries in flight, from which the others count in-flight deliveries
+// cluster-wide and find the routes no instance registers (removed.go).
 package natsspool
 
 import (
