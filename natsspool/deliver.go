@@ -248,9 +248,6 @@ func (b *Backend) run(ctx context.Context, rl *routeLoop) {
 				cons, err = b.js.Consumer(cctx, b.n.stream(), b.n.consumer(rl.name))
 				cancel()
 			}
-			if err == nil {
-				b.reconcilePause(ctx, rl.name, cons.CachedInfo().Paused)
-			}
 			if err != nil {
 				if ctx.Err() == nil {
 					b.log.Warn("natsspool: route consumer not ready", zap.String("route", rl.name), zap.Error(err))
@@ -258,6 +255,7 @@ func (b *Backend) run(ctx context.Context, rl *routeLoop) {
 				sleep(ctx, retryWait)
 				continue
 			}
+			b.reconcilePause(ctx, rl.name, cons.CachedInfo().Paused)
 			ackWait = want
 		}
 		routeFree := rl.slots.released()

@@ -34,13 +34,14 @@ func (b *Backend) maintenanceLoop(ctx context.Context) {
 func (b *Backend) maintain(ctx context.Context, missing missingRoutes) {
 	lctx, cancel := context.WithTimeout(ctx, 2*b.opts.RequestTimeout)
 	var withItems []string
+	paused := map[string]bool{}
 	lister := b.queue.ListConsumers(lctx)
 	for ci := range lister.Info() {
 		route, ok := routeOfConsumer(ci.Name)
 		if !ok {
 			continue
 		}
-		b.reconcilePause(ctx, route, ci.Paused)
+		paused[route] = ci.Paused
 		if ci.NumPending+uint64(ci.NumAckPending) > 0 {
 			withItems = append(withItems, route)
 		}
@@ -52,6 +53,9 @@ func (b *Backend) maintain(ctx context.Context, missing missingRoutes) {
 			b.log.Warn("natsspool: route consumers not read", zap.Error(err))
 		}
 		return
+	}
+	for route, p := range paused {
+		b.reconcilePause(ctx, route, p)
 	}
 	for _, route := range b.removedRoutes(withItems, missing) {
 		b.sweep(ctx, route)

@@ -139,7 +139,7 @@ type Backend struct {
 	id          string // this instance's presence key is i.<id>
 	peers       peers
 	presence    loop // publishes this instance's presence until Close
-	maintenance loop // sweeps removed routes until deliveries stop
+	maintenance loop // reconciles pauses and sweeps removed routes until deliveries stop
 
 	attemptRecordsDropped atomic.Int64
 }
