@@ -73,6 +73,39 @@ func attemptNumber(it *item, last *jetstream.RawStreamMsg, delivered uint64) int
 	return max(recorded, byDeliveries-maxUncounted)
 }
 
+// received is the item a message holds, with the message's metadata; a
+// message without metadata is logged and given back (ok false).
+func (b *Backend) received(msg jetstream.Msg) (it item, md *jetstream.MsgMetadata, ok bool) {
+	md, err := msg.Metadata()
+	if err != nil {
+		b.log.Error("natsspool: message without metadata", zap.Error(err))
+		_ = msg.Nak()
+		return item{}, nil, false
+	}
+	return b.itemOf(md.Sequence.Stream, msg.Headers(), msg.Data()), md, true
+}
+
+// redelivered reads the records of an item delivered before (delivered is
+// the server's count): a kill of it that was started and cut short, which
+// must finish without a new attempt, or else the number of the attempt a
+// delivery now makes, counted from the records (attemptNumber).
+func (b *Backend) redelivered(ctx context.Context, it *item, delivered uint64) (attempt int, cut *deadInfo, err error) {
+	if delivered <= 1 {
+		return it.attemptBase + 1, nil, nil
+	}
+	last, err := b.lastRecord(ctx, it.subject)
+	if err != nil {
+		return 0, nil, err
+	}
+	if last != nil && last.Header.Get(hdrItem) == strconv.FormatUint(it.seq, 10) {
+		if k := last.Header.Get(hdrKind); k == kindDeadIntent || k == kindDead {
+			d := deadInfoOf(last.Header)
+			return 0, &d, nil
+		}
+	}
+	return attemptNumber(it, last, delivered), nil, nil
+}
+
 // gate counts slots in flight against a limit that may change; a release
 // wakes whoever waits for one.
 type gate struct {
@@ -311,6 +344,7 @@ func (b *Backend) run(ctx context.Context, rl *routeLoop) {
 				sleep(ctx, retryWait)
 				continue
 			}
+			b.reconcilePause(ctx, rl.name, cons.CachedInfo().Paused)
 			ackWait = want
 		}
 		// The route's slots are held through the pull (only this loop takes
@@ -467,33 +501,23 @@ func (b *Backend) deliver(rl *routeLoop, msg jetstream.Msg) {
 		b.workers.give(1)
 		b.inflight.Done()
 	}()
-	md, err := msg.Metadata()
-	if err != nil {
-		b.log.Error("natsspool: message without metadata", zap.Error(err))
-		_ = msg.Nak()
+	it, md, ok := b.received(msg)
+	if !ok {
 		return
 	}
-	it := b.itemOf(md.Sequence.Stream, msg.Headers(), msg.Data())
 	it.rl, it.leave = rl, leave
 	it.delivered = md.NumDelivered
-	attempt := it.attemptBase + 1
 	ctx, cancel := context.WithTimeout(context.Background(), 2*b.opts.RequestTimeout)
 	defer cancel()
-	if md.NumDelivered > 1 {
-		// A kill that did not finish must finish without a new attempt; the
-		// attempts so far are counted from the records.
-		last, err := b.lastRecord(ctx, it.subject)
-		if err != nil {
-			b.log.Warn("natsspool: records not read; retried", zap.String("route", it.route), zap.Error(err))
-			_ = msg.NakWithDelay(skipDelay(md.NumDelivered))
-			return
-		}
-		if last != nil && last.Header.Get(hdrItem) == strconv.FormatUint(it.seq, 10) &&
-			(last.Header.Get(hdrKind) == kindDeadIntent || last.Header.Get(hdrKind) == kindDead) {
-			b.finishKill(ctx, msg, &it, deadInfoOf(last.Header))
-			return
-		}
-		attempt = attemptNumber(&it, last, md.NumDelivered)
+	attempt, cut, err := b.redelivered(ctx, &it, md.NumDelivered)
+	switch {
+	case err != nil:
+		b.log.Warn("natsspool: records not read; retried", zap.String("route", it.route), zap.Error(err))
+		_ = msg.NakWithDelay(skipDelay(md.NumDelivered))
+		return
+	case cut != nil:
+		b.finishKill(ctx, msg, &it, *cut)
+		return
 	}
 	r, ok := b.route(rl)
 	if !ok {

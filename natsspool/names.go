@@ -11,7 +11,7 @@ import (
 // prefix P: stream P holds payloads on P.q.<rt> and each event's marker and
 // records on P.id.<rt>.<h>; stream P_DEAD holds dead letters on
 // P.dead.<rt>.<reason>; KV bucket P_ROUTES holds the routes' pause and
-// disable state.
+// disable state (r.<rt>) and the instances' presence (i.<id>, presence.go).
 type names struct{ prefix string }
 
 // token encodes any string as a subject token and consumer name part:

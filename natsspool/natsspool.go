@@ -6,7 +6,10 @@
 // subject sequence 0, TTL = the dedupe window) and its payload; a durable
 // pull consumer per route delivers, retried by the route's Policy with
 // NakWithDelay; dead letters are copies in their own stream; pause and
-// disable live in a KV bucket, so every instance sees them.
+// disable live in a KV bucket, so every instance sees them, and so does each
+// instance's presence (presence.go): the routes it registers and its
+// deliveries in flight, from which the others count in-flight deliveries
+// cluster-wide and find the routes no instance registers (removed.go).
 package natsspool
 
 import (
@@ -56,11 +59,17 @@ type Options struct {
 	RequestTimeout time.Duration // every NATS request; default 10s
 	LeaseMargin    time.Duration // a delivery's ack wait is the route's timeout plus this; default 30s
 	CloseTimeout   time.Duration // how long deliveries in flight get at Close; default 10s
-	Limits         spool.Limits
-	Logger         *zap.Logger
+	// RouteGrace is how long the items of a route that no live instance
+	// registers wait for one before they become dead letters
+	// (spool.ReasonRouteRemoved), as spool.Options.RouteGrace; default 10m.
+	RouteGrace time.Duration
+	Limits     spool.Limits
+	Logger     *zap.Logger
 	// Observe, if set, is called after every delivery attempt, as
 	// spool.Options.Observe.
 	Observe func(route string, a spool.Attempt, outcome string)
+
+	presenceEvery time.Duration // how often an instance publishes its presence; default 2s, shorter in tests
 }
 
 var prefixRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,32}$`)
@@ -80,6 +89,12 @@ func (o Options) withDefaults() Options {
 	}
 	if o.CloseTimeout <= 0 {
 		o.CloseTimeout = DefaultCloseTimeout
+	}
+	if o.RouteGrace <= 0 {
+		o.RouteGrace = DefaultRouteGrace
+	}
+	if o.presenceEvery <= 0 {
+		o.presenceEvery = defaultPresenceEvery
 	}
 	if o.Logger == nil {
 		o.Logger = zap.NewNop()
@@ -120,8 +135,12 @@ type Backend struct {
 	closed     atomic.Bool
 	watchStop  context.CancelFunc
 	watchDone  chan struct{}
-	statsStop  context.CancelFunc
-	statsDone  chan struct{}
+
+	id          string // this instance's presence key is i.<id>
+	peers       peers
+	presence    loop // publishes this instance's presence until Close
+	maintenance loop // reconciles pauses and sweeps removed routes until deliveries stop
+	stats       loop // reads the stats snapshot when asked (refreshStats)
 
 	attemptRecordsDropped atomic.Int64
 	killWarn              warnLimiter // warnings of kills that failed at a step
@@ -151,7 +170,7 @@ func Open(ctx context.Context, opts Options) (*Backend, error) {
 		return nil, fmt.Errorf("natsspool: connect: %w", err)
 	}
 	b := &Backend{opts: opts, n: names{prefix: opts.Prefix}, log: opts.Logger, nc: nc, loops: map[string]*routeLoop{},
-		workers: newGate(), watchDone: make(chan struct{}), cache: newStatsCache(), statsDone: make(chan struct{})}
+		workers: newGate(), watchDone: make(chan struct{}), cache: newStatsCache(), id: newInstanceID(), peers: peers{m: map[string]*peer{}}}
 	b.limits.Store(&opts.Limits)
 	if err := b.setUp(ctx); err != nil {
 		nc.Close()
@@ -163,11 +182,11 @@ func Open(ctx context.Context, opts Options) (*Backend, error) {
 		nc.Close()
 		return nil, err
 	}
+	b.presence.start(context.Background(), b.presenceLoop)
 	// The first snapshot before the first enqueue, whose bounds it checks.
 	b.cache.refresh(ctx, b)
-	var statsCtx context.Context
-	statsCtx, b.statsStop = context.WithCancel(context.Background())
-	go b.refreshStats(statsCtx)
+	b.stats.start(context.Background(), b.refreshStats)
+	b.maintenance.start(b.stopCtx, b.maintenanceLoop)
 	return b, nil
 }
 
@@ -349,10 +368,12 @@ func (b *Backend) Close() error {
 		}
 		t.Stop()
 		b.cancelWork()
+		b.maintenance.stopAndWait()
+		b.presence.stopAndWait()
+		b.unpublishPresence()
 		b.watchStop()
 		<-b.watchDone
-		b.statsStop()
-		<-b.statsDone
+		b.stats.stopAndWait()
 		if err := b.nc.Drain(); err != nil {
 			b.nc.Close()
 		}

@@ -96,6 +96,10 @@ func (b *Backend) watchRoutes(ctx context.Context) error {
 }
 
 func (b *Backend) applyRouteEntry(e jetstream.KeyValueEntry) {
+	if id, ok := presenceID(e.Key()); ok {
+		b.applyPresence(id, e)
+		return
+	}
 	t, ok := strings.CutPrefix(e.Key(), "r.")
 	if !ok {
 		return

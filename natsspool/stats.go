@@ -133,7 +133,6 @@ func (c *statsCache) refresh(ctx context.Context, b *Backend) {
 // every cacheAge while one was asked for within statsInterest. No caller
 // waits for it.
 func (b *Backend) refreshStats(ctx context.Context) {
-	defer close(b.statsDone)
 	tick := time.NewTicker(cacheAge)
 	defer tick.Stop()
 	for {
@@ -181,7 +180,8 @@ func (b *Backend) read(ctx context.Context) (snapshot, error) {
 	var payloads, queues int64
 	// Read after the dead letters and before the consumers: a kill counts
 	// as settling from before its dead copy is stored until after its ack.
-	local := b.localCounts()
+	// Other instances' counts are as they last published them.
+	local := b.clusterCounts()
 	lister := b.queue.ListConsumers(ctx)
 	for ci := range lister.Info() {
 		route, ok := routeOfConsumer(ci.Name)
@@ -244,8 +244,11 @@ func (b *Backend) read(ctx context.Context) (snapshot, error) {
 // Stats returns every route that has items, is paused or disabled, or is
 // registered here, sorted by name, from the last snapshot (see
 // refreshStats): at most about a second old while asked for every minute.
-// Queued, Scheduled and Dead are cluster-wide; InFlight counts this
-// instance's deliveries only, and Bytes is not known per route (0).
+// Every count is cluster-wide. InFlight adds to this instance's deliveries
+// the other live instances' as they last published them (presence.go), so
+// up to presenceEvery (2s) late: a delivery that ended meanwhile still
+// counts as in flight, and one started meanwhile as scheduled. Bytes are
+// estimated (see read).
 func (b *Backend) Stats() []spool.RouteStats {
 	return slices.Clone(b.cache.get().routes)
 }
