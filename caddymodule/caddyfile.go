@@ -18,12 +18,12 @@ import (
 
 func init() {
 	httpcaddyfile.RegisterGlobalOption("webhooks", parseGlobalOption)
-	httpcaddyfile.RegisterHandlerDirective("webhook_ingest", parseIngest)
+	httpcaddyfile.RegisterHandlerDirective("webhook_ingest", parseHandler[Ingest])
 	// A terminal responder: before respond, so that a catch-all respond in
 	// the same site does not shadow it, and before reverse_proxy, which it
 	// hands requests to in verify-only mode.
 	httpcaddyfile.RegisterDirectiveOrder("webhook_ingest", httpcaddyfile.Before, "respond")
-	httpcaddyfile.RegisterHandlerDirective("webhook_publish", parsePublish)
+	httpcaddyfile.RegisterHandlerDirective("webhook_publish", parseHandler[Publish])
 	httpcaddyfile.RegisterDirectiveOrder("webhook_publish", httpcaddyfile.Before, "respond")
 }
 
@@ -39,6 +39,18 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 		return nil, err
 	}
 	return httpcaddyfile.App{Name: "webhooks", Value: caddyconfig.JSON(app, nil)}, nil
+}
+
+// parseHandler parses a handler directive with the handler's
+// UnmarshalCaddyfile.
+func parseHandler[T any, PT interface {
+	*T
+	caddyhttp.MiddlewareHandler
+	caddyfile.Unmarshaler
+}](h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	m := PT(new(T))
+	err := m.UnmarshalCaddyfile(h.Dispenser)
+	return m, err
 }
 
 // UnmarshalCaddyfile sets up the app from Caddyfile tokens. Syntax:
@@ -63,44 +75,18 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 // are a shorthand for "backend badger { storage …; min_free_disk … }" and
 // go with no other backend block.
 func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
-	d.Next() // the option's name
-	if d.NextArg() {
-		return d.ArgErr()
-	}
-	for d.NextBlock(0) {
-		var err error
-		switch opt := d.Val(); opt {
-		case "backend":
-			err = a.unmarshalBackend(d)
-		case "storage":
-			err = oneArg(d, func(s string) error { a.Storage = s; return nil })
-		case "max_items":
-			err = oneArg(d, positiveInt(d, &a.MaxItems))
-		case "max_bytes":
-			err = oneArg(d, sizeArg(d, &a.MaxBytes))
-		case "max_record_bytes":
-			err = oneArg(d, sizeArg(d, &a.MaxRecordBytes))
-		case "min_free_disk":
-			err = oneArg(d, sizeArg(d, &a.MinFreeDisk))
-		case "workers":
-			err = oneArg(d, positiveInt(d, &a.Workers))
-		case "dead_retention":
-			err = oneArg(d, durationArg(d, &a.DeadRetention))
-		case "attempt_retention":
-			err = oneArg(d, durationArg(d, &a.AttemptRetention))
-		case "max_unverified_bytes":
-			err = oneArg(d, sizeArg(d, &a.MaxUnverifiedBytes))
-		default:
-			return d.Errf("webhooks: unknown option %q", opt)
-		}
-		if err != nil {
-			return err
-		}
-	}
-	if err := a.checkShorthand(); err != nil {
-		return d.Err(err.Error())
-	}
-	return nil
+	return parseDirective(d, "webhooks", a.checkShorthand, options{
+		"backend":              func() error { return a.unmarshalBackend(d) },
+		"storage":              arg(d, stringArg(&a.Storage)),
+		"max_items":            arg(d, positiveInt(d, &a.MaxItems)),
+		"max_bytes":            arg(d, sizeArg(d, &a.MaxBytes)),
+		"max_record_bytes":     arg(d, sizeArg(d, &a.MaxRecordBytes)),
+		"min_free_disk":        arg(d, sizeArg(d, &a.MinFreeDisk)),
+		"workers":              arg(d, positiveInt(d, &a.Workers)),
+		"dead_retention":       arg(d, durationArg(d, &a.DeadRetention)),
+		"attempt_retention":    arg(d, durationArg(d, &a.AttemptRetention)),
+		"max_unverified_bytes": arg(d, sizeArg(d, &a.MaxUnverifiedBytes)),
+	})
 }
 
 // unmarshalBackend parses "backend <name> { … }" with the module's own
@@ -119,13 +105,6 @@ func (a *App) unmarshalBackend(d *caddyfile.Dispenser) error {
 	}
 	a.BackendRaw = caddyconfig.JSONModuleObject(mod, "backend", name, nil)
 	return nil
-}
-
-// parseIngest parses the webhook_ingest directive; see Ingest.UnmarshalCaddyfile.
-func parseIngest(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
-	m := new(Ingest)
-	err := m.UnmarshalCaddyfile(h.Dispenser)
-	return m, err
 }
 
 // UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
@@ -150,55 +129,32 @@ func parseIngest(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 //		}
 //	}
 func (h *Ingest) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
-	d.Next() // the directive's name
-	if d.NextArg() {
-		return d.ArgErr()
-	}
-	for d.NextBlock(0) {
-		var err error
-		switch opt := d.Val(); opt {
-		case "name":
-			err = oneArg(d, stringArg(&h.Name))
-		case "profile":
-			err = oneArg(d, stringArg(&h.Profile))
-		case "secret":
-			err = secretArgs(d, &h.Secrets)
-		case "insecure_no_signature":
+	return parseDirective(d, "webhook_ingest", h.validate, options{
+		"name":    arg(d, stringArg(&h.Name)),
+		"profile": arg(d, stringArg(&h.Profile)),
+		"secret":  func() error { return secretArgs(d, &h.Secrets) },
+		"insecure_no_signature": func() error {
 			if d.NextArg() {
 				return d.ArgErr()
 			}
 			h.InsecureNoSignature = true
-		case "events":
-			err = eventArgs(d, &h.Events)
-		case "tolerance":
-			err = oneArg(d, func(s string) error {
-				v, err := caddy.ParseDuration(s)
-				if err != nil || v < 0 {
-					return d.Errf("tolerance: %q is not a duration", s)
-				}
-				t := caddy.Duration(v)
-				h.Tolerance = &t
-				return nil
-			})
-		case "dedupe_window":
-			err = oneArg(d, durationArg(d, &h.DedupeWindow))
-		case "max_body":
-			err = oneArg(d, sizeArg(d, &h.MaxBody))
-		case "read_timeout":
-			err = oneArg(d, durationArg(d, &h.ReadTimeout))
-		case "forward":
-			err = h.parseForward(d)
-		default:
-			return d.Errf("webhook_ingest: unknown option %q", opt)
-		}
-		if err != nil {
-			return err
-		}
-	}
-	if err := h.validate(); err != nil {
-		return d.Err(err.Error())
-	}
-	return nil
+			return nil
+		},
+		"events": func() error { return eventArgs(d, &h.Events) },
+		"tolerance": arg(d, func(s string) error {
+			v, err := caddy.ParseDuration(s)
+			if err != nil || v < 0 {
+				return d.Errf("tolerance: %q is not a duration", s)
+			}
+			t := caddy.Duration(v)
+			h.Tolerance = &t
+			return nil
+		}),
+		"dedupe_window": arg(d, durationArg(d, &h.DedupeWindow)),
+		"max_body":      arg(d, sizeArg(d, &h.MaxBody)),
+		"read_timeout":  arg(d, durationArg(d, &h.ReadTimeout)),
+		"forward":       func() error { return h.parseForward(d) },
+	})
 }
 
 func (h *Ingest) parseForward(d *caddyfile.Dispenser) error {
@@ -213,37 +169,19 @@ func (h *Ingest) parseForward(d *caddyfile.Dispenser) error {
 	if d.NextArg() {
 		return d.ArgErr()
 	}
-	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		var err error
-		switch opt := d.Val(); opt {
-		case "max_attempts":
-			err = oneArg(d, positiveInt(d, &f.MaxAttempts))
-		case "max_age":
-			err = oneArg(d, durationArg(d, &f.MaxAge))
-		case "backoff":
-			err = backoffArgs(d, &f.BackoffMin, &f.BackoffMax)
-		case "timeout":
-			err = oneArg(d, durationArg(d, &f.Timeout))
-		case "concurrency":
-			err = oneArg(d, positiveInt(d, &f.Concurrency))
-		case "header_up":
-			err = headerArgs(d, &f.HeaderUp)
-		default:
-			return d.Errf("forward: unknown option %q", opt)
-		}
-		if err != nil {
-			return err
-		}
+	err := parseBlock(d, d.Nesting(), "forward", options{
+		"max_attempts": arg(d, positiveInt(d, &f.MaxAttempts)),
+		"max_age":      arg(d, durationArg(d, &f.MaxAge)),
+		"backoff":      func() error { return backoffArgs(d, &f.BackoffMin, &f.BackoffMax) },
+		"timeout":      arg(d, durationArg(d, &f.Timeout)),
+		"concurrency":  arg(d, positiveInt(d, &f.Concurrency)),
+		"header_up":    func() error { return headerArgs(d, &f.HeaderUp) },
+	})
+	if err != nil {
+		return err
 	}
 	h.Forward = f // checked with the rest (Ingest.validate)
 	return nil
-}
-
-// parsePublish parses the webhook_publish directive; see Publish.UnmarshalCaddyfile.
-func parsePublish(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
-	m := new(Publish)
-	err := m.UnmarshalCaddyfile(h.Dispenser)
-	return m, err
 }
 
 // UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
@@ -266,42 +204,17 @@ func parsePublish(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 //		}
 //	}
 func (p *Publish) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
-	d.Next() // the directive's name
-	if d.NextArg() {
-		return d.ArgErr()
-	}
-	for d.NextBlock(0) {
-		var err error
-		switch opt := d.Val(); opt {
-		case "organization":
-			err = oneArg(d, stringArg(&p.Organization))
-		case "project":
-			err = oneArg(d, stringArg(&p.Project))
-		case "attempts":
-			err = oneArg(d, positiveInt(d, &p.Attempts))
-		case "backoff":
-			err = backoffArgs(d, &p.BackoffMin, &p.BackoffMax)
-		case "timeout":
-			err = oneArg(d, durationArg(d, &p.Timeout))
-		case "dedupe_window":
-			err = oneArg(d, durationArg(d, &p.DedupeWindow))
-		case "max_body":
-			err = oneArg(d, sizeArg(d, &p.MaxBody))
-		case "allow_private":
-			err = allowPrivateArgs(d, &p.AllowPrivate)
-		case "subscriber":
-			err = p.parseSubscriber(d)
-		default:
-			return d.Errf("webhook_publish: unknown option %q", opt)
-		}
-		if err != nil {
-			return err
-		}
-	}
-	if err := p.validate(); err != nil {
-		return d.Err(err.Error())
-	}
-	return nil
+	return parseDirective(d, "webhook_publish", p.validate, options{
+		"organization":  arg(d, stringArg(&p.Organization)),
+		"project":       arg(d, stringArg(&p.Project)),
+		"attempts":      arg(d, positiveInt(d, &p.Attempts)),
+		"backoff":       func() error { return backoffArgs(d, &p.BackoffMin, &p.BackoffMax) },
+		"timeout":       arg(d, durationArg(d, &p.Timeout)),
+		"dedupe_window": arg(d, durationArg(d, &p.DedupeWindow)),
+		"max_body":      arg(d, sizeArg(d, &p.MaxBody)),
+		"allow_private": func() error { return allowPrivateArgs(d, &p.AllowPrivate) },
+		"subscriber":    func() error { return p.parseSubscriber(d) },
+	})
 }
 
 func (p *Publish) parseSubscriber(d *caddyfile.Dispenser) error {
@@ -309,31 +222,15 @@ func (p *Publish) parseSubscriber(d *caddyfile.Dispenser) error {
 	if !d.AllArgs(&sub.Name, &sub.URL) {
 		return d.ArgErr()
 	}
-	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		switch opt := d.Val(); opt {
-		case "scheme":
-			if err := oneArg(d, func(s string) error { sub.Scheme = s; return nil }); err != nil {
-				return err
-			}
-		case "secret":
-			if err := secretArgs(d, &sub.Secrets); err != nil {
-				return err
-			}
-		case "events":
-			if err := eventArgs(d, &sub.Events); err != nil {
-				return err
-			}
-		case "allow_private":
-			if err := allowPrivateArgs(d, &sub.AllowPrivate); err != nil {
-				return err
-			}
-		case "header":
-			if err := headerArgs(d, &sub.Header); err != nil {
-				return err
-			}
-		default:
-			return d.Errf("subscriber: unknown option %q", opt)
-		}
+	err := parseBlock(d, d.Nesting(), "subscriber", options{
+		"scheme":        arg(d, stringArg(&sub.Scheme)),
+		"secret":        func() error { return secretArgs(d, &sub.Secrets) },
+		"events":        func() error { return eventArgs(d, &sub.Events) },
+		"allow_private": func() error { return allowPrivateArgs(d, &sub.AllowPrivate) },
+		"header":        func() error { return headerArgs(d, &sub.Header) },
+	})
+	if err != nil {
+		return err
 	}
 	p.Subscribers = append(p.Subscribers, sub)
 	return nil
@@ -433,6 +330,48 @@ func checkSecret(d *caddyfile.Dispenser, s string) error {
 		return d.Err("secret: write it as a placeholder, {env.NAME} or {file./path}: a literal secret would be stored in the config and shown by the admin API")
 	}
 	return nil
+}
+
+// options maps the names of a block's options to their parsers, which read
+// the option's arguments (and any block of its own) from the dispenser.
+type options map[string]func() error
+
+// parseDirective reads a directive or global option that takes no
+// argument, and its block with opts (see parseBlock); then check, which
+// sees the options together, has the last word.
+func parseDirective(d *caddyfile.Dispenser, name string, check func() error, opts options) error {
+	d.Next() // the directive's name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	if err := parseBlock(d, 0, name, opts); err != nil {
+		return err
+	}
+	if err := check(); err != nil {
+		return d.Err(err.Error())
+	}
+	return nil
+}
+
+// parseBlock reads the options of the block at nesting with opts; an
+// option opts has no parser for is refused, named with the block's name.
+func parseBlock(d *caddyfile.Dispenser, nesting int, name string, opts options) error {
+	for d.NextBlock(nesting) {
+		opt := d.Val()
+		parse, ok := opts[opt]
+		if !ok {
+			return d.Errf("%s: unknown option %q", name, opt)
+		}
+		if err := parse(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// arg is the parser of an option with exactly one argument, handed to set.
+func arg(d *caddyfile.Dispenser, set func(string) error) func() error {
+	return func() error { return oneArg(d, set) }
 }
 
 // backendBlock reads a backend module's tokens: the backend's name, no

@@ -3,9 +3,7 @@ package caddymodule
 import (
 	"encoding/base64"
 	"encoding/json"
-	"io"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +11,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 
+	"github.com/hookgate/hookgate/internal/testnet"
 	"github.com/hookgate/hookgate/verifier"
 )
 
@@ -25,16 +24,7 @@ func TestPublishStandardWebhooks(t *testing.T) {
 	oldSecret := "whsec_" + base64.StdEncoding.EncodeToString([]byte("publish-standard-old-key-012345"))
 	t.Setenv("HG_SW_NEW", newSecret)
 	t.Setenv("HG_SW_OLD", oldSecret)
-	type got struct {
-		header http.Header
-		body   []byte
-	}
-	deliveries := make(chan got, 1)
-	subscriber := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		b, _ := io.ReadAll(r.Body)
-		deliveries <- got{r.Header.Clone(), b}
-	}))
-	defer subscriber.Close()
+	subscriber, deliveries := testnet.Recorder(t, 1, http.StatusOK, "")
 	c := loadConfig(t, "", `[{"handler": "webhook_publish", "allow_private": ["127.0.0.1/32"], "subscribers": [
 		{"name": "sw", "url": "`+subscriber.URL+`", "scheme": "standard-webhooks", "secrets": ["{env.HG_SW_NEW}", "{env.HG_SW_OLD}"]}]}]`)
 
@@ -48,29 +38,29 @@ func TestPublishStandardWebhooks(t *testing.T) {
 		Type, Timestamp string
 		Data            json.RawMessage
 	}
-	if err := json.Unmarshal(d.body, &body); err != nil || body.Type != "document.processed" ||
-		string(body.Data) != `{"documentId":"doc_1","note":"<a&b>"}` || !strings.HasPrefix(string(d.body), `{"type":`) {
-		t.Fatalf("body %s: %v", d.body, err)
+	if err := json.Unmarshal(d.Body, &body); err != nil || body.Type != "document.processed" ||
+		string(body.Data) != `{"documentId":"doc_1","note":"<a&b>"}` || !strings.HasPrefix(string(d.Body), `{"type":`) {
+		t.Fatalf("body %s: %v", d.Body, err)
 	}
 	if ts, err := time.Parse(time.RFC3339, body.Timestamp); err != nil || time.Since(ts) > time.Minute {
 		t.Fatalf("timestamp %q", body.Timestamp)
 	}
-	if d.header.Get("Webhook-Id") != "evt_sw_1" || len(strings.Fields(d.header.Get("Webhook-Signature"))) != 2 {
-		t.Fatalf("headers %v", d.header)
+	if d.Header.Get("Webhook-Id") != "evt_sw_1" || len(strings.Fields(d.Header.Get("Webhook-Signature"))) != 2 {
+		t.Fatalf("headers %v", d.Header)
 	}
 	for _, s := range []string{newSecret, oldSecret} {
 		wh, err := standardwebhooks.NewWebhook(s)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := wh.Verify(d.body, d.header); err != nil {
+		if err := wh.Verify(d.Body, d.Header); err != nil {
 			t.Fatalf("the reference library refuses the delivery: %v", err)
 		}
 		v, err := verifier.New(verifier.Config{Profile: verifier.StandardWebhooks, Secrets: [][]byte{[]byte(s)}, Tolerance: 5 * time.Minute})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if ev, err := v.Verify(d.header, d.body); err != nil || ev.ID != "evt_sw_1" || ev.Type != "document.processed" {
+		if ev, err := v.Verify(d.Header, d.Body); err != nil || ev.ID != "evt_sw_1" || ev.Type != "document.processed" {
 			t.Fatalf("the standard-webhooks profile: %+v, %v", ev, err)
 		}
 	}

@@ -34,6 +34,38 @@ func sendHead(t *testing.T, g *gateway, path string, lines ...string) net.Conn {
 	return conn
 }
 
+// newRawGateway starts a gateway whose one route, with the webhook_ingest
+// options ingest, forwards to a new upstream, for the tests that send it
+// requests by hand (sendHead).
+func newRawGateway(t *testing.T, ingest string) (*gateway, *upstream) {
+	t.Helper()
+	g, _ := newSecretGateway(t, "HG_SECRET")
+	up := newUpstream(t)
+	g.start(g.globals("") + forwardSite(g, "{env.HG_SECRET}", up.url("/in"), ingest, ""))
+	return g, up
+}
+
+// wantLastAnswer reads the gateway's answer on conn, within timeout, and
+// checks that its status is want and that the gateway closes the
+// connection after it.
+func wantLastAnswer(t *testing.T, conn net.Conn, timeout time.Duration, want int) {
+	t.Helper()
+	conn.SetReadDeadline(time.Now().Add(timeout))
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("no answer: %v", err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != want {
+		t.Fatalf("answer %d, want %d", resp.StatusCode, want)
+	}
+	if _, err := br.ReadByte(); err != io.EOF {
+		t.Fatalf("after the %d the connection was not closed: read %v (headers %v)", want, err, resp.Header)
+	}
+}
+
 // TestOversizedLengthAnsweredAtOnce: a request announcing a body over
 // max_body gets 413 before it sends any of it, and the connection is closed
 // rather than drained; with Expect: 100-continue there is no 100 Continue
@@ -42,9 +74,7 @@ func sendHead(t *testing.T, g *gateway, path string, lines ...string) net.Conn {
 // below can only come from the Content-Length check.
 func TestOversizedLengthAnsweredAtOnce(t *testing.T) {
 	t.Parallel()
-	g, _ := newSecretGateway(t, "HG_SECRET")
-	up := newUpstream(t)
-	g.start(g.globals("") + forwardSite(g, "{env.HG_SECRET}", up.url("/in"), "max_body 4KiB\n\t\t\tread_timeout 30s", ""))
+	g, up := newRawGateway(t, "max_body 4KiB\n\t\t\tread_timeout 30s")
 	for _, tc := range []struct {
 		name  string
 		lines []string
@@ -54,20 +84,8 @@ func TestOversizedLengthAnsweredAtOnce(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			conn := sendHead(t, g, hookPath, append([]string{"Content-Type: application/json", "Content-Length: 5000"}, tc.lines...)...)
-			conn.SetReadDeadline(time.Now().Add(15 * time.Second))
-			br := bufio.NewReader(conn)
-			resp, err := http.ReadResponse(br, nil)
-			if err != nil {
-				t.Fatalf("no answer while the body was held back: %v", err)
-			}
-			io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode != http.StatusRequestEntityTooLarge {
-				t.Fatalf("first answer %d, want 413 (and never a 100 Continue)", resp.StatusCode)
-			}
-			if _, err := br.ReadByte(); err != io.EOF {
-				t.Fatalf("after the 413 the connection was not closed: read %v (headers %v)", err, resp.Header)
-			}
+			// The first answer: never a 100 Continue.
+			wantLastAnswer(t, conn, 15*time.Second, http.StatusRequestEntityTooLarge)
 		})
 	}
 	if n := up.count(); n != 0 {
@@ -80,27 +98,12 @@ func TestOversizedLengthAnsweredAtOnce(t *testing.T) {
 // the server does not wait for the rest of the body before answering.
 func TestStalledBodyGetsItsTimeout(t *testing.T) {
 	t.Parallel()
-	g, _ := newSecretGateway(t, "HG_SECRET")
-	up := newUpstream(t)
-	g.start(g.globals("") + forwardSite(g, "{env.HG_SECRET}", up.url("/in"), "name stalled\n\t\t\tread_timeout 1s", ""))
+	g, up := newRawGateway(t, "name stalled\n\t\t\tread_timeout 1s")
 	conn := sendHead(t, g, hookPath, "Content-Type: application/json", "Content-Length: 1000")
 	if _, err := conn.Write([]byte(`{"eventId":"evt_stalled"`)); err != nil {
 		t.Fatal(err)
 	}
-	conn.SetReadDeadline(time.Now().Add(20 * time.Second))
-	br := bufio.NewReader(conn)
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil {
-		t.Fatalf("no answer to a stalled body: %v", err)
-	}
-	io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusRequestTimeout {
-		t.Fatalf("answer %d, want 408", resp.StatusCode)
-	}
-	if _, err := br.ReadByte(); err != io.EOF {
-		t.Fatalf("after the 408 the connection was not closed: %v", err)
-	}
+	wantLastAnswer(t, conn, 20*time.Second, http.StatusRequestTimeout)
 	if n := up.count(); n != 0 {
 		t.Fatalf("the upstream received %d requests", n)
 	}
@@ -113,9 +116,7 @@ func TestStalledBodyGetsItsTimeout(t *testing.T) {
 // body at once, so the senders send more than that.)
 func TestStalledBodiesHoldWhatTheySent(t *testing.T) {
 	t.Parallel()
-	g, _ := newSecretGateway(t, "HG_SECRET")
-	up := newUpstream(t)
-	g.start(g.globals("") + forwardSite(g, "{env.HG_SECRET}", up.url("/in"), "name stalled\n\t\t\tread_timeout 5m", ""))
+	g, _ := newRawGateway(t, "name stalled\n\t\t\tread_timeout 5m")
 	const conns, sent = 300, 100 << 10
 	_, port, _ := net.SplitHostPort(g.site)
 	before := g.heapAfterGC(t)

@@ -5,7 +5,6 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
-	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -15,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hookgate/hookgate/internal/testnet"
 	"github.com/hookgate/hookgate/spool"
 	"github.com/hookgate/hookgate/verifier"
 )
@@ -98,15 +98,7 @@ func TestRetiredClientClosesItsConnections(t *testing.T) {
 // and the subscriber can check the signature with its own HMAC code.
 func TestClientSignsOutboundDeliveries(t *testing.T) {
 	secret := []byte("subscriber-secret-0123456789")
-	got := make(chan bool, 1)
-	subscriber := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(r.Body)
-		mac := hmac.New(sha256.New, secret)
-		mac.Write(body)
-		got <- r.Header.Get("X-Webhook-Signature") == "sha256="+hex.EncodeToString(mac.Sum(nil))
-		w.WriteHeader(http.StatusGone)
-	}))
-	defer subscriber.Close()
+	subscriber, got := testnet.Recorder(t, 1, http.StatusGone, "")
 	guard := &Guard{Allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}}
 	sign := func(d *spool.Delivery) http.Header {
 		return http.Header{"X-Webhook-Signature": {verifier.Sign(secret, d.Body)}}
@@ -115,7 +107,10 @@ func TestClientSignsOutboundDeliveries(t *testing.T) {
 	defer fw.Close()
 	out := fw.Deliver(context.Background(), &spool.Delivery{EventID: "e", Attempt: 1, Body: []byte(`{"eventType":"a.b"}`),
 		Header: http.Header{"X-Webhook-Signature": {"sha256=stale"}}})
-	if !<-got {
+	r := <-got
+	mac := hmac.New(sha256.New, secret)
+	mac.Write(r.Body)
+	if r.Header.Get("X-Webhook-Signature") != "sha256="+hex.EncodeToString(mac.Sum(nil)) {
 		t.Fatal("the subscriber's own HMAC disagrees with the signature header")
 	}
 	if out.StatusCode != http.StatusGone || out.DeadReason != "gone" || !out.DisableRoute {

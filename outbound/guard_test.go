@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/hookgate/hookgate/internal/testnet"
 )
 
 // These tests judge addresses without opening a connection, except the last,
@@ -78,20 +80,7 @@ func TestAddressGuardControl(t *testing.T) {
 }
 
 func TestAddressGuardRefusesAtDialTime(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	l := testnet.Silent(t, false)
 	refusing := &net.Dialer{Timeout: time.Second, Control: Guard{}.control}
 	if c, err := refusing.Dial("tcp", l.Addr().String()); err == nil {
 		c.Close()

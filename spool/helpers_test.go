@@ -12,6 +12,8 @@ import (
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
+
+	"github.com/hookgate/hookgate/internal/testwait"
 )
 
 // openTest opens a spool in a fresh temp dir and closes it at the end.
@@ -91,13 +93,7 @@ func (r *recorder) snapshot() []attemptRecord {
 // next waits for the next attempt.
 func (r *recorder) next(t testing.TB, within time.Duration) attemptRecord {
 	t.Helper()
-	select {
-	case a := <-r.notify:
-		return a
-	case <-time.After(within):
-		t.Fatalf("no delivery attempt within %v", within)
-		return attemptRecord{}
-	}
+	return testwait.Recv(t, r.notify, within, "no delivery attempt")
 }
 
 // byEvent waits for the next n attempts, each within the timeout, and

@@ -7,6 +7,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/hookgate/hookgate/internal/testwait"
 )
 
 // TestNewItemsGoStraightToAWorker: an item enqueued to an idle route is
@@ -30,11 +32,7 @@ func TestNewItemsGoStraightToAWorker(t *testing.T) {
 	if _, err := s.Enqueue(ctx, entry("r", "evt_1", "x")); err != nil { // a queued item would need rewindMu too
 		t.Fatal(err)
 	}
-	select {
-	case <-g.started:
-	case <-time.After(10 * time.Second):
-		t.Fatal("not delivered while the dispatcher was held")
-	}
+	testwait.Recv(t, g.started, 10*time.Second, "not delivered while the dispatcher was held")
 	s.rewindMu.Unlock()
 	held = false
 	for range 2 {

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/hookgate/hookgate/internal/testwait"
 )
 
 // TestWorkersCapHoldsAcrossRoutes: routes that each allow more deliveries
@@ -25,11 +27,7 @@ func TestWorkersCapHoldsAcrossRoutes(t *testing.T) {
 	}
 	next := func() {
 		t.Helper()
-		select {
-		case <-g.started:
-		case <-time.After(10 * time.Second):
-			t.Fatal("no delivery started")
-		}
+		testwait.Recv(t, g.started, 10*time.Second, "no delivery started")
 	}
 	// settled makes the dispatcher look for due items twice more, so that
 	// whatever it was going to start has started.
@@ -75,12 +73,7 @@ func TestAWorkerDeliversOneItemAfterAnother(t *testing.T) {
 	var first string
 	for i := range 5 {
 		mustEnqueue(t, s, entry("r", fmt.Sprint("evt_", i), "x"))
-		var id string
-		select {
-		case id = <-ids:
-		case <-time.After(10 * time.Second):
-			t.Fatal("not delivered")
-		}
+		id := testwait.Recv(t, ids, 10*time.Second, "not delivered")
 		if i == 0 {
 			first = id
 		} else if id != first {

@@ -285,15 +285,22 @@ func (v *Verifier) fresh(t time.Time) *Error {
 // "sha256=<hex>" (ParseSignature), against the MAC of body (ocriva's and
 // github's signature), and returns the matching key's index (see match).
 func (v *Verifier) verifySHA256Header(h http.Header, name string, body []byte) (int, *Error) {
+	return v.verifyHeaderMAC(h, name, parseSignature, nil, body)
+}
+
+// verifyHeaderMAC checks the one value of the header name, read by parse as
+// one MAC, against the MAC of prefix and body, and returns the matching
+// key's index (see match).
+func (v *Verifier) verifyHeaderMAC(h http.Header, name string, parse func(string) ([32]byte, *Error), prefix, body []byte) (int, *Error) {
 	sig, err := single(h, name, SignatureMissing, SignatureRepeated)
 	if err != nil {
 		return -1, err
 	}
-	want, err := parseSignature(sig)
+	want, err := parse(sig)
 	if err != nil {
 		return -1, err
 	}
-	return v.verifyMAC(nil, body, [][32]byte{want})
+	return v.verifyMAC(prefix, body, [][32]byte{want})
 }
 
 // verifyMAC checks that one of wants is the MAC of prefix and body under one

@@ -35,15 +35,7 @@ func (shopifyScheme) sign(keys [][]byte, d Delivery) http.Header {
 }
 
 func (shopifyScheme) verify(v *Verifier, h http.Header, body []byte) (*Event, error) {
-	sig, err := single(h, shopifySignatureHeader, SignatureMissing, SignatureRepeated)
-	if err != nil {
-		return nil, err
-	}
-	want, err := parseShopifySignature(sig)
-	if err != nil {
-		return nil, err
-	}
-	idx, err := v.verifyMAC(nil, body, [][32]byte{want})
+	idx, err := v.verifyHeaderMAC(h, shopifySignatureHeader, parseShopifySignature, nil, body)
 	if err != nil {
 		return nil, err
 	}

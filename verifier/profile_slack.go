@@ -39,15 +39,7 @@ func (slackScheme) verify(v *Verifier, h http.Header, body []byte) (*Event, erro
 	if err != nil {
 		return nil, err
 	}
-	sig, err := single(h, slackSignatureHeader, SignatureMissing, SignatureRepeated)
-	if err != nil {
-		return nil, err
-	}
-	want, err := parseSlackSignature(sig)
-	if err != nil {
-		return nil, err
-	}
-	idx, err := v.verifyMAC([]byte("v0:"+rawTS+":"), body, [][32]byte{want})
+	idx, err := v.verifyHeaderMAC(h, slackSignatureHeader, parseSlackSignature, []byte("v0:"+rawTS+":"), body)
 	if err != nil {
 		return nil, err
 	}

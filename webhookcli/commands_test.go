@@ -19,6 +19,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/hookgate/hookgate/adminapi"
+	"github.com/hookgate/hookgate/internal/testnet"
 )
 
 // The admin API's answers the commands are shown.
@@ -388,20 +389,7 @@ func TestCLIErrors(t *testing.T) {
 		t.Errorf("stats with nothing listening: %v", err)
 	}
 	// An endpoint that never answers: the command gives up after --timeout.
-	hung, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer hung.Close()
-	go func() {
-		for {
-			c, err := hung.Accept()
-			if err != nil {
-				return
-			}
-			defer c.Close()
-		}
-	}()
+	hung := testnet.Silent(t, true)
 	done := make(chan error, 1)
 	go func() {
 		_, err := runAt(t, "stats", "--address", hung.Addr().String(), "--timeout", "200ms")

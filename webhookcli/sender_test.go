@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/hookgate/hookgate/internal/testnet"
 	"github.com/hookgate/hookgate/verifier"
 )
 
@@ -50,18 +50,7 @@ func TestSignAndVerifyCommands(t *testing.T) {
 
 func TestSendCommand(t *testing.T) {
 	secret := "send-command-secret-0123"
-	type got struct {
-		header http.Header
-		body   []byte
-	}
-	received := make(chan got, 3)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		b, _ := io.ReadAll(r.Body)
-		received <- got{r.Header.Clone(), b}
-		w.WriteHeader(http.StatusAccepted)
-		w.Write([]byte(`{"status":"accepted"}`))
-	}))
-	defer srv.Close()
+	srv, received := testnet.Recorder(t, 3, http.StatusAccepted, `{"status":"accepted"}`)
 	dir := t.TempDir()
 	payload := filepath.Join(dir, "payload.json")
 	writeFile(t, payload, `{"n":12345678901234567890}`)
@@ -73,28 +62,28 @@ func TestSendCommand(t *testing.T) {
 	}
 	r := <-received
 	v, _ := verifier.New(verifier.Config{Secrets: [][]byte{[]byte(secret)}, Tolerance: time.Minute})
-	ev, err := v.Verify(r.header, r.body)
+	ev, err := v.Verify(r.Header, r.Body)
 	if err != nil {
 		t.Fatalf("the sent delivery does not verify: %v", err)
 	}
 	if string(ev.Payload) != `{"n":12345678901234567890}` || ev.OrganizationID != "org_demo" || !strings.HasPrefix(ev.ID, "evt_") {
 		t.Fatalf("sent event %+v", ev)
 	}
-	if saved, _ := os.ReadFile(sent); !bytes.Equal(saved, r.body) {
+	if saved, _ := os.ReadFile(sent); !bytes.Equal(saved, r.Body) {
 		t.Fatal("--out did not save the bytes sent")
 	}
 	// --body repeats those bytes exactly; --envelope gets a fresh id.
 	if _, err := runCommand(t, sendCommand(), "--url", srv.URL, "--secret", secret, "--body", sent); err != nil {
 		t.Fatal(err)
 	}
-	if again := <-received; !bytes.Equal(again.body, r.body) {
+	if again := <-received; !bytes.Equal(again.Body, r.Body) {
 		t.Fatal("--body changed the bytes")
 	}
 	if _, err := runCommand(t, sendCommand(), "--url", srv.URL, "--secret", secret, "--envelope", sent); err != nil {
 		t.Fatal(err)
 	}
 	fresh := <-received
-	ev2, err := v.Verify(fresh.header, fresh.body)
+	ev2, err := v.Verify(fresh.Header, fresh.Body)
 	if err != nil || ev2.ID == ev.ID || string(ev2.Payload) != string(ev.Payload) {
 		t.Fatalf("--envelope: %+v, %v", ev2, err)
 	}
@@ -104,15 +93,7 @@ func TestSendCommand(t *testing.T) {
 // profile verifies it, sign --profile prints those headers, and verify
 // --profile checks them back.
 func TestProfileCommands(t *testing.T) {
-	received := make(chan *http.Request, 1)
-	bodies := make(chan []byte, 1)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		b, _ := io.ReadAll(r.Body)
-		received <- r
-		bodies <- b
-		w.WriteHeader(http.StatusAccepted)
-	}))
-	defer srv.Close()
+	srv, received := testnet.Recorder(t, 1, http.StatusAccepted, "")
 	dir := t.TempDir()
 	tests := []struct {
 		profile, secret, body string
@@ -135,7 +116,8 @@ func TestProfileCommands(t *testing.T) {
 			if err != nil || out != "202 Accepted "+tt.wantID+"\n" {
 				t.Fatalf("send: %q, %v", out, err)
 			}
-			r, b := <-received, <-bodies
+			r := <-received
+			b := r.Body
 			p, _ := verifier.LookupProfile(tt.profile)
 			v, err := verifier.New(verifier.Config{Profile: tt.profile, Secrets: [][]byte{[]byte(tt.secret)}, Tolerance: p.DefaultTolerance})
 			if err != nil {

@@ -24,3 +24,19 @@ func Until(t testing.TB, timeout time.Duration, cond func() (bool, string)) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// Recv waits up to timeout for a value from ch and returns it, failing the
+// test otherwise; missing says what did not come.
+func Recv[T any](t testing.TB, ch <-chan T, timeout time.Duration, missing string) T {
+	t.Helper()
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	select {
+	case v := <-ch:
+		return v
+	case <-timer.C:
+		t.Fatalf("not after %v: %s", timeout, missing)
+		var zero T
+		return zero
+	}
+}

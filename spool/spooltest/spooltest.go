@@ -119,13 +119,7 @@ func (r *recorder) Deliver(_ context.Context, d *spool.Delivery) spool.Outcome {
 // next waits for the next attempt.
 func (r *recorder) next(t *testing.T) attempt {
 	t.Helper()
-	select {
-	case a := <-r.calls:
-		return a
-	case <-time.After(wait):
-		t.Fatalf("no delivery attempt within %v", wait)
-		return attempt{}
-	}
+	return testwait.Recv(t, r.calls, wait, "no delivery attempt")
 }
 
 // noMore fails if an attempt was made that next did not take.
@@ -899,11 +893,7 @@ func testConcurrencyCap(t *testing.T, open Factory) {
 		mustEnqueue(t, s, entry("slow", fmt.Sprintf("s%d", i), "x"))
 	}
 	for range limit {
-		select {
-		case <-started:
-		case <-time.After(wait):
-			t.Fatal("the slow route's first attempts did not start")
-		}
+		testwait.Recv(t, started, wait, "the slow route's first attempts did not start")
 	}
 	for i := range 5 {
 		mustEnqueue(t, s, entry("fast", fmt.Sprintf("f%d", i), "x"))
