@@ -518,6 +518,12 @@ func (b *Backend) deliver(rl *routeLoop, msg jetstream.Msg) {
 	case cut != nil:
 		b.finishKill(ctx, msg, &it, *cut)
 		return
+	case b.routes.get(it.route).PausedSinceMs > 0:
+		// Received before the pause reached the consumer, or waited for a
+		// worker meanwhile: nothing starts once Pause has returned. The
+		// paused consumer keeps it until Resume; not an attempt.
+		_ = msg.NakWithDelay(skipDelay(md.NumDelivered))
+		return
 	}
 	r, ok := b.route(rl)
 	if !ok {

@@ -531,20 +531,10 @@ func TestStatsReadNeverHoldsUpACaller(t *testing.T) {
 // worker from a route that has an item.
 func TestIdleRoutesHoldNoWorkers(t *testing.T) {
 	forEachStore(t, func(t *testing.T, s store) {
-		o := s.options("HG")
-		o.Limits.Workers = 1
-		a := openWith(t, o)
+		a := openOneWorker(t, s)
 		ch := make(chan delivery, 4)
 		defer a.RegisterRoute("idle", spool.Route{Deliverer: newRecorder("a", ch, nil)})()
-		testwait.Until(t, wait, func() (bool, string) { // idle's pull is waiting
-			ctx, cancel := context.WithTimeout(ctxT(t), 2*time.Second) // a request lost in an election is asked again
-			defer cancel()
-			c, err := a.js.Consumer(ctx, a.n.stream(), a.n.consumer("idle"))
-			if err != nil {
-				return false, err.Error()
-			}
-			return c.CachedInfo().NumWaiting > 0, fmt.Sprintf("%+v", c.CachedInfo())
-		})
+		waitConsumer(t, a, "idle", func(ci *jetstream.ConsumerInfo) bool { return ci.NumWaiting > 0 }) // its pull waits
 		start := time.Now()
 		defer a.RegisterRoute("busy", spool.Route{Deliverer: newRecorder("a", ch, nil)})()
 		mustEnqueue(t, a, entry("busy", "evt_1", `{}`), spool.Accepted)
@@ -672,5 +662,68 @@ func TestADeadEventsIDIsFreeAfterItsWindow(t *testing.T) {
 			res, err := a.Enqueue(ctxT(t), e)
 			return err == nil && res.Status == spool.Accepted, fmt.Sprintf("%+v, %v", res, err)
 		})
+	})
+}
+
+// TestAMessageFetchedBeforeAPauseIsNotAttempted: a message a pull received
+// before its route was paused, and that waited for a worker, is not
+// attempted once it gets one: with Badger nothing starts after Pause
+// returns. It is delivered after Resume.
+func TestAMessageFetchedBeforeAPauseIsNotAttempted(t *testing.T) {
+	forEachStore(t, func(t *testing.T, s store) {
+		a := openOneWorker(t, s)
+		ch := make(chan delivery, 4)
+		defer a.RegisterRoute("r", spool.Route{Deliverer: newRecorder("a", ch, nil)})()
+		started, release := make(chan struct{}, 1), make(chan struct{})
+		defer a.RegisterRoute("hold", spool.Route{Timeout: time.Minute, Deliverer: spool.DelivererFunc(func(ctx context.Context, d *spool.Delivery) spool.Outcome {
+			started <- struct{}{}
+			select {
+			case <-release:
+			case <-ctx.Done():
+			}
+			return spool.Outcome{StatusCode: http.StatusOK}
+		})})()
+		waitConsumer(t, a, "r", func(ci *jetstream.ConsumerInfo) bool { return ci.NumWaiting > 0 }) // its pull asks for the free worker
+		mustEnqueue(t, a, entry("hold", "evt_h", `{}`), spool.Accepted)
+		testwait.Recv(t, started, wait, "the holding delivery did not start")
+		mustEnqueue(t, a, entry("r", "evt_1", `{}`), spool.Accepted)
+		waitConsumer(t, a, "r", func(ci *jetstream.ConsumerInfo) bool { return ci.NumAckPending == 1 }) // received, waiting for the worker
+		if err := a.Pause(ctxT(t), "r"); err != nil {
+			t.Fatal(err)
+		}
+		close(release)
+		select {
+		case d := <-ch:
+			t.Fatalf("attempted after the pause: %+v", d)
+		case <-time.After(2 * time.Second):
+		}
+		if err := a.Resume(ctxT(t), "r"); err != nil {
+			t.Fatal(err)
+		}
+		if d := next(t, ch); d.eventID != "evt_1" || d.attempt != 1 {
+			t.Fatalf("delivery %+v, want evt_1's first attempt", d)
+		}
+	})
+}
+
+// openOneWorker opens a backend that makes one delivery at a time.
+func openOneWorker(t *testing.T, s store) *Backend {
+	o := s.options("HG")
+	o.Limits.Workers = 1
+	return openWith(t, o)
+}
+
+// waitConsumer polls route's consumer until ok holds for its info; a
+// request lost in an election is asked again.
+func waitConsumer(t *testing.T, b *Backend, route string, ok func(*jetstream.ConsumerInfo) bool) {
+	t.Helper()
+	testwait.Until(t, wait, func() (bool, string) {
+		ctx, cancel := context.WithTimeout(ctxT(t), 2*time.Second)
+		defer cancel()
+		c, err := b.js.Consumer(ctx, b.n.stream(), b.n.consumer(route))
+		if err != nil {
+			return false, err.Error()
+		}
+		return ok(c.CachedInfo()), fmt.Sprintf("%+v", c.CachedInfo())
 	})
 }
