@@ -12,9 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/hookgate/hookgate/internal/natstest"
-
 	"github.com/hookgate/hookgate/internal/testwait"
-
 	"github.com/hookgate/hookgate/spool"
 )
 
@@ -130,17 +128,66 @@ func TestTooManyOpenBatchesAreRetried(t *testing.T) {
 	wg.Wait()
 }
 
+// TestABatchCutBeforeItsCommitBlocksNoRetry: a gateway that dies between
+// sending an event's marker and its commit leaves an open batch on the
+// server, which stores nothing of it: the sender's retry to another gateway
+// is accepted, once, and delivered. (The enqueue has no other step: marker
+// and payload are one atomic batch.)
+func TestABatchCutBeforeItsCommitBlocksNoRetry(t *testing.T) {
+	forEachStore(t, func(t *testing.T, s store) {
+		a := s.open(t, "HG")
+		_, msgs := batchOf(t, a, entry("r", "evt_1", `{}`))
+		if len(msgs) < 2 {
+			t.Fatalf("%d messages in the batch, want the marker and the payload", len(msgs))
+		}
+		dying, err := nats.Connect(strings.Join(s.servers, ","))
+		if err != nil {
+			t.Fatal(err)
+		}
+		first := msgs[0]
+		first.Header.Set(hdrBatchID, "cut-batch")
+		first.Header.Set(hdrBatchSeq, "1")
+		if err := dying.PublishMsg(first); err != nil {
+			t.Fatal(err)
+		}
+		if err := dying.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		dying.Close() // the gateway dies: no commit follows
+
+		b := s.open(t, "HG")
+		ch := make(chan delivery, 2)
+		defer b.RegisterRoute("r", spool.Route{Deliverer: newRecorder("b", ch, nil)})()
+		mustEnqueue(t, b, entry("r", "evt_1", `{}`), spool.Accepted)
+		if d := next(t, ch); d.eventID != "evt_1" {
+			t.Fatalf("delivered %+v", d)
+		}
+		mustEnqueue(t, a, entry("r", "evt_1", `{}`), spool.Duplicate)
+		select {
+		case d := <-ch:
+			t.Fatalf("delivered twice: %+v", d)
+		case <-time.After(time.Second):
+		}
+	})
+}
+
+// batchOf prepares e's enqueue on a: its entry and its batch's messages.
+func batchOf(t *testing.T, a *Backend, e spool.Entry) ([]prepared, []*nats.Msg) {
+	t.Helper()
+	ps, err := a.prepare([]spool.Entry{e})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ps, a.messages([]*prepared{&ps[0]}, func(string) int64 { return 0 })
+}
+
 // TestLostAnswerIsOwnCommit: a batch whose commit landed but whose answer
 // was lost (a timeout) is found by the retry's read as this call's own, and
 // answered Accepted with its item, not Duplicate.
 func TestLostAnswerIsOwnCommit(t *testing.T) {
 	forEachStore(t, func(t *testing.T, s store) {
 		a := s.open(t, "HG")
-		ps, err := a.prepare([]spool.Entry{entry("r", "evt_1", `{}`)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		msgs := a.messages([]*prepared{&ps[0]}, func(string) int64 { return 0 })
+		ps, msgs := batchOf(t, a, entry("r", "evt_1", `{}`))
 		id, ack, err := publishBatch(ctxT(t), a.nc, msgs) // the first try; its answer is dropped
 		if err != nil {
 			t.Fatal(err)
