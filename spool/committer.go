@@ -38,7 +38,7 @@ func (s *Spool) batchBudget() int { return int(s.opts.MemTableSize * 15 / 100 / 
 // batch is one transaction of the committer.
 type batch struct {
 	s       *Spool
-	txn     *writeTxn
+	txn     *badger.Txn
 	nowMs   int64
 	effects []effect
 	routes  map[string]uint32 // routes created in this batch
@@ -52,24 +52,6 @@ type batch struct {
 	recs    recordDelta          // dedupe and attempt records staged
 	segs    map[uint32]*segCount // changes of the segments' live messages
 	started bool                 // whether a record started a segment
-}
-
-// writeTxn is a batch's transaction. It notes whether a write goes to
-// Badger's value log, which Badger decides by the value's size alone
-// (valueThreshold), so that the commit syncs that log only then.
-type writeTxn struct {
-	*badger.Txn
-	vlog bool // a value of valueThreshold bytes or more was set
-}
-
-func (t *writeTxn) Set(k, v []byte) error {
-	t.vlog = t.vlog || len(v) >= valueThreshold
-	return t.Txn.Set(k, v)
-}
-
-func (t *writeTxn) SetEntry(e *badger.Entry) error {
-	t.vlog = t.vlog || len(e.Value) >= valueThreshold
-	return t.Txn.SetEntry(e)
 }
 
 // appendBody appends a message to the active segment. The commit writes
@@ -110,7 +92,7 @@ func (b *batch) setPointer(id uint64, p bodyPtr) error {
 // counts it out of the segment's live messages.
 func (b *batch) deleteMessage(id uint64) error {
 	k := msgKey(id)
-	p, found, err := getPointer(b.txn.Txn, k)
+	p, found, err := getPointer(b.txn, k)
 	if err != nil {
 		return err
 	}
@@ -366,7 +348,7 @@ func (s *Spool) commitOnce(ops []op) (bad int, err error) {
 		return -1, errDiskFull
 	}
 	s.bodies.discard() // what an attempt at this batch that failed to stage appended
-	txn := &writeTxn{Txn: s.db.NewTransaction(true)}
+	txn := s.db.NewTransaction(true)
 	defer txn.Discard()
 	s.mu.Lock()
 	lastID := s.cat.nextID
@@ -457,12 +439,7 @@ func (s *Spool) applyBatch(b *batch) {
 // they are rotated (Badger truncates them, which syncs). Message segments
 // are synced by commitOnce before any commit that points into them, durable
 // or not.
-//
-// After a durable commit that wrote nothing to the value log (small
-// records, messages in segments), only the active memtable's log is synced:
-// db.Sync would also sync the value log, which costs a flush of the disk's
-// cache even with nothing to write.
-func (s *Spool) write(txn *writeTxn, durable bool, committed func()) error {
+func (s *Spool) write(txn *badger.Txn, durable bool, committed func()) error {
 	if durable && s.unsynced {
 		if err := s.db.Sync(); err != nil {
 			return err
@@ -484,15 +461,7 @@ func (s *Spool) write(txn *writeTxn, durable bool, committed func()) error {
 		s.unsynced = true
 		return nil
 	}
-	synced := false
-	var err error
-	if !txn.vlog {
-		synced, err = s.wal.syncActive()
-	}
-	if err == nil && !synced {
-		err = s.db.Sync()
-	}
-	if err != nil {
+	if err := s.db.Sync(); err != nil {
 		// Committed but maybe not on disk: the op fails, and the
 		// sender's retry finds a duplicate.
 		s.unsynced = true

@@ -113,7 +113,7 @@ func (o *enqueueOp) stage(b *batch) error {
 	repeats := map[int]int{} // entry index -> index of its first occurrence in the op
 	var n, size, records int64
 	for i, e := range o.entries {
-		res, first, err := o.lookup(b.txn.Txn, i)
+		res, first, err := o.lookup(b.txn, i)
 		if err != nil {
 			return err
 		}
@@ -297,7 +297,7 @@ func (o *finishOp) stage(b *batch) error {
 	} else {
 		var found bool
 		var err error
-		if st, found, err = getState(b.txn.Txn, o.key); err != nil {
+		if st, found, err = getState(b.txn, o.key); err != nil {
 			return err
 		} else if !found {
 			b.s.log.Debug("ignoring an outcome for an item already handled", zap.Binary("key", o.key))
@@ -383,14 +383,14 @@ func (o *deadOp) stage(b *batch) error {
 		if err := b.txn.Delete(diedAtKey(d.deadMs, d.id)); err != nil {
 			return err
 		}
-		if st, found, err := getState(b.txn.Txn, deadKey(d.id)); err == nil && found && st.DeadMs != d.deadMs {
+		if st, found, err := getState(b.txn, deadKey(d.id)); err == nil && found && st.DeadMs != d.deadMs {
 			continue // a stale index key of a dead letter that died again later
 		}
 		ids = append(ids, d.id)
 	}
 	for _, id := range ids {
 		dk := deadKey(id)
-		st, found, err := getState(b.txn.Txn, dk)
+		st, found, err := getState(b.txn, dk)
 		if errors.Is(err, errCorrupt) && o.delete {
 			// Unreadable, so never listed nor replayed: deleting it is all
 			// that can be done. Its y/ key goes with the purge.

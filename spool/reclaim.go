@@ -277,7 +277,7 @@ func (o *moveOp) finish(err error) { o.err = err; close(o.done) }
 func (o *moveOp) stage(b *batch) error {
 	o.moved = 0 // a batch split after a failed commit stages its ops again
 	for _, m := range o.moves {
-		p, found, err := getPointer(b.txn.Txn, msgKey(m.id))
+		p, found, err := getPointer(b.txn, msgKey(m.id))
 		if err != nil {
 			return err
 		}

@@ -68,21 +68,6 @@ func (w *walFiles) syncRotated() error {
 	return nil
 }
 
-// syncActive syncs the active log's data (fdatasync, as DB.Sync's msync
-// does), which is all a commit that wrote nothing to the value log needs.
-// It reports false, having synced nothing, if that log is not there.
-func (w *walFiles) syncActive() (bool, error) {
-	f, err := os.Open(w.path(w.active))
-	if errors.Is(err, fs.ErrNotExist) {
-		return false, nil
-	}
-	if err != nil {
-		return false, err
-	}
-	defer f.Close()
-	return true, syncData(f)
-}
-
 // syncFile fsyncs the file at path, if it still exists. Pages written
 // through another process's or Badger's mapping are synced too.
 func syncFile(path string) error {
