@@ -152,6 +152,30 @@ type Backend struct {
 
 var _ spool.Backend = (*Backend)(nil)
 
+// loop is one background goroutine: stop asks it to end, done is closed
+// when it has.
+type loop struct {
+	stop context.CancelFunc
+	done chan struct{}
+}
+
+func (l *loop) start(parent context.Context, f func(ctx context.Context)) {
+	ctx, cancel := context.WithCancel(parent)
+	l.stop, l.done = cancel, make(chan struct{})
+	go func() {
+		defer close(l.done)
+		f(ctx)
+	}()
+}
+
+// stopAndWait ends the loop; it does nothing if the loop never started.
+func (l *loop) stopAndWait() {
+	if l.stop != nil {
+		l.stop()
+		<-l.done
+	}
+}
+
 // Open connects to the servers, creates the streams, consumers' stream and
 // bucket if absent (and refuses to open on existing ones with other
 // settings), and checks that an acknowledged enqueue is durable (see

@@ -47,30 +47,6 @@ type peers struct {
 	m  map[string]*peer // by instance id
 }
 
-// loop is one background goroutine: stop asks it to end, done is closed
-// when it has.
-type loop struct {
-	stop context.CancelFunc
-	done chan struct{}
-}
-
-func (l *loop) start(parent context.Context, f func(ctx context.Context)) {
-	ctx, cancel := context.WithCancel(parent)
-	l.stop, l.done = cancel, make(chan struct{})
-	go func() {
-		defer close(l.done)
-		f(ctx)
-	}()
-}
-
-// stopAndWait ends the loop; it does nothing if the loop never started.
-func (l *loop) stopAndWait() {
-	if l.stop != nil {
-		l.stop()
-		<-l.done
-	}
-}
-
 func newInstanceID() string {
 	var b [8]byte
 	_, _ = rand.Read(b[:])
