@@ -535,8 +535,11 @@ func TestIdleRoutesHoldNoWorkers(t *testing.T) {
 		ch := make(chan delivery, 4)
 		defer a.RegisterRoute("idle", spool.Route{Deliverer: newRecorder("a", ch, nil)})()
 		waitConsumer(t, a, "idle", func(ci *jetstream.ConsumerInfo) bool { return ci.NumWaiting > 0 }) // its pull waits
-		start := time.Now()
 		defer a.RegisterRoute("busy", spool.Route{Deliverer: newRecorder("a", ch, nil)})()
+		// busy's pull waits too (its consumer's creation on a cluster may
+		// take seconds): a pull that held the one worker would prevent it.
+		waitConsumer(t, a, "busy", func(ci *jetstream.ConsumerInfo) bool { return ci.NumWaiting > 0 })
+		start := time.Now()
 		mustEnqueue(t, a, entry("busy", "evt_1", `{}`), spool.Accepted)
 		select {
 		case d := <-ch:
