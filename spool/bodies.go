@@ -1,6 +1,7 @@
 package spool
 
 import (
+	"bufio"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -36,15 +37,15 @@ const segmentSize = 64 << 20
 // maxMessageSize is the largest encoded message the spool stores.
 const maxMessageSize = segmentSize
 
-// segmentMessageMin is the size from which a message goes into a segment.
-// A smaller one is stored whole under its m/ key, in Badger's value log,
-// where it costs no write and sync of its own: below a few KiB a segment's
-// pwrite, fdatasync and pread cost more than the copies they save (see
-// docs/spool.md, "Message segments").
-const segmentMessageMin = 8 << 10
+// segmentMessageMin is the size from which a message goes into a segment:
+// every message, since the segments are the redo log of enqueues (redo.go).
+// Tests may raise it to store messages whole under their m/ keys, as
+// schema versions 2 and before did.
+const segmentMessageMin = 1
 
 const (
-	segFormat    = 1 // the first byte of a record
+	segFormat    = 1 // the first byte of a message record
+	segRedo      = 2 // the first byte of a redo record (redo.go)
 	segHeaderLen = 1 + 4 + 4
 	// pointerTag is the first byte of an m/ value that points into a
 	// segment. A message stored whole in m/ (schema version 2 and before)
@@ -100,7 +101,8 @@ type bodyStore struct {
 
 	mu     sync.RWMutex
 	segs   map[uint32]*segment
-	active *segment // the newest: appended to; nil before the first
+	active *segment // appended to; nil until the first append after open
+	last   uint32   // the highest segment number taken
 
 	// Committer only: the active segment's records not yet written (the
 	// header and message of each, from queuedAt on), and the segments
@@ -113,9 +115,9 @@ type bodyStore struct {
 	beforeRemove func(n uint32)
 }
 
-// openBodyStore opens the segments in dir, creating dir if needed. The
-// newest is the active one: appends go on at its end, past whatever a crash
-// left there.
+// openBodyStore opens the segments in dir, creating dir if needed. None is
+// active: the first append starts a new segment, so that no record is ever
+// written after what a crash may have left torn (see scan).
 func openBodyStore(dir string, target int64) (*bodyStore, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("spool: %w", err)
@@ -137,9 +139,7 @@ func openBodyStore(dir string, target int64) (*bodyStore, error) {
 				seg := &segment{n: n, f: f}
 				seg.end.Store(fi.Size())
 				bs.segs[n] = seg
-				if bs.active == nil || n > bs.active.n {
-					bs.active = seg
-				}
+				bs.last = max(bs.last, n)
 				continue
 			}
 			f.Close()
@@ -165,6 +165,11 @@ func parseSegmentName(name string) (uint32, bool) {
 // new one if it would take the active one past the target size, and
 // returns where it is. msg must not change until sync, which writes it.
 func (bs *bodyStore) append(msg []byte) (bodyPtr, error) {
+	return bs.appendRecord(segFormat, msg)
+}
+
+// appendRecord appends a record of the given format, as append does.
+func (bs *bodyStore) appendRecord(format byte, msg []byte) (bodyPtr, error) {
 	if len(msg) > maxMessageSize {
 		return bodyPtr{}, fmt.Errorf("%w: a message of %d bytes", ErrTooLarge, len(msg))
 	}
@@ -183,7 +188,7 @@ func (bs *bodyStore) append(msg []byte) (bodyPtr, error) {
 	if len(bs.queued) == 0 {
 		bs.queuedAt = off
 	}
-	bs.hdrs = append(bs.hdrs, segFormat)
+	bs.hdrs = append(bs.hdrs, format)
 	bs.hdrs = binary.BigEndian.AppendUint32(bs.hdrs, uint32(len(msg)))
 	bs.hdrs = binary.BigEndian.AppendUint32(bs.hdrs, crc32.Checksum(msg, castagnoli))
 	bs.queued = append(bs.queued, bs.hdrs[len(bs.hdrs)-segHeaderLen:], msg)
@@ -231,10 +236,7 @@ func diskError(err error) error {
 // rotate starts the next segment and makes it the active one. The file's
 // directory entry is synced before any pointer into it can be.
 func (bs *bodyStore) rotate() (*segment, error) {
-	n := uint32(1)
-	if bs.active != nil {
-		n = bs.active.n + 1
-	}
+	n := bs.last + 1
 	path := filepath.Join(bs.dir, segmentName(n))
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
@@ -248,7 +250,7 @@ func (bs *bodyStore) rotate() (*segment, error) {
 	seg := &segment{n: n, f: f}
 	bs.mu.Lock()
 	bs.segs[n] = seg
-	bs.active = seg
+	bs.active, bs.last = seg, n
 	bs.mu.Unlock()
 	return seg, nil
 }
@@ -374,4 +376,98 @@ func (bs *bodyStore) close() {
 	for _, seg := range bs.segs {
 		seg.f.Close()
 	}
+}
+
+// segPos is a place in the segments: a segment number and an offset in it.
+type segPos struct {
+	seg uint32
+	off int64
+}
+
+func (p segPos) encode() []byte {
+	return binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint32(nil, p.seg), uint64(p.off))
+}
+
+func decodeSegPos(v []byte) (segPos, bool) {
+	if len(v) != 4+8 {
+		return segPos{}, false
+	}
+	return segPos{seg: beUint32(v), off: int64(beUint64(v[4:]))}, true
+}
+
+// end is where the next record goes, the records appended so far included.
+// Committer only.
+func (bs *bodyStore) end() segPos {
+	if bs.active == nil {
+		return segPos{seg: bs.last + 1}
+	}
+	return segPos{seg: bs.active.n, off: bs.active.end.Load()}
+}
+
+// scan calls fn with every record from the place from on, in the order they
+// were appended, segment after segment. A record that is cut short or fails
+// its checksum ends its segment: what a crash left torn, written by a batch
+// that was never answered; fn learns of it with format 0. Nothing is written
+// after such a record, since a segment is never appended to after an open.
+// scan runs before the committer starts.
+func (bs *bodyStore) scan(from segPos, fn func(p bodyPtr, format byte, data []byte) error) error {
+	bs.mu.RLock()
+	var ns []uint32
+	for n := range bs.segs {
+		if n >= from.seg {
+			ns = append(ns, n)
+		}
+	}
+	bs.mu.RUnlock()
+	slices.Sort(ns)
+	for _, n := range ns {
+		seg := bs.segment(n)
+		off := int64(0)
+		if n == from.seg {
+			off = from.off
+		}
+		size := seg.end.Load()
+		r := bufio.NewReaderSize(io.NewSectionReader(seg.f, off, max(size-off, 0)), 1<<20)
+		hdr := make([]byte, segHeaderLen)
+		for off < size {
+			format, data, err := readRecord(r, hdr, size-off)
+			if err != nil {
+				return fmt.Errorf("spool: reading %s: %w", seg.f.Name(), err)
+			}
+			if format == 0 {
+				if err := fn(bodyPtr{seg: n, off: uint32(off)}, 0, nil); err != nil {
+					return err
+				}
+				break
+			}
+			if err := fn(bodyPtr{seg: n, off: uint32(off), n: uint32(len(data))}, format, data); err != nil {
+				return err
+			}
+			off += segHeaderLen + int64(len(data))
+		}
+	}
+	return nil
+}
+
+// readRecord reads the next record from r, at most left bytes long. A torn
+// record (cut short, an unknown format, a failed checksum) reads as format 0.
+func readRecord(r *bufio.Reader, hdr []byte, left int64) (format byte, data []byte, err error) {
+	if left < segHeaderLen {
+		return 0, nil, nil
+	}
+	if _, err := io.ReadFull(r, hdr); err != nil {
+		return 0, nil, err
+	}
+	n := int64(beUint32(hdr[1:]))
+	if hdr[0] != segFormat && hdr[0] != segRedo || n > left-segHeaderLen || n > maxMessageSize {
+		return 0, nil, nil
+	}
+	data = make([]byte, n)
+	if _, err := io.ReadFull(r, data); err != nil {
+		return 0, nil, err
+	}
+	if crc32.Checksum(data, castagnoli) != beUint32(hdr[5:]) {
+		return 0, nil, nil
+	}
+	return hdr[0], data, nil
 }

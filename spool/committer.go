@@ -57,7 +57,11 @@ type batch struct {
 // appendBody appends a message to the active segment. The commit writes
 // and syncs it before anything that points to it.
 func (b *batch) appendBody(msg []byte) (bodyPtr, error) {
-	p, err := b.s.bodies.append(msg)
+	return b.appendRecord(segFormat, msg)
+}
+
+func (b *batch) appendRecord(format byte, data []byte) (bodyPtr, error) {
+	p, err := b.s.bodies.appendRecord(format, data)
 	if err == nil && p.off == 0 {
 		b.started = true
 	}
@@ -65,17 +69,26 @@ func (b *batch) appendBody(msg []byte) (bodyPtr, error) {
 }
 
 // storeMessage stores item id's message: whole under its m/ key if it is
-// smaller than segmentMessageMin, else in a segment, marking st.
-func (b *batch) storeMessage(id uint64, st *state, msg []byte) error {
-	if int64(len(msg)) < b.s.opts.segmentMin {
-		return b.txn.Set(msgKey(id), msg)
+// smaller than segmentMin (tests only), else in a segment after its redo
+// record, marking st; or, for a replay, the record where it already is.
+// logged reports whether the message and its redo record are in a segment.
+func (b *batch) storeMessage(id uint64, st *state, e *preparedEntry, redo []byte) (logged bool, err error) {
+	if e.at != nil {
+		st.Flags |= flagSegment
+		return true, b.setPointer(id, *e.at)
 	}
-	p, err := b.appendBody(msg)
+	if int64(len(e.msg)) < b.s.opts.segmentMin {
+		return false, b.txn.Set(msgKey(id), e.msg)
+	}
+	if _, err := b.appendRecord(segRedo, redo); err != nil {
+		return false, err
+	}
+	p, err := b.appendBody(e.msg)
 	if err != nil {
-		return err
+		return false, err
 	}
 	st.Flags |= flagSegment
-	return b.setPointer(id, p)
+	return true, b.setPointer(id, p)
 }
 
 // setPointer stores p under item id's m/ key and counts the message in its
@@ -362,12 +375,25 @@ func (s *Spool) commitOnce(ops []op) (bad int, err error) {
 		free:   free,
 		lastID: lastID,
 	}
-	durable := false
+	// A batch is durable when it holds an op that must be on disk when it
+	// is answered. Badger is synced for it, unless every such op is an
+	// enqueue that the segments hold for redo (redo.go): the sync of the
+	// segments then makes it durable.
+	durable, redo := false, false
 	for i, o := range ops {
 		if err := o.stage(b); err != nil {
 			return i, err
 		}
-		durable = durable || o.durable()
+		if eo, ok := o.(*enqueueOp); ok && eo.logged {
+			redo = true
+		} else if o.durable() {
+			durable = true
+		}
+	}
+	if durable { // the replay of a later open starts past what this commit syncs
+		if err := txn.Set(keyRedo, s.bodies.end().encode()); err != nil {
+			return -1, err
+		}
 	}
 	if b.newIDs {
 		if err := txn.Set(keySeq, appendUint64(nil, b.lastID)); err != nil {
@@ -382,6 +408,9 @@ func (s *Spool) commitOnce(ops []op) (bad int, err error) {
 	}
 	if err := s.write(txn, durable, func() { s.applyBatch(b) }); err != nil {
 		return -1, err
+	}
+	if redo && !durable {
+		s.redoPending.Store(true)
 	}
 	return -1, nil
 }
@@ -424,10 +453,11 @@ func (s *Spool) applyBatch(b *batch) {
 // Badger is opened without SyncWrites, so a commit is in its memory-mapped
 // logs, i.e. in the page cache: it survives the process (a crash, kill -9),
 // not the machine. Only enqueues and the operator's changes must be on disk
-// before they are answered; delivery outcomes may be lost to a power cut,
-// which costs an attempt that is not counted or a delivery made twice, both
-// within at least once. The next durable commit syncs them too. (The flight
-// log, see flightLog, is never synced: the same holds for it.)
+// before they are answered, and enqueues are, in the segments (redo.go);
+// delivery outcomes may be lost to a power cut, which costs an attempt that
+// is not counted or a delivery made twice, both within at least once. The
+// next durable commit syncs them too. (The flight log, see flightLog, is
+// never synced: the same holds for it.)
 //
 // A durable commit syncs before as well as after, when something is
 // unsynced: db.Sync syncs the active memtable's log, and a commit that finds

@@ -148,12 +148,12 @@ func waitLine(t *testing.T, lines <-chan string, prefix string) {
 const crashSegmentSize = 256 << 10
 
 // crashBody is event id's body in the crash tests: its own, so that a
-// message read through a wrong pointer shows. One in four is large enough
-// to go into a segment; the others are stored whole in Badger.
+// message read through a wrong pointer shows. One in four is 16 KiB, the
+// others 1 KiB.
 func crashBody(id string) string {
 	n := 1024
 	if xxhash.Sum64String(id)%4 == 0 {
-		n = segmentMessageMin
+		n = 16 << 10
 	}
 	return id + strings.Repeat("x", n-len(id))
 }

@@ -18,6 +18,8 @@ const schemaVersion = 3
 //
 //	v/schema                       format version
 //	s/item                         the last item id taken (a Badger Sequence before: its lease)
+//	c/redo                         where the segments stood at the last synced commit: the replay of
+//	                               enqueues starts there (redo.go)
 //	r/<route name>                 route id (uint32)
 //	p/<rid:4>                      present while the route is paused: since when (ms)
 //	t/<rid:4>                      the route's total paused time (ms) in pauses that ended
@@ -48,6 +50,7 @@ const (
 var (
 	keySchema = []byte("v/schema")
 	keySeq    = []byte("s/item")
+	keyRedo   = []byte("c/redo")
 )
 
 const (

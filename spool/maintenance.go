@@ -25,6 +25,8 @@ func (s *Spool) maintenanceLoop() {
 	defer purge.Stop()
 	gc := time.NewTicker(gcInterval)
 	defer gc.Stop()
+	checkpoint := time.NewTicker(checkpointInterval)
+	defer checkpoint.Stop()
 	// Each purge starts where the last one stopped, past the index keys it
 	// deleted; once an hour it starts from the beginning again, in case the
 	// clock went back.
@@ -63,6 +65,13 @@ func (s *Spool) maintenanceLoop() {
 			}
 		case <-gc.C:
 			s.valueLogGC()
+		case <-checkpoint.C:
+			if s.redoPending.Swap(false) {
+				o := &syncOp{done: make(chan struct{})}
+				if err := s.submit(context.Background(), o, o.done); err != nil || o.err != nil {
+					s.redoPending.Store(true)
+				}
+			}
 		}
 	}
 }

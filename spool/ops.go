@@ -21,6 +21,7 @@ type preparedEntry struct {
 	msg        []byte
 	received   int64
 	window     time.Duration
+	at         *bodyPtr // a replay's message, where it already is
 }
 
 // enqueueOp stores entries with their dedupe records. If any entry
@@ -37,6 +38,8 @@ type enqueueOp struct {
 	s       *Spool           // set by stage
 	err     error
 	done    chan struct{}
+	replay  bool // a replay at open (redo.go): stored before, not held to the bounds again
+	logged  bool // set by stage: what it stored can be redone from the segments
 }
 
 // waitingMessage is the encoded message of an item an enqueue stored
@@ -104,7 +107,7 @@ func (o *enqueueOp) dropLeases() {
 }
 
 func (o *enqueueOp) stage(b *batch) error {
-	o.err = nil // a batch split after a failed commit stages its ops again
+	o.err, o.logged = nil, false // a batch split after a failed commit stages its ops again
 	o.dropLeases()
 	o.waiting = o.waiting[:0]
 	o.s = b.s
@@ -134,21 +137,30 @@ func (o *enqueueOp) stage(b *batch) error {
 	// Only new event ids are held to the bounds: a duplicate is answered
 	// even when full. A dedupe-only record is held to the record budget
 	// alone.
-	if n > 0 {
+	if n > 0 && !o.replay {
 		if err := b.admit(n, size); err != nil {
 			o.err, o.results = err, nil
 			return nil
 		}
 	}
-	if err := b.admitRecords(records); err != nil {
+	if err := b.admitRecords(records); err != nil && !o.replay {
 		o.err, o.results = err, nil
 		return nil
 	}
+	last := -1 // the last entry to store a message: its redo record ends the op's
 	for i, e := range o.entries {
+		if o.results[i].Status == Accepted && !e.dedupeOnly {
+			last = i
+		}
+	}
+	o.logged = !o.replay
+	for i := range o.entries {
+		e := &o.entries[i]
 		if o.results[i].Status != Accepted {
 			continue
 		}
 		if e.dedupeOnly {
+			o.logged = false
 			rec := appendUint64(appendUint64(nil, 0), e.hash)
 			if err := b.setRecord(kindDedupe, badger.NewEntry(e.dedupe, rec).WithTTL(e.window)); err != nil {
 				return err
@@ -167,9 +179,11 @@ func (o *enqueueOp) stage(b *batch) error {
 		if err := b.setRecord(kindDedupe, badger.NewEntry(e.dedupe, rec).WithTTL(e.window)); err != nil {
 			return err
 		}
-		if err := b.storeMessage(id, st, e.msg); err != nil {
+		logged, err := b.storeMessage(id, st, e, e.redoRecord(i == last))
+		if err != nil {
 			return err
 		}
+		o.logged = o.logged && logged
 		if err := b.txn.Set(qk, st.encode()); err != nil {
 			return err
 		}

@@ -7,6 +7,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -247,27 +248,34 @@ func TestCompactionMovesWhatSegmentsPin(t *testing.T) {
 	waitNoLiveSegments(t, s)
 }
 
-// TestLargeMessagesGoToSegments: a message from segmentMessageMin on is
-// written to a segment and m/ points to it; a smaller one is stored whole.
-// Both are delivered as sent, and once they are, no segment counts a live
-// message.
-func TestLargeMessagesGoToSegments(t *testing.T) {
-	s := openTest(t, Options{})
+// TestMessagesGoToSegments: every message, small or large, is written to a
+// segment, after its redo record, and m/ points to it; one stored whole in
+// m/ (as schema version 2 stored every message; segmentMin here) is read and
+// delivered as before. All are delivered as sent, and once they are, no
+// segment counts a live message.
+func TestMessagesGoToSegments(t *testing.T) {
+	dir := t.TempDir()
+	bodies := map[string]string{"evt_small": "s", "evt_1k": strings.Repeat("k", 1024), "evt_large": strings.Repeat("l", 64<<10)}
+	// The first open stores messages under 2 KiB whole, the second none.
+	whole := openTest(t, Options{Dir: dir, segmentMin: 2 << 10})
 	ctx := context.Background()
-	if err := s.Pause(ctx, "r"); err != nil {
+	if err := whole.Pause(ctx, "r"); err != nil {
 		t.Fatal(err)
 	}
-	small, large := strings.Repeat("s", 1024), strings.Repeat("l", segmentMessageMin)
-	idSmall := mustEnqueue(t, s, entry("r", "evt_small", small)).ID
-	idLarge := mustEnqueue(t, s, entry("r", "evt_large", large)).ID
-	for _, c := range []struct {
-		id      uint64
-		pointer bool
-	}{{idSmall, false}, {idLarge, true}} {
+	ids := map[string]uint64{"evt_whole": mustEnqueue(t, whole, entry("r", "evt_whole", "w")).ID}
+	bodies["evt_whole"] = "w"
+	if err := whole.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s := openTest(t, Options{Dir: dir})
+	for _, id := range []string{"evt_small", "evt_1k", "evt_large"} {
+		ids[id] = mustEnqueue(t, s, entry("r", id, bodies[id])).ID
+	}
+	for event, id := range ids {
 		err := s.db.View(func(txn *badger.Txn) error {
-			_, found, err := getPointer(txn, msgKey(c.id))
-			if err == nil && found != c.pointer {
-				t.Errorf("item %d: m/ holds a pointer %v, want %v", c.id, found, c.pointer)
+			_, found, err := getPointer(txn, msgKey(id))
+			if want := event != "evt_whole"; err == nil && found != want {
+				t.Errorf("%s: m/ holds a pointer %v, want %v", event, found, want)
 			}
 			return err
 		})
@@ -280,9 +288,11 @@ func TestLargeMessagesGoToSegments(t *testing.T) {
 	if err := s.Resume(ctx, "r"); err != nil {
 		t.Fatal(err)
 	}
-	got := rec.byEvent(t, 2, 5*time.Second)
-	if got["evt_small"].Body != small || got["evt_large"].Body != large {
-		t.Fatalf("delivered bodies differ: small %v, large %v", got["evt_small"].Body == small, got["evt_large"].Body == large)
+	got := rec.byEvent(t, len(bodies), 5*time.Second)
+	for event, body := range bodies {
+		if got[event].Body != body {
+			t.Errorf("%s: delivered body differs", event)
+		}
 	}
 	waitNoLiveSegments(t, s)
 }
@@ -300,4 +310,77 @@ func waitNoLiveSegments(t *testing.T, s *Spool) {
 		}
 		return true
 	})
+}
+
+// TestScanEndsASegmentAtATornRecord: scan returns the records from a place
+// on, in order, segment after segment; a record cut short or failing its
+// checksum ends its segment (reported as format 0), and the next segment is
+// read from its start.
+func TestScanEndsASegmentAtATornRecord(t *testing.T) {
+	dir := t.TempDir()
+	const recLen = segHeaderLen + 100
+	bs, err := openBodyStore(dir, 3*recLen) // three records per segment
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 6 {
+		format := [...]byte{segRedo, segFormat}[i%2]
+		if _, err := bs.appendRecord(format, bytes.Repeat([]byte{byte('a' + i)}, 100)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := bs.sync(); err != nil {
+		t.Fatal(err)
+	}
+	bs.close()
+	// Segment 1 loses half its last record; segment 2's second fails its checksum.
+	if err := os.Truncate(filepath.Join(dir, segmentName(1)), 2*recLen+50); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(filepath.Join(dir, segmentName(2)), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt([]byte{'!'}, recLen+segHeaderLen+7); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+
+	if bs, err = openBodyStore(dir, 3*recLen); err != nil {
+		t.Fatal(err)
+	}
+	defer bs.close()
+	for _, c := range []struct {
+		from segPos
+		want string
+	}{
+		{segPos{1, 0}, "1:0:a 1:109:b 1:218:torn 2:0:d 2:109:torn"},
+		{segPos{1, recLen}, "1:109:b 1:218:torn 2:0:d 2:109:torn"},
+		{segPos{2, 0}, "2:0:d 2:109:torn"},
+		{segPos{3, 0}, ""},
+	} {
+		var got []string
+		err := bs.scan(c.from, func(p bodyPtr, format byte, data []byte) error {
+			if format == 0 {
+				got = append(got, fmt.Sprintf("%d:%d:torn", p.seg, p.off))
+			} else {
+				got = append(got, fmt.Sprintf("%d:%d:%c", p.seg, p.off, data[0]))
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s := strings.Join(got, " "); s != c.want {
+			t.Errorf("scan from %v: %s, want %s", c.from, s, c.want)
+		}
+	}
+	// A new append starts a segment of its own, past the torn ones.
+	p, err := bs.append([]byte("next"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.seg != 3 || p.off != 0 {
+		t.Fatalf("first append after open went to segment %d at %d, want a new segment 3", p.seg, p.off)
+	}
 }

@@ -1,11 +1,12 @@
 // Package spool is Hookgate's durable delivery queue on Badger.
 //
-// Enqueue stores an item together with its dedupe record in one fsynced
-// transaction; concurrent enqueues share commits through a single committer
-// goroutine. A dispatcher leases due items to a bounded worker pool that hands
+// Enqueue stores an item together with its dedupe record in one
+// transaction, durable once its message and redo record are synced in a
+// segment file (redo.go); concurrent enqueues share commits and syncs
+// through a single committer goroutine. A dispatcher leases due items to a bounded worker pool that hands
 // them to each route's Deliverer, retries failures with backoff and keeps what
 // cannot be delivered as dead letters until they are replayed or purged.
-// Messages from 8 KiB on are kept in segment files beside the database.
+// Messages are kept in segment files beside the database.
 //
 // The package has no Caddy dependency; the Caddy glue shares one Spool per
 // directory across config reloads and registers its routes with RegisterRoute.
@@ -103,10 +104,11 @@ type Spool struct {
 	db      *badger.DB
 	bodies  *bodyStore // the message segments
 
-	ops      chan op
-	unsynced bool      // the committer wrote since its last sync
-	wal      *walFiles // Badger's write-ahead logs, for the committer
-	closers  closers   // the background loops
+	ops         chan op
+	unsynced    bool        // the committer wrote since its last sync
+	redoPending atomic.Bool // an enqueue was committed without a sync of Badger (redo.go)
+	wal         *walFiles   // Badger's write-ahead logs, for the committer
+	closers     closers     // the background loops
 
 	wake     chan struct{} // nudges the dispatcher; capacity 1
 	trimWake chan struct{} // nudges the trim of attempt records; capacity 1
@@ -267,7 +269,12 @@ func open(opts Options) (*Spool, error) {
 	if s.flightLog, err = createFlightLog(opts.Dir); err != nil {
 		return fail(fmt.Errorf("spool: %w", err))
 	}
-	// Empty segments other than the newest go now: load ended with a sync.
+	// Before the empty segments go: a lost enqueue's segment looks empty.
+	if err := s.replay(); err != nil {
+		return fail(err)
+	}
+	// Empty segments go now (none is active before the first append):
+	// load and replay ended with a sync.
 	for _, n := range s.emptySegments() {
 		if err := bodies.remove(n); err != nil {
 			return fail(fmt.Errorf("spool: %w", err))
@@ -280,8 +287,8 @@ func open(opts Options) (*Spool, error) {
 	return s, nil
 }
 
-// badgerOptions tunes Badger for a durable queue on a small machine: fsync on
-// every commit (throughput comes from the committer's batching), only small
+// badgerOptions tunes Badger for a durable queue on a small machine: no sync
+// of its own (the committer syncs what must be durable), only small
 // records (states, dedupe and attempt records, message pointers) in the LSM
 // tree, no compression and no block cache. Conflict detection is off: the
 // committer is the only writer, so transactions cannot conflict, and
@@ -290,10 +297,11 @@ func open(opts Options) (*Spool, error) {
 // Messages are kept out of the LSM tree: a backlog of them there costs
 // anonymous memory in proportion to its size (every memtable flush and
 // compaction copies them through table builders whose buffers Badger
-// pools). Messages under segmentMessageMin go to the value log
-// (valueThreshold), larger ones to the spool's segment files (bodies.go),
-// m/ holding a pointer: the value log copies each one twice on its way to a
-// mapped file, faulting its pages in, and rewrites live ones in its GC.
+// pools). They go to the spool's segment files (bodies.go), m/ holding a
+// pointer: the value log copies each one twice on its way to a mapped
+// file, faulting its pages in, costs three times the CPU to sync
+// (BenchmarkSyncCost) and rewrites live ones in its GC. Older versions put
+// messages under 8 KiB there (valueThreshold), where they are still read.
 func badgerOptions(dir string, memTableSize int64, log *zap.Logger) badger.Options {
 	return badger.DefaultOptions(dir).
 		WithSyncWrites(false). // the committer syncs what must be durable (Spool.write)
