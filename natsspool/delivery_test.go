@@ -730,3 +730,37 @@ func waitConsumer(t *testing.T, b *Backend, route string, ok func(*jetstream.Con
 		return ok(c.CachedInfo()), fmt.Sprintf("%+v", c.CachedInfo())
 	})
 }
+
+// TestNothingEnqueuedAfterAPauseIsHandedOut: once Pause returns, the
+// route's consumer hands out nothing more, not even to a pull already
+// waiting, so an item enqueued then stays queued until Resume. On a cluster
+// PauseConsumer answers before the consumer's leader applies the pause;
+// such an item was handed out, given back by deliver and counted as
+// scheduled while paused.
+func TestNothingEnqueuedAfterAPauseIsHandedOut(t *testing.T) {
+	forEachStore(t, func(t *testing.T, s store) {
+		a := s.open(t, "HG")
+		ch := make(chan delivery, 4)
+		defer a.RegisterRoute("r", spool.Route{Deliverer: newRecorder("a", ch, nil)})()
+		for i, id := range ids(10, "evt") {
+			waitConsumer(t, a, "r", func(ci *jetstream.ConsumerInfo) bool { return ci.NumWaiting > 0 }) // a pull waits
+			if err := a.Pause(ctxT(t), "r"); err != nil {
+				t.Fatal(err)
+			}
+			mustEnqueue(t, a, entry("r", id, `{}`), spool.Accepted)
+			waitConsumer(t, a, "r", func(ci *jetstream.ConsumerInfo) bool {
+				if ci.NumAckPending > 0 {
+					t.Fatalf("round %d: handed out while paused: %+v", i, ci)
+				}
+				return ci.Paused && ci.NumPending == 1
+			})
+			if err := a.Resume(ctxT(t), "r"); err != nil {
+				t.Fatal(err)
+			}
+			if d := next(t, ch); d.eventID != id || d.attempt != 1 {
+				t.Fatalf("round %d: delivery %+v, want %s's first attempt", i, d, id)
+			}
+			waitConsumer(t, a, "r", func(ci *jetstream.ConsumerInfo) bool { return ci.NumAckPending == 0 && ci.NumPending == 0 })
+		}
+	})
+}

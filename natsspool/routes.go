@@ -172,7 +172,8 @@ var farFuture = time.Date(2200, 1, 1, 0, 0, 0, 0, time.UTC)
 
 // Pause holds a route's deliveries on every instance until Resume: the
 // bucket records it (for max_age's pause rule and Stats) and the route's
-// consumer is paused on the server, so no instance is handed its items.
+// consumer is paused on the server, so no instance is handed its items
+// once Pause returns.
 func (b *Backend) Pause(ctx context.Context, route string) error {
 	if _, err := b.updateRoute(ctx, route, func(s *routeState) bool {
 		if s.PausedSinceMs > 0 {
@@ -201,7 +202,8 @@ func (b *Backend) Resume(ctx context.Context, route string) error {
 	return b.applyPause(ctx, route)
 }
 
-// applyPause makes the route's consumer's pause match the bucket.
+// applyPause makes the route's consumer's pause match the bucket, and
+// returns once the consumer's leader has applied it (awaitPause).
 func (b *Backend) applyPause(ctx context.Context, route string) error {
 	if err := b.ensureConsumer(ctx, route, 0); err != nil {
 		return err
@@ -209,13 +211,49 @@ func (b *Backend) applyPause(ctx context.Context, route string) error {
 	cctx, cancel := b.ctx(ctx)
 	defer cancel()
 	var err error
-	if b.routes.get(route).PausedSinceMs > 0 {
+	paused := b.routes.get(route).PausedSinceMs > 0
+	if paused {
 		_, err = b.js.PauseConsumer(cctx, b.n.stream(), b.n.consumer(route), farFuture)
 	} else {
 		_, err = b.js.ResumeConsumer(cctx, b.n.stream(), b.n.consumer(route))
 	}
+	if err == nil {
+		err = b.awaitPause(ctx, route, paused)
+	}
 	b.cache.invalidate()
 	return err
+}
+
+// pausePoll is how often awaitPause asks the consumer's leader.
+const pausePoll = 10 * time.Millisecond
+
+// awaitPause waits, within the request timeout, until the route's consumer
+// reports paused as it should be, or the bucket no longer wants it (a later
+// Pause or Resume applies its own). On a cluster PauseConsumer answers once
+// the change is proposed, and the consumer's leader, which alone answers
+// its info, goes on handing out messages until it applies it: an item
+// enqueued after Pause returned would be fetched, given back by deliver and
+// held by the paused consumer as pending an ack, counted as scheduled.
+func (b *Backend) awaitPause(ctx context.Context, route string, paused bool) error {
+	cctx, cancel := b.ctx(ctx)
+	defer cancel()
+	for {
+		c, err := b.js.Consumer(cctx, b.n.stream(), b.n.consumer(route))
+		if err == nil && c.CachedInfo().Paused == paused {
+			return nil
+		}
+		if (b.routes.get(route).PausedSinceMs > 0) != paused {
+			return nil
+		}
+		select {
+		case <-cctx.Done():
+			if err == nil {
+				err = cctx.Err()
+			}
+			return fmt.Errorf("natsspool: route %q consumer's pause (%v) not applied by its leader: %w", route, paused, err)
+		case <-time.After(pausePoll):
+		}
+	}
 }
 
 // Disable makes a route's items dead letters with reason as they come due,

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -33,7 +34,7 @@ type Node struct {
 // fsync before every acknowledgement (the durability Hookgate promises needs
 // it), the monitoring port for /jsz, and room for the batches of many
 // concurrent enqueues (the default allows 50 open batches per stream).
-func baseOptions(t testing.TB, name string) *server.Options {
+func baseOptions(t testing.TB, name, storeDir string) *server.Options {
 	return &server.Options{
 		ServerName: name,
 		Host:       "127.0.0.1",
@@ -41,7 +42,7 @@ func baseOptions(t testing.TB, name string) *server.Options {
 		HTTPHost:   "127.0.0.1",
 		HTTPPort:   freePort(t),
 		JetStream:  true,
-		StoreDir:   t.TempDir(),
+		StoreDir:   storeDir,
 		SyncAlways: true,
 		NoLog:      true,
 		NoSigs:     true,
@@ -71,7 +72,7 @@ func StartNode(t testing.TB, opts ...Option) *Node {
 	t.Helper()
 	var n *Node
 	err := withFreshPorts(func() error {
-		o := baseOptions(t, "n1")
+		o := baseOptions(t, "n1", t.TempDir())
 		for _, f := range opts {
 			f(o)
 		}
@@ -171,13 +172,22 @@ type Cluster struct {
 func StartCluster(t testing.TB, size int, opts ...Option) *Cluster {
 	t.Helper()
 	c := &Cluster{}
+	// The stores' directory is made before the stop is registered, as
+	// cleanups run last registered first: the nodes stop before it is
+	// removed, not while they still write into it.
+	root := t.TempDir()
 	t.Cleanup(func() { c.stop() })
 	err := withFreshPorts(func() error {
 		c.stop()
 		c.Nodes = nil
 		var routes []string
 		for i := range size {
-			o := baseOptions(t, fmt.Sprintf("n%d", i+1))
+			name := fmt.Sprintf("n%d", i+1)
+			dir, err := os.MkdirTemp(root, name+"-")
+			if err != nil {
+				return err
+			}
+			o := baseOptions(t, name, dir)
 			o.Cluster = server.ClusterOpts{Name: "hookgate-test", Host: "127.0.0.1", Port: freePort(t)}
 			for _, f := range opts {
 				f(o)

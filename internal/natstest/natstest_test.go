@@ -80,3 +80,39 @@ func TestClusterSurvivesANodeRestart(t *testing.T) {
 		t.Fatalf("after restart: sequence %d", got)
 	}
 }
+
+// removalCheck is the test's testing.TB, but each of its temporary
+// directories checks, just before it is removed, that no node runs:
+// a running node writes into its store while it is being removed, and the
+// removal fails ("directory not empty").
+type removalCheck struct {
+	*testing.T
+	nodes *[]*Node
+}
+
+func (r removalCheck) TempDir() string {
+	dir := r.T.TempDir()
+	r.T.Cleanup(func() { // runs before the removal, registered before it
+		for _, n := range *r.nodes {
+			if n.Server() != nil {
+				r.T.Errorf("%s removed while node %s runs", dir, n.Name())
+			}
+		}
+	})
+	return dir
+}
+
+func TestNodesStopBeforeTheirStoresAreRemoved(t *testing.T) {
+	for _, tt := range []struct {
+		name  string
+		start func(testing.TB) []*Node
+	}{
+		{"node", func(tb testing.TB) []*Node { return []*Node{StartNode(tb)} }},
+		{"cluster", func(tb testing.TB) []*Node { return StartCluster(tb, 3).Nodes }},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var nodes []*Node
+			nodes = tt.start(removalCheck{T: t, nodes: &nodes})
+		})
+	}
+}
