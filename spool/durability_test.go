@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dgraph-io/badger/v4"
 	"golang.org/x/sys/unix"
 )
 
@@ -145,10 +146,11 @@ func TestEnqueueAnswersAfterSync(t *testing.T) {
 	}
 
 	s := openTest(t, Options{Dir: filepath.Join(dir, "spool")})
+	var lastID uint64
 	for i := range 150 {
 		body := [...]string{strings.Repeat("x", 100), strings.Repeat("w", 1<<10), strings.Repeat("v", 48<<10)}[i%3]
 		id := fmt.Sprint("evt_", i)
-		mustEnqueue(t, s, entry("r", id, body))
+		lastID = mustEnqueue(t, s, entry("r", id, body)).ID
 		if n := segmentDirtyKiB(t, filepath.Join(s.opts.Dir, "bodies")); n != 0 {
 			t.Fatalf("enqueue %d answered with %d kB of its message segment not synced", i, n)
 		}
@@ -158,6 +160,18 @@ func TestEnqueueAnswersAfterSync(t *testing.T) {
 	}
 	eventually(t, 5*time.Second, "the checkpoint syncs Badger's logs", func() bool {
 		return dirtyKiB(t, s.opts.Dir, ".mem", ".vlog") == 0
+	})
+	// And moves c/redo past the last message: a replay would scan nothing.
+	var last bodyPtr
+	if err := s.db.View(func(txn *badger.Txn) (err error) {
+		last, _, err = getPointer(txn, msgKey(lastID))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "c/redo past the last message", func() bool {
+		from, _, err := s.redoStart()
+		return err == nil && (from.seg > last.seg || from.seg == last.seg && from.off >= int64(last.off)+last.recordLen())
 	})
 }
 
