@@ -18,7 +18,9 @@ const gcInterval = 5 * time.Minute
 
 // maintenanceLoop purges dead letters past their retention every minute,
 // trims attempt records when the records are over their budget, reclaims
-// and compacts message segments (reclaim.go) and reclaims value log space.
+// and compacts message segments (reclaim.go), reclaims value log space, and
+// syncs Badger within checkpointInterval of an enqueue committed without
+// it (redo.go).
 func (s *Spool) maintenanceLoop() {
 	defer s.closers.maintenance.exit()
 	purge := time.NewTicker(purgeInterval)
