@@ -69,7 +69,7 @@ type Options struct {
 	MinFreeDisk  int64         // free bytes left to others, on top of the reserve for Badger's own work; default 512 MiB
 	RouteGrace   time.Duration // how long items wait for a missing route; default 10m
 	CloseTimeout time.Duration // how long deliveries in flight get once they stop (Close); default 10s
-	MemTableSize int64         // Badger memtable size; default 32 MiB
+	MemTableSize int64         // Badger memtable size; default 16 MiB
 	segmentSize  int64         // message segment size (see bodies.go); smaller in tests
 	segmentMin   int64         // the smallest message put in a segment; 1 in tests of segments
 	// Observe, if set, is called after every delivery attempt with its route,
@@ -81,7 +81,7 @@ type Options struct {
 func (o Options) withDefaults() Options {
 	o.Limits = o.Limits.WithDefaults()
 	orDefault(&o.MinFreeDisk, 512<<20)
-	orDefault(&o.MemTableSize, 32<<20)
+	orDefault(&o.MemTableSize, 16<<20)
 	orDefault(&o.segmentSize, segmentSize)
 	orDefault(&o.segmentMin, segmentMessageMin)
 	orDefault(&o.RouteGrace, 10*time.Minute)
