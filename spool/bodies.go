@@ -105,7 +105,7 @@ type bodyStore struct {
 	last   uint32   // the highest segment number taken
 
 	// Committer only: the active segment's records not yet written (the
-	// header and message of each, from queuedAt on), and the segments
+	// header and message parts of each, from queuedAt on), and the segments
 	// written to since the last sync.
 	queued   [][]byte
 	queuedAt int64
@@ -161,19 +161,24 @@ func parseSegmentName(name string) (uint32, bool) {
 	return uint32(n), err == nil && n > 0
 }
 
-// append places msg as a record at the end of the active segment, or of a
-// new one if it would take the active one past the target size, and
-// returns where it is. msg must not change until sync, which writes it.
-func (bs *bodyStore) append(msg []byte) (bodyPtr, error) {
-	return bs.appendRecord(segFormat, msg)
+// append places a message, the concatenation of parts, as a record at the
+// end of the active segment, or of a new one if it would take the active
+// one past the target size, and returns where it is. The parts must not
+// change until sync, which writes them.
+func (bs *bodyStore) append(parts ...[]byte) (bodyPtr, error) {
+	return bs.appendRecord(segFormat, parts...)
 }
 
 // appendRecord appends a record of the given format, as append does.
-func (bs *bodyStore) appendRecord(format byte, msg []byte) (bodyPtr, error) {
-	if len(msg) > maxMessageSize {
-		return bodyPtr{}, fmt.Errorf("%w: a message of %d bytes", ErrTooLarge, len(msg))
+func (bs *bodyStore) appendRecord(format byte, parts ...[]byte) (bodyPtr, error) {
+	size := 0
+	for _, p := range parts {
+		size += len(p)
 	}
-	n := segHeaderLen + int64(len(msg))
+	if size > maxMessageSize {
+		return bodyPtr{}, fmt.Errorf("%w: a message of %d bytes", ErrTooLarge, size)
+	}
+	n := segHeaderLen + int64(size)
 	seg := bs.active
 	if seg == nil || seg.end.Load() > 0 && seg.end.Load()+n > bs.target {
 		if err := bs.flush(); err != nil {
@@ -188,12 +193,21 @@ func (bs *bodyStore) appendRecord(format byte, msg []byte) (bodyPtr, error) {
 	if len(bs.queued) == 0 {
 		bs.queuedAt = off
 	}
+	var sum uint32
+	for _, p := range parts {
+		sum = crc32.Update(sum, castagnoli, p)
+	}
 	bs.hdrs = append(bs.hdrs, format)
-	bs.hdrs = binary.BigEndian.AppendUint32(bs.hdrs, uint32(len(msg)))
-	bs.hdrs = binary.BigEndian.AppendUint32(bs.hdrs, crc32.Checksum(msg, castagnoli))
-	bs.queued = append(bs.queued, bs.hdrs[len(bs.hdrs)-segHeaderLen:], msg)
+	bs.hdrs = binary.BigEndian.AppendUint32(bs.hdrs, uint32(size))
+	bs.hdrs = binary.BigEndian.AppendUint32(bs.hdrs, sum)
+	bs.queued = append(bs.queued, bs.hdrs[len(bs.hdrs)-segHeaderLen:])
+	for _, p := range parts {
+		if len(p) > 0 {
+			bs.queued = append(bs.queued, p)
+		}
+	}
 	seg.end.Store(off + n)
-	return bodyPtr{seg: seg.n, off: uint32(off), n: uint32(len(msg))}, nil
+	return bodyPtr{seg: seg.n, off: uint32(off), n: uint32(size)}, nil
 }
 
 // flush writes the queued records to the active segment. If that fails,

@@ -54,14 +54,14 @@ type batch struct {
 	started bool                 // whether a record started a segment
 }
 
-// appendBody appends a message to the active segment. The commit writes
-// and syncs it before anything that points to it.
-func (b *batch) appendBody(msg []byte) (bodyPtr, error) {
-	return b.appendRecord(segFormat, msg)
+// appendBody appends a message, the concatenation of parts, to the active
+// segment. The commit writes and syncs it before anything that points to it.
+func (b *batch) appendBody(parts ...[]byte) (bodyPtr, error) {
+	return b.appendRecord(segFormat, parts...)
 }
 
-func (b *batch) appendRecord(format byte, data []byte) (bodyPtr, error) {
-	p, err := b.s.bodies.appendRecord(format, data)
+func (b *batch) appendRecord(format byte, parts ...[]byte) (bodyPtr, error) {
+	p, err := b.s.bodies.appendRecord(format, parts...)
 	if err == nil && p.off == 0 {
 		b.started = true
 	}
@@ -77,13 +77,13 @@ func (b *batch) storeMessage(id uint64, st *state, e *preparedEntry, redo []byte
 		st.Flags |= flagSegment
 		return true, b.setPointer(id, *e.at)
 	}
-	if int64(len(e.msg)) < b.s.opts.segmentMin {
-		return false, b.txn.Set(msgKey(id), e.msg)
+	if int64(e.size) < b.s.opts.segmentMin {
+		return false, b.txn.Set(msgKey(id), slices.Concat(e.head, e.msg.Body))
 	}
 	if _, err := b.appendRecord(segRedo, redo); err != nil {
 		return false, err
 	}
-	p, err := b.appendBody(e.msg)
+	p, err := b.appendBody(e.head, e.msg.Body)
 	if err != nil {
 		return false, err
 	}

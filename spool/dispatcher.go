@@ -319,9 +319,7 @@ func (s *Spool) deliver(key []byte, st state, route Route, msg *message) {
 	_, _, id, _ := parseQueueKey(key)
 	if msg == nil {
 		var err error
-		if kept := s.recent.take(id); kept != nil {
-			msg, err = decodeMessage(kept)
-		} else {
+		if msg = s.recent.take(id); msg == nil {
 			msg, err = s.message(id)
 		}
 		if err != nil {

@@ -18,7 +18,9 @@ type preparedEntry struct {
 	dedupe     []byte
 	hash       uint64 // xxhash of source: the fingerprint
 	source     []byte // what the fingerprint is taken of
-	msg        []byte
+	msg        *message
+	head       []byte // msg's encoding up to its body, which follows it in a record
+	size       int    // the encoded message's length: head and body
 	received   int64
 	window     time.Duration
 	at         *bodyPtr // a replay's message, where it already is
@@ -33,7 +35,7 @@ type preparedEntry struct {
 type enqueueOp struct {
 	entries []preparedEntry
 	results []Result
-	leases  []directLease
+	leases  []work           // the items leased at enqueue, for workers once committed
 	waiting []waitingMessage // the items not leased, for s.recent once committed
 	s       *Spool           // set by stage
 	err     error
@@ -42,19 +44,12 @@ type enqueueOp struct {
 	logged  bool // set by stage: what it stored can be redone from the segments
 }
 
-// waitingMessage is the encoded message of an item an enqueue stored
-// without a lease.
+// waitingMessage is the message of an item an enqueue stored without a
+// lease.
 type waitingMessage struct {
-	id  uint64
-	msg []byte
-}
-
-// directLease is an item an enqueue leased to a worker itself.
-type directLease struct {
-	key   []byte
-	st    state
-	route Route
-	msg   []byte // the encoded message
+	id   uint64
+	msg  *message
+	size int
 }
 
 func (o *enqueueOp) size() int {
@@ -78,21 +73,11 @@ func (o *enqueueOp) finish(err error) {
 
 // started hands the items leased at enqueue to workers, once committed.
 func (o *enqueueOp) started() {
-	if len(o.leases) > 0 {
-		ws := make([]work, len(o.leases))
-		for i, l := range o.leases {
-			m, err := decodeMessage(l.msg)
-			if err != nil { // cannot be: encoded by prepare; deliver reads it again
-				m = nil
-			}
-			ws[i] = work{l.key, l.st, l.route, m}
-		}
-		o.s.startLeased(ws)
-	}
+	o.s.startLeased(o.leases)
 	o.leases = nil
 	now := time.Now()
 	for _, w := range o.waiting {
-		o.s.recent.put(w.id, w.msg, now)
+		o.s.recent.put(w.id, w.msg, w.size, now)
 	}
 	o.waiting = nil
 }
@@ -128,7 +113,7 @@ func (o *enqueueOp) stage(b *batch) error {
 			records += recordSize(len(e.dedupe), dedupeValueLen)
 		}
 		if res.Status == Accepted && !e.dedupeOnly {
-			n, size = n+1, size+int64(len(e.msg))
+			n, size = n+1, size+int64(e.size)
 		}
 	}
 	if o.conflicted() {
@@ -172,7 +157,7 @@ func (o *enqueueOp) stage(b *batch) error {
 			return err
 		}
 		id := b.newID()
-		st := &state{Route: rid, ReceivedMs: e.received, Size: int64(len(e.msg)), PausedMs: b.pausedMs(rid)}
+		st := &state{Route: rid, ReceivedMs: e.received, Size: int64(e.size), PausedMs: b.pausedMs(rid)}
 		rec := appendUint64(appendUint64(nil, id), e.hash)
 		route, direct := b.lease(rid, e.route)
 		qk := queueKey(rid, b.nowMs, id)
@@ -191,10 +176,10 @@ func (o *enqueueOp) stage(b *batch) error {
 		if direct {
 			// Leased before the commit makes it visible to the dispatcher.
 			b.s.flight.add(id, st)
-			o.leases = append(o.leases, directLease{key: qk, st: *st, route: route, msg: e.msg})
+			o.leases = append(o.leases, work{key: qk, st: *st, route: route, msg: e.msg})
 		} else {
 			b.queued(qk)
-			o.waiting = append(o.waiting, waitingMessage{id, e.msg})
+			o.waiting = append(o.waiting, waitingMessage{id, e.msg, e.size})
 		}
 		o.results[i].ID = id
 	}

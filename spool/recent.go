@@ -12,7 +12,7 @@ const (
 	recentFor   = 5 * time.Second
 )
 
-// recentMessages keeps the encoded messages of items just committed, so that
+// recentMessages keeps the messages of items just committed, so that
 // their first delivery takes them from memory instead of reading them back:
 // under load most items wait a moment for a slot, and reading each one from
 // the database again was an eighth of the spool's CPU. It is bounded in bytes;
@@ -29,8 +29,14 @@ type recentMessages struct {
 	mu    sync.Mutex
 	max   int64
 	bytes int64
-	byID  map[uint64][]byte
+	byID  map[uint64]keptMessage
 	order []recentEntry // in the order added, some of them taken already
+}
+
+// keptMessage is a message and the length of its encoding.
+type keptMessage struct {
+	msg  *message
+	size int
 }
 
 type recentEntry struct {
@@ -38,18 +44,18 @@ type recentEntry struct {
 	at time.Time
 }
 
-// recentCost is what a kept message counts against the bound: its bytes and
-// the map entry's.
-func recentCost(msg []byte) int64 { return int64(len(msg)) + 48 }
+// recentCost is what a kept message of size bytes (encoded) counts against
+// the bound: its bytes and the map entry's.
+func recentCost(size int) int64 { return int64(size) + 48 }
 
 func newRecentMessages(max int64) *recentMessages {
-	return &recentMessages{max: max, byID: map[uint64][]byte{}}
+	return &recentMessages{max: max, byID: map[uint64]keptMessage{}}
 }
 
-// put keeps item id's encoded message, which must not change after, if
-// there is room.
-func (r *recentMessages) put(id uint64, msg []byte, now time.Time) {
-	cost := recentCost(msg)
+// put keeps item id's message, size bytes encoded, which must not change
+// after, if there is room.
+func (r *recentMessages) put(id uint64, msg *message, size int, now time.Time) {
+	cost := recentCost(size)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for len(r.order) > 0 {
@@ -63,7 +69,7 @@ func (r *recentMessages) put(id uint64, msg []byte, now time.Time) {
 	if r.bytes+cost > r.max {
 		return
 	}
-	r.byID[id] = msg
+	r.byID[id] = keptMessage{msg, size}
 	r.order = append(r.order, recentEntry{id, now})
 	r.bytes += cost
 	// Ids taken out of order stay in order until they reach its front:
@@ -80,19 +86,19 @@ func (r *recentMessages) put(id uint64, msg []byte, now time.Time) {
 }
 
 // take returns item id's message and forgets it, or nil if it is not kept.
-func (r *recentMessages) take(id uint64) []byte {
+func (r *recentMessages) take(id uint64) *message {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	msg := r.byID[id]
-	if msg != nil {
+	k, ok := r.byID[id]
+	if ok {
 		r.drop(id)
 	}
-	return msg
+	return k.msg
 }
 
 func (r *recentMessages) drop(id uint64) {
-	if msg, ok := r.byID[id]; ok {
-		r.bytes -= recentCost(msg)
+	if k, ok := r.byID[id]; ok {
+		r.bytes -= recentCost(k.size)
 		delete(r.byID, id)
 	}
 }

@@ -10,7 +10,7 @@ import (
 // the oldest when full, gives each one out once, and lets one that waited
 // past recentFor make room.
 func TestRecentMessagesBound(t *testing.T) {
-	msg := make([]byte, 100)
+	msg, size := &message{Body: make([]byte, 100)}, 100
 	t0 := time.Now()
 	tests := []struct {
 		name string
@@ -19,34 +19,34 @@ func TestRecentMessagesBound(t *testing.T) {
 		gone []uint64
 	}{
 		{"fits", func(r *recentMessages) {
-			r.put(1, msg, t0)
-			r.put(2, msg, t0)
+			r.put(1, msg, size, t0)
+			r.put(2, msg, size, t0)
 		}, []uint64{1, 2}, nil},
 		{"full keeps the oldest", func(r *recentMessages) {
 			for id := uint64(1); id <= 4; id++ {
-				r.put(id, msg, t0)
+				r.put(id, msg, size, t0)
 			}
 		}, []uint64{1, 2, 3}, []uint64{4}},
 		{"taken makes room", func(r *recentMessages) {
 			for id := uint64(1); id <= 3; id++ {
-				r.put(id, msg, t0)
+				r.put(id, msg, size, t0)
 			}
 			r.take(2)
-			r.put(4, msg, t0)
+			r.put(4, msg, size, t0)
 		}, []uint64{1, 3, 4}, []uint64{2}},
 		{"old makes room", func(r *recentMessages) {
 			for id := uint64(1); id <= 3; id++ {
-				r.put(id, msg, t0)
+				r.put(id, msg, size, t0)
 			}
-			r.put(4, msg, t0.Add(recentFor))
+			r.put(4, msg, size, t0.Add(recentFor))
 		}, []uint64{4}, []uint64{1, 2, 3}},
 		{"too large", func(r *recentMessages) {
-			r.put(1, make([]byte, 1000), t0)
+			r.put(1, msg, 10*size, t0)
 		}, nil, []uint64{1}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			r := newRecentMessages(3 * recentCost(msg))
+			r := newRecentMessages(3 * recentCost(size))
 			tt.run(r)
 			for _, id := range tt.gone {
 				if r.take(id) != nil {
@@ -73,9 +73,9 @@ func TestRecentMessagesBound(t *testing.T) {
 func TestRecentMessagesOrderIsBounded(t *testing.T) {
 	r := newRecentMessages(1 << 20)
 	now := time.Now()
-	r.put(0, []byte("first"), now) // never taken: it holds the front
+	r.put(0, &message{}, 5, now) // never taken: it holds the front
 	for id := uint64(1); id < 10_000; id++ {
-		r.put(id, []byte("x"), now)
+		r.put(id, &message{}, 1, now)
 		r.take(id)
 	}
 	if n := len(r.order); n > 2*len(r.byID)+64 {
@@ -96,7 +96,7 @@ func TestAQueuedItemIsDeliveredFromMemory(t *testing.T) {
 	s.recent.mu.Lock()
 	kept := s.recent.byID[res.ID]
 	s.recent.mu.Unlock()
-	if kept == nil {
+	if kept.msg == nil {
 		t.Fatal("the queued item's message is not kept")
 	}
 	rec := newRecorder(nil)

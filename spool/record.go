@@ -22,15 +22,23 @@ type message struct {
 	Body       []byte
 }
 
+// encode gives the message as one record: its head, then its body.
 func (m *message) encode() []byte {
-	n := 32 + len(m.Route) + len(m.EventID) + len(m.Body)
+	return append(m.encodeHead(len(m.Body)), m.Body...)
+}
+
+// encodeHead gives the record's head, everything before the body, with
+// room for extra bytes more. A segment takes the head and the body as two
+// buffers, so that a large body is not copied before it is written.
+func (m *message) encodeHead(extra int) []byte {
+	n := 32 + len(m.Route) + len(m.EventID)
 	for k, vs := range m.Header {
 		n += len(k) + 8
 		for _, v := range vs {
 			n += len(v) + 4
 		}
 	}
-	b := make([]byte, 0, n)
+	b := make([]byte, 0, n+extra)
 	b = append(b, recordVersion)
 	b = appendString(b, m.Route)
 	b = appendString(b, m.EventID)
@@ -43,7 +51,7 @@ func (m *message) encode() []byte {
 			b = appendString(b, v)
 		}
 	}
-	return append(b, m.Body...)
+	return b
 }
 
 func decodeMessage(b []byte) (*message, error) {

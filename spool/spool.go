@@ -495,7 +495,9 @@ func (s *Spool) nudge() {
 	}
 }
 
-// Entry is an item to enqueue.
+// Entry is an item to enqueue. A store may keep its Header and Body (the
+// Badger spool delivers the first attempt with them, a NATS backend
+// publishes the body as it is), so they must not change once given.
 type Entry struct {
 	Route        string
 	EventID      string
@@ -632,7 +634,7 @@ func prepare(entries []Entry, now time.Time) (*enqueueOp, error) {
 			window = DefaultDedupeWindow
 		}
 		source := fingerprintSource(e)
-		msg := message{Route: e.Route, EventID: e.EventID, ReceivedMs: received.UnixMilli(), Header: e.Header, Body: e.Body}
+		msg := &message{Route: e.Route, EventID: e.EventID, ReceivedMs: received.UnixMilli(), Header: e.Header, Body: e.Body}
 		o.entries[i] = preparedEntry{
 			dedupeOnly: e.DedupeOnly,
 			route:      e.Route,
@@ -646,8 +648,10 @@ func prepare(entries []Entry, now time.Time) (*enqueueOp, error) {
 			if len(e.Body) > MaxBodySize {
 				return nil, fmt.Errorf("%w: a body of %d bytes is over %d", ErrTooLarge, len(e.Body), MaxBodySize)
 			}
-			if o.entries[i].msg = msg.encode(); len(o.entries[i].msg) > maxMessageSize {
-				return nil, fmt.Errorf("%w: a message of %d bytes", ErrTooLarge, len(o.entries[i].msg))
+			pe := &o.entries[i]
+			pe.msg, pe.head = msg, msg.encodeHead(0)
+			if pe.size = len(pe.head) + len(msg.Body); pe.size > maxMessageSize {
+				return nil, fmt.Errorf("%w: a message of %d bytes", ErrTooLarge, pe.size)
 			}
 		}
 	}
