@@ -379,14 +379,12 @@ func (s *Spool) commitOnce(ops []op) (bad int, err error) {
 	// is answered. Badger is synced for it, unless every such op is an
 	// enqueue that the segments hold for redo (redo.go): the sync of the
 	// segments then makes it durable.
-	durable, redo := false, false
+	durable := false
 	for i, o := range ops {
 		if err := o.stage(b); err != nil {
 			return i, err
 		}
-		if eo, ok := o.(*enqueueOp); ok && eo.logged {
-			redo = true
-		} else if o.durable() {
+		if eo, ok := o.(*enqueueOp); !(ok && eo.logged) && o.durable() {
 			durable = true
 		}
 	}
@@ -409,8 +407,8 @@ func (s *Spool) commitOnce(ops []op) (bad int, err error) {
 	if err := s.write(txn, durable, func() { s.applyBatch(b) }); err != nil {
 		return -1, err
 	}
-	if redo && !durable {
-		s.redoPending.Store(true)
+	if !durable {
+		s.syncDue.Store(true)
 	}
 	return -1, nil
 }

@@ -53,17 +53,33 @@ func dirtyKiB(t *testing.T, dir string, suffixes ...string) int {
 	return total
 }
 
+// diskTempDir is t.TempDir on a file system that writes pages back, so
+// that dirty pages can be seen to become clean: not a tmpfs.
+func diskTempDir(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Type == unix.TMPFS_MAGIC {
+		t.Fatalf("%s is a tmpfs, which never writes pages back: this test needs a disk file system", dir)
+	}
+	return dir
+}
+
 // sink keeps the reads that fault pages into a mapping.
 var sink byte
 
-// segmentDirtyKiB maps the segment files in dir read-only, reads a byte of
-// every page so that each is in the mapping, and returns the dirty kB of
-// those mappings. The spool writes segments with pwrite, not through a
-// mapping, but smaps counts a page as dirty when the page cache holds it
-// dirty, through whichever mapping: a page written and not yet synced.
-func segmentDirtyKiB(t *testing.T, dir string) int {
+// writtenDirtyKiB maps the files in dir whose names end in suffix
+// read-only, reads a byte of every page so that each is in the mapping, and
+// returns the dirty kB of those mappings. The spool writes segments and the
+// flight log with pwrite and write, not through a mapping, but smaps counts
+// a page as dirty when the page cache holds it dirty, through whichever
+// mapping: a page written and not yet synced.
+func writtenDirtyKiB(t *testing.T, dir, suffix string) int {
 	t.Helper()
-	files, err := filepath.Glob(filepath.Join(dir, "*.seg"))
+	files, err := filepath.Glob(filepath.Join(dir, "*"+suffix))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,7 +109,7 @@ func segmentDirtyKiB(t *testing.T, dir string) int {
 			sink += m[i]
 		}
 	}
-	return dirtyKiB(t, dir, ".seg")
+	return dirtyKiB(t, dir, suffix)
 }
 
 // TestEnqueueAnswersAfterSync: when Enqueue returns, its item is committed
@@ -104,14 +120,7 @@ func segmentDirtyKiB(t *testing.T, dir string) int {
 // and value logs (*.mem, *.vlog), written through mappings, are left to the
 // checkpoint, which syncs them within checkpointInterval.
 func TestEnqueueAnswersAfterSync(t *testing.T) {
-	dir := t.TempDir()
-	var st unix.Statfs_t
-	if err := unix.Statfs(dir, &st); err != nil {
-		t.Fatal(err)
-	}
-	if st.Type == unix.TMPFS_MAGIC {
-		t.Fatalf("%s is a tmpfs, which never writes pages back: this test needs a disk file system", dir)
-	}
+	dir := diskTempDir(t)
 
 	// The control: the dirty page of a mapping shows until it is synced.
 	m := mapShared(t, filepath.Join(dir, "control.mem"))
@@ -135,13 +144,13 @@ func TestEnqueueAnswersAfterSync(t *testing.T) {
 	if _, err := seg.WriteAt([]byte("written, not synced"), 0); err != nil {
 		t.Fatal(err)
 	}
-	if n := segmentDirtyKiB(t, dir); n == 0 {
+	if n := writtenDirtyKiB(t, dir, ".seg"); n == 0 {
 		t.Fatal("a page written with pwrite does not show as dirty through a read-only mapping")
 	}
 	if err := unix.Fdatasync(int(seg.Fd())); err != nil {
 		t.Fatal(err)
 	}
-	if n := segmentDirtyKiB(t, dir); n != 0 {
+	if n := writtenDirtyKiB(t, dir, ".seg"); n != 0 {
 		t.Fatalf("%d kB still dirty after fdatasync", n)
 	}
 
@@ -151,7 +160,7 @@ func TestEnqueueAnswersAfterSync(t *testing.T) {
 		body := [...]string{strings.Repeat("x", 100), strings.Repeat("w", 1<<10), strings.Repeat("v", 48<<10)}[i%3]
 		id := fmt.Sprint("evt_", i)
 		lastID = mustEnqueue(t, s, entry("r", id, body)).ID
-		if n := segmentDirtyKiB(t, filepath.Join(s.opts.Dir, "bodies")); n != 0 {
+		if n := writtenDirtyKiB(t, filepath.Join(s.opts.Dir, "bodies"), ".seg"); n != 0 {
 			t.Fatalf("enqueue %d answered with %d kB of its message segment not synced", i, n)
 		}
 		if st, err := s.Lookup(context.Background(), "r", id); err != nil || st.State != StatePending {
@@ -172,6 +181,50 @@ func TestEnqueueAnswersAfterSync(t *testing.T) {
 	eventually(t, 5*time.Second, "c/redo past the last message", func() bool {
 		from, _, err := s.redoStart()
 		return err == nil && (from.seg > last.seg || from.seg == last.seg && from.off >= int64(last.off)+last.recordLen())
+	})
+}
+
+// TestTheCheckpointSyncsOutcomesAndTheFlightLog: a batch of delivery
+// outcomes is committed without a sync, and the flight log is written
+// without one; the checkpoint syncs both within checkpointInterval, with no
+// enqueue after them, so that a power cut takes only the outcomes and
+// attempts of the last moments (docs/spool.md).
+func TestTheCheckpointSyncsOutcomesAndTheFlightLog(t *testing.T) {
+	dir := diskTempDir(t)
+	s := openTest(t, Options{Dir: dir})
+	ctx := context.Background()
+	if err := s.Pause(ctx, "r"); err != nil {
+		t.Fatal(err)
+	}
+	const n = 20
+	for i := range n {
+		mustEnqueue(t, s, entry("r", fmt.Sprint("evt_", i), strings.Repeat("x", 1<<10)))
+	}
+	eventually(t, 5*time.Second, "the checkpoint after the enqueues", func() bool {
+		return dirtyKiB(t, dir, ".mem", ".vlog") == 0 && writtenDirtyKiB(t, dir, ".log") == 0
+	})
+
+	rec := newRecorder(nil)
+	s.RegisterRoute("r", Route{Deliverer: rec})
+	if err := s.Resume(ctx, "r"); err != nil {
+		t.Fatal(err)
+	}
+	for range n {
+		rec.next(t, 10*time.Second)
+	}
+	eventually(t, 5*time.Second, "every outcome committed", func() bool {
+		for i := range n {
+			if st, err := s.Lookup(ctx, "r", fmt.Sprint("evt_", i)); err != nil || st.State != StateDelivered {
+				return false
+			}
+		}
+		return true
+	})
+	if dirtyKiB(t, dir, ".mem", ".vlog") == 0 || writtenDirtyKiB(t, dir, ".log") == 0 {
+		t.Fatal("the outcomes or the flight log were synced before the checkpoint: the test sees nothing")
+	}
+	eventually(t, 3*checkpointInterval, "the checkpoint syncs the outcomes and the flight log", func() bool {
+		return dirtyKiB(t, dir, ".mem", ".vlog") == 0 && writtenDirtyKiB(t, dir, ".log") == 0
 	})
 }
 

@@ -31,11 +31,12 @@ type flightRecord struct {
 // is given the logged count. A clean Close removes the log: attempts it
 // interrupted are not counted.
 type flightLog struct {
-	mu   sync.Mutex
-	path string
-	f    *os.File
-	size int64
-	buf  []byte
+	mu      sync.Mutex
+	path    string
+	f       *os.File
+	size    int64
+	buf     []byte
+	renamed bool // reset renamed a new log into place since the last sync
 }
 
 // readFlightLog returns the attempts a previous process started, by item:
@@ -80,7 +81,28 @@ func (l *flightLog) reset(recs []flightRecord) error {
 	if l.f != nil {
 		l.f.Close()
 	}
-	l.f, l.size = f, int64(len(recs)*flightRecordLen)
+	l.f, l.size, l.renamed = f, int64(len(recs)*flightRecordLen), true
+	return nil
+}
+
+// sync makes what the log holds durable (the checkpoint calls it: a power
+// cut then loses at most the attempts started since), and its name, if a
+// reset renamed a new log into place.
+func (l *flightLog) sync() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.f == nil {
+		return nil
+	}
+	if err := syncData(l.f); err != nil {
+		return err
+	}
+	if l.renamed {
+		if err := syncDir(filepath.Dir(l.path)); err != nil {
+			return err
+		}
+		l.renamed = false
+	}
 	return nil
 }
 

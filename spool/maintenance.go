@@ -19,8 +19,8 @@ const gcInterval = 5 * time.Minute
 // maintenanceLoop purges dead letters past their retention every minute,
 // trims attempt records when the records are over their budget, reclaims
 // and compacts message segments (reclaim.go), reclaims value log space, and
-// syncs Badger within checkpointInterval of an enqueue committed without
-// it (redo.go).
+// syncs Badger and the flight log within checkpointInterval of a commit
+// made without a sync (redo.go).
 func (s *Spool) maintenanceLoop() {
 	defer s.closers.maintenance.exit()
 	purge := time.NewTicker(purgeInterval)
@@ -68,11 +68,8 @@ func (s *Spool) maintenanceLoop() {
 		case <-gc.C:
 			s.valueLogGC()
 		case <-checkpoint.C:
-			if s.redoPending.Swap(false) {
-				o := &syncOp{done: make(chan struct{})}
-				if err := s.submit(context.Background(), o, o.done); err != nil || o.err != nil {
-					s.redoPending.Store(true)
-				}
+			if s.syncDue.Swap(false) {
+				s.checkpointNow()
 			}
 		}
 	}
@@ -95,5 +92,19 @@ func (s *Spool) valueLogGC() {
 			}
 			return
 		}
+	}
+}
+
+// checkpointNow syncs the flight log, then Badger with a synced commit
+// through the committer, so that after a power cut both the outcomes and
+// the attempts started before it count. A failure leaves the checkpoint due.
+func (s *Spool) checkpointNow() {
+	if err := s.flightLog.sync(); err != nil {
+		s.log.Warn("cannot sync the flight log", zap.Error(err))
+		s.syncDue.Store(true)
+	}
+	o := &syncOp{done: make(chan struct{})}
+	if err := s.submit(context.Background(), o, o.done); err != nil || o.err != nil {
+		s.syncDue.Store(true)
 	}
 }

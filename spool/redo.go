@@ -19,9 +19,9 @@ import (
 // fingerprint, whether it ends its op), the segments are synced before the
 // commit, and Badger's commit is left in its mapped logs, like a delivery
 // outcome's. Every commit that does sync Badger (an operator's change, the
-// checkpoint the maintenance loop makes within checkpointInterval of an
-// unsynced enqueue, a reclaim of segments) stores where the segments ended
-// under c/redo.
+// checkpoint the maintenance loop makes within checkpointInterval of any
+// commit left unsynced, a reclaim of segments) stores where the segments
+// ended under c/redo.
 //
 // A crash of the process loses nothing of Badger's: the page cache keeps its
 // logs. A power cut can take its commits since the last sync, which Badger
@@ -34,8 +34,10 @@ import (
 // once allows: its sender was answered with an error and retries into a
 // duplicate.
 
-// checkpointInterval is the longest an enqueue stays out of Badger's synced
-// state, and so bounds what an open replays; a variable for tests.
+// checkpointInterval is the longest a commit stays out of Badger's synced
+// state (and an attempt out of the synced flight log): it bounds what an
+// open replays and the outcomes and attempts a power cut can take. A
+// variable for tests.
 var checkpointInterval = time.Second
 
 // redoLen is the length of a redo record: flags, dedupe window, fingerprint.

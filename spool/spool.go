@@ -104,11 +104,11 @@ type Spool struct {
 	db      *badger.DB
 	bodies  *bodyStore // the message segments
 
-	ops         chan op
-	unsynced    bool        // the committer wrote since its last sync
-	redoPending atomic.Bool // an enqueue was committed without a sync of Badger (redo.go)
-	wal         *walFiles   // Badger's write-ahead logs, for the committer
-	closers     closers     // the background loops
+	ops      chan op
+	unsynced bool        // the committer wrote since its last sync
+	syncDue  atomic.Bool // a commit or an attempt was left unsynced: the checkpoint is due (maintenance.go)
+	wal      *walFiles   // Badger's write-ahead logs, for the committer
+	closers  closers     // the background loops
 
 	wake     chan struct{} // nudges the dispatcher; capacity 1
 	trimWake chan struct{} // nudges the trim of attempt records; capacity 1
