@@ -404,11 +404,12 @@ func (s *Spool) commitOnce(ops []op) (bad int, err error) {
 			return -1, err
 		}
 	}
-	if err := s.write(txn, durable, func() { s.applyBatch(b) }); err != nil {
-		return -1, err
-	}
-	if !durable {
+	err = s.write(txn, durable, func() { s.applyBatch(b) })
+	if s.unsynced { // whether or not the write failed: the checkpoint syncs it
 		s.syncDue.Store(true)
+	}
+	if err != nil {
+		return -1, err
 	}
 	return -1, nil
 }
@@ -454,8 +455,8 @@ func (s *Spool) applyBatch(b *batch) {
 // before they are answered, and enqueues are, in the segments (redo.go);
 // delivery outcomes may be lost to a power cut, which costs an attempt that
 // is not counted or a delivery made twice, both within at least once. The
-// next durable commit syncs them too. (The flight log, see flightLog, is
-// never synced: the same holds for it.)
+// checkpoint syncs them within checkpointInterval (maintenance.go), and the
+// flight log with them.
 //
 // A durable commit syncs before as well as after, when something is
 // unsynced: db.Sync syncs the active memtable's log, and a commit that finds

@@ -143,7 +143,9 @@ func (s *Spool) startLeased(leases []work) {
 		recs[i] = flightRecord{keyID(w.key), w.st.Attempt + 1}
 	}
 	err := s.flightLog.started(recs, s.flight.live)
-	s.syncDue.Store(true) // the checkpoint syncs the flight log too
+	if err == nil {
+		s.syncDue.Store(true) // the checkpoint syncs the flight log too
+	}
 	switch {
 	case err != nil && !s.flightLogFailing.Swap(true):
 		s.log.Error("cannot write the flight log; attempts that a crash cuts short may not be counted", zap.Error(err))

@@ -25,8 +25,9 @@ type flightRecord struct {
 // (see flight), so without it an attempt that never reported back would not
 // count against max_attempts, and a message that crashes the process would
 // be retried forever. Before an attempt starts, its item id and attempt
-// number are appended to the log (no fsync: the page cache survives the
-// process, as the rest of what is not durable does, see Spool.write). At
+// number are appended to the log (no fsync of their own: the page cache
+// survives the process, and the checkpoint syncs the log within
+// checkpointInterval, as it does the outcomes, see Spool.write). At
 // open, an item still pending whose state counts fewer attempts than the log
 // is given the logged count. A clean Close removes the log: attempts it
 // interrupted are not counted.
@@ -74,6 +75,11 @@ func (l *flightLog) reset(recs []flightRecord) error {
 		f.Close()
 		return err
 	}
+	// Synced before it replaces the log, whose older attempts it keeps.
+	if err := syncData(f); err != nil {
+		f.Close()
+		return err
+	}
 	if err := os.Rename(tmp, l.path); err != nil {
 		f.Close()
 		return err
@@ -87,21 +93,32 @@ func (l *flightLog) reset(recs []flightRecord) error {
 
 // sync makes what the log holds durable (the checkpoint calls it: a power
 // cut then loses at most the attempts started since), and its name, if a
-// reset renamed a new log into place.
+// reset renamed a new log into place. It syncs outside the lock, so that
+// appends do not wait for the disk; a log that a reset or remove closed
+// meanwhile needs no sync (reset syncs the new one).
 func (l *flightLog) sync() error {
 	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.f == nil {
+	f, renamed := l.f, l.renamed
+	l.renamed = false
+	l.mu.Unlock()
+	if f == nil {
 		return nil
 	}
-	if err := syncData(l.f); err != nil {
-		return err
-	}
-	if l.renamed {
+	if renamed {
 		if err := syncDir(filepath.Dir(l.path)); err != nil {
+			l.mu.Lock()
+			l.renamed = true
+			l.mu.Unlock()
 			return err
 		}
-		l.renamed = false
+	}
+	if err := syncData(f); err != nil {
+		l.mu.Lock()
+		replaced := l.f != f
+		l.mu.Unlock()
+		if !replaced {
+			return err
+		}
 	}
 	return nil
 }

@@ -100,7 +100,9 @@ func (s *Spool) valueLogGC() {
 // the attempts started before it count. A failure leaves the checkpoint due.
 func (s *Spool) checkpointNow() {
 	if err := s.flightLog.sync(); err != nil {
-		s.log.Warn("cannot sync the flight log", zap.Error(err))
+		if !s.flightLogFailing.Swap(true) {
+			s.log.Error("cannot sync the flight log; attempts that a power cut cuts short may not be counted", zap.Error(err))
+		}
 		s.syncDue.Store(true)
 	}
 	o := &syncOp{done: make(chan struct{})}

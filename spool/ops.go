@@ -45,7 +45,7 @@ type enqueueOp struct {
 }
 
 // waitingMessage is the message of an item an enqueue stored without a
-// lease.
+// lease, and the bytes it holds.
 type waitingMessage struct {
 	id   uint64
 	msg  *message
@@ -179,7 +179,8 @@ func (o *enqueueOp) stage(b *batch) error {
 			o.leases = append(o.leases, work{key: qk, st: *st, route: route, msg: e.msg})
 		} else {
 			b.queued(qk)
-			o.waiting = append(o.waiting, waitingMessage{id, e.msg, e.size})
+			// Counted by the memory it holds: a body read into a larger buffer keeps all of it.
+			o.waiting = append(o.waiting, waitingMessage{id, e.msg, len(e.head) + cap(e.msg.Body)})
 		}
 		o.results[i].ID = id
 	}

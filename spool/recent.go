@@ -44,15 +44,15 @@ type recentEntry struct {
 	at time.Time
 }
 
-// recentCost is what a kept message of size bytes (encoded) counts against
-// the bound: its bytes and the map entry's.
+// recentCost is what a kept message holding size bytes counts against the
+// bound: its bytes and the map entry's.
 func recentCost(size int) int64 { return int64(size) + 48 }
 
 func newRecentMessages(max int64) *recentMessages {
 	return &recentMessages{max: max, byID: map[uint64]keptMessage{}}
 }
 
-// put keeps item id's message, size bytes encoded, which must not change
+// put keeps item id's message, which holds size bytes and must not change
 // after, if there is room.
 func (r *recentMessages) put(id uint64, msg *message, size int, now time.Time) {
 	cost := recentCost(size)

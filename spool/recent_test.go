@@ -113,3 +113,24 @@ func TestAQueuedItemIsDeliveredFromMemory(t *testing.T) {
 		t.Fatalf("%d messages still kept after their delivery", len(s.recent.byID))
 	}
 }
+
+// TestRecentMessagesCountTheBodysBuffer: a kept message counts the buffer
+// its body was read into, not only the body's length, so that small bodies
+// in large buffers cannot hold more memory than the bound.
+func TestRecentMessagesCountTheBodysBuffer(t *testing.T) {
+	s := openTest(t, Options{})
+	if err := s.Pause(context.Background(), "r"); err != nil {
+		t.Fatal(err)
+	}
+	e := entry("r", "evt_1", "")
+	e.Body = append(make([]byte, 0, 64<<10), `{"n":1}`...)
+	res := mustEnqueue(t, s, e)
+	s.recent.mu.Lock()
+	defer s.recent.mu.Unlock()
+	if s.recent.byID[res.ID].msg == nil {
+		t.Fatal("the queued item's message is not kept")
+	}
+	if s.recent.bytes < 64<<10 {
+		t.Fatalf("a 7-byte body in a 64 KiB buffer counts %d bytes", s.recent.bytes)
+	}
+}

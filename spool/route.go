@@ -42,7 +42,9 @@ type DelivererFunc func(ctx context.Context, d *Delivery) Outcome
 // Deliver calls f.
 func (f DelivererFunc) Deliver(ctx context.Context, d *Delivery) Outcome { return f(ctx, d) }
 
-// Delivery is one attempt at delivering an item.
+// Delivery is one attempt at delivering an item. Header and Body are read
+// only: a first attempt gets those the item was enqueued with, which other
+// deliveries may share (a publish to several subscribers).
 type Delivery struct {
 	ID         uint64
 	Route      string

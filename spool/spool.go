@@ -497,7 +497,8 @@ func (s *Spool) nudge() {
 
 // Entry is an item to enqueue. A store may keep its Header and Body (the
 // Badger spool delivers the first attempt with them, a NATS backend
-// publishes the body as it is), so they must not change once given.
+// publishes the body as it is), so they must not change once given, even
+// after an Enqueue that returned early with its context's error.
 type Entry struct {
 	Route        string
 	EventID      string
