@@ -70,24 +70,26 @@ func (b *batch) appendRecord(format byte, parts ...[]byte) (bodyPtr, error) {
 
 // storeMessage stores item id's message: whole under its m/ key if it is
 // smaller than segmentMin (tests only), else in a segment after its redo
-// record, marking st; or, for a replay, the record where it already is.
-// logged reports whether the message and its redo record are in a segment.
+// record; or, for a replay, the record where it already is. A message in a
+// segment is pointed to by m/ and by st, which it marks. logged reports
+// whether the message and its redo record are in a segment.
 func (b *batch) storeMessage(id uint64, st *state, e *preparedEntry, redo []byte) (logged bool, err error) {
-	if e.at != nil {
-		st.Flags |= flagSegment
-		return true, b.setPointer(id, *e.at)
-	}
-	if int64(e.size) < b.s.opts.segmentMin {
+	var p bodyPtr
+	switch {
+	case e.at != nil:
+		p = *e.at
+	case int64(e.size) < b.s.opts.segmentMin:
 		return false, b.txn.Set(msgKey(id), slices.Concat(e.head, e.msg.Body))
+	default:
+		if _, err := b.appendRecord(segRedo, redo); err != nil {
+			return false, err
+		}
+		if p, err = b.appendBody(e.head, e.msg.Body); err != nil {
+			return false, err
+		}
 	}
-	if _, err := b.appendRecord(segRedo, redo); err != nil {
-		return false, err
-	}
-	p, err := b.appendBody(e.head, e.msg.Body)
-	if err != nil {
-		return false, err
-	}
-	st.Flags |= flagSegment
+	st.Flags |= flagSegment | flagPointer
+	st.Ptr = p
 	return true, b.setPointer(id, p)
 }
 
@@ -102,12 +104,16 @@ func (b *batch) setPointer(id uint64, p bodyPtr) error {
 }
 
 // deleteMessage deletes item id's message, and if it is in a segment,
-// counts it out of the segment's live messages.
-func (b *batch) deleteMessage(id uint64) error {
+// counts it out of the segment's live messages. st is the item's state, if
+// known: where it knows the pointer, m/ need not be read.
+func (b *batch) deleteMessage(id uint64, st *state) error {
 	k := msgKey(id)
-	p, found, err := getPointer(b.txn, k)
-	if err != nil {
-		return err
+	p, found := b.s.knownPointer(id, st)
+	if !found {
+		var err error
+		if p, found, err = getPointer(b.txn, k); err != nil {
+			return err
+		}
 	}
 	if found {
 		b.segChange(p, id, -1)

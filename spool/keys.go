@@ -11,8 +11,10 @@ import (
 // Version 3 stores new messages from 8 KiB on in segment files, m/ holding
 // a pointer; messages stored whole in m/ by older versions stay there and
 // are read as before. An older version refuses to open a version 3 spool, whose
-// pointers it would take for corrupt messages.
-const schemaVersion = 3
+// pointers it would take for corrupt messages. Version 4 states may carry
+// their message's pointer too (flagPointer), which older versions would take
+// for corrupt states.
+const schemaVersion = 4
 
 // Key schema. All integers are big-endian so that byte order is numeric order.
 //

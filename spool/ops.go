@@ -323,7 +323,7 @@ func (o *finishOp) stage(b *batch) error {
 		if st.Flags&flagSegment == 0 {
 			return b.txn.Delete(msgKey(id)) // stored whole: no segment to count it out of
 		}
-		return b.deleteMessage(id)
+		return b.deleteMessage(id, &st)
 	}
 	if o.status != 0 || o.lastErr != "" {
 		st.LastStatus, st.LastError = o.status, o.lastErr
@@ -398,7 +398,7 @@ func (o *deadOp) stage(b *batch) error {
 			if err := b.txn.Delete(dk); err != nil {
 				return err
 			}
-			if err := b.deleteMessage(id); err != nil {
+			if err := b.deleteMessage(id, nil); err != nil {
 				return err
 			}
 			o.n++
@@ -419,7 +419,7 @@ func (o *deadOp) stage(b *batch) error {
 		}
 		o.n++
 		if o.delete {
-			if err := b.deleteMessage(id); err != nil {
+			if err := b.deleteMessage(id, &st); err != nil {
 				return err
 			}
 			// So that Lookup tells deleted from delivered.
@@ -431,7 +431,7 @@ func (o *deadOp) stage(b *batch) error {
 		}
 		// A fresh budget: attempts and age count from the replay. The
 		// receive time and the attempt history stay.
-		st = state{Flags: st.Flags & flagSegment, Route: st.Route, ReceivedMs: st.ReceivedMs, Size: st.Size, LastStatus: st.LastStatus, LastError: st.LastError,
+		st = state{Flags: st.Flags & (flagSegment | flagPointer), Ptr: st.Ptr, Route: st.Route, ReceivedMs: st.ReceivedMs, Size: st.Size, LastStatus: st.LastStatus, LastError: st.LastError,
 			ClockMs: b.nowMs, PausedMs: b.pausedMs(st.Route), Earlier: st.Earlier + st.Attempt}
 		qk := queueKey(st.Route, b.nowMs, id)
 		if err := b.txn.Set(qk, st.encode()); err != nil {

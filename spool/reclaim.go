@@ -284,6 +284,7 @@ func (o *moveOp) stage(b *batch) error {
 		if !found || p != m.from {
 			continue // delivered, deleted or moved meanwhile
 		}
+		b.s.movingFrom(m.from.seg)
 		to, err := b.appendBody(m.msg)
 		if err != nil {
 			return err

@@ -89,6 +89,7 @@ func decodeMessage(b []byte) (*message, error) {
 const (
 	flagLeased  = 1 << iota // written by older versions: in flight, the key's due time the lease's end
 	flagSegment             // the message is in a segment: m/ holds a pointer
+	flagPointer             // Ptr holds the pointer the message was stored with (schema 4)
 )
 
 // state is the small mutable part of an item: the value of its q/ key while
@@ -111,6 +112,10 @@ type state struct {
 	// Earlier is the number of attempts made in earlier runs, so that the
 	// attempt records of a replayed item follow those of its earlier runs.
 	Earlier int
+	// Ptr is where the message was stored (flagPointer). m/ stays the
+	// authority: a compaction moves the message without rewriting states
+	// (see Spool.knownPointer).
+	Ptr bodyPtr
 }
 
 func (s *state) leased() bool { return s.Flags&flagLeased != 0 }
@@ -130,7 +135,7 @@ func (s *state) class() class {
 const maxErrorLen = 256
 
 func (s *state) encode() []byte {
-	b := make([]byte, 0, 48+len(s.LastError)+len(s.Reason))
+	b := make([]byte, 0, 64+len(s.LastError)+len(s.Reason))
 	b = append(b, recordVersion, s.Flags)
 	b = binary.BigEndian.AppendUint32(b, s.Route)
 	b = binary.AppendUvarint(b, uint64(s.Attempt))
@@ -142,7 +147,13 @@ func (s *state) encode() []byte {
 	b = appendString(b, s.Reason)
 	b = binary.AppendVarint(b, s.ClockMs)
 	b = binary.AppendVarint(b, s.PausedMs)
-	return binary.AppendUvarint(b, uint64(s.Earlier))
+	b = binary.AppendUvarint(b, uint64(s.Earlier))
+	if s.Flags&flagPointer != 0 {
+		b = binary.BigEndian.AppendUint32(b, s.Ptr.seg)
+		b = binary.BigEndian.AppendUint32(b, s.Ptr.off)
+		b = binary.BigEndian.AppendUint32(b, s.Ptr.n)
+	}
+	return b
 }
 
 func decodeState(b []byte) (state, error) {
@@ -162,6 +173,9 @@ func decodeState(b []byte) (state, error) {
 		s.ClockMs = r.varint()
 		s.PausedMs = r.varint()
 		s.Earlier = int(r.uvarint())
+	}
+	if s.Flags&flagPointer != 0 {
+		s.Ptr = bodyPtr{seg: r.uint32(), off: r.uint32(), n: r.uint32()}
 	}
 	if r.err == nil && len(r.b) > 0 {
 		return state{}, errCorrupt

@@ -16,9 +16,13 @@ func TestRecordsRoundTrip(t *testing.T) {
 	if err != nil || !reflect.DeepEqual(got, m) {
 		t.Fatalf("message: %+v, %v", got, err)
 	}
-	st := state{Flags: flagLeased, Route: 7, Attempt: 3, ReceivedMs: 5, Size: 1024, LastStatus: 503, LastError: "boom", DeadMs: 9, Reason: "max_age"}
-	if got, err := decodeState(st.encode()); err != nil || got != st {
-		t.Fatalf("state: %+v, %v", got, err)
+	for _, st := range []state{
+		{Flags: flagLeased, Route: 7, Attempt: 3, ReceivedMs: 5, Size: 1024, LastStatus: 503, LastError: "boom", DeadMs: 9, Reason: "max_age"},
+		{Flags: flagSegment | flagPointer, Route: 1, Size: 1024, Earlier: 2, Ptr: bodyPtr{seg: 3, off: 1 << 30, n: 1024}},
+	} {
+		if got, err := decodeState(st.encode()); err != nil || got != st {
+			t.Fatalf("state %+v: %+v, %v", st, got, err)
+		}
 	}
 	a := Attempt{Number: 2, At: time.UnixMilli(1_795_000_000_123), Duration: 1500 * time.Microsecond, StatusCode: 429, Error: "x"}
 	if got, err := decodeAttempt(2, a.encode()); err != nil || got != a {
@@ -57,6 +61,9 @@ func FuzzDecodeRecords(f *testing.F) {
 		st := state{Flags: small, Route: uint32(n3), Attempt: int(n3), ReceivedMs: n1, Size: n2,
 			LastStatus: int(n3 >> 8), LastError: text, DeadMs: n2 ^ n1, Reason: hval,
 			ClockMs: n1 - n2, PausedMs: n2 >> 3, Earlier: int(small)}
+		if st.Flags&flagPointer != 0 {
+			st.Ptr = bodyPtr{seg: uint32(n3 >> 32), off: uint32(n1), n: uint32(n2)}
+		}
 		want := st
 		want.LastError = truncate(text, maxErrorLen)
 		if got, err := decodeState(st.encode()); err != nil || got != want {

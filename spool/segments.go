@@ -35,6 +35,43 @@ func itemPointer(item *badger.Item) (p bodyPtr, ok bool, err error) {
 	return p, ok, err
 }
 
+// knownPointer returns the pointer item id's state carries, if it is sure
+// to be where the message is. m/ is the authority: a compaction moves a
+// message without rewriting its state (whose item may be in flight, leased
+// from an older snapshot). So a state's pointer is sure only for an item
+// this process stored (a state from before may predate an older process's
+// compaction) and in a segment no compaction has moved messages out of.
+func (s *Spool) knownPointer(id uint64, st *state) (bodyPtr, bool) {
+	if st == nil || st.Flags&flagPointer == 0 || id <= s.storedFrom {
+		return bodyPtr{}, false
+	}
+	s.movedMu.Lock()
+	moved := s.movedFrom[st.Ptr.seg]
+	s.movedMu.Unlock()
+	return st.Ptr, !moved
+}
+
+// movingFrom notes that a compaction moves messages out of segment n,
+// before it does: from then on states pointing there are not trusted.
+func (s *Spool) movingFrom(n uint32) {
+	s.movedMu.Lock()
+	s.movedFrom[n] = true
+	s.movedMu.Unlock()
+}
+
+// leasedMessage reads the message of an item leased with state st: through
+// the pointer st carries when it is sure, else as message does.
+func (s *Spool) leasedMessage(id uint64, st *state) (*message, error) {
+	if p, ok := s.knownPointer(id, st); ok {
+		b, err := s.bodies.read(p)
+		if err != nil {
+			return nil, err
+		}
+		return decodeMessage(b)
+	}
+	return s.message(id)
+}
+
 // message reads an item's message: through its pointer, or from m/ itself
 // for a message stored whole. A compaction may move the message between
 // the two reads; the pointer is then read again.

@@ -182,9 +182,18 @@ func TestEmptySegmentsAreReclaimedOnceDurable(t *testing.T) {
 // TestCompactionMovesWhatSegmentsPin: dead letters spread over segments
 // whose other messages were delivered pin those segments; a compaction
 // moves them, the segments go, and every dead letter is still listed,
-// reads back byte for byte and is delivered as it was by a replay.
+// reads back byte for byte and is delivered as it was by a replay, in the
+// same process or after a restart. Their states still carry the pointers
+// they were stored with, into segments now gone (see knownPointer).
 func TestCompactionMovesWhatSegmentsPin(t *testing.T) {
-	s := openTest(t, Options{segmentSize: 64 << 10, segmentMin: 1})
+	for _, restart := range []bool{false, true} {
+		t.Run(fmt.Sprint("restart=", restart), func(t *testing.T) { testCompactionMovesWhatSegmentsPin(t, restart) })
+	}
+}
+
+func testCompactionMovesWhatSegmentsPin(t *testing.T, restart bool) {
+	opts := Options{Dir: t.TempDir(), segmentSize: 64 << 10, segmentMin: 1}
+	s := openTest(t, opts)
 	bodies := filepath.Join(s.opts.Dir, "bodies")
 	ctx := context.Background()
 	s.tendMu.Lock() // no compaction until the test asks for one
@@ -222,6 +231,12 @@ func TestCompactionMovesWhatSegmentsPin(t *testing.T) {
 		t.Fatalf("segments take %d bytes for %d live", total, live)
 	}
 	t.Logf("segments: %d before, %d after (%d bytes, %d live)", len(before), len(after), total, live)
+	if restart {
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+		s = openTest(t, opts)
+	}
 
 	dead, _, err := s.ListDead(context.Background(), DeadFilter{}, 0, 1000)
 	if err != nil || len(dead) != len(want) {

@@ -134,7 +134,13 @@ type Spool struct {
 	rewind   map[uint32][]byte // earliest q/ key written behind the dispatcher, per route
 
 	recent *recentMessages // messages of items just stored, for their first delivery
-	flight *flight         // the items being delivered: their leases
+	// storedFrom is the last item id taken before this process stored any,
+	// movedFrom the segments compactions moved messages out of since: the
+	// pointers states carry are sure for neither (see knownPointer).
+	storedFrom uint64
+	movedMu    sync.Mutex
+	movedFrom  map[uint32]bool // one entry per segment compacted, for the life of the process
+	flight     *flight         // the items being delivered: their leases
 	// flightLog counts the attempts a crash cuts short; flightLogFailing
 	// whether its last write failed (logged once until one succeeds).
 	flightLog        *flightLog
@@ -231,21 +237,22 @@ func open(opts Options) (*Spool, error) {
 		return nil, err
 	}
 	s := &Spool{
-		opts:     opts,
-		reserve:  reserve,
-		log:      log,
-		db:       db,
-		bodies:   bodies,
-		ops:      make(chan op, 4096),
-		closers:  newClosers(),
-		wake:     make(chan struct{}, 1),
-		trimWake: make(chan struct{}, 1),
-		segWake:  make(chan struct{}, 1),
-		routes:   map[string][]*registration{},
-		rewind:   map[uint32][]byte{},
-		recent:   newRecentMessages(recentBytes),
-		idle:     make(chan work),
-		flight:   newFlight(),
+		opts:      opts,
+		reserve:   reserve,
+		log:       log,
+		db:        db,
+		bodies:    bodies,
+		ops:       make(chan op, 4096),
+		closers:   newClosers(),
+		wake:      make(chan struct{}, 1),
+		trimWake:  make(chan struct{}, 1),
+		segWake:   make(chan struct{}, 1),
+		routes:    map[string][]*registration{},
+		rewind:    map[uint32][]byte{},
+		movedFrom: map[uint32]bool{},
+		recent:    newRecentMessages(recentBytes),
+		idle:      make(chan work),
+		flight:    newFlight(),
 	}
 	s.live.Store(liveOf(opts))
 	s.workCtx, s.cancelWork = context.WithCancel(context.Background())
@@ -273,6 +280,7 @@ func open(opts Options) (*Spool, error) {
 	if err := s.replay(); err != nil {
 		return fail(err)
 	}
+	s.storedFrom = s.cat.nextID // no lock: nothing else runs yet
 	// Empty segments go now (none is active before the first append):
 	// load and replay ended with a sync.
 	for _, n := range s.emptySegments() {
