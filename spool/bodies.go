@@ -309,10 +309,51 @@ func (bs *bodyStore) read(p bodyPtr) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	return checkSum(p, buf)
+}
+
+// checkSum returns the message of record buf, p's, if its CRC matches.
+func checkSum(p bodyPtr, buf []byte) ([]byte, error) {
 	if crc32.Checksum(buf[segHeaderLen:], castagnoli) != beUint32(buf[5:]) {
 		return nil, fmt.Errorf("%w: message in %s at %d fails its checksum", errCorrupt, segmentName(p.seg), p.off)
 	}
 	return buf[segHeaderLen:], nil
+}
+
+// Bounds of a run that readRun reads at once: its bytes, and the bytes
+// between two of its records (a redo record lies before each message).
+const (
+	maxRunBytes = 1 << 20
+	maxRunGap   = 4 << 10
+)
+
+// inRun reports whether the record q points to may be read in one run
+// with the records from first to last, the one before q.
+func inRun(first, last, q bodyPtr) bool {
+	end := int64(last.off) + last.recordLen()
+	return q.seg == first.seg && int64(q.off) >= end && int64(q.off)-end <= maxRunGap &&
+		int64(q.off)+q.recordLen()-int64(first.off) <= maxRunBytes
+}
+
+// readRun reads the messages of a run of records (see inRun) with one
+// pread, and returns each one's, nil for a record that fails its checks
+// (its reader reads it alone, and reports it). The messages share one
+// buffer.
+func (bs *bodyStore) readRun(ps []bodyPtr) [][]byte {
+	first, last := ps[0], ps[len(ps)-1]
+	buf, err := bs.pread(first, int64(last.off)+last.recordLen()-int64(first.off))
+	out := make([][]byte, len(ps))
+	if err != nil {
+		return out
+	}
+	for i, p := range ps {
+		at := int64(p.off - first.off)
+		rec := buf[at : at+p.recordLen() : at+p.recordLen()] // a message appended to must not overwrite the next
+		if checkHeader(p, rec) == nil {
+			out[i], _ = checkSum(p, rec)
+		}
+	}
+	return out
 }
 
 // readHead returns up to max bytes from the start of the message p points
@@ -327,6 +368,18 @@ func (bs *bodyStore) readHead(p bodyPtr, max int) ([]byte, error) {
 
 // readAt reads n bytes of p's record and checks its header.
 func (bs *bodyStore) readAt(p bodyPtr, n int64) ([]byte, error) {
+	buf, err := bs.pread(p, n)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkHeader(p, buf); err != nil {
+		return nil, err
+	}
+	return buf, nil
+}
+
+// pread reads n bytes from where p points.
+func (bs *bodyStore) pread(p bodyPtr, n int64) ([]byte, error) {
 	seg := bs.segment(p.seg)
 	if seg == nil {
 		return nil, fmt.Errorf("%w: %s", errSegmentGone, segmentName(p.seg))
@@ -341,10 +394,15 @@ func (bs *bodyStore) readAt(p bodyPtr, n int64) ([]byte, error) {
 		}
 		return nil, fmt.Errorf("spool: reading %s: %w", seg.f.Name(), err)
 	}
-	if buf[0] != segFormat || beUint32(buf[1:]) != p.n {
-		return nil, fmt.Errorf("%w: no message of %d bytes in %s at %d", errCorrupt, p.n, segmentName(p.seg), p.off)
-	}
 	return buf, nil
+}
+
+// checkHeader checks that buf starts with the header of p's record.
+func checkHeader(p bodyPtr, buf []byte) error {
+	if buf[0] != segFormat || beUint32(buf[1:]) != p.n {
+		return fmt.Errorf("%w: no message of %d bytes in %s at %d", errCorrupt, p.n, segmentName(p.seg), p.off)
+	}
+	return nil
 }
 
 // segmentInfo describes one segment for the maintenance loop.

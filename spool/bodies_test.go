@@ -222,3 +222,75 @@ func TestPointersAreToldFromMessages(t *testing.T) {
 		}
 	}
 }
+
+// TestBodyStoreReadsRuns: records read as one run, with redo records
+// between them, read back as each alone does; a damaged one reads as
+// nil without spoiling the others, and a message appended to does not
+// overwrite the next. inRun bounds a run to one segment, small gaps and
+// maxRunBytes.
+func TestBodyStoreReadsRuns(t *testing.T) {
+	dir := t.TempDir()
+	bs := openStore(t, dir, segmentSize)
+	var ps []bodyPtr
+	var msgs [][]byte
+	for i := range 8 {
+		if _, err := bs.appendRecord(segRedo, make([]byte, redoLen)); err != nil {
+			t.Fatal(err)
+		}
+		m := bytes.Repeat([]byte{byte('a' + i)}, 100*(i+1))
+		p, err := bs.append(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ps, msgs = append(ps, p), append(msgs, m)
+	}
+	if err := bs.sync(); err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i < len(ps); i++ {
+		if !inRun(ps[0], ps[i-1], ps[i]) {
+			t.Fatalf("record %d is not in the run of those before it", i)
+		}
+	}
+	got := bs.readRun(ps)
+	for i := range ps {
+		if !bytes.Equal(got[i], msgs[i]) {
+			t.Fatalf("message %d: %q, want %q", i, got[i], msgs[i])
+		}
+	}
+	got[0] = append(got[0], 'z')
+	if !bytes.Equal(got[1], msgs[1]) {
+		t.Fatal("appending to a message overwrote the next one")
+	}
+
+	f, err := os.OpenFile(filepath.Join(dir, segmentName(1)), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt([]byte{'!'}, int64(ps[3].off)+segHeaderLen+10); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	got = bs.readRun(ps)
+	for i := range ps {
+		if want := msgs[i]; i == 3 && got[i] != nil || i != 3 && !bytes.Equal(got[i], want) {
+			t.Fatalf("after damaging message 3, message %d reads %d bytes", i, len(got[i]))
+		}
+	}
+
+	for _, tt := range []struct {
+		name string
+		q    bodyPtr
+		want bool
+	}{
+		{"next segment", bodyPtr{seg: 2, off: 0, n: 10}, false},
+		{"overlapping", bodyPtr{seg: 1, off: ps[7].off, n: 10}, false},
+		{"far after", bodyPtr{seg: 1, off: ps[7].off + uint32(ps[7].recordLen()) + maxRunGap + 1, n: 10}, false},
+		{"past the run's bound", bodyPtr{seg: 1, off: ps[7].off + uint32(ps[7].recordLen()), n: maxRunBytes}, false},
+		{"right after", bodyPtr{seg: 1, off: ps[7].off + uint32(ps[7].recordLen()), n: 10}, true},
+	} {
+		if got := inRun(ps[0], ps[7], tt.q); got != tt.want {
+			t.Errorf("%s: inRun = %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}

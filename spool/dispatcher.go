@@ -284,6 +284,7 @@ func (d *dispatcher) start(found []candidate, nowMs int64) {
 	for _, w := range leases {
 		s.flight.add(keyID(w.key), &w.st)
 	}
+	s.readLeased(leases)
 	s.startLeased(leases)
 }
 

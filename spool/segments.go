@@ -2,8 +2,10 @@ package spool
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/dgraph-io/badger/v4"
 	"go.uber.org/zap"
@@ -70,6 +72,54 @@ func (s *Spool) leasedMessage(id uint64, st *state) (*message, error) {
 		return decodeMessage(b)
 	}
 	return s.message(id)
+}
+
+// readLeased gives the leases that carry no message theirs, ahead of their
+// workers: from the recent messages, else, where the state's pointer is
+// sure, by runs of records close together in one segment, one pread for
+// each run. A drain leases items in the order their messages were written,
+// so most of a pass's messages are one run. A lease left without a message
+// is read by its worker, which reports what fails.
+func (s *Spool) readLeased(leases []work) {
+	type placed struct {
+		w *work
+		p bodyPtr
+	}
+	var todo []placed
+	for i := range leases {
+		w := &leases[i]
+		if w.msg != nil {
+			continue
+		}
+		id := keyID(w.key)
+		if w.msg = s.recent.take(id); w.msg != nil {
+			continue
+		}
+		if p, ok := s.knownPointer(id, &w.st); ok {
+			todo = append(todo, placed{w, p})
+		}
+	}
+	slices.SortFunc(todo, func(a, b placed) int {
+		return cmp.Or(cmp.Compare(a.p.seg, b.p.seg), cmp.Compare(a.p.off, b.p.off))
+	})
+	for len(todo) > 0 {
+		n := 1
+		for n < len(todo) && inRun(todo[0].p, todo[n-1].p, todo[n].p) {
+			n++
+		}
+		if n > 1 {
+			ps := make([]bodyPtr, n)
+			for i, t := range todo[:n] {
+				ps[i] = t.p
+			}
+			for i, b := range s.bodies.readRun(ps) {
+				if b != nil {
+					todo[i].w.msg, _ = decodeMessage(b)
+				}
+			}
+		}
+		todo = todo[n:]
+	}
 }
 
 // message reads an item's message: through its pointer, or from m/ itself

@@ -4,8 +4,10 @@ package spool
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -397,5 +399,68 @@ func TestScanEndsASegmentAtATornRecord(t *testing.T) {
 	}
 	if p.seg != 3 || p.off != 0 {
 		t.Fatalf("first append after open went to segment %d at %d, want a new segment 3", p.seg, p.off)
+	}
+}
+
+// TestLeasesReadTheirMessagesInRuns: the dispatcher reads the messages of
+// the items it leases, which lie one after the other in a segment, in runs;
+// each lease gets its own message, and a damaged one is left for its
+// worker to read and report, without spoiling the rest of its run.
+func TestLeasesReadTheirMessagesInRuns(t *testing.T) {
+	s := openTest(t, Options{})
+	if err := s.Pause(context.Background(), "r"); err != nil {
+		t.Fatal(err)
+	}
+	bodies := map[string]string{}
+	for i := range 40 {
+		id := fmt.Sprint("evt_", i)
+		bodies[id] = fmt.Sprintf(`{"n":%d,"pad":%q}`, i, strings.Repeat("x", i*37))
+		res := mustEnqueue(t, s, entry("r", id, bodies[id]))
+		s.recent.take(res.ID) // as if it had been let go: read from its segment
+	}
+	var leases []work
+	err := s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixQueue, '/'}})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			v, err := it.Item().ValueCopy(nil)
+			if err != nil {
+				return err
+			}
+			st, err := decodeState(v)
+			if err != nil {
+				return err
+			}
+			leases = append(leases, work{key: it.Item().KeyCopy(nil), st: st})
+		}
+		return nil
+	})
+	if err != nil || len(leases) != len(bodies) {
+		t.Fatalf("%d items queued, %v", len(leases), err)
+	}
+
+	// Damage the message of the 10th item in id order.
+	slices.SortFunc(leases, func(a, b work) int { return cmp.Compare(keyID(a.key), keyID(b.key)) })
+	bad := leases[9].st.Ptr
+	f, err := os.OpenFile(filepath.Join(s.opts.Dir, "bodies", segmentName(bad.seg)), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt([]byte{'!'}, int64(bad.off)+int64(bad.n)-2); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+
+	s.readLeased(leases)
+	for i, w := range leases {
+		switch {
+		case i == 9 && w.msg != nil:
+			t.Fatal("the damaged message was read")
+		case i != 9 && (w.msg == nil || w.msg.EventID != fmt.Sprint("evt_", i) || string(w.msg.Body) != bodies[w.msg.EventID]):
+			t.Fatalf("lease %d: %+v", i, w.msg)
+		}
+	}
+	if _, err := s.leasedMessage(keyID(leases[9].key), &leases[9].st); !errors.Is(err, errCorrupt) {
+		t.Fatalf("its worker reads the damaged message: %v, want errCorrupt", err)
 	}
 }
