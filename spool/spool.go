@@ -319,12 +319,21 @@ func badgerOptions(dir string, memTableSize int64, log *zap.Logger) badger.Optio
 		WithMemTableSize(memTableSize).
 		WithNumMemtables(3).
 		WithNumCompactors(2).
+		WithBaseTableSize(baseTableSize).
 		WithCompression(options.None).
 		WithBlockCacheSize(0).
 		WithIndexCacheSize(0).
 		WithDetectConflicts(false).
 		WithNumVersionsToKeep(1)
 }
+
+// baseTableSize is the size of the tables of Badger's first level below
+// L0 (its default is 2 MiB; deeper levels double it). A compaction builds
+// each table in memory, with a buffer of twice its size that Badger pools
+// and frees only after seconds without a compaction, so after a drain of a
+// large backlog these buffers were most of the heap: 72 MB live two
+// minutes after the drain of 1M items. Half the size halves them.
+const baseTableSize = 1 << 20
 
 // liveOptions are the Options that Reconfigure and SetMinFreeDisk change.
 type liveOptions struct {
