@@ -2,6 +2,7 @@ package spool
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -337,8 +338,8 @@ func inRun(first, last, q bodyPtr) bool {
 
 // readRun reads the messages of a run of records (see inRun) with one
 // pread, and returns each one's, nil for a record that fails its checks
-// (its reader reads it alone, and reports it). The messages share one
-// buffer.
+// (its reader reads it alone, and reports it). Each message is copied out
+// of the run's buffer: a slow delivery must not hold a whole run.
 func (bs *bodyStore) readRun(ps []bodyPtr) [][]byte {
 	first, last := ps[0], ps[len(ps)-1]
 	buf, err := bs.pread(first, int64(last.off)+last.recordLen()-int64(first.off))
@@ -347,10 +348,12 @@ func (bs *bodyStore) readRun(ps []bodyPtr) [][]byte {
 		return out
 	}
 	for i, p := range ps {
-		at := int64(p.off - first.off)
-		rec := buf[at : at+p.recordLen() : at+p.recordLen()] // a message appended to must not overwrite the next
-		if checkHeader(p, rec) == nil {
-			out[i], _ = checkSum(p, rec)
+		rec := buf[p.off-first.off:][:p.recordLen()]
+		if checkHeader(p, rec) != nil {
+			continue
+		}
+		if msg, err := checkSum(p, rec); err == nil {
+			out[i] = bytes.Clone(msg)
 		}
 	}
 	return out

@@ -62,14 +62,18 @@ func (s *Spool) movingFrom(n uint32) {
 }
 
 // leasedMessage reads the message of an item leased with state st: through
-// the pointer st carries when it is sure, else as message does.
+// the pointer st carries when it is sure, else as message does. A
+// compaction may move the message and reclaim its segment between the
+// check and the read: the segment is then gone, and m/ says where it went.
 func (s *Spool) leasedMessage(id uint64, st *state) (*message, error) {
 	if p, ok := s.knownPointer(id, st); ok {
 		b, err := s.bodies.read(p)
-		if err != nil {
+		if err == nil {
+			return decodeMessage(b)
+		}
+		if !errors.Is(err, errSegmentGone) {
 			return nil, err
 		}
-		return decodeMessage(b)
 	}
 	return s.message(id)
 }

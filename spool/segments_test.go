@@ -464,3 +464,44 @@ func TestLeasesReadTheirMessagesInRuns(t *testing.T) {
 		t.Fatalf("its worker reads the damaged message: %v, want errCorrupt", err)
 	}
 }
+
+// TestALeasedMessageMovedMeanwhileIsFoundThroughItsPointer: a compaction
+// may move a leased item's message and reclaim its segment between the
+// check of the state's pointer and the read; the read then goes through
+// m/ instead of making the item a corrupt dead letter.
+func TestALeasedMessageMovedMeanwhileIsFoundThroughItsPointer(t *testing.T) {
+	s := openTest(t, Options{segmentSize: 64 << 10, segmentMin: 1})
+	ctx := context.Background()
+	s.tendMu.Lock() // no compaction until the test asks for one
+	if err := s.Pause(ctx, "p"); err != nil {
+		t.Fatal(err)
+	}
+	const body = `{"kept":true}`
+	mustEnqueue(t, s, entry("p", "evt_kept", body))
+	s.RegisterRoute("ok", Route{Deliverer: newRecorder(nil)})
+	for i := range 40 {
+		mustEnqueue(t, s, entry("ok", fmt.Sprint("evt_", i), strings.Repeat("x", 4<<10)))
+	}
+	eventually(t, 10*time.Second, "the deliveries", func() bool { return routeStats(s, "ok").Bytes == 0 })
+	// A live message in the active segment too: the segments are then over
+	// twice their live bytes plus one segment, and the first one is sparse.
+	mustEnqueue(t, s, entry("p", "evt_later", strings.Repeat("y", 4<<10)))
+	key, st := firstQueued(t, s)
+	id := keyID(key)
+	if _, ok := s.knownPointer(id, &st); !ok {
+		t.Fatal("the state's pointer of an item just stored is not sure")
+	}
+	s.tendMu.Unlock()
+	s.tendSegments()
+	if s.bodies.segment(st.Ptr.seg) != nil {
+		t.Fatalf("segment %d, which held only the paused item's message, is still there", st.Ptr.seg)
+	}
+	// As if the lease had checked the pointer before the compaction.
+	s.movedMu.Lock()
+	clear(s.movedFrom)
+	s.movedMu.Unlock()
+	m, err := s.leasedMessage(id, &st)
+	if err != nil || string(m.Body) != body {
+		t.Fatalf("leasedMessage: %v, %v", m, err)
+	}
+}

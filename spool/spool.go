@@ -17,6 +17,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -237,22 +238,23 @@ func open(opts Options) (*Spool, error) {
 		return nil, err
 	}
 	s := &Spool{
-		opts:      opts,
-		reserve:   reserve,
-		log:       log,
-		db:        db,
-		bodies:    bodies,
-		ops:       make(chan op, 4096),
-		closers:   newClosers(),
-		wake:      make(chan struct{}, 1),
-		trimWake:  make(chan struct{}, 1),
-		segWake:   make(chan struct{}, 1),
-		routes:    map[string][]*registration{},
-		rewind:    map[uint32][]byte{},
-		movedFrom: map[uint32]bool{},
-		recent:    newRecentMessages(recentBytes),
-		idle:      make(chan work),
-		flight:    newFlight(),
+		opts:       opts,
+		reserve:    reserve,
+		log:        log,
+		db:         db,
+		bodies:     bodies,
+		ops:        make(chan op, 4096),
+		closers:    newClosers(),
+		wake:       make(chan struct{}, 1),
+		trimWake:   make(chan struct{}, 1),
+		segWake:    make(chan struct{}, 1),
+		routes:     map[string][]*registration{},
+		rewind:     map[uint32][]byte{},
+		movedFrom:  map[uint32]bool{},
+		storedFrom: math.MaxUint64, // until the replay: no state's pointer is sure
+		recent:     newRecentMessages(recentBytes),
+		idle:       make(chan work),
+		flight:     newFlight(),
 	}
 	s.live.Store(liveOf(opts))
 	s.workCtx, s.cancelWork = context.WithCancel(context.Background())
