@@ -164,6 +164,7 @@ func (s *Spool) load() error {
 	if err != nil {
 		return fmt.Errorf("spool: reading the flight log: %w", err)
 	}
+	s.started = started      // for the items the replay stores (unwritten.go)
 	var dead []diedAt        // every dead letter, while the y/ index is missing
 	var pauseStarts []uint32 // routes paused without a recorded start
 	loadedMs := nowMs()

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"maps"
 	"slices"
 	"time"
 
@@ -52,6 +53,62 @@ type batch struct {
 	recs    recordDelta          // dedupe and attempt records staged
 	segs    map[uint32]*segCount // changes of the segments' live messages
 	started bool                 // whether a record started a segment
+	// Items leased at enqueue that this batch leaves unwritten, and the
+	// unwritten items it writes or finishes (unwritten.go).
+	unwritten map[uint64]unwrittenItem
+	settled   map[uint64]bool
+}
+
+// leaveUnwritten keeps item id, leased at enqueue, out of Badger.
+func (b *batch) leaveUnwritten(id uint64, key []byte, st *state) {
+	if b.unwritten == nil {
+		b.unwritten = map[uint64]unwrittenItem{}
+	}
+	b.unwritten[id] = unwrittenItem{key: key, st: *st}
+}
+
+// settle notes that item id, unwritten until this batch, is written or
+// finished by it.
+func (b *batch) settle(id uint64) {
+	if b.settled == nil {
+		b.settled = map[uint64]bool{}
+	}
+	b.settled[id] = true
+}
+
+// writeUnwritten writes the q/ key and m/ pointer of every item left
+// unwritten, by earlier batches or this one, before a synced commit moves
+// c/redo past their redo records.
+func (b *batch) writeUnwritten() error {
+	for id, it := range b.s.unwritten.all() {
+		if b.settled[id] {
+			continue
+		}
+		if err := b.writeItem(id, it); err != nil {
+			return err
+		}
+		b.settle(id)
+	}
+	for id, it := range b.unwritten {
+		if err := b.writeItem(id, it); err != nil {
+			return err
+		}
+	}
+	b.unwritten = nil
+	return nil
+}
+
+// writeItem writes an unwritten item as the enqueue would have. Its lease
+// goes on; if it ended without an outcome, the dispatcher finds the item.
+func (b *batch) writeItem(id uint64, it unwrittenItem) error {
+	if err := b.txn.Set(msgKey(id), it.st.Ptr.encode()); err != nil {
+		return err
+	}
+	if err := b.txn.Set(it.key, it.st.encode()); err != nil {
+		return err
+	}
+	b.queued(it.key)
+	return nil
 }
 
 // appendBody appends a message, the concatenation of parts, to the active
@@ -71,9 +128,10 @@ func (b *batch) appendRecord(format byte, parts ...[]byte) (bodyPtr, error) {
 // storeMessage stores item id's message: whole under its m/ key if it is
 // smaller than segmentMin (tests only), else in a segment after its redo
 // record; or, for a replay, the record where it already is. A message in a
-// segment is pointed to by m/ and by st, which it marks. logged reports
-// whether the message and its redo record are in a segment.
-func (b *batch) storeMessage(id uint64, st *state, e *preparedEntry, redo []byte) (logged bool, err error) {
+// segment is counted in it and pointed to by st, which it marks; unless
+// unwritten, by m/ too. logged reports whether the message and its redo
+// record are in a segment.
+func (b *batch) storeMessage(id uint64, st *state, e *preparedEntry, redo []byte, unwritten bool) (logged bool, err error) {
 	var p bodyPtr
 	switch {
 	case e.at != nil:
@@ -90,6 +148,10 @@ func (b *batch) storeMessage(id uint64, st *state, e *preparedEntry, redo []byte
 	}
 	st.Flags |= flagSegment | flagPointer
 	st.Ptr = p
+	if unwritten {
+		b.segChange(p, id, 1)
+		return true, nil
+	}
 	return true, b.setPointer(id, p)
 }
 
@@ -142,6 +204,16 @@ func (b *batch) newID() uint64 {
 	b.lastID++
 	b.newIDs = true
 	return b.lastID
+}
+
+// takeID returns id, the id a replayed item had, or a new one if it is 0.
+func (b *batch) takeID(id uint64) uint64 {
+	if id == 0 {
+		return b.newID()
+	}
+	b.lastID = max(b.lastID, id)
+	b.newIDs = true
+	return id
 }
 
 // pauseView is a route's pause state as the batch has staged it so far.
@@ -305,8 +377,15 @@ func (s *Spool) commitLoop() {
 	}
 }
 
-// drain commits whatever is still queued when the spool closes.
+// drain commits whatever is still queued when the spool closes, and then
+// writes the items left unwritten (unwritten.go) with a synced commit.
 func (s *Spool) drain() {
+	defer func() {
+		if s.unwritten.len() > 0 {
+			o := &syncOp{done: make(chan struct{})}
+			s.commit([]op{o})
+		}
+	}()
 	for {
 		var ops []op
 		for len(ops) < maxBatchOps {
@@ -395,6 +474,9 @@ func (s *Spool) commitOnce(ops []op) (bad int, err error) {
 		}
 	}
 	if durable { // the replay of a later open starts past what this commit syncs
+		if err := b.writeUnwritten(); err != nil {
+			return -1, err
+		}
 		if err := txn.Set(keyRedo, s.bodies.end().encode()); err != nil {
 			return -1, err
 		}
@@ -406,11 +488,21 @@ func (s *Spool) commitOnce(ops []op) (bad int, err error) {
 		b.effects = append(b.effects, effect{apply: func(c *catalog) { c.nextID = b.lastID }})
 	}
 	if s.bodies.pending() { // the messages, never a pointer on disk before its message
+		// Records synced are there for the replay, ids and all, even if
+		// the commit fails: their ids are not taken again.
+		defer s.burnIDs(b)
 		if err := s.bodies.sync(); err != nil {
 			return -1, err
 		}
 	}
-	err = s.write(txn, durable, func() { s.applyBatch(b) })
+	// Before the commit, so that no reader finds an item's dedupe record
+	// while the item is neither in Badger nor here.
+	s.unwritten.add(b.unwritten)
+	committed := false
+	err = s.write(txn, durable, func() { committed = true; s.applyBatch(b) })
+	if !committed {
+		s.unwritten.remove(slices.Collect(maps.Keys(b.unwritten)))
+	}
 	if s.unsynced { // whether or not the write failed: the checkpoint syncs it
 		s.syncDue.Store(true)
 	}
@@ -418,6 +510,17 @@ func (s *Spool) commitOnce(ops []op) (bad int, err error) {
 		return -1, err
 	}
 	return -1, nil
+}
+
+// burnIDs keeps the ids batch b took from being taken again, whether or
+// not it committed.
+func (s *Spool) burnIDs(b *batch) {
+	if !b.newIDs {
+		return
+	}
+	s.mu.Lock()
+	s.cat.nextID = max(s.cat.nextID, b.lastID)
+	s.mu.Unlock()
 }
 
 // applyBatch brings the catalog and the dispatcher up to date with a batch
@@ -434,6 +537,9 @@ func (s *Spool) applyBatch(b *batch) {
 	trim := b.recs.apply(&s.cat.records, time.Now(), s.live.Load().maxRecordBytes)
 	emptied := s.cat.addSegments(b.segs)
 	s.mu.Unlock()
+	if len(b.settled) > 0 {
+		s.unwritten.remove(slices.Collect(maps.Keys(b.settled)))
+	}
 	if trim {
 		s.nudgeTrim()
 	}

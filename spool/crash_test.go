@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -259,6 +260,9 @@ func TestCrashWhileDeliveringKeepsMessages(t *testing.T) {
 				kept++
 			case st.State != StateDelivered:
 				t.Fatalf("cycle %d: acknowledged %s is %v", cycle, id, st.State)
+			case !slices.ContainsFunc(st.Attempts, func(a Attempt) bool { return a.StatusCode == 204 }):
+				// Lookup says delivered of an item it does not find.
+				t.Fatalf("cycle %d: acknowledged %s is delivered without a delivery: %+v", cycle, id, st.Attempts)
 			}
 		}
 		segs, _ := filepath.Glob(filepath.Join(s.opts.Dir, "bodies", "*.seg"))

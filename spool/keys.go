@@ -29,6 +29,8 @@ const schemaVersion = 4
 //	m/<id:8>                       the immutable message (route, event id, headers, body), or from 8 KiB on
 //	                               a pointer to it in a segment file (bodies.go)
 //	q/<rid:4><due ms:8><id:8>      one time-ordered index per route: queued, leased and scheduled items
+//	                               (an item leased at enqueue has no q/ nor m/ until it must be
+//	                               written, unwritten.go)
 //	z/<id:8>                       dead letter state (its m/ record is kept until purged or replayed)
 //	y/<dead ms:8><id:8>            one per dead letter, in the order they died: what the purge walks
 //	d/<sha256(route 0 eventId)[:16]> dedupe record: id and the fingerprint's xxhash (a SHA-256 in records

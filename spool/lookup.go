@@ -46,8 +46,22 @@ func (s *Spool) Lookup(_ context.Context, route, eventID string) (ItemStatus, er
 			return errors.Join(errCorrupt, err)
 		}
 		out.ID = beUint64(rec)
+		return nil
+	})
+	if err != nil {
+		return out, err
+	}
+	// An item leased at enqueue may not be in Badger yet (unwritten.go).
+	// It leaves the unwritten items only after the commit that writes or
+	// finishes it, so a transaction begun after this check sees that.
+	_, unwritten := s.unwritten.get(out.ID)
+	err = s.db.View(func(txn *badger.Txn) (err error) {
 		if out.Attempts, err = attempts(txn, out.ID); err != nil {
 			return err
+		}
+		if unwritten {
+			out.State = StatePending
+			return nil
 		}
 		if st, found, err := getState(txn, deadKey(out.ID)); err != nil {
 			return err

@@ -24,6 +24,7 @@ type preparedEntry struct {
 	received   int64
 	window     time.Duration
 	at         *bodyPtr // a replay's message, where it already is
+	id         uint64   // a replay's item id, if its redo record has it
 }
 
 // enqueueOp stores entries with their dedupe records. If any entry
@@ -98,7 +99,8 @@ func (o *enqueueOp) stage(b *batch) error {
 	o.s = b.s
 	// Dedupe first: a duplicate is answered even when the spool is full.
 	o.results = make([]Result, len(o.entries))
-	repeats := map[int]int{} // entry index -> index of its first occurrence in the op
+	repeats := map[int]int{}   // entry index -> index of its first occurrence in the op
+	restored := map[int]bool{} // replayed entries whose dedupe record is there, but not their item
 	var n, size, records int64
 	for i, e := range o.entries {
 		res, first, err := o.lookup(b.txn, i)
@@ -108,8 +110,20 @@ func (o *enqueueOp) stage(b *batch) error {
 		if first >= 0 {
 			repeats[i] = first
 		}
+		if o.replay && e.id != 0 && first < 0 && (res.Status == Accepted || res.Status == Duplicate && res.ID == e.id) {
+			// The redo record knows the item's id: store the item unless
+			// the database has it, or had it and finished it.
+			switch lost, err := lostInFlight(b.txn, e.id); {
+			case err != nil:
+				return err
+			case !lost:
+				res = Result{Status: Duplicate, ID: e.id}
+			case res.Status == Duplicate:
+				restored[i], res = true, Result{Status: Accepted}
+			}
+		}
 		o.results[i] = res
-		if res.Status == Accepted {
+		if res.Status == Accepted && !restored[i] {
 			records += recordSize(len(e.dedupe), dedupeValueLen)
 		}
 		if res.Status == Accepted && !e.dedupeOnly {
@@ -156,20 +170,29 @@ func (o *enqueueOp) stage(b *batch) error {
 		if err != nil {
 			return err
 		}
-		id := b.newID()
-		st := &state{Route: rid, ReceivedMs: e.received, Size: int64(e.size), PausedMs: b.pausedMs(rid)}
-		rec := appendUint64(appendUint64(nil, id), e.hash)
+		id := b.takeID(e.id)
+		st := &state{Route: rid, ReceivedMs: e.received, Size: int64(e.size), PausedMs: b.pausedMs(rid),
+			Attempt: b.s.started[e.id]}
 		route, direct := b.lease(rid, e.route)
 		qk := queueKey(rid, b.nowMs, id)
-		if err := b.setRecord(kindDedupe, badger.NewEntry(e.dedupe, rec).WithTTL(e.window)); err != nil {
-			return err
+		if !restored[i] {
+			rec := appendUint64(appendUint64(nil, id), e.hash)
+			if err := b.setRecord(kindDedupe, badger.NewEntry(e.dedupe, rec).WithTTL(e.window)); err != nil {
+				return err
+			}
 		}
-		logged, err := b.storeMessage(id, st, e, e.redoRecord(i == last))
+		// A message in a segment makes its item durable with its redo
+		// record: leased at once, the item stays out of Badger until it
+		// must be written (unwritten.go).
+		unwritten := direct && e.at == nil && int64(e.size) >= b.s.opts.segmentMin
+		logged, err := b.storeMessage(id, st, e, e.redoRecord(i == last, id), unwritten)
 		if err != nil {
 			return err
 		}
 		o.logged = o.logged && logged
-		if err := b.txn.Set(qk, st.encode()); err != nil {
+		if unwritten {
+			b.leaveUnwritten(id, qk, st)
+		} else if err := b.txn.Set(qk, st.encode()); err != nil {
 			return err
 		}
 		b.change(nil, st)
@@ -188,6 +211,25 @@ func (o *enqueueOp) stage(b *batch) error {
 		o.results[i].ID = o.results[first].ID
 	}
 	return nil
+}
+
+// lostInFlight reports whether item id, whose dedupe record a replay
+// found or lost, is missing from the database without having been
+// finished: it has no message pointer, no attempt record and was not
+// erased. Such an item was leased at enqueue and in flight, unwritten, when
+// the process ended (unwritten.go). An item delivered whose attempt record
+// the record budget dropped looks lost too, and is delivered again.
+func lostInFlight(txn *badger.Txn, id uint64) (bool, error) {
+	for _, k := range [][]byte{msgKey(id), erasedKey(id)} {
+		if item, err := getItem(txn, k); item != nil || err != nil {
+			return false, err
+		}
+	}
+	prefix := attemptPrefix(id)
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
+	defer it.Close()
+	it.Seek(prefix)
+	return !it.ValidForPrefix(prefix), nil
 }
 
 // conflicted marks the entries that would have been accepted as Aborted
@@ -284,8 +326,10 @@ func (o *finishOp) finish(err error) {
 	o.s.flight.done(keyID(o.key))
 	if err != nil {
 		// The item is as it was, due still, maybe behind the dispatcher's
-		// cursor: point it back there, in a while.
+		// cursor: point it back there, in a while. If it is unwritten, the
+		// checkpoint writes it there (unwritten.go).
 		o.s.rewindTo(o.key)
+		o.s.syncDue.Store(true)
 		time.AfterFunc(time.Second, o.s.nudge)
 	}
 }
@@ -309,7 +353,12 @@ func (o *finishOp) stage(b *batch) error {
 	if o.attempt != nil {
 		st.Attempt = o.attempt.Number
 	}
-	if err := b.txn.Delete(o.key); err != nil {
+	// An item leased at enqueue may still be unwritten: no q/ key to
+	// delete, nor m/ (unwritten.go).
+	_, unwritten := b.s.unwritten.get(id)
+	if unwritten = unwritten && o.leased != nil; unwritten {
+		b.settle(id)
+	} else if err := b.txn.Delete(o.key); err != nil {
 		return err
 	}
 	if a := o.attempt; a != nil {
@@ -320,10 +369,19 @@ func (o *finishOp) stage(b *batch) error {
 	}
 	if o.to == toDelivered {
 		b.change(&from, nil)
-		if st.Flags&flagSegment == 0 {
+		switch {
+		case unwritten: // its pointer is sure: nothing could move a message m/ does not point to
+			b.segChange(st.Ptr, id, -1)
+			return nil
+		case st.Flags&flagSegment == 0:
 			return b.txn.Delete(msgKey(id)) // stored whole: no segment to count it out of
 		}
 		return b.deleteMessage(id, &st)
+	}
+	if unwritten {
+		if err := b.txn.Set(msgKey(id), st.Ptr.encode()); err != nil {
+			return err
+		}
 	}
 	if o.status != 0 || o.lastErr != "" {
 		st.LastStatus, st.LastError = o.status, o.lastErr

@@ -28,11 +28,16 @@ import (
 // recovers as a prefix. Open then replays every op whose redo records and
 // messages lie past c/redo: an op whose dedupe records the database holds is
 // a duplicate and left alone; any other is stored again, pointing to its
-// messages where they are, under new item ids. The dedupe check makes the
-// replay idempotent; an op whose enqueue failed after its segments were
-// synced (its commit failed) is stored by the replay too, which at least
-// once allows: its sender was answered with an error and retries into a
-// duplicate.
+// messages where they are, under the item ids their redo records carry
+// (new ones for records of older versions). An item whose dedupe record is
+// there but not the item itself, nor a trace of its end, was leased at
+// enqueue and left unwritten (unwritten.go): it is stored too, its attempts
+// counted from the flight log. The dedupe check makes the replay
+// idempotent; an op whose enqueue failed after its segments were synced
+// (its commit failed) is stored by the replay too, which at least once
+// allows: its sender was answered with an error and retries into a
+// duplicate. Ids are never taken twice: a batch whose records were synced
+// keeps its ids taken even if its commit fails.
 
 // checkpointInterval is the longest a commit stays out of Badger's synced
 // state (and an attempt out of the synced flight log): it bounds what an
@@ -40,19 +45,25 @@ import (
 // variable for tests.
 var checkpointInterval = time.Second
 
-// redoLen is the length of a redo record: flags, dedupe window, fingerprint.
-const redoLen = 1 + 8 + 8
+// redoLen is the length of a redo record: flags, dedupe window,
+// fingerprint, item id. Records of older versions end before the id
+// (redoLenNoID).
+const (
+	redoLen     = 1 + 8 + 8 + 8
+	redoLenNoID = 1 + 8 + 8
+)
 
 // redoLast marks the redo record of the last entry of its op.
 const redoLast = 1
 
-// redoRecord is the redo record of e, which precedes its message.
-func (e *preparedEntry) redoRecord(last bool) []byte {
+// redoRecord is the redo record of e, stored as item id, which precedes
+// its message.
+func (e *preparedEntry) redoRecord(last bool, id uint64) []byte {
 	r := make([]byte, 1, redoLen)
 	if last {
 		r[0] = redoLast
 	}
-	return appendUint64(appendUint64(r, uint64(e.window)), e.hash)
+	return appendUint64(appendUint64(appendUint64(r, uint64(e.window)), e.hash), id)
 }
 
 // replay stores again the enqueues the segments hold past c/redo that the
@@ -72,9 +83,10 @@ func (s *Spool) replay() error {
 			return err
 		}
 		if r.stored > 0 {
-			s.log.Warn("stored again enqueues that the database lost, from the message segments", zap.Int("events", r.stored))
+			s.log.Warn("stored again enqueues that the database lost or left unwritten, from the message segments", zap.Int("events", r.stored))
 		}
 	}
+	s.started = nil
 	return s.checkpoint()
 }
 
@@ -121,7 +133,7 @@ const replayBatchBytes = 64 << 20
 
 func (r *replayer) record(p bodyPtr, format byte, data []byte) error {
 	switch {
-	case format == segRedo && len(data) == redoLen:
+	case format == segRedo && (len(data) == redoLen || len(data) == redoLenNoID):
 		r.redo = data
 		return nil
 	case format == segFormat && r.redo != nil:
@@ -133,7 +145,12 @@ func (r *replayer) record(p bodyPtr, format byte, data []byte) error {
 			return nil
 		}
 		r.bytes += len(data)
+		var id uint64
+		if len(redo) == redoLen {
+			id = beUint64(redo[redoLenNoID:])
+		}
 		r.entries = append(r.entries, preparedEntry{
+			id:       id,
 			route:    m.Route,
 			dedupe:   dedupeKey(m.Route, m.EventID),
 			hash:     beUint64(redo[9:]),

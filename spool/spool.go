@@ -142,6 +142,8 @@ type Spool struct {
 	movedMu    sync.Mutex
 	movedFrom  map[uint32]bool // one entry per segment compacted, for the life of the process
 	flight     *flight         // the items being delivered: their leases
+	unwritten  *unwrittenItems // items leased at enqueue, not yet in Badger
+	started    map[uint64]int  // until the replay ends: the attempts the flight log counts, by item
 	// flightLog counts the attempts a crash cuts short; flightLogFailing
 	// whether its last write failed (logged once until one succeeds).
 	flightLog        *flightLog
@@ -255,6 +257,7 @@ func open(opts Options) (*Spool, error) {
 		recent:     newRecentMessages(recentBytes),
 		idle:       make(chan work),
 		flight:     newFlight(),
+		unwritten:  newUnwrittenItems(),
 	}
 	s.live.Store(liveOf(opts))
 	s.workCtx, s.cancelWork = context.WithCancel(context.Background())
