@@ -426,9 +426,25 @@ func (s *Spool) commit(ops []op) {
 	if err != nil && err != errDiskFull { // diskFull logged that one
 		s.log.Error("spool commit failed", zap.Int("ops", len(ops)), zap.Error(err))
 	}
+	if err == nil {
+		s.startLeased(takeLeases(ops))
+	}
 	for _, o := range ops {
 		o.finish(err)
 	}
+}
+
+// takeLeases takes the items the enqueues of a committed batch leased, so
+// that their attempts are logged with one write to the flight log.
+func takeLeases(ops []op) []work {
+	var leases []work
+	for _, o := range ops {
+		if eo, ok := o.(*enqueueOp); ok {
+			leases = append(leases, eo.leases...)
+			eo.leases = nil
+		}
+	}
+	return leases
 }
 
 // rewindTo points the dispatcher back at a q/ key it may have passed.

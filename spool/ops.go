@@ -72,7 +72,8 @@ func (o *enqueueOp) finish(err error) {
 	close(o.done)
 }
 
-// started hands the items leased at enqueue to workers, once committed.
+// started hands the items leased at enqueue to workers, once committed,
+// unless the committer did (takeLeases), and keeps the others' messages.
 func (o *enqueueOp) started() {
 	o.s.startLeased(o.leases)
 	o.leases = nil
