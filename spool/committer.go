@@ -59,6 +59,16 @@ type batch struct {
 	settled   map[uint64]bool
 }
 
+// unwrittenPerBudget is how many unwritten items a commit's budget takes:
+// writing one takes two entries of at most about 256 bytes, so that a
+// synced commit writes them all within half its budget.
+const unwrittenPerBudget = 512
+
+// mayLeaveUnwritten reports whether one more item may stay unwritten.
+func (b *batch) mayLeaveUnwritten() bool {
+	return b.s.unwritten.len()+len(b.unwritten) < b.s.batchBudget()/unwrittenPerBudget
+}
+
 // leaveUnwritten keeps item id, leased at enqueue, out of Badger.
 func (b *batch) leaveUnwritten(id uint64, key []byte, st *state) {
 	if b.unwritten == nil {
@@ -476,6 +486,10 @@ func (s *Spool) commitOnce(ops []op) (bad int, err error) {
 		free:   free,
 		lastID: lastID,
 	}
+	// Records appended for the batch may be on disk whatever becomes of it
+	// (a rotation writes out what the old segment had), and the replay reads
+	// their ids: those are never taken again.
+	defer s.burnIDs(b)
 	// A batch is durable when it holds an op that must be on disk when it
 	// is answered. Badger is synced for it, unless every such op is an
 	// enqueue that the segments hold for redo (redo.go): the sync of the
@@ -504,9 +518,6 @@ func (s *Spool) commitOnce(ops []op) (bad int, err error) {
 		b.effects = append(b.effects, effect{apply: func(c *catalog) { c.nextID = b.lastID }})
 	}
 	if s.bodies.pending() { // the messages, never a pointer on disk before its message
-		// Records synced are there for the replay, ids and all, even if
-		// the commit fails: their ids are not taken again.
-		defer s.burnIDs(b)
 		if err := s.bodies.sync(); err != nil {
 			return -1, err
 		}
@@ -529,7 +540,7 @@ func (s *Spool) commitOnce(ops []op) (bad int, err error) {
 }
 
 // burnIDs keeps the ids batch b took from being taken again, whether or
-// not it committed.
+// not it staged and committed.
 func (s *Spool) burnIDs(b *batch) {
 	if !b.newIDs {
 		return

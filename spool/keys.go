@@ -13,8 +13,11 @@ import (
 // are read as before. An older version refuses to open a version 3 spool, whose
 // pointers it would take for corrupt messages. Version 4 states may carry
 // their message's pointer too (flagPointer), which older versions would take
-// for corrupt states.
-const schemaVersion = 4
+// for corrupt states. Version 5 keeps an item leased at enqueue out of
+// Badger until it must be written (unwritten.go), its redo record carrying
+// its id: an older version would replay none of those records and call such
+// an item delivered.
+const schemaVersion = 5
 
 // Key schema. All integers are big-endian so that byte order is numeric order.
 //

@@ -185,7 +185,7 @@ func (o *enqueueOp) stage(b *batch) error {
 		// A message in a segment makes its item durable with its redo
 		// record: leased at once, the item stays out of Badger until it
 		// must be written (unwritten.go).
-		unwritten := direct && e.at == nil && int64(e.size) >= b.s.opts.segmentMin
+		unwritten := direct && e.at == nil && int64(e.size) >= b.s.opts.segmentMin && b.mayLeaveUnwritten()
 		logged, err := b.storeMessage(id, st, e, e.redoRecord(i == last, id), unwritten)
 		if err != nil {
 			return err

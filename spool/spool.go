@@ -278,12 +278,15 @@ func open(opts Options) (*Spool, error) {
 	if err := s.loadSegments(); err != nil {
 		return fail(err)
 	}
-	if s.flightLog, err = createFlightLog(opts.Dir); err != nil {
-		return fail(fmt.Errorf("spool: %w", err))
-	}
 	// Before the empty segments go: a lost enqueue's segment looks empty.
 	if err := s.replay(); err != nil {
 		return fail(err)
+	}
+	// After the replay, which stored the items it restored with the
+	// attempts the old log counts: until then an open that fails must find
+	// it again.
+	if s.flightLog, err = createFlightLog(opts.Dir); err != nil {
+		return fail(fmt.Errorf("spool: %w", err))
 	}
 	s.storedFrom = s.cat.nextID // no lock: nothing else runs yet
 	// Empty segments go now (none is active before the first append):

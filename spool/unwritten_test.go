@@ -201,3 +201,45 @@ func TestReplayReadsRedoRecordsOfBothLengths(t *testing.T) {
 		}
 	}
 }
+
+// TestIDsOfABatchThatFailedAreNotTakenAgain: records a batch appended may
+// be on disk whatever becomes of it, and the replay restores items under
+// the ids their redo records carry, so a batch that fails to stage does
+// not give its ids to the next one.
+func TestIDsOfABatchThatFailedAreNotTakenAgain(t *testing.T) {
+	s := openTest(t, Options{})
+	first := mustEnqueue(t, s, entry("r", "evt_1", "x")).ID
+	o, err := prepare([]Entry{entry("r", "evt_2", "x")}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.commit([]op{o, &failingOp{done: make(chan struct{})}}) // staged twice: with the failing op, then without
+	if o.err != nil || len(o.results) != 1 || o.results[0].Status != Accepted {
+		t.Fatalf("enqueue beside a failing op: %+v, %v", o.results, o.err)
+	}
+	if got := o.results[0].ID; got != first+2 {
+		t.Fatalf("id %d after a batch that failed to stage with id %d, want %d", got, first+1, first+2)
+	}
+}
+
+// TestUnwrittenItemsAreBounded: past what one synced commit can write, an
+// item leased at enqueue is written as it is stored.
+func TestUnwrittenItemsAreBounded(t *testing.T) {
+	s := openTest(t, Options{MemTableSize: 1 << 20, Limits: Limits{Workers: 1000}})
+	max := s.batchBudget() / unwrittenPerBudget
+	release := make(chan struct{})
+	defer close(release)
+	rec := newRecorder(func(*Delivery) Outcome { <-release; return Outcome{StatusCode: 200} })
+	s.RegisterRoute("r", Route{Deliverer: rec, Concurrency: 1000})
+	n := max + 20
+	for i := range n {
+		mustEnqueue(t, s, entry("r", fmt.Sprintf("evt_%d", i), "x"))
+	}
+	eventually(t, 5*time.Second, "every item in flight", func() bool { return len(rec.snapshot()) == n })
+	if got := s.unwritten.len(); got != max {
+		t.Fatalf("%d items unwritten, want %d", got, max)
+	}
+	if got := versions(t, s, prefixQueue, prefixMessage); got != 2*20 {
+		t.Fatalf("%d versions of q/ and m/ keys, want %d for the items past the bound", got, 2*20)
+	}
+}
