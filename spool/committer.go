@@ -86,8 +86,7 @@ func (b *batch) settle(id uint64) {
 	b.settled[id] = true
 }
 
-// writeUnwritten writes the q/ key and m/ pointer of every item left
-// unwritten, by earlier batches or this one, before a synced commit moves
+// writeUnwritten writes the q/ key of every item left unwritten, by earlier batches or this one, before a synced commit moves
 // c/redo past their redo records.
 func (b *batch) writeUnwritten() error {
 	for id, it := range b.s.unwritten.all() {
@@ -111,9 +110,6 @@ func (b *batch) writeUnwritten() error {
 // writeItem writes an unwritten item as the enqueue would have. Its lease
 // goes on; if it ended without an outcome, the dispatcher finds the item.
 func (b *batch) writeItem(id uint64, it unwrittenItem) error {
-	if err := b.txn.Set(msgKey(id), it.st.Ptr.encode()); err != nil {
-		return err
-	}
 	if err := b.txn.Set(it.key, it.st.encode()); err != nil {
 		return err
 	}
@@ -138,10 +134,10 @@ func (b *batch) appendRecord(format byte, parts ...[]byte) (bodyPtr, error) {
 // storeMessage stores item id's message: whole under its m/ key if it is
 // smaller than segmentMin (tests only), else in a segment after its redo
 // record; or, for a replay, the record where it already is. A message in a
-// segment is counted in it and pointed to by st, which it marks; unless
-// unwritten, by m/ too. logged reports whether the message and its redo
-// record are in a segment.
-func (b *batch) storeMessage(id uint64, st *state, e *preparedEntry, redo []byte, unwritten bool) (logged bool, err error) {
+// segment is counted in it and pointed to by st alone, which it marks
+// (flagOwnPointer). logged reports whether the message and its redo record
+// are in a segment.
+func (b *batch) storeMessage(id uint64, st *state, e *preparedEntry, redo []byte) (logged bool, err error) {
 	var p bodyPtr
 	switch {
 	case e.at != nil:
@@ -156,13 +152,10 @@ func (b *batch) storeMessage(id uint64, st *state, e *preparedEntry, redo []byte
 			return false, err
 		}
 	}
-	st.Flags |= flagSegment | flagPointer
+	st.Flags |= flagSegment | flagPointer | flagOwnPointer
 	st.Ptr = p
-	if unwritten {
-		b.segChange(p, id, 1)
-		return true, nil
-	}
-	return true, b.setPointer(id, p)
+	b.segChange(p, id, 1)
+	return true, nil
 }
 
 // setPointer stores p under item id's m/ key and counts the message in its
@@ -177,8 +170,14 @@ func (b *batch) setPointer(id uint64, p bodyPtr) error {
 
 // deleteMessage deletes item id's message, and if it is in a segment,
 // counts it out of the segment's live messages. st is the item's state, if
-// known: where it knows the pointer, m/ need not be read.
+// known: where it knows the pointer, m/ need not be read. An own pointer
+// (flagOwnPointer) is taken as it is: the caller made it current
+// (refreshPointer), and there is no m/ to delete.
 func (b *batch) deleteMessage(id uint64, st *state) error {
+	if st != nil && st.Flags&flagOwnPointer != 0 {
+		b.segChange(st.Ptr, id, -1)
+		return nil
+	}
 	k := msgKey(id)
 	p, found := b.s.knownPointer(id, st)
 	if !found {
@@ -191,6 +190,23 @@ func (b *batch) deleteMessage(id uint64, st *state) error {
 		b.segChange(p, id, -1)
 	}
 	return b.txn.Delete(k)
+}
+
+// refreshPointer brings the own pointer of st, item id's state as read from
+// key in an older snapshot, up to date from the batch's transaction where a
+// compaction may have moved the message since (see knownPointer).
+func (b *batch) refreshPointer(id uint64, key []byte, st *state) error {
+	if st.Flags&flagOwnPointer == 0 {
+		return nil
+	}
+	if _, sure := b.s.knownPointer(id, st); sure {
+		return nil
+	}
+	cur, found, err := getState(b.txn, key)
+	if err == nil && found {
+		st.Ptr = cur.Ptr
+	}
+	return err
 }
 
 // segChange counts a message pointed to (sign 1) or no longer (-1).

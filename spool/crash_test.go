@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/cespare/xxhash/v2"
+	"github.com/dgraph-io/badger/v4"
 	"go.uber.org/zap"
 )
 
@@ -193,10 +194,48 @@ func reopenCrashed(t *testing.T, dir string, cycle int) *Spool {
 	return s
 }
 
-// checkBody fails unless item id holds event eventID's crash body.
-func checkBody(t *testing.T, s *Spool, id uint64, eventID string) {
+// storedItem is an item's key and state.
+type storedItem struct {
+	key []byte
+	st  state
+}
+
+// itemStates reads the keys and states of every pending item and dead
+// letter, by id.
+func itemStates(t *testing.T, s *Spool) map[uint64]storedItem {
 	t.Helper()
-	m, err := s.message(id)
+	out := map[uint64]storedItem{}
+	err := s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.DefaultIteratorOptions)
+		defer it.Close()
+		for _, p := range []byte{prefixQueue, prefixDead} {
+			prefix := []byte{p, '/'}
+			for it.Seek(prefix); it.ValidForPrefix(prefix); it.Next() {
+				id, _ := idOfKey(it.Item().Key())
+				err := it.Item().Value(func(v []byte) error {
+					st, err := decodeState(v)
+					out[id] = storedItem{it.Item().KeyCopy(nil), st}
+					return err
+				})
+				if err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// checkBody fails unless item id, whose state is in states, holds event
+// eventID's crash body.
+func checkBody(t *testing.T, s *Spool, states map[uint64]storedItem, id uint64, eventID string) {
+	t.Helper()
+	it := states[id]
+	m, err := s.leasedMessage(id, it.key, &it.st)
 	if err != nil || m.EventID != eventID || string(m.Body) != crashBody(eventID) {
 		t.Fatalf("acknowledged %s: message %v, read with %v", eventID, m != nil && string(m.Body) == crashBody(eventID), err)
 	}
@@ -222,6 +261,7 @@ func crashCycles(t *testing.T, mode string, cycles int, check func(cycle int, s 
 // its message intact, and stay so through the later cycles.
 func TestCrashKeepsEveryAcknowledgedItem(t *testing.T) {
 	crashCycles(t, "enqueue", 10, func(cycle int, s *Spool, acked, all []string) {
+		states := itemStates(t, s)
 		missing := 0
 		for _, id := range all {
 			st, err := s.Lookup(context.Background(), "crash", id)
@@ -232,7 +272,7 @@ func TestCrashKeepsEveryAcknowledgedItem(t *testing.T) {
 				}
 				continue
 			}
-			checkBody(t, s, st.ID, id)
+			checkBody(t, s, states, st.ID, id)
 		}
 		items, _ := s.Usage()
 		if missing > 0 || items < int64(len(all)) {
@@ -249,6 +289,7 @@ func TestCrashKeepsEveryAcknowledgedItem(t *testing.T) {
 // delivered, or still there with its message intact.
 func TestCrashWhileDeliveringKeepsMessages(t *testing.T) {
 	crashCycles(t, "deliver", 5, func(cycle int, s *Spool, acked, all []string) {
+		states := itemStates(t, s)
 		kept := 0
 		for _, id := range all {
 			st, err := s.Lookup(context.Background(), "crash", id)
@@ -256,7 +297,7 @@ func TestCrashWhileDeliveringKeepsMessages(t *testing.T) {
 			case err != nil:
 				t.Fatalf("cycle %d: acknowledged %s: %v", cycle, id, err)
 			case st.State == StatePending || st.State == StateDead:
-				checkBody(t, s, st.ID, id)
+				checkBody(t, s, states, st.ID, id)
 				kept++
 			case st.State != StateDelivered:
 				t.Fatalf("cycle %d: acknowledged %s is %v", cycle, id, st.State)

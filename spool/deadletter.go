@@ -50,7 +50,7 @@ func (s *Spool) ListDead(_ context.Context, f DeadFilter, after uint64, limit in
 			Attempts: st.Attempt, Size: st.Size, ReceivedAt: time.UnixMilli(st.ReceivedMs), DeadAt: time.UnixMilli(st.DeadMs),
 		}
 		var err error
-		if dl.EventID, err = s.eventID(txn, id); err != nil {
+		if dl.EventID, err = s.eventID(txn, id, st); err != nil {
 			return false, err
 		}
 		out = append(out, dl)

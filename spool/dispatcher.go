@@ -321,7 +321,7 @@ func (s *Spool) deliver(key []byte, st state, route Route, msg *message) {
 	if msg == nil {
 		var err error
 		if msg = s.recent.take(id); msg == nil {
-			msg, err = s.leasedMessage(id, &st)
+			msg, err = s.leasedMessage(id, key, &st)
 		}
 		if err != nil {
 			s.log.Error("cannot read a leased item's message", zap.Uint64("id", id), zap.Error(err))

@@ -16,8 +16,10 @@ import (
 // for corrupt states. Version 5 keeps an item leased at enqueue out of
 // Badger until it must be written (unwritten.go), its redo record carrying
 // its id: an older version would replay none of those records and call such
-// an item delivered.
-const schemaVersion = 5
+// an item delivered. Version 6 writes no m/ for a message in a segment: the
+// item's state holds the only pointer (flagOwnPointer), and its dedupe
+// record the due time of its first q/ key, for Lookup.
+const schemaVersion = 6
 
 // Key schema. All integers are big-endian so that byte order is numeric order.
 //
@@ -36,8 +38,9 @@ const schemaVersion = 5
 //	                               written, unwritten.go)
 //	z/<id:8>                       dead letter state (its m/ record is kept until purged or replayed)
 //	y/<dead ms:8><id:8>            one per dead letter, in the order they died: what the purge walks
-//	d/<sha256(route 0 eventId)[:16]> dedupe record: id and the fingerprint's xxhash (a SHA-256 in records
-//	                               written before), expires with the dedupe window
+//	d/<sha256(route 0 eventId)[:16]> dedupe record: id, the fingerprint's xxhash (a SHA-256 in records
+//	                               written before) and the due time of the item's first q/ key (from
+//	                               schema 6); expires with the dedupe window
 //	a/<id:8><attempt:4>            one delivery attempt's record, expires after the attempt retention
 //	e/<id:8>                       present once a dead letter was deleted or purged; expires like a/
 const (

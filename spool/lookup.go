@@ -33,6 +33,7 @@ type ItemStatus struct {
 // ctx is not used: the spool reads its local database.
 func (s *Spool) Lookup(_ context.Context, route, eventID string) (ItemStatus, error) {
 	var out ItemStatus
+	var rec []byte
 	err := s.db.View(func(txn *badger.Txn) error {
 		item, err := txn.Get(dedupeKey(route, eventID))
 		if errors.Is(err, badger.ErrKeyNotFound) {
@@ -41,7 +42,7 @@ func (s *Spool) Lookup(_ context.Context, route, eventID string) (ItemStatus, er
 		if err != nil {
 			return err
 		}
-		rec, err := item.ValueCopy(nil)
+		rec, err = item.ValueCopy(nil)
 		if err != nil || len(rec) < 8 {
 			return errors.Join(errCorrupt, err)
 		}
@@ -72,24 +73,87 @@ func (s *Spool) Lookup(_ context.Context, route, eventID string) (ItemStatus, er
 				ReceivedAt: time.UnixMilli(st.ReceivedMs), DeadAt: time.UnixMilli(st.DeadMs)}
 			return nil
 		}
-		switch _, err := txn.Get(msgKey(out.ID)); {
-		case err == nil:
-			out.State = StatePending
-			return nil
-		case !errors.Is(err, badger.ErrKeyNotFound):
+		// Pending: under m/ (stored before schema 6) or its first q/ key.
+		first, err := firstQueueKey(txn, route, rec)
+		if err != nil {
 			return err
 		}
-		switch _, err := txn.Get(erasedKey(out.ID)); {
-		case err == nil:
-			out.State = StateDeleted
-		case errors.Is(err, badger.ErrKeyNotFound):
-			out.State = StateDelivered
-		default:
+		for _, k := range [][]byte{msgKey(out.ID), first} {
+			if k == nil {
+				continue
+			}
+			if item, err := getItem(txn, k); err != nil {
+				return err
+			} else if item != nil {
+				out.State = StatePending
+				return nil
+			}
+		}
+		if item, err := getItem(txn, erasedKey(out.ID)); err != nil {
 			return err
+		} else if item != nil {
+			out.State = StateDeleted
+			return nil
+		}
+		// Delivered, unless a retry or a replay of its dead letter moved
+		// it: then it is found in its route's queue.
+		out.State = StateDelivered
+		if n := len(out.Attempts); n > 0 && out.Attempts[n-1].StatusCode/100 == 2 {
+			return nil
+		}
+		if queued, err := inQueue(txn, route, out.ID); err != nil {
+			return err
+		} else if queued {
+			out.State = StatePending
 		}
 		return nil
 	})
 	return out, err
+}
+
+// inQueue reports whether item id is in route's queue, by a scan of its
+// keys.
+func inQueue(txn *badger.Txn, route string, id uint64) (bool, error) {
+	rid, ok, err := routeIDIn(txn, route)
+	if !ok {
+		return false, err
+	}
+	prefix := queuePrefix(rid)
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
+	defer it.Close()
+	for it.Rewind(); it.ValidForPrefix(prefix); it.Next() {
+		if keyID(it.Item().Key()) == id {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// firstQueueKey returns the q/ key the item of route whose dedupe record is
+// rec got at its enqueue: nil for a record written before schema 6, or a
+// route unknown.
+func firstQueueKey(txn *badger.Txn, route string, rec []byte) ([]byte, error) {
+	if len(rec) != dedupeValueLen {
+		return nil, nil
+	}
+	rid, ok, err := routeIDIn(txn, route)
+	if !ok {
+		return nil, err
+	}
+	return queueKey(rid, int64(beUint64(rec[16:])), beUint64(rec)), nil
+}
+
+// routeIDIn reads route's id; ok is false for a route unknown.
+func routeIDIn(txn *badger.Txn, route string) (rid uint32, ok bool, err error) {
+	item, err := getItem(txn, routeKey(route))
+	if item == nil {
+		return 0, false, err
+	}
+	v, err := item.ValueCopy(nil)
+	if err != nil || len(v) != 4 {
+		return 0, false, err
+	}
+	return beUint32(v), true, nil
 }
 
 // attempts reads an item's attempt records.

@@ -114,7 +114,7 @@ func (o *enqueueOp) stage(b *batch) error {
 		if o.replay && e.id != 0 && first < 0 && (res.Status == Accepted || res.Status == Duplicate && res.ID == e.id) {
 			// The redo record knows the item's id: store the item unless
 			// the database has it, or had it and finished it.
-			switch lost, err := lostInFlight(b.txn, e.id); {
+			switch lost, err := lostInFlight(b.txn, e.id, e.dedupe); {
 			case err != nil:
 				return err
 			case !lost:
@@ -161,7 +161,7 @@ func (o *enqueueOp) stage(b *batch) error {
 		}
 		if e.dedupeOnly {
 			o.logged = false
-			rec := appendUint64(appendUint64(nil, 0), e.hash)
+			rec := dedupeRecord(0, e.hash, 0, false)
 			if err := b.setRecord(kindDedupe, badger.NewEntry(e.dedupe, rec).WithTTL(e.window)); err != nil {
 				return err
 			}
@@ -176,17 +176,19 @@ func (o *enqueueOp) stage(b *batch) error {
 			Attempt: b.s.started[e.id]}
 		route, direct := b.lease(rid, e.route)
 		qk := queueKey(rid, b.nowMs, id)
-		if !restored[i] {
-			rec := appendUint64(appendUint64(nil, id), e.hash)
-			if err := b.setRecord(kindDedupe, badger.NewEntry(e.dedupe, rec).WithTTL(e.window)); err != nil {
-				return err
-			}
-		}
 		// A message in a segment makes its item durable with its redo
 		// record: leased at once, the item stays out of Badger until it
 		// must be written (unwritten.go).
 		unwritten := direct && e.at == nil && int64(e.size) >= b.s.opts.segmentMin && b.mayLeaveUnwritten()
-		logged, err := b.storeMessage(id, st, e, e.redoRecord(i == last, id), unwritten)
+		if !restored[i] {
+			// With the due time of its first q/ key, so that Lookup finds
+			// the item without an m/ key (schema 6).
+			rec := dedupeRecord(id, e.hash, b.nowMs, unwritten)
+			if err := b.setRecord(kindDedupe, badger.NewEntry(e.dedupe, rec).WithTTL(e.window)); err != nil {
+				return err
+			}
+		}
+		logged, err := b.storeMessage(id, st, e, e.redoRecord(i == last, id))
 		if err != nil {
 			return err
 		}
@@ -214,14 +216,31 @@ func (o *enqueueOp) stage(b *batch) error {
 	return nil
 }
 
-// lostInFlight reports whether item id, whose dedupe record a replay
-// found or lost, is missing from the database without having been
-// finished: it has no message pointer, no attempt record and was not
-// erased. Such an item was leased at enqueue and in flight, unwritten, when
-// the process ended (unwritten.go). An item delivered whose attempt record
-// the record budget dropped looks lost too, and is delivered again.
-func lostInFlight(txn *badger.Txn, id uint64) (bool, error) {
-	for _, k := range [][]byte{msgKey(id), erasedKey(id)} {
+// lostInFlight reports whether item id, whose dedupe record (under key
+// dedupe) a replay found with its id, or did not find, is missing from the
+// database without having been finished. A dedupe record written with its
+// item (schema 6, not unwritten) means the item is there or was finished.
+// Otherwise the item was leased at enqueue and unwritten (unwritten.go), or
+// its enqueue's commit was lost: it is lost unless it has an m/ key (before
+// schema 6), a dead letter, an erased mark or an attempt record, which
+// every outcome of an unwritten item writes (finishOp). An item delivered
+// before schema 6 whose attempt record the record budget dropped looks lost
+// too, and is delivered again.
+func lostInFlight(txn *badger.Txn, id uint64, dedupe []byte) (bool, error) {
+	item, err := getItem(txn, dedupe)
+	if err != nil {
+		return false, err
+	}
+	if item != nil {
+		rec, err := item.ValueCopy(nil)
+		if err != nil {
+			return false, err
+		}
+		if len(rec) == dedupeValueLen && rec[dedupeValueLen-1]&dedupeUnwritten == 0 {
+			return false, nil
+		}
+	}
+	for _, k := range [][]byte{msgKey(id), erasedKey(id), deadKey(id)} {
 		if item, err := getItem(txn, k); item != nil || err != nil {
 			return false, err
 		}
@@ -274,7 +293,7 @@ func (o *enqueueOp) lookup(txn *badger.Txn, i int) (res Result, first int, err e
 	}
 	res = Result{Status: Conflict}
 	switch len(rec) {
-	case 8 + 8:
+	case 8 + 8, dedupeValueLen: // before or from schema 6
 		res.ID = beUint64(rec)
 		if beUint64(rec[8:]) == e.hash {
 			res.Status = Duplicate
@@ -355,34 +374,31 @@ func (o *finishOp) stage(b *batch) error {
 		st.Attempt = o.attempt.Number
 	}
 	// An item leased at enqueue may still be unwritten: no q/ key to
-	// delete, nor m/ (unwritten.go).
+	// delete (unwritten.go). Else a compaction may have moved its message
+	// since the lease read its state.
 	_, unwritten := b.s.unwritten.get(id)
 	if unwritten = unwritten && o.leased != nil; unwritten {
 		b.settle(id)
+	} else if err := b.refreshPointer(id, o.key, &st); err != nil {
+		return err
 	} else if err := b.txn.Delete(o.key); err != nil {
 		return err
 	}
 	if a := o.attempt; a != nil {
 		e := badger.NewEntry(attemptKey(id, st.Earlier+a.Number), a.encode()).WithTTL(b.s.live.Load().attemptRetention)
-		if err := b.setRecord(kindAttempts, e); err != nil {
+		// The retry of an unwritten item keeps it even over the record
+		// budget (the trim takes the oldest): it tells a replay that the
+		// item, which has no other trace by its id, was not lost.
+		if err := b.setRecordKept(kindAttempts, e, unwritten && o.to == toRetry); err != nil {
 			return err
 		}
 	}
 	if o.to == toDelivered {
 		b.change(&from, nil)
-		switch {
-		case unwritten: // its pointer is sure: nothing could move a message m/ does not point to
-			b.segChange(st.Ptr, id, -1)
-			return nil
-		case st.Flags&flagSegment == 0:
+		if st.Flags&flagSegment == 0 {
 			return b.txn.Delete(msgKey(id)) // stored whole: no segment to count it out of
 		}
 		return b.deleteMessage(id, &st)
-	}
-	if unwritten {
-		if err := b.txn.Set(msgKey(id), st.Ptr.encode()); err != nil {
-			return err
-		}
 	}
 	if o.status != 0 || o.lastErr != "" {
 		st.LastStatus, st.LastError = o.status, o.lastErr
@@ -490,7 +506,7 @@ func (o *deadOp) stage(b *batch) error {
 		}
 		// A fresh budget: attempts and age count from the replay. The
 		// receive time and the attempt history stay.
-		st = state{Flags: st.Flags & (flagSegment | flagPointer), Ptr: st.Ptr, Route: st.Route, ReceivedMs: st.ReceivedMs, Size: st.Size, LastStatus: st.LastStatus, LastError: st.LastError,
+		st = state{Flags: st.Flags & (flagSegment | flagPointer | flagOwnPointer), Ptr: st.Ptr, Route: st.Route, ReceivedMs: st.ReceivedMs, Size: st.Size, LastStatus: st.LastStatus, LastError: st.LastError,
 			ClockMs: b.nowMs, PausedMs: b.pausedMs(st.Route), Earlier: st.Earlier + st.Attempt}
 		qk := queueKey(st.Route, b.nowMs, id)
 		if err := b.txn.Set(qk, st.encode()); err != nil {

@@ -133,30 +133,40 @@ func (s *Spool) compactSegments() (int, error) {
 		return 0, nil
 	}
 	moved := 0
-	from, end := msgKey(lo), msgKey(hi+1)
-	for from != nil {
-		select {
-		case <-s.closers.maintenance.stopping():
-			return moved, nil
-		default:
+	// The messages m/ points to (stored by versions before 6), then those
+	// whose state holds the only pointer: queued, then dead letters.
+	for _, r := range []struct {
+		from, end []byte
+		states    bool
+	}{
+		{msgKey(lo), msgKey(hi + 1), false},
+		{[]byte{prefixQueue, '/'}, []byte{prefixQueue, '/' + 1}, true},
+		{[]byte{prefixDead, '/'}, []byte{prefixDead, '/' + 1}, true},
+	} {
+		for from := r.from; from != nil; {
+			select {
+			case <-s.closers.maintenance.stopping():
+				return moved, nil
+			default:
+			}
+			var found []move
+			var err error
+			found, from, err = s.findMoves(from, r.end, r.states, targets)
+			if err != nil {
+				return moved, err
+			}
+			if len(found) == 0 {
+				continue
+			}
+			o := &moveOp{moves: found, done: make(chan struct{})}
+			if err := s.submit(context.Background(), o, o.done); err != nil {
+				return moved, err
+			}
+			if o.err != nil {
+				return moved, o.err
+			}
+			moved += o.moved
 		}
-		var found []move
-		var err error
-		found, from, err = s.findMoves(from, end, targets)
-		if err != nil {
-			return moved, err
-		}
-		if len(found) == 0 {
-			continue
-		}
-		o := &moveOp{moves: found, done: make(chan struct{})}
-		if err := s.submit(context.Background(), o, o.done); err != nil {
-			return moved, err
-		}
-		if o.err != nil {
-			return moved, o.err
-		}
-		moved += o.moved
 	}
 	return moved, nil
 }
@@ -220,25 +230,32 @@ func (s *Spool) sparseSegments() (targets map[uint32]bool, lo, hi uint64) {
 // move is one message a compaction moves.
 type move struct {
 	id   uint64
+	key  []byte // the q/ or z/ key of a state with an own pointer; nil for m/
 	from bodyPtr
 	msg  []byte
 }
 
-// findMoves reads, from the m/ key from up to end, the messages in the
-// target segments, up to compactOpBytes of them, and returns them with
-// the key to go on from (nil at the end).
-func (s *Spool) findMoves(from, end []byte, targets map[uint32]bool) ([]move, []byte, error) {
+// findMoves reads, from the key from up to end, the messages in the target
+// segments, up to compactOpBytes of them, and returns them with the key to
+// go on from (nil at the end): m/ pointers, or with states, the own
+// pointers of q/ or z/ states.
+func (s *Spool) findMoves(from, end []byte, states bool, targets map[uint32]bool) ([]move, []byte, error) {
 	var found []move
 	var size int64
 	var next []byte
 	err := s.db.View(func(txn *badger.Txn) (err error) {
-		next, err = scanPointers(txn, from, end, func(id uint64, p bodyPtr) bool {
+		add := func(key []byte, id uint64, p bodyPtr) bool {
 			if targets[p.seg] {
-				found = append(found, move{id: id, from: p})
+				found = append(found, move{id: id, key: key, from: p})
 				size += p.recordLen()
 			}
 			return size < compactOpBytes
-		})
+		}
+		if states {
+			next, err = scanOwnPointers(txn, from, end, add)
+		} else {
+			next, err = scanPointers(txn, from, end, func(id uint64, p bodyPtr) bool { return add(nil, id, p) })
+		}
 		return err
 	})
 	if err != nil {
@@ -262,7 +279,8 @@ func (s *Spool) findMoves(from, end []byte, targets map[uint32]bool) ([]move, []
 }
 
 // moveOp moves messages found by a compaction to the active segment: each
-// m/ pointer is replaced only if it still points where it was found.
+// m/ pointer, or state with an own pointer, is replaced only if it still
+// points where it was found.
 type moveOp struct {
 	moves []move
 	moved int
@@ -277,6 +295,16 @@ func (o *moveOp) finish(err error) { o.err = err; close(o.done) }
 func (o *moveOp) stage(b *batch) error {
 	o.moved = 0 // a batch split after a failed commit stages its ops again
 	for _, m := range o.moves {
+		if m.key != nil {
+			moved, err := o.moveState(b, m)
+			if err != nil {
+				return err
+			}
+			if moved {
+				o.moved++
+			}
+			continue
+		}
 		p, found, err := getPointer(b.txn, msgKey(m.id))
 		if err != nil {
 			return err
@@ -296,4 +324,27 @@ func (o *moveOp) stage(b *batch) error {
 		o.moved++
 	}
 	return nil
+}
+
+// moveState moves the message of a state with an own pointer and rewrites
+// the state, under the same key. A lease of the item read the state before:
+// marked first (movingFrom), the old segment makes its outcome and its
+// read take the state again (knownPointer).
+func (o *moveOp) moveState(b *batch, m move) (bool, error) {
+	st, found, err := getState(b.txn, m.key)
+	if err != nil || !found || st.Flags&flagOwnPointer == 0 || st.Ptr != m.from {
+		return false, err // delivered, retried or moved meanwhile
+	}
+	b.s.movingFrom(m.from.seg)
+	to, err := b.appendBody(m.msg)
+	if err != nil {
+		return false, err
+	}
+	st.Ptr = to
+	if err := b.txn.Set(m.key, st.encode()); err != nil {
+		return false, err
+	}
+	b.segChange(to, m.id, 1)
+	b.segChange(m.from, m.id, -1)
+	return true, nil
 }

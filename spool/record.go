@@ -87,9 +87,10 @@ func decodeMessage(b []byte) (*message, error) {
 
 // state flags.
 const (
-	flagLeased  = 1 << iota // written by older versions: in flight, the key's due time the lease's end
-	flagSegment             // the message is in a segment: m/ holds a pointer
-	flagPointer             // Ptr holds the pointer the message was stored with (schema 4)
+	flagLeased     = 1 << iota // written by older versions: in flight, the key's due time the lease's end
+	flagSegment                // the message is in a segment: m/ holds a pointer
+	flagPointer                // Ptr holds the pointer the message was stored with (schema 4)
+	flagOwnPointer             // Ptr is the message's only pointer: no m/ (schema 6)
 )
 
 // state is the small mutable part of an item: the value of its q/ key while
@@ -112,9 +113,10 @@ type state struct {
 	// Earlier is the number of attempts made in earlier runs, so that the
 	// attempt records of a replayed item follow those of its earlier runs.
 	Earlier int
-	// Ptr is where the message was stored (flagPointer). m/ stays the
-	// authority: a compaction moves the message without rewriting states
-	// (see Spool.knownPointer).
+	// Ptr is where the message was stored (flagPointer). With
+	// flagOwnPointer it is where the message is, and a compaction that
+	// moves the message rewrites the state; else m/ is the authority, and
+	// a compaction rewrites only m/ (see Spool.knownPointer).
 	Ptr bodyPtr
 }
 

@@ -45,9 +45,24 @@ const (
 // counted: compactions drop the first, the second have fixed sizes.
 const recordOverhead = 24
 
-// dedupeValueLen is the length of a dedupe record's value: item id and
-// fingerprint.
-const dedupeValueLen = 8 + 8
+// dedupeValueLen is the length of a dedupe record's value: item id,
+// fingerprint, the due time (ms) of the item's first q/ key and whether the
+// item was left unwritten (schema 6; older records end after the
+// fingerprint).
+const dedupeValueLen = 8 + 8 + 8 + 1
+
+// dedupeUnwritten marks the dedupe record of an item its enqueue left
+// unwritten (unwritten.go): the replay looks for such an item.
+const dedupeUnwritten = 1
+
+// dedupeRecord is the value of a dedupe record.
+func dedupeRecord(id, hash uint64, dueMs int64, unwritten bool) []byte {
+	rec := appendUint64(appendUint64(appendUint64(make([]byte, 0, dedupeValueLen), id), hash), uint64(dueMs))
+	if unwritten {
+		return append(rec, dedupeUnwritten)
+	}
+	return append(rec, 0)
+}
 
 // recordSize is what a record counts toward the budget.
 func recordSize(keyLen, valueLen int) int64 {
@@ -234,8 +249,14 @@ func (b *batch) admitRecords(size int64) error {
 // the batch commits. An attempt record that would take the records over
 // the budget is not written, only counted as dropped.
 func (b *batch) setRecord(kind recordKind, e *badger.Entry) error {
+	return b.setRecordKept(kind, e, false)
+}
+
+// setRecordKept is setRecord, where keep writes an attempt record even over
+// the budget.
+func (b *batch) setRecordKept(kind recordKind, e *badger.Entry, keep bool) error {
 	size := recordSize(len(e.Key), len(e.Value))
-	if kind == kindAttempts {
+	if kind == kindAttempts && !keep {
 		if r := b.recordBytes(); r[kindDedupe]+r[kindAttempts]+size > b.s.live.Load().maxRecordBytes {
 			b.recs.dropped++
 			return nil

@@ -38,13 +38,16 @@ func itemPointer(item *badger.Item) (p bodyPtr, ok bool, err error) {
 }
 
 // knownPointer returns the pointer item id's state carries, if it is sure
-// to be where the message is. m/ is the authority: a compaction moves a
-// message without rewriting its state (whose item may be in flight, leased
-// from an older snapshot). So a state's pointer is sure only for an item
-// this process stored (a state from before may predate an older process's
-// compaction) and in a segment no compaction has moved messages out of.
+// to be where the message is: if it is in a segment no compaction has moved
+// messages out of since this process started. A state read before a
+// compaction (a lease from an older snapshot) may be stale: with an own
+// pointer (flagOwnPointer, schema 6) the compaction rewrote the state, so
+// the state is read again (refreshPointer, currentMessage); otherwise m/ is
+// the authority, which a compaction rewrites without the state, and the
+// state's pointer is sure only for an item this process stored too (a
+// state from before may predate an older process's compaction).
 func (s *Spool) knownPointer(id uint64, st *state) (bodyPtr, bool) {
-	if st == nil || st.Flags&flagPointer == 0 || id <= s.storedFrom {
+	if st == nil || st.Flags&flagPointer == 0 || st.Flags&flagOwnPointer == 0 && id <= s.storedFrom {
 		return bodyPtr{}, false
 	}
 	s.movedMu.Lock()
@@ -61,11 +64,12 @@ func (s *Spool) movingFrom(n uint32) {
 	s.movedMu.Unlock()
 }
 
-// leasedMessage reads the message of an item leased with state st: through
-// the pointer st carries when it is sure, else as message does. A
-// compaction may move the message and reclaim its segment between the
-// check and the read: the segment is then gone, and m/ says where it went.
-func (s *Spool) leasedMessage(id uint64, st *state) (*message, error) {
+// leasedMessage reads the message of item id, leased under key with state
+// st: through the pointer st carries when it is sure, else through the
+// state at key as it is now (an own pointer) or m/. A compaction may move
+// the message and reclaim its segment between the check and the read: the
+// segment is then gone, and the state or m/ says where it went.
+func (s *Spool) leasedMessage(id uint64, key []byte, st *state) (*message, error) {
 	if p, ok := s.knownPointer(id, st); ok {
 		b, err := s.bodies.read(p)
 		if err == nil {
@@ -75,7 +79,39 @@ func (s *Spool) leasedMessage(id uint64, st *state) (*message, error) {
 			return nil, err
 		}
 	}
+	if st.Flags&flagOwnPointer != 0 {
+		return s.readVia(func(txn *badger.Txn) (bodyPtr, error) {
+			cur, found, err := getState(txn, key)
+			if err == nil && !found {
+				if it, ok := s.unwritten.get(id); ok { // never moved: no compaction finds it
+					return it.st.Ptr, nil
+				}
+				err = fmt.Errorf("%w: item %d is not under its key", ErrNotFound, id)
+			}
+			return cur.Ptr, err
+		})
+	}
 	return s.message(id)
+}
+
+// readVia reads the message at the pointer find returns, found again if a
+// compaction moved the message and reclaimed its segment meanwhile.
+func (s *Spool) readVia(find func(txn *badger.Txn) (bodyPtr, error)) (*message, error) {
+	for try := 0; ; try++ {
+		var p bodyPtr
+		err := s.db.View(func(txn *badger.Txn) (err error) { p, err = find(txn); return err })
+		if err != nil {
+			return nil, err
+		}
+		b, err := s.bodies.read(p)
+		if errors.Is(err, errSegmentGone) && try < 2 {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		return decodeMessage(b)
+	}
 }
 
 // readLeased gives the leases that carry no message theirs, ahead of their
@@ -126,54 +162,82 @@ func (s *Spool) readLeased(leases []work) {
 	}
 }
 
-// message reads an item's message: through its pointer, or from m/ itself
-// for a message stored whole. A compaction may move the message between
-// the two reads; the pointer is then read again.
+// message reads item id's message by its id alone: through m/ (a pointer,
+// or the message stored whole), else through the own pointer of its dead
+// letter's state, else of its q/ state, which takes a scan of the queues:
+// for dead letters and tests, not for deliveries (leasedMessage).
 func (s *Spool) message(id uint64) (*message, error) {
-	for try := 0; ; try++ {
-		var v []byte
-		err := s.db.View(func(txn *badger.Txn) error {
-			item, err := txn.Get(msgKey(id))
+	var whole []byte
+	m, err := s.readVia(func(txn *badger.Txn) (bodyPtr, error) {
+		item, err := getItem(txn, msgKey(id))
+		if err != nil {
+			return bodyPtr{}, err
+		}
+		if item != nil {
+			v, err := item.ValueCopy(nil)
 			if err != nil {
-				return err
+				return bodyPtr{}, err
 			}
-			v, err = item.ValueCopy(nil)
-			return err
-		})
-		if err != nil {
-			return nil, err
+			p, ok := decodePointer(v)
+			if !ok {
+				whole = v
+				return bodyPtr{}, errStoredWhole
+			}
+			return p, nil
 		}
-		p, ok := decodePointer(v)
-		if !ok {
-			return decodeMessage(v)
+		st, found, err := getState(txn, deadKey(id))
+		if err == nil && !found {
+			st, found, err = queuedState(txn, id)
 		}
-		b, err := s.bodies.read(p)
-		if errors.Is(err, errSegmentGone) && try < 2 {
-			continue
+		if err == nil && (!found || st.Flags&flagOwnPointer == 0) {
+			err = fmt.Errorf("%w: no message for item %d", ErrNotFound, id)
 		}
-		if err != nil {
-			return nil, err
-		}
-		return decodeMessage(b)
+		return st.Ptr, err
+	})
+	if errors.Is(err, errStoredWhole) {
+		return decodeMessage(whole)
 	}
+	return m, err
+}
+
+// errStoredWhole stops readVia at a message stored whole in m/.
+var errStoredWhole = errors.New("spool: message stored whole")
+
+// queuedState finds item id's q/ state by a scan of every queue.
+func queuedState(txn *badger.Txn, id uint64) (state, bool, error) {
+	prefix := []byte{prefixQueue, '/'}
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
+	defer it.Close()
+	for it.Rewind(); it.Valid(); it.Next() {
+		if _, _, kid, ok := parseQueueKey(it.Item().Key()); ok && kid == id {
+			var st state
+			err := it.Item().Value(func(v []byte) (err error) { st, err = decodeState(v); return err })
+			return st, err == nil, err
+		}
+	}
+	return state{}, false, nil
 }
 
 // eventIDHead is how much of a message in a segment is read for its event
 // id, which comes after the route.
 const eventIDHead = 512
 
-// eventID returns the event id of item id's message, "" if it cannot be
-// read.
-func (s *Spool) eventID(txn *badger.Txn, id uint64) (string, error) {
-	item, err := getItem(txn, msgKey(id))
-	if item == nil {
-		return "", err
-	}
-	p, ok, err := itemPointer(item)
-	if err != nil {
-		return "", err
+// eventID returns the event id of the message of item id, whose state
+// txn read as st, "" if it cannot be read.
+func (s *Spool) eventID(txn *badger.Txn, id uint64, st *state) (string, error) {
+	var item *badger.Item
+	p, ok := st.Ptr, st.Flags&flagOwnPointer != 0
+	if !ok {
+		var err error
+		if item, err = getItem(txn, msgKey(id)); item == nil {
+			return "", err
+		}
+		if p, ok, err = itemPointer(item); err != nil {
+			return "", err
+		}
 	}
 	var head []byte
+	var err error
 	switch {
 	case !ok:
 		err = item.Value(func(v []byte) error { head = bytes.Clone(v); return nil })
@@ -209,21 +273,31 @@ func decodeEventID(head []byte) (string, bool) {
 }
 
 // loadSegments counts the live messages of each segment from the m/
-// pointers, at open, and reports segments that pointers point into but
-// that are missing.
+// pointers and the own pointers of states, at open, and reports segments
+// that pointers point into but that are missing.
 func (s *Spool) loadSegments() error {
 	segs := map[uint32]*segCount{}
+	count := func(id uint64, p bodyPtr) bool {
+		sc := segs[p.seg]
+		if sc == nil {
+			sc = &segCount{}
+			segs[p.seg] = sc
+		}
+		sc.add(&segCount{items: 1, bytes: p.recordLen(), minID: id, maxID: id})
+		return true
+	}
 	err := s.db.View(func(txn *badger.Txn) error {
-		_, err := scanPointers(txn, nil, nil, func(id uint64, p bodyPtr) bool {
-			sc := segs[p.seg]
-			if sc == nil {
-				sc = &segCount{}
-				segs[p.seg] = sc
+		if _, err := scanPointers(txn, nil, nil, count); err != nil {
+			return err
+		}
+		for _, p := range []byte{prefixQueue, prefixDead} {
+			if _, err := scanOwnPointers(txn, []byte{p, '/'}, []byte{p, '/' + 1}, func(_ []byte, id uint64, ptr bodyPtr) bool {
+				return count(id, ptr)
+			}); err != nil {
+				return err
 			}
-			sc.add(&segCount{items: 1, bytes: p.recordLen(), minID: id, maxID: id})
-			return true
-		})
-		return err
+		}
+		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("spool: counting messages: %w", err)
@@ -238,6 +312,38 @@ func (s *Spool) loadSegments() error {
 	s.cat.segs = segs
 	s.mu.Unlock()
 	return nil
+}
+
+// scanOwnPointers calls fn with each q/ or z/ key, from from up to end, whose
+// state has an own pointer, in key order, until fn returns false, and
+// returns the key after the one it stopped at (nil if it did not). fn may
+// keep the key.
+func scanOwnPointers(txn *badger.Txn, from, end []byte, fn func(key []byte, id uint64, p bodyPtr) bool) (next []byte, err error) {
+	it := txn.NewIterator(badger.IteratorOptions{})
+	defer it.Close()
+	for it.Seek(from); it.Valid(); it.Next() {
+		item := it.Item()
+		k := item.Key()
+		if bytes.Compare(k, end) >= 0 {
+			break
+		}
+		id, ok := idOfKey(k)
+		if !ok {
+			continue
+		}
+		var st state
+		var bad error
+		if err := item.Value(func(v []byte) error { st, bad = decodeState(v); return nil }); err != nil {
+			return nil, err
+		}
+		if bad != nil {
+			continue // a corrupt state is no pointer; it is reported when it comes due
+		}
+		if st.Flags&flagOwnPointer != 0 && !fn(item.KeyCopy(nil), id, st.Ptr) {
+			return append(item.KeyCopy(nil), 0), nil
+		}
+	}
+	return nil, nil
 }
 
 // scanPointers calls fn with each m/ pointer from key from (nil: the
