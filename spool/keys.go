@@ -31,16 +31,18 @@ const schemaVersion = 6
 //	p/<rid:4>                      present while the route is paused: since when (ms)
 //	t/<rid:4>                      the route's total paused time (ms) in pauses that ended
 //	x/<rid:4>                      the reason, while the route is disabled
-//	m/<id:8>                       the immutable message (route, event id, headers, body), or from 8 KiB on
-//	                               a pointer to it in a segment file (bodies.go)
+//	m/<id:8>                       before schema 6: the immutable message (route, event id, headers,
+//	                               body), or a pointer to it in a segment file (bodies.go); from schema 6
+//	                               the item's state holds the pointer, and m/ only a message stored whole
 //	q/<rid:4><due ms:8><id:8>      one time-ordered index per route: queued, leased and scheduled items
 //	                               (an item leased at enqueue has no q/ nor m/ until it must be
 //	                               written, unwritten.go)
-//	z/<id:8>                       dead letter state (its m/ record is kept until purged or replayed)
+//	z/<id:8>                       dead letter state (its message is kept until it is replayed, purged or deleted)
 //	y/<dead ms:8><id:8>            one per dead letter, in the order they died: what the purge walks
 //	d/<sha256(route 0 eventId)[:16]> dedupe record: id, the fingerprint's xxhash (a SHA-256 in records
-//	                               written before) and the due time of the item's first q/ key (from
-//	                               schema 6); expires with the dedupe window
+//	                               written before), and from schema 6 the due time of the item's
+//	                               first q/ key and whether the enqueue left it unwritten (a byte);
+//	                               expires with the dedupe window
 //	a/<id:8><attempt:4>            one delivery attempt's record, expires after the attempt retention
 //	e/<id:8>                       present once a dead letter was deleted or purged; expires like a/
 const (

@@ -98,7 +98,7 @@ func (s *Spool) Lookup(_ context.Context, route, eventID string) (ItemStatus, er
 		// Delivered, unless a retry or a replay of its dead letter moved
 		// it: then it is found in its route's queue.
 		out.State = StateDelivered
-		if n := len(out.Attempts); n > 0 && out.Attempts[n-1].StatusCode/100 == 2 {
+		if n := len(out.Attempts); n > 0 && out.Attempts[n-1].StatusCode/100 == 2 && out.Attempts[n-1].Error == "" {
 			return nil
 		}
 		if queued, err := inQueue(txn, route, out.ID); err != nil {

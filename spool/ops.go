@@ -180,13 +180,17 @@ func (o *enqueueOp) stage(b *batch) error {
 		// record: leased at once, the item stays out of Badger until it
 		// must be written (unwritten.go).
 		unwritten := direct && e.at == nil && int64(e.size) >= b.s.opts.segmentMin && b.mayLeaveUnwritten()
-		if !restored[i] {
-			// With the due time of its first q/ key, so that Lookup finds
-			// the item without an m/ key (schema 6).
-			rec := dedupeRecord(id, e.hash, b.nowMs, unwritten)
-			if err := b.setRecord(kindDedupe, badger.NewEntry(e.dedupe, rec).WithTTL(e.window)); err != nil {
+		// With the due time of its first q/ key, so that Lookup finds the
+		// item without an m/ key (schema 6).
+		rec := dedupeRecord(id, e.hash, b.nowMs, unwritten)
+		if restored[i] {
+			// Its record again, as written with it now, expiring as it did:
+			// a later replay must not store the item once more.
+			if err := b.rewriteRecord(e.dedupe, rec); err != nil {
 				return err
 			}
+		} else if err := b.setRecord(kindDedupe, badger.NewEntry(e.dedupe, rec).WithTTL(e.window)); err != nil {
+			return err
 		}
 		logged, err := b.storeMessage(id, st, e, e.redoRecord(i == last, id))
 		if err != nil {
@@ -223,9 +227,10 @@ func (o *enqueueOp) stage(b *batch) error {
 // Otherwise the item was leased at enqueue and unwritten (unwritten.go), or
 // its enqueue's commit was lost: it is lost unless it has an m/ key (before
 // schema 6), a dead letter, an erased mark or an attempt record, which
-// every outcome of an unwritten item writes (finishOp). An item delivered
-// before schema 6 whose attempt record the record budget dropped looks lost
-// too, and is delivered again.
+// every outcome of an unwritten item writes (finishOp; a retry's even over
+// the record budget). An item delivered whose attempt record the record
+// budget dropped looks lost too, and is delivered again. A restored item's
+// dedupe record is rewritten as written with it.
 func lostInFlight(txn *badger.Txn, id uint64, dedupe []byte) (bool, error) {
 	item, err := getItem(txn, dedupe)
 	if err != nil {

@@ -151,7 +151,7 @@ func (s *Spool) compactSegments() (int, error) {
 			}
 			var found []move
 			var err error
-			found, from, err = s.findMoves(from, r.end, r.states, targets)
+			found, from, err = s.findMoves(from, r.end, r.states, targets, lo, hi)
 			if err != nil {
 				return moved, err
 			}
@@ -239,9 +239,12 @@ type move struct {
 // segments, up to compactOpBytes of them, and returns them with the key to
 // go on from (nil at the end): m/ pointers, or with states, the own
 // pointers of q/ or z/ states.
-func (s *Spool) findMoves(from, end []byte, states bool, targets map[uint32]bool) ([]move, []byte, error) {
+func (s *Spool) findMoves(from, end []byte, states bool, targets map[uint32]bool, lo, hi uint64) ([]move, []byte, error) {
 	var found []move
 	var size int64
+	// A move writes a pointer or a state (with its last error) into the
+	// op's transaction: at most about 512 bytes, within its budget.
+	most := max(s.batchBudget()/512, 1)
 	var next []byte
 	err := s.db.View(func(txn *badger.Txn) (err error) {
 		add := func(key []byte, id uint64, p bodyPtr) bool {
@@ -249,10 +252,10 @@ func (s *Spool) findMoves(from, end []byte, states bool, targets map[uint32]bool
 				found = append(found, move{id: id, key: key, from: p})
 				size += p.recordLen()
 			}
-			return size < compactOpBytes
+			return size < compactOpBytes && len(found) < most
 		}
 		if states {
-			next, err = scanOwnPointers(txn, from, end, add)
+			next, err = scanOwnPointers(txn, from, end, lo, hi, add)
 		} else {
 			next, err = scanPointers(txn, from, end, func(id uint64, p bodyPtr) bool { return add(nil, id, p) })
 		}

@@ -88,7 +88,7 @@ func decodeMessage(b []byte) (*message, error) {
 // state flags.
 const (
 	flagLeased     = 1 << iota // written by older versions: in flight, the key's due time the lease's end
-	flagSegment                // the message is in a segment: m/ holds a pointer
+	flagSegment                // the message is in a segment (else stored whole in m/)
 	flagPointer                // Ptr holds the pointer the message was stored with (schema 4)
 	flagOwnPointer             // Ptr is the message's only pointer: no m/ (schema 6)
 )

@@ -252,6 +252,18 @@ func (b *batch) setRecord(kind recordKind, e *badger.Entry) error {
 	return b.setRecordKept(kind, e, false)
 }
 
+// rewriteRecord replaces the value of the record under key, which the
+// budget counts already, keeping its expiry.
+func (b *batch) rewriteRecord(key, value []byte) error {
+	item, err := getItem(b.txn, key)
+	if item == nil {
+		return err
+	}
+	e := badger.NewEntry(key, value)
+	e.ExpiresAt = item.ExpiresAt()
+	return b.txn.SetEntry(e)
+}
+
 // setRecordKept is setRecord, where keep writes an attempt record even over
 // the budget.
 func (b *batch) setRecordKept(kind recordKind, e *badger.Entry, keep bool) error {

@@ -30,9 +30,10 @@ import (
 // a duplicate and left alone; any other is stored again, pointing to its
 // messages where they are, under the item ids their redo records carry
 // (new ones for records of older versions). An item whose dedupe record is
-// there but not the item itself, nor a trace of its end, was leased at
-// enqueue and left unwritten (unwritten.go): it is stored too, its attempts
-// counted from the flight log. The dedupe check makes the replay
+// there and says it was left unwritten, with no trace of its end, was in
+// flight when the process ended (unwritten.go, lostInFlight): it is stored
+// too, its attempts counted from the flight log, and its dedupe record
+// rewritten as written with it. The dedupe check makes the replay
 // idempotent; an op whose enqueue failed after its segments were synced
 // (its commit failed) is stored by the replay too, which at least once
 // allows: its sender was answered with an error and retries into a

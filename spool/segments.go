@@ -5,6 +5,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 
 	"github.com/dgraph-io/badger/v4"
@@ -42,7 +43,7 @@ func itemPointer(item *badger.Item) (p bodyPtr, ok bool, err error) {
 // messages out of since this process started. A state read before a
 // compaction (a lease from an older snapshot) may be stale: with an own
 // pointer (flagOwnPointer, schema 6) the compaction rewrote the state, so
-// the state is read again (refreshPointer, currentMessage); otherwise m/ is
+// the state is read again (refreshPointer, leasedMessage); otherwise m/ is
 // the authority, which a compaction rewrites without the state, and the
 // state's pointer is sure only for an item this process stored too (a
 // state from before may predate an older process's compaction).
@@ -291,7 +292,7 @@ func (s *Spool) loadSegments() error {
 			return err
 		}
 		for _, p := range []byte{prefixQueue, prefixDead} {
-			if _, err := scanOwnPointers(txn, []byte{p, '/'}, []byte{p, '/' + 1}, func(_ []byte, id uint64, ptr bodyPtr) bool {
+			if _, err := scanOwnPointers(txn, []byte{p, '/'}, []byte{p, '/' + 1}, 0, math.MaxUint64, func(_ []byte, id uint64, ptr bodyPtr) bool {
 				return count(id, ptr)
 			}); err != nil {
 				return err
@@ -314,11 +315,11 @@ func (s *Spool) loadSegments() error {
 	return nil
 }
 
-// scanOwnPointers calls fn with each q/ or z/ key, from from up to end, whose
-// state has an own pointer, in key order, until fn returns false, and
+// scanOwnPointers calls fn with each q/ or z/ key, from from up to end, of
+// an item id from lo to hi whose state has an own pointer, in key order, until fn returns false, and
 // returns the key after the one it stopped at (nil if it did not). fn may
 // keep the key.
-func scanOwnPointers(txn *badger.Txn, from, end []byte, fn func(key []byte, id uint64, p bodyPtr) bool) (next []byte, err error) {
+func scanOwnPointers(txn *badger.Txn, from, end []byte, lo, hi uint64, fn func(key []byte, id uint64, p bodyPtr) bool) (next []byte, err error) {
 	it := txn.NewIterator(badger.IteratorOptions{})
 	defer it.Close()
 	for it.Seek(from); it.Valid(); it.Next() {
@@ -328,7 +329,7 @@ func scanOwnPointers(txn *badger.Txn, from, end []byte, fn func(key []byte, id u
 			break
 		}
 		id, ok := idOfKey(k)
-		if !ok {
+		if !ok || id < lo || id > hi { // not read: no message of the segments wanted
 			continue
 		}
 		var st state

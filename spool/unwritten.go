@@ -18,17 +18,19 @@ import (
 // of these writes it:
 //
 //   - its outcome: a delivery writes only its attempt record; a retry or a
-//     dead letter writes the q/ or z/ key and m/, as for any item;
+//     dead letter writes the q/ or z/ key, as for any item, and its attempt
+//     record even over the record budget;
 //   - a commit that syncs Badger (an operator's change, the checkpoint
 //     within checkpointInterval, the last commit at Close) writes the q/ key
-//     and m/ of every item still here before it moves c/redo past their
-//     redo records.
+//     of every item still here before it moves c/redo past their redo
+//     records.
 //
 // So every item whose redo record lies before c/redo is in Badger, and one
 // past it that a crash left unwritten is stored again by the replay at open
 // (redo.go), under its own id, with the attempts the flight log counted: an
-// item whose dedupe record holds its id, with neither m/ nor an attempt
-// record, was in flight.
+// item whose dedupe record holds its id and says it was left unwritten,
+// with no dead letter, erased mark nor attempt record, was in flight
+// (lostInFlight).
 type unwrittenItems struct {
 	mu    sync.Mutex // for Lookup; the committer alone adds and removes
 	items map[uint64]unwrittenItem
