@@ -86,8 +86,9 @@ func (b *batch) settle(id uint64) {
 	b.settled[id] = true
 }
 
-// writeUnwritten writes the q/ key of every item left unwritten, by earlier batches or this one, before a synced commit moves
-// c/redo past their redo records.
+// writeUnwritten writes the q/ key of every item left unwritten, by earlier
+// batches or this one, before a synced commit moves c/redo past their redo
+// records.
 func (b *batch) writeUnwritten() error {
 	for id, it := range b.s.unwritten.all() {
 		if b.settled[id] {
@@ -544,7 +545,7 @@ func (s *Spool) commitOnce(ops []op) (bad int, err error) {
 	committed := false
 	err = s.write(txn, durable, func() { committed = true; s.applyBatch(b) })
 	if !committed {
-		s.unwritten.remove(slices.Collect(maps.Keys(b.unwritten)))
+		s.unwritten.remove(maps.Keys(b.unwritten))
 	}
 	if s.unsynced { // whether or not the write failed: the checkpoint syncs it
 		s.syncDue.Store(true)
@@ -581,7 +582,7 @@ func (s *Spool) applyBatch(b *batch) {
 	emptied := s.cat.addSegments(b.segs)
 	s.mu.Unlock()
 	if len(b.settled) > 0 {
-		s.unwritten.remove(slices.Collect(maps.Keys(b.settled)))
+		s.unwritten.remove(maps.Keys(b.settled))
 	}
 	if trim {
 		s.nudgeTrim()

@@ -56,6 +56,9 @@ func (s *Spool) Lookup(_ context.Context, route, eventID string) (ItemStatus, er
 	// It leaves the unwritten items only after the commit that writes or
 	// finishes it, so a transaction begun after this check sees that.
 	_, unwritten := s.unwritten.get(out.ID)
+	s.mu.Lock()
+	rid, known := s.cat.ridByName[route]
+	s.mu.Unlock()
 	err = s.db.View(func(txn *badger.Txn) (err error) {
 		if out.Attempts, err = attempts(txn, out.ID); err != nil {
 			return err
@@ -73,15 +76,26 @@ func (s *Spool) Lookup(_ context.Context, route, eventID string) (ItemStatus, er
 				ReceivedAt: time.UnixMilli(st.ReceivedMs), DeadAt: time.UnixMilli(st.DeadMs)}
 			return nil
 		}
-		// Pending: under m/ (stored before schema 6) or its first q/ key.
-		first, err := firstQueueKey(txn, route, rec)
-		if err != nil {
-			return err
-		}
-		for _, k := range [][]byte{msgKey(out.ID), first} {
-			if k == nil {
-				continue
+		if !known { // a route the commit just created, before the catalog learnt of it
+			if item, err := getItem(txn, routeKey(route)); err != nil {
+				return err
+			} else if item != nil {
+				if err := item.Value(func(v []byte) error {
+					if known = len(v) == 4; known {
+						rid = beUint32(v)
+					}
+					return nil
+				}); err != nil {
+					return err
+				}
 			}
+		}
+		// Pending: under m/ (stored before schema 6) or its first q/ key.
+		keys := [][]byte{msgKey(out.ID)}
+		if known && len(rec) == dedupeValueLen {
+			keys = append(keys, queueKey(rid, int64(beUint64(rec[16:])), out.ID))
+		}
+		for _, k := range keys {
 			if item, err := getItem(txn, k); err != nil {
 				return err
 			} else if item != nil {
@@ -101,9 +115,7 @@ func (s *Spool) Lookup(_ context.Context, route, eventID string) (ItemStatus, er
 		if n := len(out.Attempts); n > 0 && out.Attempts[n-1].StatusCode/100 == 2 && out.Attempts[n-1].Error == "" {
 			return nil
 		}
-		if queued, err := inQueue(txn, route, out.ID); err != nil {
-			return err
-		} else if queued {
+		if known && inQueue(txn, rid, out.ID) {
 			out.State = StatePending
 		}
 		return nil
@@ -111,49 +123,18 @@ func (s *Spool) Lookup(_ context.Context, route, eventID string) (ItemStatus, er
 	return out, err
 }
 
-// inQueue reports whether item id is in route's queue, by a scan of its
-// keys.
-func inQueue(txn *badger.Txn, route string, id uint64) (bool, error) {
-	rid, ok, err := routeIDIn(txn, route)
-	if !ok {
-		return false, err
-	}
+// inQueue reports whether item id is in route rid's queue, by a scan of
+// its keys.
+func inQueue(txn *badger.Txn, rid uint32, id uint64) bool {
 	prefix := queuePrefix(rid)
 	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
 	defer it.Close()
 	for it.Rewind(); it.ValidForPrefix(prefix); it.Next() {
 		if keyID(it.Item().Key()) == id {
-			return true, nil
+			return true
 		}
 	}
-	return false, nil
-}
-
-// firstQueueKey returns the q/ key the item of route whose dedupe record is
-// rec got at its enqueue: nil for a record written before schema 6, or a
-// route unknown.
-func firstQueueKey(txn *badger.Txn, route string, rec []byte) ([]byte, error) {
-	if len(rec) != dedupeValueLen {
-		return nil, nil
-	}
-	rid, ok, err := routeIDIn(txn, route)
-	if !ok {
-		return nil, err
-	}
-	return queueKey(rid, int64(beUint64(rec[16:])), beUint64(rec)), nil
-}
-
-// routeIDIn reads route's id; ok is false for a route unknown.
-func routeIDIn(txn *badger.Txn, route string) (rid uint32, ok bool, err error) {
-	item, err := getItem(txn, routeKey(route))
-	if item == nil {
-		return 0, false, err
-	}
-	v, err := item.ValueCopy(nil)
-	if err != nil || len(v) != 4 {
-		return 0, false, err
-	}
-	return beUint32(v), true, nil
+	return false
 }
 
 // attempts reads an item's attempt records.

@@ -37,8 +37,9 @@ import (
 // idempotent; an op whose enqueue failed after its segments were synced
 // (its commit failed) is stored by the replay too, which at least once
 // allows: its sender was answered with an error and retries into a
-// duplicate. Ids are never taken twice: a batch whose records were synced
-// keeps its ids taken even if its commit fails.
+// duplicate. Ids are never taken twice: the ids a batch took stay taken
+// whether it stages and commits or not (burnIDs), since a segment rotation
+// may have written its records.
 
 // checkpointInterval is the longest a commit stays out of Badger's synced
 // state (and an attempt out of the synced flight log): it bounds what an

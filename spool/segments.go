@@ -165,8 +165,8 @@ func (s *Spool) readLeased(leases []work) {
 
 // message reads item id's message by its id alone: through m/ (a pointer,
 // or the message stored whole), else through the own pointer of its dead
-// letter's state, else of its q/ state, which takes a scan of the queues:
-// for dead letters and tests, not for deliveries (leasedMessage).
+// letter's state. A pending item with an own pointer is read through its
+// key (leasedMessage).
 func (s *Spool) message(id uint64) (*message, error) {
 	var whole []byte
 	m, err := s.readVia(func(txn *badger.Txn) (bodyPtr, error) {
@@ -187,9 +187,6 @@ func (s *Spool) message(id uint64) (*message, error) {
 			return p, nil
 		}
 		st, found, err := getState(txn, deadKey(id))
-		if err == nil && !found {
-			st, found, err = queuedState(txn, id)
-		}
 		if err == nil && (!found || st.Flags&flagOwnPointer == 0) {
 			err = fmt.Errorf("%w: no message for item %d", ErrNotFound, id)
 		}
@@ -203,21 +200,6 @@ func (s *Spool) message(id uint64) (*message, error) {
 
 // errStoredWhole stops readVia at a message stored whole in m/.
 var errStoredWhole = errors.New("spool: message stored whole")
-
-// queuedState finds item id's q/ state by a scan of every queue.
-func queuedState(txn *badger.Txn, id uint64) (state, bool, error) {
-	prefix := []byte{prefixQueue, '/'}
-	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
-	defer it.Close()
-	for it.Rewind(); it.Valid(); it.Next() {
-		if _, _, kid, ok := parseQueueKey(it.Item().Key()); ok && kid == id {
-			var st state
-			err := it.Item().Value(func(v []byte) (err error) { st, err = decodeState(v); return err })
-			return st, err == nil, err
-		}
-	}
-	return state{}, false, nil
-}
 
 // eventIDHead is how much of a message in a segment is read for its event
 // id, which comes after the route.

@@ -1,6 +1,7 @@
 package spool
 
 import (
+	"iter"
 	"maps"
 	"sync"
 )
@@ -9,9 +10,9 @@ import (
 //
 // Most items of a route that keeps up are leased by the commit that stores
 // them (enqueueOp) and delivered a few milliseconds later. Writing their q/
-// key and m/ pointer only to delete both at the outcome was four of the six
-// Badger entries of an event, each inserted in a memtable, logged, flushed
-// and compacted. Such an item is durable without them: its message and redo
+// key only to delete it at the outcome was two of the four Badger entries of
+// an event (four of six while m/ was written), each inserted in a memtable,
+// logged, flushed and compacted. Such an item is durable without them: its message and redo
 // record (which carries its id) are synced in a segment before the enqueue
 // is answered, and its dedupe record is in the commit. So the enqueue writes
 // only the dedupe record, and the item is kept here, in memory, until one
@@ -56,10 +57,10 @@ func (u *unwrittenItems) add(items map[uint64]unwrittenItem) {
 }
 
 // remove forgets items written or finished by a commit, after it.
-func (u *unwrittenItems) remove(ids []uint64) {
+func (u *unwrittenItems) remove(ids iter.Seq[uint64]) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	for _, id := range ids {
+	for id := range ids {
 		delete(u.items, id)
 	}
 }
