@@ -372,7 +372,7 @@ func (s *Spool) deliver(key []byte, st state, route Route, msg *message) {
 	// Age counts from the state's clock, which a replay resets, less the
 	// time the route was paused.
 	v := route.Policy.Decide(out, d.Attempt, time.Duration(s.ageMs(&st, nowMs()))*time.Millisecond)
-	o := &finishOp{s: s, key: key, leased: &st, status: out.StatusCode, lastErr: rec.Error, attempt: &rec}
+	o := &finishOp{s: s, key: key, leased: &st, status: out.StatusCode, lastErr: rec.Error, attempt: &rec, route: d.Route, eventID: d.EventID}
 	switch {
 	case v.Ack:
 		o.to = toDelivered

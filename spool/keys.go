@@ -18,7 +18,7 @@ import (
 // its id: an older version would replay none of those records and call such
 // an item delivered. Version 6 writes no m/ for a message in a segment: the
 // item's state holds the only pointer (flagOwnPointer), and its dedupe
-// record the due time of its first q/ key, for Lookup.
+// record the due time of its q/ key, for Lookup.
 const schemaVersion = 6
 
 // Key schema. All integers are big-endian so that byte order is numeric order.
@@ -41,7 +41,8 @@ const schemaVersion = 6
 //	y/<dead ms:8><id:8>            one per dead letter, in the order they died: what the purge walks
 //	d/<sha256(route 0 eventId)[:16]> dedupe record: id, the fingerprint's xxhash (a SHA-256 in records
 //	                               written before), and from schema 6 the due time of the item's
-//	                               first q/ key and whether the enqueue left it unwritten (a byte);
+//	                               q/ key (as enqueued, or as its last retry wrote it) and whether
+//	                               the item is still as its enqueue left it, unwritten (a byte);
 //	                               expires with the dedupe window
 //	a/<id:8><attempt:4>            one delivery attempt's record, expires after the attempt retention
 //	e/<id:8>                       present once a dead letter was deleted or purged; expires like a/

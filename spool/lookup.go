@@ -90,7 +90,8 @@ func (s *Spool) Lookup(_ context.Context, route, eventID string) (ItemStatus, er
 				}
 			}
 		}
-		// Pending: under m/ (stored before schema 6) or its first q/ key.
+		// Pending: under m/ (stored before schema 6) or the q/ key its
+		// dedupe record names.
 		keys := [][]byte{msgKey(out.ID)}
 		if known && len(rec) == dedupeValueLen {
 			keys = append(keys, queueKey(rid, int64(beUint64(rec[16:])), out.ID))
@@ -109,8 +110,9 @@ func (s *Spool) Lookup(_ context.Context, route, eventID string) (ItemStatus, er
 			out.State = StateDeleted
 			return nil
 		}
-		// Delivered, unless a retry or a replay of its dead letter moved
-		// it: then it is found in its route's queue.
+		// Delivered, unless a replay of its dead letter (or a retry by a
+		// version that did not rewrite the dedupe record) moved it: then
+		// it is found in its route's queue.
 		out.State = StateDelivered
 		if n := len(out.Attempts); n > 0 && out.Attempts[n-1].StatusCode/100 == 2 && out.Attempts[n-1].Error == "" {
 			return nil

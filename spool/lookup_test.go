@@ -2,14 +2,16 @@ package spool
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
+
+	"github.com/dgraph-io/badger/v4"
 )
 
 // TestLookupFindsItemsWithoutAnM: an item has no m/ key (schema 6), so
-// Lookup finds a pending one under the first q/ key its dedupe record
-// names, in its route's queue once a retry moved it, or among the
-// unwritten items while its first attempt runs; and tells the dead, the
+// Lookup finds a pending one under the q/ key its dedupe record names
+// (which a retry rewrites), or among the unwritten items while its first attempt runs; and tells the dead, the
 // deleted and the delivered apart.
 func TestLookupFindsItemsWithoutAnM(t *testing.T) {
 	s := openTest(t, Options{})
@@ -62,5 +64,27 @@ func TestLookupFindsItemsWithoutAnM(t *testing.T) {
 	}
 	if got := versions(t, s, prefixMessage); got != 0 {
 		t.Fatalf("%d versions of m/ keys, want none", got)
+	}
+	// A retry points the dedupe record at the item's new key: no scan.
+	s.mu.Lock()
+	rid := s.cat.ridByName["r"]
+	s.mu.Unlock()
+	err = s.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(dedupeKey("r", "evt_retried"))
+		if err != nil {
+			return err
+		}
+		rec, err := item.ValueCopy(nil)
+		if err != nil {
+			return err
+		}
+		want := queueKey(rid, int64(beUint64(rec[16:])), beUint64(rec))
+		if _, err := txn.Get(want); err != nil {
+			return fmt.Errorf("the key its dedupe record names, %x: %w", want, err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }

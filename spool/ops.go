@@ -180,7 +180,7 @@ func (o *enqueueOp) stage(b *batch) error {
 		// record: leased at once, the item stays out of Badger until it
 		// must be written (unwritten.go).
 		unwritten := direct && e.at == nil && int64(e.size) >= b.s.opts.segmentMin && b.mayLeaveUnwritten()
-		// With the due time of its first q/ key, so that Lookup finds the
+		// With the due time of its q/ key, so that Lookup finds the
 		// item without an m/ key (schema 6).
 		rec := dedupeRecord(id, e.hash, b.nowMs, unwritten)
 		if restored[i] {
@@ -227,10 +227,10 @@ func (o *enqueueOp) stage(b *batch) error {
 // Otherwise the item was leased at enqueue and unwritten (unwritten.go), or
 // its enqueue's commit was lost: it is lost unless it has an m/ key (before
 // schema 6), a dead letter, an erased mark or an attempt record, which
-// every outcome of an unwritten item writes (finishOp; a retry's even over
-// the record budget). An item delivered whose attempt record the record
-// budget dropped looks lost too, and is delivered again. A restored item's
-// dedupe record is rewritten as written with it.
+// a delivery writes (finishOp; a retry rewrites the dedupe record as
+// written). An item delivered whose attempt record the record budget
+// dropped, or the trim deleted, looks lost too, and is delivered again. A
+// restored item's dedupe record is rewritten as written with it.
 func lostInFlight(txn *badger.Txn, id uint64, dedupe []byte) (bool, error) {
 	item, err := getItem(txn, dedupe)
 	if err != nil {
@@ -339,6 +339,9 @@ type finishOp struct {
 	lastErr string
 	reason  string
 	attempt *Attempt // the attempt that led here, recorded with the attempt retention
+	// The delivery's route and event id: a retry points the event's dedupe
+	// record at the item's new q/ key.
+	route, eventID string
 }
 
 func (o *finishOp) size() int     { return 256 + len(o.lastErr) }
@@ -391,10 +394,7 @@ func (o *finishOp) stage(b *batch) error {
 	}
 	if a := o.attempt; a != nil {
 		e := badger.NewEntry(attemptKey(id, st.Earlier+a.Number), a.encode()).WithTTL(b.s.live.Load().attemptRetention)
-		// The retry of an unwritten item keeps it even over the record
-		// budget (the trim takes the oldest): it tells a replay that the
-		// item, which has no other trace by its id, was not lost.
-		if err := b.setRecordKept(kindAttempts, e, unwritten && o.to == toRetry); err != nil {
+		if err := b.setRecord(kindAttempts, e); err != nil {
 			return err
 		}
 	}
@@ -419,9 +419,15 @@ func (o *finishOp) stage(b *batch) error {
 		b.change(&from, &st)
 		return nil
 	}
-	nk := queueKey(rid, dueAfter(b.nowMs, o.delay), id)
+	due := dueAfter(b.nowMs, o.delay)
+	nk := queueKey(rid, due, id)
 	if err := b.txn.Set(nk, st.encode()); err != nil {
 		return err
+	}
+	if o.eventID != "" {
+		if err := b.pointDedupe(dedupeKey(o.route, o.eventID), id, due); err != nil {
+			return err
+		}
 	}
 	b.change(&from, &st)
 	b.queued(nk)

@@ -46,9 +46,9 @@ const (
 const recordOverhead = 24
 
 // dedupeValueLen is the length of a dedupe record's value: item id,
-// fingerprint, the due time (ms) of the item's first q/ key and whether the
-// item was left unwritten (schema 6; older records end after the
-// fingerprint).
+// fingerprint, the due time (ms) of the item's q/ key (pointDedupe) and
+// whether the item is as its enqueue left it, unwritten (schema 6; older
+// records end after the fingerprint).
 const dedupeValueLen = 8 + 8 + 8 + 1
 
 // dedupeUnwritten marks the dedupe record of an item its enqueue left
@@ -245,13 +245,6 @@ func (b *batch) admitRecords(size int64) error {
 	return nil
 }
 
-// setRecord stages a dedupe or attempt record with its TTL, counted when
-// the batch commits. An attempt record that would take the records over
-// the budget is not written, only counted as dropped.
-func (b *batch) setRecord(kind recordKind, e *badger.Entry) error {
-	return b.setRecordKept(kind, e, false)
-}
-
 // rewriteRecord replaces the value of the record under key, which the
 // budget counts already, keeping its expiry.
 func (b *batch) rewriteRecord(key, value []byte) error {
@@ -264,11 +257,30 @@ func (b *batch) rewriteRecord(key, value []byte) error {
 	return b.txn.SetEntry(e)
 }
 
-// setRecordKept is setRecord, where keep writes an attempt record even over
-// the budget.
-func (b *batch) setRecordKept(kind recordKind, e *badger.Entry, keep bool) error {
+// pointDedupe rewrites the dedupe record under key, if it is item id's, as
+// of an item written under a q/ key due at dueMs: Lookup finds the item
+// there, and the replay of a later open knows it was not lost in flight
+// (unwritten.go).
+func (b *batch) pointDedupe(key []byte, id uint64, dueMs int64) error {
+	item, err := getItem(b.txn, key)
+	if item == nil {
+		return err
+	}
+	rec, err := item.ValueCopy(nil)
+	if err != nil || len(rec) != dedupeValueLen || beUint64(rec) != id {
+		return err // of a version before 6, or of a later event with the same id
+	}
+	e := badger.NewEntry(key, dedupeRecord(id, beUint64(rec[8:]), dueMs, false))
+	e.ExpiresAt = item.ExpiresAt()
+	return b.txn.SetEntry(e)
+}
+
+// setRecord stages a dedupe or attempt record with its TTL, counted when
+// the batch commits. An attempt record that would take the records over
+// the budget is not written, only counted as dropped.
+func (b *batch) setRecord(kind recordKind, e *badger.Entry) error {
 	size := recordSize(len(e.Key), len(e.Value))
-	if kind == kindAttempts && !keep {
+	if kind == kindAttempts {
 		if r := b.recordBytes(); r[kindDedupe]+r[kindAttempts]+size > b.s.live.Load().maxRecordBytes {
 			b.recs.dropped++
 			return nil

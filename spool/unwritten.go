@@ -19,8 +19,8 @@ import (
 // of these writes it:
 //
 //   - its outcome: a delivery writes only its attempt record; a retry or a
-//     dead letter writes the q/ or z/ key, as for any item, and its attempt
-//     record even over the record budget;
+//     dead letter writes the q/ or z/ key, as for any item, and a retry
+//     rewrites its dedupe record as written, pointing at that key;
 //   - a commit that syncs Badger (an operator's change, the checkpoint
 //     within checkpointInterval, the last commit at Close) writes the q/ key
 //     of every item still here before it moves c/redo past their redo
@@ -31,7 +31,8 @@ import (
 // (redo.go), under its own id, with the attempts the flight log counted: an
 // item whose dedupe record holds its id and says it was left unwritten,
 // with no dead letter, erased mark nor attempt record, was in flight
-// (lostInFlight).
+// (lostInFlight). The dedupe record, not the attempt record (which the
+// record budget may drop or trim), tells a retried item from a lost one.
 type unwrittenItems struct {
 	mu    sync.Mutex // for Lookup; the committer alone adds and removes
 	items map[uint64]unwrittenItem

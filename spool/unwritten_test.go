@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -302,5 +303,43 @@ func TestARestoredItemIsNotRestoredTwice(t *testing.T) {
 	})
 	if err != nil || n != 1 {
 		t.Fatalf("%d versions of q/ keys the replays wrote (%v), want the first one's", n, err)
+	}
+}
+
+// TestARetriedUnwrittenItemIsNotStoredTwice: the retry of an unwritten
+// item writes its q/ key and points its dedupe record there, as written,
+// so that the replay of the next open, which reads the item's redo record
+// past c/redo, does not take it for lost in flight, whatever became of its
+// attempt record (the trim deletes it here).
+func TestARetriedUnwrittenItemIsNotStoredTwice(t *testing.T) {
+	defer func(d time.Duration) { checkpointInterval = d }(checkpointInterval)
+	checkpointInterval = time.Hour // no checkpoint but the test's
+	dir := t.TempDir()
+	s := openTest(t, Options{Dir: filepath.Join(dir, "running")})
+	rec := newRecorder(func(*Delivery) Outcome { return Outcome{StatusCode: 503} })
+	s.RegisterRoute("r", Route{Deliverer: rec, Policy: Policy{MaxAttempts: 5, BackoffMin: time.Hour, BackoffMax: time.Hour}})
+	id := mustEnqueue(t, s, entry("r", "evt_1", "x")).ID
+	rec.next(t, 5*time.Second)
+	eventually(t, 5*time.Second, "the retry's attempt record", func() bool { return s.Records().Attempts.Count == 1 })
+	s.Reconfigure(Limits{MaxRecordBytes: s.Records().Dedupe.Bytes}) // no room for it
+	eventually(t, 5*time.Second, "the trim", func() bool { return s.Records().Attempts.Count == 0 })
+	if got := versions(t, s, prefixQueue); got != 1 {
+		t.Fatalf("%d versions of q/ keys, want the retry's", got)
+	}
+
+	// What kill -9 would leave now: Badger's logs as the page cache holds
+	// them, the segments, the flight log.
+	crashed := filepath.Join(dir, "crashed")
+	copyFiles(t, s.opts.Dir, crashed)
+	copyFiles(t, filepath.Join(s.opts.Dir, "bodies"), filepath.Join(crashed, "bodies"))
+	c := openTest(t, Options{Dir: crashed})
+	if items, _ := c.Usage(); items != 1 {
+		t.Fatalf("%d items after the replay, want the one retried", items)
+	}
+	if got := versions(t, c, prefixQueue); got != 1 {
+		t.Fatalf("%d versions of q/ keys after the replay, want the retry's", got)
+	}
+	if st, err := c.Lookup(context.Background(), "r", "evt_1"); err != nil || st.ID != id || st.State != StatePending {
+		t.Fatalf("after the replay: %+v, %v; want item %d pending", st, err, id)
 	}
 }
