@@ -312,8 +312,10 @@ func TestARestoredItemIsNotRestoredTwice(t *testing.T) {
 // past c/redo, does not take it for lost in flight, whatever became of its
 // attempt record (the trim deletes it here).
 func TestARetriedUnwrittenItemIsNotStoredTwice(t *testing.T) {
-	defer func(d time.Duration) { checkpointInterval = d }(checkpointInterval)
-	checkpointInterval = time.Hour // no checkpoint but the test's
+	// Restored after the spools' cleanup has stopped their loops, which read it.
+	d := checkpointInterval
+	t.Cleanup(func() { checkpointInterval = d })
+	checkpointInterval = time.Hour // no checkpoint
 	dir := t.TempDir()
 	s := openTest(t, Options{Dir: filepath.Join(dir, "running")})
 	rec := newRecorder(func(*Delivery) Outcome { return Outcome{StatusCode: 503} })
