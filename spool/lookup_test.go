@@ -11,8 +11,8 @@ import (
 
 // TestLookupFindsItemsWithoutAnM: an item has no m/ key (schema 6), so
 // Lookup finds a pending one under the q/ key its dedupe record names
-// (which a retry rewrites), or among the unwritten items while its first attempt runs; and tells the dead, the
-// deleted and the delivered apart.
+// (which a retry rewrites), or among the unwritten items while its first
+// attempt runs; and tells the dead, the deleted and the delivered apart.
 func TestLookupFindsItemsWithoutAnM(t *testing.T) {
 	s := openTest(t, Options{})
 	ctx := context.Background()

@@ -186,7 +186,7 @@ func (o *enqueueOp) stage(b *batch) error {
 		if restored[i] {
 			// Its record again, as written with it now, expiring as it did:
 			// a later replay must not store the item once more.
-			if err := b.rewriteRecord(e.dedupe, rec); err != nil {
+			if err := b.rewriteRecord(e.dedupe, func([]byte) []byte { return rec }); err != nil {
 				return err
 			}
 		} else if err := b.setRecord(kindDedupe, badger.NewEntry(e.dedupe, rec).WithTTL(e.window)); err != nil {

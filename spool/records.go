@@ -246,10 +246,16 @@ func (b *batch) admitRecords(size int64) error {
 }
 
 // rewriteRecord replaces the value of the record under key, which the
-// budget counts already, keeping its expiry.
-func (b *batch) rewriteRecord(key, value []byte) error {
+// budget counts already, with update's of its value, keeping its expiry.
+// Nothing is written if the record is gone or update returns nil; update
+// must not keep its argument.
+func (b *batch) rewriteRecord(key []byte, update func(old []byte) []byte) error {
 	item, err := getItem(b.txn, key)
 	if item == nil {
+		return err
+	}
+	var value []byte
+	if err := item.Value(func(old []byte) error { value = update(old); return nil }); err != nil || value == nil {
 		return err
 	}
 	e := badger.NewEntry(key, value)
@@ -262,17 +268,12 @@ func (b *batch) rewriteRecord(key, value []byte) error {
 // there, and the replay of a later open knows it was not lost in flight
 // (unwritten.go).
 func (b *batch) pointDedupe(key []byte, id uint64, dueMs int64) error {
-	item, err := getItem(b.txn, key)
-	if item == nil {
-		return err
-	}
-	rec, err := item.ValueCopy(nil)
-	if err != nil || len(rec) != dedupeValueLen || beUint64(rec) != id {
-		return err // of a version before 6, or of a later event with the same id
-	}
-	e := badger.NewEntry(key, dedupeRecord(id, beUint64(rec[8:]), dueMs, false))
-	e.ExpiresAt = item.ExpiresAt()
-	return b.txn.SetEntry(e)
+	return b.rewriteRecord(key, func(rec []byte) []byte {
+		if len(rec) != dedupeValueLen || beUint64(rec) != id {
+			return nil // of a version before 6, or of a later event with the same id
+		}
+		return dedupeRecord(id, beUint64(rec[8:]), dueMs, false)
+	})
 }
 
 // setRecord stages a dedupe or attempt record with its TTL, counted when

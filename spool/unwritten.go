@@ -12,11 +12,11 @@ import (
 // them (enqueueOp) and delivered a few milliseconds later. Writing their q/
 // key only to delete it at the outcome was two of the four Badger entries of
 // an event (four of six while m/ was written), each inserted in a memtable,
-// logged, flushed and compacted. Such an item is durable without them: its message and redo
-// record (which carries its id) are synced in a segment before the enqueue
-// is answered, and its dedupe record is in the commit. So the enqueue writes
-// only the dedupe record, and the item is kept here, in memory, until one
-// of these writes it:
+// logged, flushed and compacted. Such an item is durable without them: its
+// message and redo record (which carries its id) are synced in a segment
+// before the enqueue is answered, and its dedupe record is in the commit.
+// So the enqueue writes only the dedupe record, and the item is kept here,
+// in memory, until one of these writes it:
 //
 //   - its outcome: a delivery writes only its attempt record; a retry or a
 //     dead letter writes the q/ or z/ key, as for any item, and a retry

@@ -315,7 +315,7 @@ func TestARetriedUnwrittenItemIsNotStoredTwice(t *testing.T) {
 	// Restored after the spools' cleanup has stopped their loops, which read it.
 	d := checkpointInterval
 	t.Cleanup(func() { checkpointInterval = d })
-	checkpointInterval = time.Hour // no checkpoint
+	checkpointInterval = time.Hour // the item's redo record stays past c/redo
 	dir := t.TempDir()
 	s := openTest(t, Options{Dir: filepath.Join(dir, "running")})
 	rec := newRecorder(func(*Delivery) Outcome { return Outcome{StatusCode: 503} })
